@@ -1,0 +1,205 @@
+"""RLE decode/encode: round trips, real Kaggle strings, COCO cross-check and every malformed input."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from kseg.rle import RLEError, decode, decode_labels, encode, encode_labels
+
+SARTORIUS_SHAPE = (520, 704)
+ORDERS = st.sampled_from(["C", "F"])
+SHAPES = st.tuples(st.integers(1, 40), st.integers(1, 40))
+
+
+def masks(dtype: type = bool, max_label: int = 1) -> st.SearchStrategy[np.ndarray]:
+    return SHAPES.flatmap(lambda shape: arrays(dtype, shape, elements=st.integers(0, max_label)))
+
+
+def coco_to_column_major(counts: list[int]) -> str:
+    """Uncompressed COCO RLE (alternating background/foreground counts, starting with background) → our F-order text."""
+    boundaries = np.cumsum([0, *counts])
+    starts, lengths = boundaries[1::2] + 1, np.asarray(counts[1::2])
+    return " ".join(f"{start} {length}" for start, length in zip(starts, lengths) if length)
+
+
+@settings(max_examples=150, deadline=None)
+@given(mask=masks(), order=ORDERS)
+def test_round_trip(mask: np.ndarray, order: str) -> None:
+    text = encode(mask, order)
+    assert np.array_equal(decode(text, mask.shape, order), mask)
+
+
+def test_orders_differ_as_documented() -> None:
+    mask = np.zeros((3, 4), dtype=bool)
+    mask[0, 1] = mask[1, 1] = True  # a vertical pair: two row-major runs, one column-major run
+    assert encode(mask, "C") == "2 1 6 1"
+    assert encode(mask, "F") == "4 2"
+
+
+@settings(max_examples=150, deadline=None)
+@given(labels=masks(np.int32, max_label=6), order=ORDERS)
+def test_encode_labels_equals_per_instance_encode(labels: np.ndarray, order: str) -> None:
+    expected = {int(k): encode(labels == k, order) for k in np.unique(labels) if k != 0}
+    assert encode_labels(labels, order) == expected
+
+
+def test_encode_labels_keeps_label_values_of_any_int_dtype() -> None:
+    labels = np.array([[0, 70000, 70000], [3, 0, 3]], dtype=np.int64)
+    assert encode_labels(labels) == {3: "4 1 6 1", 70000: "2 2"}
+    assert encode_labels(np.zeros((0, 5), dtype=np.uint16)) == {}
+
+
+@settings(max_examples=100, deadline=None)
+@given(stack=SHAPES.flatmap(lambda shape: st.lists(arrays(bool, shape), min_size=0, max_size=5)), order=ORDERS)
+def test_decode_labels_matches_painting_loop(stack: list[np.ndarray], order: str) -> None:
+    shape = stack[0].shape if stack else (3, 3)
+    labels, overlap = decode_labels([encode(mask, order) for mask in stack], shape, order)
+    expected = np.zeros(shape, dtype=np.int32)
+    claims = np.zeros(shape, dtype=int)
+    for label, mask in enumerate(stack, start=1):
+        expected[mask & (expected == 0)] = label
+        claims += mask
+    assert labels.dtype == np.int32
+    assert np.array_equal(labels, expected)
+    assert overlap == int((claims > 1).sum())
+
+
+def test_decode_labels_first_row_wins_and_counts_overlap_once() -> None:
+    # pixels 1-4, 3-6 and 4-5 of a 1x8 image: pixels 3, 4, 5 are claimed twice or more.
+    labels, overlap = decode_labels(["1 4", "", "3 4", "4 2"], (1, 8))
+    assert labels.tolist() == [[1, 1, 1, 1, 3, 3, 0, 0]]  # the empty row still consumes label 2
+    assert overlap == 3
+
+
+def test_decode_labels_rejects_mismatched_wheres() -> None:
+    with pytest.raises(ValueError, match="2 where-strings for 1"):
+        decode_labels(["1 2"], (2, 2), wheres=["a", "b"])
+
+
+@pytest.fixture(scope="module")
+def sartorius_train(fixtures_dir: Path) -> pd.DataFrame:
+    return pd.read_csv(fixtures_dir / "sartorius" / "train.csv")
+
+
+def test_every_real_sartorius_string_round_trips(sartorius_train: pd.DataFrame) -> None:
+    assert len(sartorius_train) == 395
+    for row, (text, height, width) in enumerate(
+        sartorius_train[["annotation", "height", "width"]].itertuples(index=False), start=1
+    ):
+        mask = decode(text, (height, width), "C", where=f"train.csv row {row}")
+        assert mask.shape == SARTORIUS_SHAPE and mask.any()
+        assert encode(mask, "C") == text
+
+
+def test_real_sartorius_overlap_matches_source_notes(sartorius_train: pd.DataFrame) -> None:
+    labels, overlap = decode_labels(sartorius_train["annotation"].tolist(), SARTORIUS_SHAPE, "C")
+    assert overlap == 3354  # stated in tests/fixtures/SOURCE.md
+    assert np.unique(labels[labels > 0]).size == 395
+
+
+def test_coco_masks_agree_with_derived_row_major_csv(fixtures_dir: Path) -> None:
+    coco = json.loads((fixtures_dir / "sartorius" / "0f08d640930b_from_t4e_val_fold0_part2.json").read_text())
+    derived = pd.read_csv(fixtures_dir / "sartorius" / "train_0f08d640930b_DERIVED.csv")
+    annotations = coco["annotations"]
+    assert len(annotations) == len(derived) == 105
+    coco_masks = []
+    for annotation in annotations:
+        segmentation = annotation["segmentation"]
+        assert segmentation["size"] == list(SARTORIUS_SHAPE)
+        mask = decode(coco_to_column_major(segmentation["counts"]), SARTORIUS_SHAPE, "F")
+        assert mask.sum() == annotation["area"]
+        coco_masks.append(mask)
+    derived_masks = [
+        decode(text, (height, width), "C", where=f"train_0f08d640930b_DERIVED.csv row {row}")
+        for row, (text, height, width) in enumerate(derived[["annotation", "height", "width"]].itertuples(index=False), 1)
+    ]
+    assert sorted(mask.tobytes() for mask in coco_masks) == sorted(mask.tobytes() for mask in derived_masks)
+
+
+@pytest.mark.parametrize(
+    ("text", "fragments"),
+    [
+        ("1 2 3", ["odd number of tokens (3)"]),
+        ("12 a", ["token 2 is 'a'", "not an integer"]),
+        ("12 3.5", ["'3.5'", "not an integer"]),
+        ("0 5", ["run 1 starts at 0", ">= 1"]),
+        ("-4 5", ["run 1 starts at -4"]),
+        ("10 5 20 0", ["run 2 (start 20) has length 0"]),
+        ("10 5 20 -3", ["has length -3"]),
+        ("1 2 1200 80", ["run 2 starts at 1200 and has length 80", "past the end of the 30x40 image (1200 pixels)"]),
+        ("10 5 12 3", ["run 2 starts at 12", "inside run 1 (pixels 10-14)"]),
+        ("10 5 3 2", ["run 2 starts at 3", "not after run 1 (start 10)"]),
+        ("10 5 10 2", ["run 2 starts at 10"]),
+        ("1 12345678901234567890123", ["token 2 is 12345678901234567890123", "too large"]),
+        ("1 2 5-3 4", ["token 3 is '5-3'", "not an integer"]),
+        ("1 9223372036854775000", ["run 1 starts at 1 and has length 9223372036854775000", "past the end"]),
+    ],
+)
+def test_malformed_strings_name_row_id_and_value(text: str, fragments: list[str]) -> None:
+    where = "train.csv row 7 (id 0030fd0e6378)"
+    with pytest.raises(RLEError) as raised:
+        decode(text, (30, 40), "C", where=where)
+    message = str(raised.value)
+    assert message.startswith(where + ": ")
+    for fragment in fragments:
+        assert fragment in message
+
+
+@pytest.mark.parametrize(
+    ("second", "problem"),
+    [("x 2", "token 1 is 'x'"), ("5 2 3 1", "run 2 starts at 3, not after run 1"), ("15 3", "run 1 starts at 15")],
+)
+def test_decode_labels_names_the_offending_row(second: str, problem: str) -> None:
+    wheres = ["submission.csv row 1 (id a)", "submission.csv row 2 (id a)", "submission.csv row 3 (id a)"]
+    with pytest.raises(RLEError, match=r"^submission\.csv row 2 \(id a\): " + re.escape(problem)):
+        decode_labels(["1 2", second, "0 1"], (4, 4), wheres=wheres)
+
+
+@pytest.mark.parametrize("value", [3.0, 7, b"1 2", ["1", "2"]])
+def test_non_string_values_are_rejected(value: object) -> None:
+    with pytest.raises(RLEError, match=r"row 3: expected an RLE string, got"):
+        decode(value, (4, 4), where="row 3")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("order", ["c", "row", ""])
+def test_unknown_order_is_rejected(order: str) -> None:
+    with pytest.raises(RLEError, match="unknown RLE order"):
+        decode("1 2", (4, 4), order)
+    with pytest.raises(RLEError, match="unknown RLE order"):
+        encode(np.ones((2, 2), dtype=bool), order)
+    with pytest.raises(RLEError, match="unknown RLE order"):
+        encode_labels(np.ones((2, 2), dtype=np.int32), order)
+    with pytest.raises(RLEError, match="unknown RLE order"):
+        decode_labels(["1 2"], (4, 4), order)
+
+
+@pytest.mark.parametrize("shape", [(0, 4), (4,), (3, -1)])
+def test_bad_shape_is_rejected(shape: tuple[int, ...]) -> None:
+    with pytest.raises(RLEError, match="image shape must be"):
+        decode("1 2", shape, where="row 1")  # type: ignore[arg-type]
+
+
+def test_non_2d_arrays_cannot_be_encoded() -> None:
+    with pytest.raises(RLEError, match=r"2-D mask, got shape \(2, 2, 2\)"):
+        encode(np.ones((2, 2, 2), dtype=bool))
+    with pytest.raises(RLEError, match=r"2-D label image, got shape \(4,\)"):
+        encode_labels(np.ones(4, dtype=np.int32))
+
+
+@pytest.mark.parametrize("missing", [None, float("nan"), np.float32("nan"), "", "   \n"])
+def test_missing_values_decode_to_an_empty_mask(missing: object) -> None:
+    mask = decode(missing, (5, 6), "F")  # type: ignore[arg-type]
+    assert mask.shape == (5, 6) and mask.dtype == bool and not mask.any()
+
+
+def test_empty_mask_encodes_to_empty_string() -> None:
+    assert encode(np.zeros((5, 6), dtype=bool)) == ""
+    assert encode(np.zeros((5, 6), dtype=np.uint8), "F") == ""
