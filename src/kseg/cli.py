@@ -1,0 +1,215 @@
+"""The ``kseg`` command line. Heavy modules are imported inside each command so that ``kseg score`` and
+``kseg validate`` answer in about a second without loading TensorFlow."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+from . import __version__
+from .config import Config, load_config
+from .errors import KsegError
+
+
+def _config(args: argparse.Namespace) -> Config:
+    return load_config(args.config, args.set or ())
+
+
+def _cmd_demo_data(args: argparse.Namespace) -> int:
+    from .demo import make_demo_data
+
+    root = make_demo_data(Path(args.dir), seed=args.seed, n_train=args.n_train, n_test=args.n_test,
+                          height=args.height, width=args.width)
+    print(f"demo competition written to {root}")
+    return 0
+
+
+def _cmd_folds(args: argparse.Namespace) -> int:
+    from .folds import command_folds
+
+    command_folds(_config(args))
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .train import command_train
+
+    fold = "all" if args.fold == "all" else int(args.fold)
+    command_train(_config(args), fold, resume=args.resume)
+    return 0
+
+
+def _cmd_search(args: argparse.Namespace) -> int:
+    from .search import command_search
+
+    command_search(_config(args))
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from .predict import command_predict
+
+    command_predict(_config(args), Path(args.out) if args.out else None)
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .pipeline import command_run
+
+    command_run(_config(args), force=args.force)
+    return 0
+
+
+def _cmd_score(args: argparse.Namespace) -> int:
+    from .data import PRESETS, Schema, schema_from_config
+    from .metric import score_frames
+
+    if args.config:
+        cfg = _config(args)
+        schema, task = schema_from_config(cfg), cfg["data"]["task"]
+    elif args.schema:
+        if args.schema not in PRESETS:
+            raise KsegError(f"unknown schema preset '{args.schema}' (known: {', '.join(sorted(PRESETS))})")
+        schema, task = Schema(**PRESETS[args.schema]), args.task
+    else:
+        raise KsegError("kseg score needs --config CFG or --schema PRESET to know the columns")
+    truth, pred = (_read_csv(Path(p)) for p in (args.truth, args.pred))
+    report = score_frames(truth, pred, schema, task=task)
+    if args.json:
+        print(json.dumps({"score": report.score, "per_class": report.per_class, "per_image": report.per_image}, indent=2))
+        return 0
+    print(f"{'class':<20} {'images':>6} {'score':>8}")
+    classes = report.per_class or {}
+    for name, value in sorted(classes.items()):
+        print(f"{name:<20} {'':>6} {value:8.4f}")
+    print(f"{'all':<20} {len(report.per_image):>6} {report.score:8.4f}")
+    return 0
+
+
+def _read_csv(path: Path):
+    import pandas as pd
+
+    from .errors import DataError
+
+    if not path.is_file():
+        raise DataError(f"CSV file not found: {path}")
+    try:
+        return pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot be read as CSV ({exc})") from None
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from .submission import command_validate
+
+    return command_validate(Path(args.submission), _config(args))
+
+
+def _cmd_kernel_build(args: argparse.Namespace) -> int:
+    from .kernels import build_kernel
+
+    build_kernel(_config(args), kind=args.kind, fold=args.fold, owner=args.owner,
+                 out_root=Path(args.out_root), competition=args.competition, from_kernels=args.from_kernels)
+    return 0
+
+
+def _cmd_kernel_run_local(args: argparse.Namespace) -> int:
+    from .kernels import run_local
+
+    report = run_local(Path(args.kernel_dir), Path(args.input), timeout=args.timeout)
+    return 0 if report.ok else 1
+
+
+def _cmd_kernel_push(args: argparse.Namespace) -> int:
+    from .kernels import push
+
+    return push(Path(args.kernel_dir), dry_run=args.dry_run)
+
+
+def _add_config_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", "-c", required=True, help="experiment YAML (configs/*.yaml)")
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE",
+                        help="override a config value, e.g. --set train.epochs=2 (repeatable)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kseg", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"kseg {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, handler: Callable[[argparse.Namespace], int], help_text: str,
+            config: bool = True, parent=sub) -> argparse.ArgumentParser:
+        p = parent.add_parser(name, help=help_text, description=help_text)
+        if config:
+            _add_config_args(p)
+        p.set_defaults(handler=handler)
+        return p
+
+    p = add("demo-data", _cmd_demo_data, "generate the synthetic Sartorius-format demo competition", config=False)
+    p.add_argument("dir")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n-train", type=int, default=24)
+    p.add_argument("--n-test", type=int, default=6)
+    p.add_argument("--height", type=int, default=520)
+    p.add_argument("--width", type=int, default=704)
+
+    add("folds", _cmd_folds, "write folds.csv (stratified group k-fold) and print the fold table")
+    p = add("train", _cmd_train, "train one fold or all folds; writes weights, curves and OOF predictions")
+    p.add_argument("--fold", default="all", help="fold index or 'all'")
+    p.add_argument("--resume", action="store_true", help="continue interrupted folds from their last epoch")
+    add("search", _cmd_search, "search post-processing parameters on out-of-fold predictions")
+    p = add("predict", _cmd_predict, "fold ensemble x TTA on the test images -> validated submission")
+    p.add_argument("--out", help="submission path (default: output.submission)")
+    p = add("run", _cmd_run, "the main job: folds, training, OOF search, prediction, validation")
+    p.add_argument("--force", action="store_true", help="redo every stage even if up to date")
+
+    p = add("score", _cmd_score, "score a prediction CSV against a truth CSV with the competition metric", config=False)
+    p.add_argument("truth")
+    p.add_argument("pred")
+    p.add_argument("--config", "-c")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE")
+    p.add_argument("--schema", help="schema preset instead of a config (sartorius, dsb2018)")
+    p.add_argument("--task", default="instance", choices=["instance", "binary"])
+    p.add_argument("--json", action="store_true", help="print score and per-image scores as JSON")
+
+    p = add("validate", _cmd_validate, "check a submission file against the test images")
+    p.add_argument("submission")
+
+    kernel = sub.add_parser("kernel", help="build, run offline and push Kaggle kernels")
+    ksub = kernel.add_subparsers(dest="kernel_command", required=True)
+    p = add("build", _cmd_kernel_build, "write kernels/<slug>/ and the datasets it needs", parent=ksub)
+    p.add_argument("--kind", choices=["infer", "train"], default="infer")
+    p.add_argument("--fold", type=int)
+    p.add_argument("--owner", required=True, help="your Kaggle user name")
+    p.add_argument("--competition", help="competition slug (default: from the config name)")
+    p.add_argument("--out-root", default="kernels")
+    p.add_argument("--from-kernels", action="store_true",
+                   help="infer kernel ensembles the per-fold train kernels' outputs")
+    p = add("run-local", _cmd_kernel_run_local, "run a kernel as Kaggle would: offline, time-limited", config=False,
+            parent=ksub)
+    p.add_argument("kernel_dir")
+    p.add_argument("--input", required=True, help="folder holding the competition data")
+    p.add_argument("--timeout", type=float, default=9 * 3600)
+    p = add("push", _cmd_kernel_push, "upload datasets and push the kernel with the kaggle CLI", config=False,
+            parent=ksub)
+    p.add_argument("kernel_dir")
+    p.add_argument("--dry-run", action="store_true", help="print the kaggle commands without running them")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except KsegError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted (training can continue with --resume)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
