@@ -1,0 +1,222 @@
+"""Network probabilities → label images: seeded watershed for instances, thresholding for binary masks.
+
+The instance model predicts a ``foreground`` and a ``border`` channel (see ``targets.channel_names``).
+``energy = clip(foreground - border, 0, 1)`` is high in cell interiors and low on the lines where cells
+touch, so its connected components above ``seed_threshold`` are one seed per cell, and a watershed of
+``-energy`` inside ``foreground > fg_threshold`` grows every seed back out to the cell's full extent.
+
+The work is split so that ``kseg.search`` can reuse it: :func:`instance_candidates` (seeds + watershed +
+hole filling) depends only on ``fg_threshold`` and ``seed_threshold``, while ``min_area`` is just a filter
+on instance areas (:func:`remove_small`), so a grid search runs one watershed per threshold pair.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+from scipy import ndimage
+from skimage.segmentation import watershed
+
+from kseg.errors import ConfigError, DataError
+
+__all__ = [
+    "PARAM_KEYS",
+    "TASKS",
+    "validate_params",
+    "as_probabilities",
+    "seeds_for",
+    "watershed_from_seeds",
+    "fill_enclosed_holes",
+    "instance_candidates",
+    "binary_components",
+    "remove_small",
+    "instances_from_probs",
+    "predict_class",
+]
+
+TASKS = ("instance", "binary")
+# Keys each task needs; binary masks have no seeds (and holes in a binary mask may be real).
+PARAM_KEYS: dict[str, tuple[str, ...]] = {
+    "instance": ("fg_threshold", "seed_threshold", "min_area", "fill_holes"),
+    "binary": ("fg_threshold", "min_area"),
+}
+_ALL_KEYS = PARAM_KEYS["instance"]
+# 4-connectivity, the same as skimage's watershed default, so seeds, flooding and leftovers agree.
+_FOUR_CONNECTED = ndimage.generate_binary_structure(2, 1)
+# A binary mask's objects touching only diagonally are still one object when dropping speckle.
+_EIGHT_CONNECTED = ndimage.generate_binary_structure(2, 2)
+
+
+def _check_task(task: str) -> None:
+    if task not in TASKS:
+        raise ConfigError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
+
+
+def validate_params(params: Mapping[str, Any], task: str = "instance") -> dict[str, Any]:
+    """Checked copy of ``params``; a missing/unknown key or a bad value raises ``ConfigError`` naming it.
+
+    Keys the task does not use (``seed_threshold``/``fill_holes`` for binary) are allowed, so one
+    ``postprocess.default`` works for both tasks, but they are still type-checked.
+    """
+    _check_task(task)
+    if not isinstance(params, Mapping):
+        raise ConfigError(f"post-processing params must be a mapping, got {params!r}")
+    unknown = sorted(set(params) - set(_ALL_KEYS))
+    if unknown:
+        raise ConfigError(f"unknown post-processing param '{unknown[0]}' (valid: {', '.join(_ALL_KEYS)})")
+    missing = [key for key in PARAM_KEYS[task] if key not in params]
+    if missing:
+        raise ConfigError(f"post-processing param '{missing[0]}' is missing (task {task} needs {', '.join(PARAM_KEYS[task])})")
+    checked: dict[str, Any] = {}
+    for key, value in params.items():
+        if key in ("fg_threshold", "seed_threshold"):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0 or math.isnan(value):
+                raise ConfigError(f"post-processing param '{key}' must be a number in [0, 1], got {value!r}")
+            checked[key] = float(value)
+        elif key == "min_area":
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+                raise ConfigError(f"post-processing param 'min_area' must be an integer >= 0, got {value!r}")
+            checked[key] = int(value)
+        else:
+            if not isinstance(value, (bool, np.bool_)):
+                raise ConfigError(f"post-processing param 'fill_holes' must be true or false, got {value!r}")
+            checked[key] = bool(value)
+    return checked
+
+
+def as_probabilities(probs: np.ndarray, task: str = "instance") -> np.ndarray:
+    """(H, W, C) float32 in [0, 1] from uint8 (×255, as the OOF files store them) or float probabilities."""
+    _check_task(task)
+    probs = np.asarray(probs)
+    needed = 2 if task == "instance" else 1
+    if probs.ndim != 3 or probs.shape[-1] < needed:
+        raise DataError(
+            f"probabilities must be (height, width, channels) with at least {needed} channel(s) for task {task}, "
+            f"got shape {probs.shape}"
+        )
+    if probs.dtype == np.uint8:
+        return probs.astype(np.float32) / 255.0
+    if not np.issubdtype(probs.dtype, np.floating):
+        raise DataError(f"probabilities must be uint8 (×255) or float in [0, 1], got dtype {probs.dtype}")
+    low, high = float(np.min(probs, initial=0.0)), float(np.max(probs, initial=0.0))
+    if not (0.0 <= low and high <= 1.0):  # also catches NaN
+        raise DataError(f"float probabilities must lie in [0, 1], got values in [{low}, {high}]")
+    return probs.astype(np.float32, copy=False)
+
+
+def seeds_for(energy: np.ndarray, seed_threshold: float, fg_mask: np.ndarray) -> np.ndarray:
+    """int32 markers: 4-connected components of ``energy > seed_threshold`` inside the foreground."""
+    markers, _ = ndimage.label((energy > seed_threshold) & fg_mask, structure=_FOUR_CONNECTED)
+    return markers.astype(np.int32, copy=False)
+
+
+def watershed_from_seeds(energy: np.ndarray, markers: np.ndarray, fg_mask: np.ndarray) -> np.ndarray:
+    """Grow ``markers`` over ``-energy`` inside ``fg_mask``; foreground pieces holding no seed become their own instances.
+
+    Without the second step a small or faint cell whose interior never clears ``seed_threshold`` would
+    vanish although the network clearly saw it as foreground; as its own instance it can still match
+    (and ``min_area`` still removes it if it is mere speckle).
+    """
+    labels = watershed(-energy, markers, mask=fg_mask).astype(np.int32, copy=False)
+    unseeded, n_unseeded = ndimage.label(fg_mask & (labels == 0), structure=_FOUR_CONNECTED)
+    if n_unseeded:
+        offset = int(labels.max())
+        labels = np.where(unseeded > 0, unseeded + offset, labels).astype(np.int32)
+    return labels
+
+
+def fill_enclosed_holes(labels: np.ndarray) -> np.ndarray:
+    """Give every background region enclosed by exactly one instance to that instance.
+
+    Equivalent to ``binary_fill_holes`` per instance restricted to background pixels (a hole never
+    swallows a neighbouring instance), computed for all instances at once: label the background's
+    4-connected regions, drop those touching the image edge, find the instance labels 4-adjacent to
+    each remaining region and fill the regions that have a single neighbour.
+    """
+    background, n_regions = ndimage.label(labels == 0, structure=_FOUR_CONNECTED)
+    inner = np.ones(n_regions + 1, bool)
+    inner[0] = False
+    inner[np.concatenate([background[0], background[-1], background[:, 0], background[:, -1]])] = False
+    if not inner.any():
+        return labels
+    in_hole = inner[background]
+    codes = []
+    stride = np.int64(labels.max()) + 1
+    for hole_part, region_part, label_part in (
+        (in_hole[1:], background[1:], labels[:-1]), (in_hole[:-1], background[:-1], labels[1:]),
+        (in_hole[:, 1:], background[:, 1:], labels[:, :-1]), (in_hole[:, :-1], background[:, :-1], labels[:, 1:]),
+    ):
+        touching = hole_part & (label_part > 0)
+        codes.append(region_part[touching].astype(np.int64) * stride + label_part[touching])
+    region_label = np.unique(np.concatenate(codes))
+    regions, neighbour_labels = region_label // stride, (region_label % stride).astype(np.int32)
+    neighbours = np.bincount(regions, minlength=n_regions + 1)
+    enclosing = np.zeros(n_regions + 1, np.int32)
+    enclosing[regions] = neighbour_labels
+    fill_with = np.where(inner & (neighbours == 1), enclosing, 0)
+    filled = fill_with[background]
+    return np.where(filled > 0, filled, labels).astype(np.int32)
+
+
+def instance_candidates(probs: np.ndarray, fg_threshold: float, seed_threshold: float, fill_holes: bool) -> np.ndarray:
+    """Instance label image before the ``min_area`` filter (``probs`` already float, see :func:`as_probabilities`)."""
+    foreground = probs[..., 0]
+    energy = np.clip(foreground - probs[..., 1], 0.0, 1.0)
+    fg_mask = foreground > fg_threshold
+    labels = watershed_from_seeds(energy, seeds_for(energy, seed_threshold, fg_mask), fg_mask)
+    return fill_enclosed_holes(labels) if fill_holes else labels
+
+
+def binary_components(foreground: np.ndarray, fg_threshold: float) -> np.ndarray:
+    """8-connected components of ``foreground > fg_threshold`` (int32), the units ``min_area`` removes."""
+    components, _ = ndimage.label(foreground > fg_threshold, structure=_EIGHT_CONNECTED)
+    return components.astype(np.int32, copy=False)
+
+
+def remove_small(labels: np.ndarray, min_area: int, areas: np.ndarray | None = None) -> np.ndarray:
+    """Drop labels with fewer than ``min_area`` pixels and renumber the rest 1..n in their original order.
+
+    ``areas`` (``np.bincount(labels.ravel())``) may be passed in, so a search computes it once per
+    label image and filters it for every ``min_area``.
+    """
+    if areas is None:
+        areas = np.bincount(labels.ravel())
+    keep = areas >= min_area
+    keep[0] = False
+    new_label = np.zeros(areas.size, np.int32)
+    new_label[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
+    return new_label[labels]
+
+
+def instances_from_probs(probs: np.ndarray, params: Mapping[str, Any], task: str = "instance") -> np.ndarray:
+    """int32 label image (labels 1..n, never overlapping) for instances, or a 0/1 mask for the binary task."""
+    checked = validate_params(params, task)
+    probs = as_probabilities(probs, task)
+    if task == "binary":
+        kept = remove_small(binary_components(probs[..., 0], checked["fg_threshold"]), checked["min_area"])
+        return (kept > 0).astype(np.int32)
+    candidates = instance_candidates(probs, checked["fg_threshold"], checked["seed_threshold"], checked["fill_holes"])
+    return remove_small(candidates, checked["min_area"])
+
+
+def predict_class(probs: np.ndarray, classes: Sequence[str]) -> str | None:
+    """The image's class: argmax of the class channels (the last ``len(classes)``) summed over the foreground.
+
+    Each pixel is weighted by its foreground probability, so the background (where the class channels
+    carry no signal) does not vote; an image with no foreground at all falls back to unweighted sums.
+    ``None`` when the run has no classes.
+    """
+    if not classes:
+        return None
+    probs = np.asarray(probs)
+    if probs.ndim != 3 or probs.shape[-1] < len(classes) + 1:
+        raise DataError(
+            f"probabilities of shape {probs.shape} cannot hold a foreground channel and {len(classes)} class channels"
+        )
+    values = probs.astype(np.float64)
+    class_probs = values[..., -len(classes):].reshape(-1, len(classes))
+    weights = values[..., 0].ravel()
+    if weights.sum() <= 0:
+        weights = np.ones_like(weights)
+    return str(classes[int(np.argmax(weights @ class_probs))])

@@ -1,0 +1,347 @@
+"""Choose post-processing parameters on out-of-fold (OOF) predictions, globally and per class.
+
+Every OOF image is scored at every point of ``postprocess.grid`` (fg_threshold × seed_threshold × min_area)
+with the competition metric. The expensive part, the watershed, depends only on the two thresholds,
+and ``min_area`` only filters the resulting instances by area, so each image costs one watershed per
+threshold pair plus one cheap area filter and score per ``min_area``. Images are scored in parallel
+(joblib); each worker returns its image's score row, so the search itself is an argmax over the
+(n_images, n_grid) score array.
+
+Parameters are chosen per ground-truth class, but the reported OOF score applies the parameters of the
+*predicted* class (``postprocess.predict_class``), exactly as ``kseg predict`` will on the test set.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from joblib import Parallel, delayed
+from tqdm.auto import tqdm
+
+from kseg import config as config_module
+from kseg.data import ImageRecord, load_records
+from kseg.errors import ConfigError, DataError
+from kseg.files import atomic_path, write_json
+from kseg.folds import read_folds
+from kseg.metric import dice, image_score
+from kseg.postprocess import (
+    PARAM_KEYS,
+    as_probabilities,
+    binary_components,
+    instance_candidates,
+    instances_from_probs,
+    predict_class,
+    remove_small,
+    validate_params,
+)
+
+__all__ = ["Grid", "read_grid", "score_grid", "command_search"]
+
+OOF_KEYS = ("plain", "tta")
+
+
+@dataclass(frozen=True)
+class Grid:
+    """The searched values of each parameter (sorted, distinct) and the fixed ``fill_holes``.
+
+    The binary task has no seeds: ``seed_thresholds`` is empty and its axis has length 1.
+    """
+
+    task: str
+    fg_thresholds: tuple[float, ...]
+    seed_thresholds: tuple[float, ...]
+    min_areas: tuple[int, ...]
+    fill_holes: bool
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(n_fg, n_seed, n_min_area); a flat grid index is row-major over this shape."""
+        return len(self.fg_thresholds), max(1, len(self.seed_thresholds)), len(self.min_areas)
+
+    def points(self) -> list[dict[str, Any]]:
+        """Every grid point as a params dict, in flat-index order (min_area varies fastest)."""
+        if self.task == "binary":
+            return [{"fg_threshold": fg, "min_area": area} for fg, area in itertools.product(self.fg_thresholds, self.min_areas)]
+        return [
+            {"fg_threshold": fg, "seed_threshold": seed, "min_area": area, "fill_holes": self.fill_holes}
+            for fg, seed, area in itertools.product(self.fg_thresholds, self.seed_thresholds, self.min_areas)
+        ]
+
+
+def read_grid(cfg: Mapping[str, Any], task: str) -> Grid:
+    """``postprocess.grid`` checked: each key a non-empty list of valid values; binary ignores seed_threshold."""
+    default = validate_params(cfg["postprocess"]["default"], task)
+    grid = cfg["postprocess"]["grid"]
+    if not isinstance(grid, Mapping):
+        raise ConfigError(f"postprocess.grid must be a mapping of parameter -> list of values, got {grid!r}")
+    searchable = tuple(key for key in PARAM_KEYS["instance"] if key != "fill_holes")
+    unknown = sorted(set(grid) - set(searchable))
+    if unknown:
+        raise ConfigError(f"postprocess.grid: unknown key '{unknown[0]}' (searchable: {', '.join(searchable)})")
+    needed = [key for key in searchable if key in PARAM_KEYS[task]]
+    axes: dict[str, tuple] = {}
+    for key in needed:
+        values = grid.get(key)
+        if not isinstance(values, (list, tuple)) or not values:
+            raise ConfigError(f"postprocess.grid.{key} must be a non-empty list, got {values!r}")
+        for value in values:
+            try:
+                validate_params({**default, key: value}, task)
+            except ConfigError as error:
+                raise ConfigError(f"postprocess.grid.{key}: {error}") from None
+        axes[key] = tuple(sorted(set(values)))
+    return Grid(
+        task=task,
+        fg_thresholds=tuple(float(v) for v in axes["fg_threshold"]),
+        seed_thresholds=tuple(float(v) for v in axes.get("seed_threshold", ())),
+        min_areas=tuple(int(v) for v in axes["min_area"]),
+        fill_holes=bool(default.get("fill_holes", False)),
+    )
+
+
+def score_grid(truth: np.ndarray, probs: np.ndarray, grid: Grid) -> np.ndarray:
+    """Score of one image at every grid point (flat order of :meth:`Grid.points`), float64.
+
+    Reuse: one label image per (fg_threshold, seed_threshold), its areas counted once, and each
+    ``min_area`` applied as a filter on those areas (see ``postprocess.remove_small``).
+    """
+    probs = as_probabilities(probs, grid.task)
+    scores = np.empty(int(np.prod(grid.shape)), np.float64)
+    flat_index = 0
+    if grid.task == "binary":
+        truth_mask = truth > 0
+        for fg_threshold in grid.fg_thresholds:
+            components = binary_components(probs[..., 0], fg_threshold)
+            areas = np.bincount(components.ravel())
+            for min_area in grid.min_areas:
+                scores[flat_index] = dice(truth_mask, remove_small(components, min_area, areas) > 0)
+                flat_index += 1
+        return scores
+    for fg_threshold in grid.fg_thresholds:
+        for seed_threshold in grid.seed_thresholds:
+            candidates = instance_candidates(probs, fg_threshold, seed_threshold, grid.fill_holes)
+            areas = np.bincount(candidates.ravel())
+            for min_area in grid.min_areas:
+                scores[flat_index] = image_score(truth, remove_small(candidates, min_area, areas))
+                flat_index += 1
+    return scores
+
+
+def _score_params(truth: np.ndarray, probs: np.ndarray, params: Mapping[str, Any], task: str) -> float:
+    """The metric of one image post-processed end to end with ``params`` (no reuse)."""
+    pred = instances_from_probs(probs, params, task)
+    return dice(truth > 0, pred > 0) if task == "binary" else image_score(truth, pred)
+
+
+def _load_oof(path: Path, key: str, shape: tuple[int, int], n_channels: int) -> np.ndarray:
+    """One validated OOF array (uint8 probabilities ×255) from a training npz."""
+    try:
+        with np.load(path) as archive:
+            names = list(archive.files)
+            probs = archive[key] if key in names else None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        raise DataError(f"{path}: cannot read the OOF file ({error})") from None
+    if probs is None:
+        raise DataError(f"{path}: no array '{key}' (it has {', '.join(names) or 'none'}); expected {', '.join(OOF_KEYS)}")
+    expected = (*shape, n_channels)
+    if probs.dtype != np.uint8 or probs.shape != expected:
+        raise DataError(f"{path}: array '{key}' is {probs.dtype} {probs.shape}; expected uint8 {expected} "
+                        "(the image's size × the run's channels from channels.json)")
+    return probs
+
+
+@dataclass(frozen=True)
+class _OofImage:
+    """What a worker needs for one OOF image (arrays are loaded inside the worker)."""
+
+    id: str
+    fold: int
+    cls: str | None
+    path: Path
+    truth: np.ndarray
+
+
+def _search_one(image: _OofImage, key: str, grid: Grid, classes: Sequence[str], n_channels: int) -> tuple[np.ndarray, str | None]:
+    probs = _load_oof(image.path, key, image.truth.shape, n_channels)
+    return score_grid(image.truth, probs, grid), predict_class(probs, classes)
+
+
+def _final_one(image: _OofImage, key: str, chosen: Mapping[str, Any], default: Mapping[str, Any], task: str,
+               n_channels: int) -> tuple[float, float]:
+    """(score without TTA at the chosen params, score on ``key`` at the config's default params)."""
+    plain = _load_oof(image.path, "plain", image.truth.shape, n_channels)
+    searched = _load_oof(image.path, key, image.truth.shape, n_channels)
+    return _score_params(image.truth, plain, chosen, task), _score_params(image.truth, searched, default, task)
+
+
+def _read_channels(run_dir: Path, task: str) -> tuple[list[str], list[str]]:
+    path = run_dir / "channels.json"
+    if not path.is_file():
+        raise DataError(f"{path} not found: train the run first (kseg train) so OOF predictions exist")
+    try:
+        info = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise DataError(f"{path}: not valid JSON ({error})") from None
+    channels, classes = info.get("channels"), info.get("classes", [])
+    if not isinstance(channels, list) or not channels or not isinstance(classes, list):
+        raise DataError(f"{path}: expected a non-empty 'channels' list and a 'classes' list, got {info!r}")
+    if info.get("task", task) != task:
+        raise ConfigError(f"{path}: the run was trained for task {info['task']!r} but data.task is {task!r}")
+    return channels, [str(c) for c in classes]
+
+
+def _oof_images(cfg: Mapping[str, Any], records: Sequence[ImageRecord], run_dir: Path) -> list[_OofImage]:
+    """OOF images of every trained fold (a fold counts as trained when ``fold{K}/oof`` exists)."""
+    folds = read_folds(config_module.folds_path(cfg), [record.id for record in records])
+    fold_of = dict(zip(folds["id"], folds["fold"].astype(int)))
+    trained = sorted(k for k in set(fold_of.values()) if (run_dir / f"fold{k}" / "oof").is_dir())
+    if not trained:
+        raise DataError(f"no OOF predictions under {run_dir} (expected fold*/oof/*.npz): train the folds first")
+    skipped = sorted(set(fold_of.values()) - set(trained))
+    if skipped:
+        print(f"note: folds {skipped} have no OOF predictions yet; searching on folds {trained}")
+    images = []
+    for record in records:
+        fold = fold_of[record.id]
+        if fold not in trained:
+            continue
+        path = run_dir / f"fold{fold}" / "oof" / f"{record.id}.npz"
+        if not path.is_file():
+            raise DataError(f"{path} not found: fold {fold} has OOF predictions but none for image {record.id}")
+        images.append(_OofImage(record.id, fold, record.cls, path, np.asarray(record.labels)))
+    return images
+
+
+def _best_index(scores: np.ndarray) -> int:
+    """Flat grid index of the best mean score (the first one on ties, i.e. the lowest thresholds)."""
+    return int(np.argmax(scores.mean(axis=0)))
+
+
+def _write_table(path: Path, grid: Grid, scores: np.ndarray, images: Sequence[_OofImage], classes: Sequence[str]) -> None:
+    table = pd.DataFrame(grid.points()).drop(columns=["fill_holes"], errors="ignore")
+    table["score"] = scores.mean(axis=0)
+    true_classes = np.array([image.cls for image in images], dtype=object)
+    for cls in classes:
+        members = true_classes == cls
+        if members.any():
+            table[f"score:{cls}"] = scores[members].mean(axis=0)
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, index=False, float_format="%.6f")
+
+
+def _plot_curves(path: Path, grid: Grid, mean_scores: np.ndarray, best: int) -> None:
+    """Score vs fg_threshold (one line per seed_threshold, at the best min_area) and score vs min_area."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cube = mean_scores.reshape(grid.shape)
+    best_fg, best_seed, best_area = np.unravel_index(best, grid.shape)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    seed_labels = [f"seed {seed:g}" for seed in grid.seed_thresholds] or ["binary"]
+    for seed_index, label in enumerate(seed_labels):
+        left.plot(grid.fg_thresholds, cube[:, seed_index, best_area], marker="o", label=label)
+    left.set(xlabel="fg_threshold", ylabel="mean OOF score", title=f"min_area = {grid.min_areas[best_area]}")
+    left.legend()
+    right.plot(grid.min_areas, cube[best_fg, best_seed, :], marker="o")
+    seed_title = f", seed {grid.seed_thresholds[best_seed]:g}" if grid.seed_thresholds else ""
+    right.set(xlabel="min_area", ylabel="mean OOF score", title=f"fg {grid.fg_thresholds[best_fg]:g}{seed_title}")
+    for axis in (left, right):
+        axis.grid(alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=90)
+    plt.close(fig)
+
+
+def _means_by(values: np.ndarray, keys: Sequence[Any]) -> dict[str, float]:
+    return {str(k): float(v) for k, v in pd.Series(values).groupby(np.asarray(keys, dtype=object)).mean().items()}
+
+
+def command_search(cfg: Mapping[str, Any], use_tta: bool | None = None) -> dict:
+    """Grid-search post-processing on the run's OOF predictions; write postprocess.json, search_table.csv, search_curves.png.
+
+    ``use_tta`` picks the OOF array searched and reported as ``oof_score``: ``None`` follows the config
+    (the ``tta`` array unless ``tta`` is just ``[identity]``), i.e. what ``kseg predict`` will produce.
+    """
+    task = cfg["data"]["task"]
+    run_dir = config_module.output_dir(cfg)
+    channels, classes = _read_channels(run_dir, task)
+    grid = read_grid(cfg, task)
+    default = validate_params(cfg["postprocess"]["default"], task)
+    if use_tta is None:
+        use_tta = list(cfg["tta"]) != ["identity"]
+    key = "tta" if use_tta else "plain"
+    n_jobs = cfg["postprocess"]["n_jobs"]
+    if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs == 0:
+        raise ConfigError(f"postprocess.n_jobs must be a non-zero integer (-1 = all cores), got {n_jobs!r}")
+
+    images = _oof_images(cfg, load_records(cfg), run_dir)
+    points = grid.points()
+    print(f"searching {len(points)} parameter sets on {len(images)} OOF images ({key} predictions, {n_jobs} jobs)")
+    parallel = Parallel(n_jobs=n_jobs, return_as="generator")
+    searched = list(tqdm(
+        parallel(delayed(_search_one)(image, key, grid, classes, len(channels)) for image in images),
+        total=len(images), desc="search", unit="img",
+    ))
+    scores = np.stack([row for row, _ in searched])
+    predicted = [cls for _, cls in searched]
+
+    best = _best_index(scores)
+    true_classes = [image.cls for image in images]
+    per_class_index: dict[str, int] = {}
+    if classes and cfg["postprocess"]["per_class"]:
+        for cls in classes:
+            members = np.array([c == cls for c in true_classes])
+            if members.any():
+                per_class_index[cls] = _best_index(scores[members])
+    chosen_index = np.array([per_class_index.get(cls, best) if cls is not None else best for cls in predicted])
+    final = scores[np.arange(len(images)), chosen_index]
+
+    finals = list(tqdm(
+        parallel(delayed(_final_one)(image, key, points[index], default, task, len(channels))
+                 for image, index in zip(images, chosen_index)),
+        total=len(images), desc="score", unit="img",
+    ))
+    plain_scores = np.array([plain for plain, _ in finals])
+    default_scores = np.array([at_default for _, at_default in finals])
+
+    result = {
+        "default": points[best],
+        "per_class": {cls: points[index] for cls, index in per_class_index.items()},
+        "classes": classes,
+        "task": task,
+        "searched_on": key,
+        "n_images": len(images),
+        "oof_score": float(final.mean()),
+        "oof_score_plain": float(plain_scores.mean()),
+        "oof_score_default": float(default_scores.mean()),
+        "class_accuracy": float(np.mean([p == t for p, t in zip(predicted, true_classes)])) if classes else None,
+        "per_fold": _means_by(final, [image.fold for image in images]),
+        "per_class_score": _means_by(final, true_classes) if classes else {},
+    }
+    write_json(run_dir / "postprocess.json", result)
+    _write_table(run_dir / "search_table.csv", grid, scores, images, classes)
+    _plot_curves(run_dir / "search_curves.png", grid, scores.mean(axis=0), best)
+    _print_summary(result, scores, best, per_class_index, true_classes)
+    return result
+
+
+def _print_summary(result: Mapping[str, Any], scores: np.ndarray, best: int, per_class_index: Mapping[str, int],
+                   true_classes: Sequence[str | None]) -> None:
+    rows = [{"params for": "all images", **result["default"], "score (true class)": scores[:, best].mean()}]
+    for cls, index in per_class_index.items():
+        members = np.array([c == cls for c in true_classes])
+        rows.append({"params for": cls, **result["per_class"][cls], "score (true class)": scores[members, index].mean()})
+    print(pd.DataFrame(rows).drop(columns=["fill_holes"], errors="ignore").to_string(index=False, float_format="%.4f"))
+    accuracy = result["class_accuracy"]
+    print(f"OOF score {result['oof_score']:.4f} ({result['searched_on']}, params of the predicted class"
+          + (f", class accuracy {accuracy:.3f}" if accuracy is not None else "") + ")")
+    print(f"  without TTA {result['oof_score_plain']:.4f}; with postprocess.default {result['oof_score_default']:.4f}")
