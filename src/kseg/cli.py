@@ -108,17 +108,31 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_kernel_build(args: argparse.Namespace) -> int:
-    from .kernels import build_kernel
+    from .kernels import build_kernel, build_train_kernels
 
-    build_kernel(_config(args), kind=args.kind, fold=args.fold, owner=args.owner,
-                 out_root=Path(args.out_root), competition=args.competition, from_kernels=args.from_kernels)
+    cfg, out_root = _config(args), Path(args.out_root)
+    if args.fold == "all":
+        if args.kind != "train":
+            raise KsegError("--fold all builds one training kernel per fold: use it with --kind train")
+        build_train_kernels(cfg, args.owner, out_root, args.competition)
+        return 0
+    fold = None if args.fold is None else int(args.fold)
+    build_kernel(cfg, kind=args.kind, fold=fold, owner=args.owner, out_root=out_root,
+                 competition=args.competition, from_kernels=args.from_kernels, enable_gpu=args.gpu)
     return 0
 
 
 def _cmd_kernel_run_local(args: argparse.Namespace) -> int:
     from .kernels import run_local
 
-    report = run_local(Path(args.kernel_dir), Path(args.input), timeout=args.timeout)
+    extra = {}
+    for item in args.extra or ():
+        slug, sep, folder = item.partition("=")
+        if not sep:
+            raise KsegError(f"--extra expects SLUG=DIR, got '{item}'")
+        extra[slug] = Path(folder)
+    report = run_local(Path(args.kernel_dir), Path(args.input), timeout=args.timeout, extra_datasets=extra or None,
+                       python=Path(args.python) if args.python else None)
     return 0 if report.ok else 1
 
 
@@ -181,9 +195,11 @@ def build_parser() -> argparse.ArgumentParser:
     ksub = kernel.add_subparsers(dest="kernel_command", required=True)
     p = add("build", _cmd_kernel_build, "write kernels/<slug>/ and the datasets it needs", parent=ksub)
     p.add_argument("--kind", choices=["infer", "train"], default="infer")
-    p.add_argument("--fold", type=int)
+    p.add_argument("--fold", help="fold index, or 'all' for one training kernel per fold")
     p.add_argument("--owner", required=True, help="your Kaggle user name")
-    p.add_argument("--competition", help="competition slug (default: from the config name)")
+    p.add_argument("--competition", help="competition slug (default: the folder name of data.root)")
+    p.add_argument("--gpu", action=argparse.BooleanOptionalAction, default=None,
+                   help="enable the GPU (default: on for train kernels, off for inference)")
     p.add_argument("--out-root", default="kernels")
     p.add_argument("--from-kernels", action="store_true",
                    help="infer kernel ensembles the per-fold train kernels' outputs")
@@ -191,7 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
             parent=ksub)
     p.add_argument("kernel_dir")
     p.add_argument("--input", required=True, help="folder holding the competition data")
-    p.add_argument("--timeout", type=float, default=9 * 3600)
+    p.add_argument("--timeout", type=float, default=9 * 3600, help="wall-clock limit in seconds (Kaggle: 9 h)")
+    p.add_argument("--python", help="interpreter of a clean venv built from kernels/kaggle-image-requirements.txt")
+    p.add_argument("--extra", action="append", metavar="SLUG=DIR", help="mount DIR as /kaggle/input/SLUG")
     p = add("push", _cmd_kernel_push, "upload datasets and push the kernel with the kaggle CLI", config=False,
             parent=ksub)
     p.add_argument("kernel_dir")

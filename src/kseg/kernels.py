@@ -1,0 +1,1048 @@
+"""Kaggle kernels: build the offline kernel and the datasets it reads, run it locally the way Kaggle would,
+push it with the official ``kaggle`` CLI.
+
+A code competition scores a notebook that runs with the internet off and writes
+``/kaggle/working/submission.csv``. Everything the kernel needs therefore travels as Kaggle datasets, and
+everything is checked here first, because a failed Kaggle run costs an hour and a submission slot.
+
+Layout written under ``out_root`` (default ``kernels/``); Kaggle mounts each dataset and kernel output at
+``/kaggle/input/<slug>``:
+
+- ``<name>-infer/`` and ``<name>-train-fold{K}/``: ``kernel-metadata.json``, ``kernel.py`` (the entry point)
+  and ``kseg-kernel.json`` (what kseg built, read by run-local and push; Kaggle uploads only ``kernel.py``).
+- ``<name>-kseg-code/``: dataset with ``kseg/`` (this package's source), ``wheels/`` (packages the Kaggle
+  image lacks), ``config.yaml`` (the resolved experiment) and ``assets/`` (local encoder weight files).
+- ``<name>-kseg-weights/``: dataset with ``fold{K}/best.weights.h5``, ``postprocess.json``,
+  ``channels.json``, ``config.yaml``, ``folds.csv`` and ``env.json`` of the run.
+"""
+from __future__ import annotations
+
+import collections
+import functools
+import importlib.metadata
+import json
+import os
+import pprint
+import re
+import shlex
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import threading
+import time
+import unicodedata
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Callable, Mapping, Sequence
+
+import kseg
+
+from .config import Config, dump, output_dir
+from .config import get as config_get
+from .errors import ConfigError
+from .files import write_json, write_text
+
+KINDS = ("infer", "train")
+KERNEL_METADATA = "kernel-metadata.json"
+DATASET_METADATA = "dataset-metadata.json"
+SIDECAR = "kseg-kernel.json"
+CODE_FILE = "kernel.py"
+# Where run-local looks for a downloaded train-kernel output (`kaggle kernels output ... -p`).
+OUTPUTS_DIR = "outputs"
+LOCAL_RUNS_DIR = ".run-local"
+
+# Rules of the kaggle CLI (kaggle_api_extended.kernels_push / dataset_create_new) and the Kaggle docs.
+LANGUAGES = ("python", "r", "rmarkdown")
+KERNEL_TYPES = ("script", "notebook")
+KERNEL_FLAGS = ("is_private", "enable_gpu", "enable_tpu", "enable_internet")
+MIN_KERNEL_TITLE = 5
+MIN_KERNEL_SLUG = 5
+DATASET_TITLE_RANGE = (6, 50)
+DATASET_SLUG_RANGE = (6, 50)
+DATASET_LICENSES = frozenset({
+    "CC0-1.0", "CC-BY-SA-3.0", "CC-BY-SA-4.0", "CC-BY-NC-SA-4.0", "GPL-2.0", "ODbL-1.0", "DbCL-1.0",
+    "copyright-authors", "other", "unknown", "CC-BY-4.0", "CC-BY-NC-4.0", "PDDL", "CC-BY-3.0",
+    "CC-BY-3.0-IGO", "US-Government-Works", "CC-BY-NC-SA-3.0-IGO", "CDLA-Permissive-1.0",
+    "CDLA-Sharing-1.0", "CC-BY-ND-4.0", "CC-BY-NC-ND-4.0", "ODC-BY-1.0", "LGPL-3.0", "AGPL-3.0",
+    "FDL-1.3", "EU-ODP-Legal-Notice", "apache-2.0", "GPL-3.0",
+})
+_SLUG = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
+_OWNER = re.compile(r"^[a-z0-9]+(?:[_-][a-z0-9]+)*$")
+
+# Distributions the Kaggle image may lack → the module each one provides. The code dataset carries their
+# wheels; the kernel installs, offline, only those it cannot import.
+BUNDLED: dict[str, str] = {
+    "segmentation-models": "segmentation_models",
+    "image-classifiers": "classification_models",
+    "efficientnet": "efficientnet",
+    "keras-applications": "keras_applications",
+    "tf-keras": "tf_keras",
+}
+# Files of a run directory the inference kernel needs besides the fold weights.
+RUN_FILES_REQUIRED = ("channels.json",)
+RUN_FILES_OPTIONAL = ("postprocess.json", "config.yaml", "folds.csv", "env.json")
+# Config keys that may name a local file; the code dataset bundles the file so a kernel finds it offline.
+ASSET_KEYS = ("model.encoder_weights", "model.init_from")
+
+NETWORK_GUARD_MESSAGE = "network disabled by kseg run-local"
+TAIL_LINES = 40
+DATASET_READY_TIMEOUT_S = 600.0
+DATASET_POLL_S = 10.0
+# The kaggle CLI prints these and still exits 0.
+_CLI_FAILURE_MARKERS = ("Kernel push error", "Dataset creation error", "Dataset version creation error")
+_PUSHED_VERSION = re.compile(r"Kernel version (\d+) successfully pushed")
+
+Runner = Callable[..., "subprocess.CompletedProcess[str]"]
+
+
+# --------------------------------------------------------------------------------------------- names
+
+def slugify(text: str) -> str:
+    """The slug Kaggle derives from a title: ASCII, lowercase, runs of other characters → one dash."""
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    return re.sub(r"[^a-z0-9]+", "-", ascii_text.lower().replace("'", "")).strip("-")
+
+
+def title_for(slug: str) -> str:
+    """A title whose slug is ``slug`` (Kaggle renames a kernel whose title and id disagree)."""
+    return slug.replace("-", " ")
+
+
+@dataclass(frozen=True)
+class KernelNames:
+    """The Kaggle slugs of one experiment's kernels and datasets, all derived from ``cfg['name']``."""
+
+    owner: str
+    base: str
+
+    @classmethod
+    def for_config(cls, cfg: Config, owner: str) -> "KernelNames":
+        if not owner or not _OWNER.match(owner):
+            raise ConfigError(f"Kaggle owner {owner!r} is not a Kaggle user name (lowercase letters, digits, "
+                              "'-' or '_'): pass --owner <your Kaggle user name>")
+        base = slugify(str(cfg["name"]))
+        if not base:
+            raise ConfigError(f"config name {cfg['name']!r} gives an empty Kaggle slug: set name: to letters/digits")
+        return cls(owner, base)
+
+    @property
+    def code_dataset(self) -> str:
+        return f"{self.base}-kseg-code"
+
+    @property
+    def weights_dataset(self) -> str:
+        return f"{self.base}-kseg-weights"
+
+    @property
+    def infer_kernel(self) -> str:
+        return f"{self.base}-infer"
+
+    def train_kernel(self, fold: int) -> str:
+        return f"{self.base}-train-fold{fold}"
+
+    def ref(self, slug: str) -> str:
+        return f"{self.owner}/{slug}"
+
+
+# ---------------------------------------------------------------------------------------- validation
+
+def _ref_problems(ref: Any, what: str, min_slug: int = 1, max_slug: int | None = None,
+                  allow_version: bool = False) -> list[str]:
+    """Problems of an ``owner/slug`` reference as the kaggle CLI and the Kaggle server see them."""
+    if not isinstance(ref, str) or "/" not in ref:
+        return [f"{what} {ref!r} must be shaped 'owner/slug'"]
+    parts = ref.split("/")
+    if len(parts) > (3 if allow_version else 2):
+        return [f"{what} {ref!r} must be shaped 'owner/slug'"]
+    owner, slug = parts[0], parts[1]
+    problems = []
+    if not _OWNER.match(owner):
+        problems.append(f"{what} {ref!r}: owner {owner!r} must be lowercase letters, digits, '-' or '_'")
+    if not _SLUG.match(slug):
+        problems.append(f"{what} {ref!r}: slug {slug!r} must be lowercase letters and digits joined by single '-'")
+    if len(slug) < min_slug or (max_slug is not None and len(slug) > max_slug):
+        limit = f"{min_slug} to {max_slug}" if max_slug else f"at least {min_slug}"
+        problems.append(f"{what} {ref!r}: slug must be {limit} characters long, got {len(slug)}")
+    return problems
+
+
+def kernel_metadata_problems(meta: Mapping[str, Any], folder: Path | None = None) -> list[str]:
+    """Everything ``kaggle kernels push`` would reject, plus the silent traps (title/slug mismatch renames
+    the kernel; a missing ``enable_internet`` means internet ON, which a code competition refuses).
+    ``folder`` given → the code file must exist in it."""
+    problems = _ref_problems(meta.get("id"), "id", min_slug=MIN_KERNEL_SLUG)
+    title = meta.get("title")
+    if not isinstance(title, str) or len(title) < MIN_KERNEL_TITLE:
+        problems.append(f"title {title!r} must be at least {MIN_KERNEL_TITLE} characters")
+    elif isinstance(meta.get("id"), str) and "/" in meta["id"]:
+        slug = meta["id"].split("/")[1]
+        if slugify(title) != slug:
+            problems.append(f"title {title!r} gives the slug {slugify(title)!r} but id says {slug!r} "
+                            "(Kaggle derives the slug from the title)")
+    code_file = meta.get("code_file")
+    if not isinstance(code_file, str) or not code_file:
+        problems.append("code_file is missing")
+    elif folder is not None and not (folder / code_file).is_file():
+        problems.append(f"code_file {code_file!r} not found at {folder / code_file}")
+    if meta.get("language") not in LANGUAGES:
+        problems.append(f"language {meta.get('language')!r} must be one of {', '.join(LANGUAGES)}")
+    if meta.get("kernel_type") not in KERNEL_TYPES:
+        problems.append(f"kernel_type {meta.get('kernel_type')!r} must be one of {', '.join(KERNEL_TYPES)}")
+    for flag in KERNEL_FLAGS:
+        value = meta.get(flag)
+        if flag == "enable_internet" and value is None:
+            problems.append("enable_internet must be written explicitly (the kaggle CLI defaults it to true)")
+        elif value is not None and value not in (True, False, "true", "false"):
+            problems.append(f"{flag} must be true or false, got {value!r}")
+    for key in ("dataset_sources", "competition_sources", "kernel_sources", "model_sources"):
+        if not isinstance(meta.get(key, []), list):
+            problems.append(f"{key} must be a list, got {meta.get(key)!r}")
+    for ref in meta.get("dataset_sources") or []:
+        problems += _ref_problems(ref, "dataset source", allow_version=True)
+    for ref in meta.get("kernel_sources") or []:
+        problems += _ref_problems(ref, "kernel source", min_slug=MIN_KERNEL_SLUG, allow_version=True)
+    for slug in meta.get("competition_sources") or []:
+        if not isinstance(slug, str) or not _SLUG.match(slug):
+            problems.append(f"competition source {slug!r} must be a competition slug such as "
+                            "'sartorius-cell-instance-segmentation'")
+    for ref in meta.get("model_sources") or []:
+        if not isinstance(ref, str) or ref.count("/") != 4:
+            problems.append(f"model source {ref!r} must be shaped 'owner/model/framework/variation/version'")
+    return problems
+
+
+def dataset_metadata_problems(meta: Mapping[str, Any]) -> list[str]:
+    """What ``kaggle datasets create`` rejects: title and slug 6-50 characters, exactly one known license."""
+    low, high = DATASET_TITLE_RANGE
+    problems = _ref_problems(meta.get("id"), "id", *DATASET_SLUG_RANGE)
+    title = meta.get("title")
+    if not isinstance(title, str) or not low <= len(title) <= high:
+        problems.append(f"title {title!r} must be {low} to {high} characters")
+    licenses = meta.get("licenses")
+    if not isinstance(licenses, list) or len(licenses) != 1 or not isinstance(licenses[0], dict):
+        problems.append(f"licenses must hold exactly one entry like [{{\"name\": \"other\"}}], got {licenses!r}")
+    elif licenses[0].get("name") not in DATASET_LICENSES:
+        problems.append(f"license name {licenses[0].get('name')!r} is not one Kaggle knows "
+                        "(e.g. CC0-1.0, CC-BY-4.0, apache-2.0, other)")
+    return problems
+
+
+def _read_metadata(path: Path) -> tuple[dict[str, Any] | None, list[str]]:
+    if not path.is_file():
+        return None, [f"{path}: not found"]
+    try:
+        meta = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return None, [f"{path}: not valid JSON ({exc})"]
+    if not isinstance(meta, dict):
+        return None, [f"{path}: must hold a JSON object, got {type(meta).__name__}"]
+    return meta, []
+
+
+def validate_kernel_dir(path: Path) -> list[str]:
+    """Problems of a kernel folder (metadata and code file), each prefixed with the metadata file."""
+    meta_path = Path(path) / KERNEL_METADATA
+    meta, problems = _read_metadata(meta_path)
+    if meta is None:
+        return problems
+    return [f"{meta_path}: {p}" for p in kernel_metadata_problems(meta, Path(path))]
+
+
+def validate_dataset_dir(path: Path) -> list[str]:
+    """Problems of a dataset folder: its metadata, and at least one file to upload."""
+    meta_path = Path(path) / DATASET_METADATA
+    meta, problems = _read_metadata(meta_path)
+    if meta is None:
+        return problems
+    problems = [f"{meta_path}: {p}" for p in dataset_metadata_problems(meta)]
+    if not any(p.name != DATASET_METADATA for p in Path(path).iterdir()):
+        problems.append(f"{path}: no files besides {DATASET_METADATA}")
+    return problems
+
+
+def _raise_if(problems: Sequence[str], what: str) -> None:
+    if problems:
+        raise ConfigError(f"{what}:\n  - " + "\n  - ".join(problems))
+
+
+# -------------------------------------------------------------------------------------------- build
+
+def bundled_requirements() -> list[str]:
+    """``name==version`` of every bundled distribution as installed here, so Kaggle runs what was tested."""
+    pins, missing = [], []
+    for dist in BUNDLED:
+        try:
+            pins.append(f"{dist}=={importlib.metadata.version(dist)}")
+        except importlib.metadata.PackageNotFoundError:
+            missing.append(dist)
+    if missing:
+        raise ConfigError(f"{', '.join(missing)} not installed in this environment, so its wheel version is "
+                          "unknown: install requirements.txt (make setup) before building a kernel")
+    return pins
+
+
+def download_wheels(requirements: Sequence[str], dest: Path) -> list[Path]:
+    """``pip download`` the wheels (no dependencies: every needed one is listed) into ``dest``."""
+    dest.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet",
+           "-d", str(dest), *requirements]
+    print("downloading wheels:", " ".join(requirements), flush=True)
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    if result.returncode != 0:
+        tail = "\n".join(result.stderr.strip().splitlines()[-5:])
+        raise ConfigError(f"pip could not download {', '.join(requirements)} into {dest} (needs the package "
+                          f"index once; afterwards the kernel installs offline):\n{tail}")
+    return sorted(dest.glob("*.whl"))
+
+
+def _wheel_name(dist: str) -> str:
+    return re.sub(r"[-_.]+", "_", dist).lower()
+
+
+def _missing_wheels(wheel_dir: Path) -> list[str]:
+    present = {p.name.split("-")[0].lower() for p in wheel_dir.glob("*.whl")}
+    return [dist for dist in BUNDLED if _wheel_name(dist) not in present]
+
+
+def _link_or_copy(source: Path, dest: Path) -> None:
+    """Hard-link when possible: fold weights are large, and training replaces files by rename, so a link
+    never sees a half-written file."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(source, dest)
+    except OSError:
+        shutil.copy2(source, dest)
+
+
+def _fresh_dir(path: Path) -> Path:
+    if path.exists():
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+    return path
+
+
+def _dataset_metadata(names: KernelNames, slug: str, description: str) -> dict[str, Any]:
+    return {"title": title_for(slug), "id": names.ref(slug), "licenses": [{"name": "other"}],
+            "description": description}
+
+
+def _asset_files(cfg: Config) -> dict[str, Path]:
+    """Config keys naming an existing local file (e.g. an encoder ``.h5``), which the kernel cannot reach."""
+    found = {}
+    for key in ASSET_KEYS:
+        value = config_get(cfg, key)
+        if isinstance(value, str) and value != "imagenet":
+            path = Path(value)
+            if not path.is_file():
+                raise ConfigError(f"{key}: file {value!r} not found; the kernel needs it bundled")
+            found[key] = path
+    return found
+
+
+def build_code_dataset(cfg: Config, names: KernelNames, out_root: Path,
+                       wheels: Sequence[Path] | None = None) -> Path:
+    """``<name>-kseg-code/``: kseg's source, the bundled wheels, the resolved config and local assets.
+
+    ``wheels`` given → those files are copied (tests, or an offline machine with a wheel cache); otherwise
+    :func:`download_wheels` fetches the pinned versions of this environment.
+    """
+    slug = names.code_dataset
+    _raise_if([f"dataset {slug}: {p}" for p in dataset_metadata_problems(_dataset_metadata(names, slug, ""))],
+              "invalid Kaggle dataset name")
+    root = _fresh_dir(Path(out_root) / slug)
+    shutil.copytree(Path(kseg.__file__).parent, root / "kseg", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    wheel_dir = root / "wheels"
+    if wheels is None:
+        download_wheels(bundled_requirements(), wheel_dir)
+    else:
+        wheel_dir.mkdir()
+        for wheel in wheels:
+            shutil.copy2(wheel, wheel_dir / Path(wheel).name)
+    missing = _missing_wheels(wheel_dir)
+    if missing:
+        raise ConfigError(f"{wheel_dir}: no wheel for {', '.join(missing)}; the offline kernel could not "
+                          "install it")
+    for key, path in _asset_files(cfg).items():
+        _link_or_copy(path, root / "assets" / path.name)
+    write_text(root / "config.yaml", dump(cfg))
+    write_json(root / DATASET_METADATA, _dataset_metadata(
+        names, slug, f"kseg {kseg.__version__} source, wheels of {', '.join(BUNDLED)} and the config of "
+                     f"experiment {cfg['name']!r}, for offline Kaggle kernels."))
+    return root
+
+
+def _inference_folds(cfg: Config, from_kernels: bool) -> list[int]:
+    """Folds the inference kernel ensembles: ``predict.folds`` ('all' = every fold of the run)."""
+    wanted = cfg["predict"]["folds"]
+    if wanted != "all":
+        return [int(k) for k in (wanted if isinstance(wanted, list) else [wanted])]
+    if from_kernels:
+        return list(range(cfg["folds"]["n_splits"]))
+    run = output_dir(cfg)
+    folds = sorted(int(p.parent.name[4:]) for p in run.glob("fold*/best.weights.h5") if p.parent.name[4:].isdigit())
+    if not folds:
+        raise ConfigError(f"no fold weights (fold*/best.weights.h5) under {run}: train first, or build with "
+                          "--from-kernels to use the Kaggle train kernels' outputs")
+    return folds
+
+
+def build_weights_dataset(cfg: Config, names: KernelNames, out_root: Path, folds: Sequence[int]) -> Path:
+    """``<name>-kseg-weights/``: what ``kseg predict`` reads from the run directory, nothing more (no OOF,
+    no last-epoch weights) so the upload stays small."""
+    run = output_dir(cfg)
+    required = [Path(f"fold{k}") / "best.weights.h5" for k in folds] + [Path(n) for n in RUN_FILES_REQUIRED]
+    missing = [str(run / rel) for rel in required if not (run / rel).is_file()]
+    _raise_if(missing, f"the weights dataset needs these files of run {run} (run kseg train first)")
+    if not (run / "postprocess.json").is_file():
+        print(f"warning: {run / 'postprocess.json'} not found: the kernel will use postprocess.default "
+              "(run kseg search for tuned parameters)")
+    root = _fresh_dir(Path(out_root) / names.weights_dataset)
+    for rel in required + [Path(n) for n in RUN_FILES_OPTIONAL if (run / n).is_file()]:
+        _link_or_copy(run / rel, root / rel)
+    write_json(root / DATASET_METADATA, _dataset_metadata(
+        names, names.weights_dataset, f"kseg run {cfg['name']!r}: best weights of folds "
+                                      f"{', '.join(map(str, folds))} and post-processing parameters."))
+    return root
+
+
+def _kernel_script(settings: Mapping[str, Any]) -> str:
+    return _KERNEL_TEMPLATE.replace("__KIND__", settings["kind"]).replace(
+        "__SETTINGS__", pprint.pformat(dict(settings), sort_dicts=True, width=100))
+
+
+def _competition_slug(cfg: Config, competition: str | None) -> str:
+    if competition is None:
+        competition = Path(str(cfg["data"]["root"])).name
+        print(f"competition: {competition!r} (the folder name of data.root; pass --competition to change it)")
+    if not _SLUG.match(competition):
+        raise ConfigError(f"competition {competition!r} is not a Kaggle competition slug such as "
+                          "'sartorius-cell-instance-segmentation'")
+    return competition
+
+
+def _folder_size(path: Path) -> tuple[int, int]:
+    files = [p for p in path.rglob("*") if p.is_file()]
+    return len(files), sum(p.stat().st_size for p in files)
+
+
+def print_folder_sizes(folders: Sequence[Path]) -> None:
+    """Size of each upload: Kaggle datasets have quotas, and a surprise 2 GB folder is worth noticing."""
+    for folder in folders:
+        n_files, n_bytes = _folder_size(folder)
+        print(f"  {str(folder):<50} {n_files:>5} files {n_bytes / 2**20:>9.1f} MB")
+
+
+def build_kernel(cfg: Config, kind: str, fold: int | None = None, owner: str = "",
+                 out_root: Path = Path("kernels"), competition: str | None = None, *,
+                 from_kernels: bool = False, enable_gpu: bool | None = None,
+                 wheels: Sequence[Path] | None = None) -> Path:
+    """Write the kernel folder and the datasets it reads under ``out_root``; return the kernel folder.
+
+    ``kind="train"`` with ``fold=K``: a GPU kernel training fold K, whose output ``run/fold{K}`` holds that
+    fold's weights. ``kind="infer"``: the offline submission kernel, ensembling the folds of
+    ``predict.folds`` from the local run (weights dataset) or, ``from_kernels=True``, from the outputs of
+    the per-fold train kernels (listed as kernel sources). ``enable_gpu`` defaults to True for train and
+    False for infer. ``wheels`` replaces the pip download (see :func:`build_code_dataset`).
+    """
+    if kind not in KINDS:
+        raise ConfigError(f"kernel kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    names = KernelNames.for_config(cfg, owner)
+    competition = _competition_slug(cfg, competition)
+    n_splits = cfg["folds"]["n_splits"]
+    if kind == "train":
+        if fold is None or not 0 <= fold < n_splits:
+            raise ConfigError(f"a train kernel needs --fold between 0 and {n_splits - 1} (folds.n_splits), "
+                              f"got {fold!r}")
+        slug = names.train_kernel(fold)
+    else:
+        if fold is not None:
+            raise ConfigError("--fold is for train kernels; the infer kernel ensembles predict.folds")
+        slug = names.infer_kernel
+    _raise_if(_ref_problems(names.ref(slug), "kernel id", MIN_KERNEL_SLUG), "invalid Kaggle kernel name")
+
+    out_root = Path(out_root)
+    folds = [fold] if kind == "train" else _inference_folds(cfg, from_kernels)
+    train_kernels = [names.train_kernel(k) for k in folds] if kind == "infer" and from_kernels else []
+    # The weights first: a missing fold file should stop the build before the wheel download.
+    datasets = [build_weights_dataset(cfg, names, out_root, folds)] if kind == "infer" and not from_kernels else []
+    datasets.insert(0, build_code_dataset(cfg, names, out_root, wheels))
+
+    # Training downloads ImageNet encoder weights when asked to; inference never needs the internet.
+    internet = kind == "train" and cfg["model"]["encoder_weights"] == "imagenet"
+    if internet:
+        print("note: model.encoder_weights=imagenet is downloaded at training time, so this train kernel has "
+              "the internet on; set it to a bundled .h5 path to train offline")
+    overrides: dict[str, Any] = {"train.verbose": 2} if kind == "train" else {
+        "model.encoder_weights": None, "model.init_from": None}
+    settings = {
+        "kind": kind, "fold": fold, "competition": competition,
+        "code_dataset": names.code_dataset,
+        "weights_dataset": names.weights_dataset if kind == "infer" and not from_kernels else None,
+        "train_kernels": train_kernels,
+        "search_if_missing": bool(train_kernels),
+        "bundled": dict(BUNDLED),
+        "assets": {} if kind == "infer" else {key: f"assets/{p.name}" for key, p in _asset_files(cfg).items()},
+        "overrides": overrides,
+    }
+    metadata = {
+        "id": names.ref(slug), "title": title_for(slug), "code_file": CODE_FILE,
+        "language": "python", "kernel_type": "script", "is_private": True,
+        "enable_gpu": (kind == "train") if enable_gpu is None else bool(enable_gpu),
+        "enable_tpu": False, "enable_internet": internet,
+        "dataset_sources": [names.ref(d.name) for d in datasets],
+        "competition_sources": [competition],
+        "kernel_sources": [names.ref(k) for k in train_kernels],
+        "model_sources": [], "keywords": [],
+    }
+    kernel_dir = _fresh_dir(out_root / slug)
+    write_text(kernel_dir / CODE_FILE, _kernel_script(settings))
+    write_json(kernel_dir / KERNEL_METADATA, metadata)
+    write_json(kernel_dir / SIDECAR, {**settings, "kseg_version": kseg.__version__, "folds": folds,
+                                      "built_at": time.strftime("%Y-%m-%d %H:%M:%S")})
+    problems = validate_kernel_dir(kernel_dir) + [p for d in datasets for p in validate_dataset_dir(d)]
+    _raise_if(problems, "the built kernel would be rejected by Kaggle")
+    print(f"built {kind} kernel {metadata['id']}:")
+    print_folder_sizes([kernel_dir, *datasets])
+    return kernel_dir
+
+
+def build_train_kernels(cfg: Config, owner: str, out_root: Path = Path("kernels"),
+                        competition: str | None = None, folds: Sequence[int] | None = None, *,
+                        wheels: Sequence[Path] | None = None) -> list[Path]:
+    """One train kernel per fold (default: every fold), the fan-out that ``--from-kernels`` gathers."""
+    chosen = list(range(cfg["folds"]["n_splits"])) if folds is None else list(folds)
+    return [build_kernel(cfg, "train", fold, owner, out_root, competition, wheels=wheels) for fold in chosen]
+
+
+# ---------------------------------------------------------------------------------------- run-local
+
+@dataclass
+class LocalRunReport:
+    """Outcome of :func:`run_local`; ``ok`` only when the kernel exited 0 and left a valid output."""
+
+    ok: bool
+    returncode: int | None
+    wall_s: float
+    peak_mem_mb: float | None  # None when the kernel was killed at the time limit
+    submission_path: Path | None
+    problems: list[str] = field(default_factory=list)
+    stdout_tail: str = ""
+    stderr_tail: str = ""
+    network: str = ""
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.ok else 1
+
+    def summary(self) -> str:
+        verdict = "OK" if self.ok else "FAILED"
+        if self.returncode is None:
+            ended = "killed at the time limit"
+        else:
+            ended = f"exit code {self.returncode}, peak memory {self.peak_mem_mb or 0:.0f} MB"
+        lines = [f"run-local {verdict}: {self.wall_s:.1f}s wall, {ended}, network off via {self.network}"]
+        if self.submission_path is not None:
+            lines.append(f"submission: {self.submission_path}")
+        lines += [f"  problem: {p}" for p in self.problems]
+        if not self.ok and self.stderr_tail:
+            lines += ["kernel stderr (last lines):", *("  " + line for line in self.stderr_tail.splitlines())]
+        return "\n".join(lines)
+
+
+_GUARD_SOURCE = f'''"""Installed by `kseg kernel run-local`: a Kaggle submission kernel has no internet, so any non-AF_UNIX
+socket connection fails here as it would there, instead of silently working on the developer's machine."""
+import errno
+import socket
+
+
+def _guard(original):
+    def guarded(self, *args, **kwargs):
+        if self.family != socket.AF_UNIX:
+            raise OSError(errno.ENETUNREACH, "{NETWORK_GUARD_MESSAGE}")
+        return original(self, *args, **kwargs)
+    return guarded
+
+
+for _name in ("connect", "connect_ex", "sendto"):
+    setattr(socket.socket, _name, _guard(getattr(socket.socket, _name)))
+'''
+
+
+@functools.lru_cache(maxsize=1)
+def unshare_works() -> bool:
+    """Whether ``unshare -rn`` (a private, empty network namespace, no root needed) works on this machine."""
+    if shutil.which("unshare") is None:
+        return False
+    try:
+        return subprocess.run(["unshare", "-rn", "true"], capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def _kernel_env(root: Path, guard_dir: Path) -> dict[str, str]:
+    """The developer's environment minus what a Kaggle kernel does not have (credentials, PYTHONPATH, the
+    user site) plus the Kaggle root, the socket guard and a temporary folder inside the run tree."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("KAGGLE_") and k not in ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP")}
+    env.update({"KSEG_KAGGLE_ROOT": str(root), "PYTHONPATH": str(guard_dir), "PYTHONNOUSERSITE": "1",
+                "PYTHONDONTWRITEBYTECODE": "1", "MPLBACKEND": "Agg", "TMPDIR": str(root / "tmp")})
+    return env
+
+
+def _source_folder(ref: str, default: Path, extra: Mapping[str, Path]) -> Path:
+    """The local folder standing in for ``/kaggle/input/<slug>``: the caller's mapping, else ``default``."""
+    slug = ref.split("/")[1]
+    for key in (ref, slug):
+        if key in extra:
+            return Path(extra[key])
+    return default
+
+
+def _lay_out_tree(kernel_dir: Path, meta: Mapping[str, Any], input_dir: Path, root: Path,
+                  extra: Mapping[str, Path]) -> None:
+    """``root/input/<slug>`` → symlinks to the competition data, datasets and train-kernel outputs;
+    ``root/working`` empty, as on a fresh Kaggle session."""
+    competitions = meta.get("competition_sources") or []
+    if len(competitions) != 1:
+        raise ConfigError(f"{kernel_dir / KERNEL_METADATA}: run-local mounts the input folder as the one "
+                          f"competition source, but competition_sources is {competitions!r}")
+    mounts = {competitions[0]: Path(input_dir)}
+    missing = []
+    for ref in meta.get("dataset_sources") or []:
+        mounts[ref.split("/")[1]] = _source_folder(ref, kernel_dir.parent / ref.split("/")[1], extra)
+    for ref in meta.get("kernel_sources") or []:
+        slug = ref.split("/")[1]
+        mounts[slug] = _source_folder(ref, kernel_dir.parent / OUTPUTS_DIR / slug, extra)
+    for slug, folder in mounts.items():
+        if not folder.is_dir():
+            missing.append(f"{slug}: folder {folder} not found")
+    if missing:
+        raise ConfigError("run-local needs a local folder for every kernel input (kernel outputs: "
+                          f"kaggle kernels output OWNER/SLUG -p {kernel_dir.parent / OUTPUTS_DIR}/SLUG, "
+                          "or pass extra_datasets={slug: folder}):\n  - " + "\n  - ".join(missing))
+    for sub in ("input", "working", "guard", "tmp"):
+        if (root / sub).exists():
+            shutil.rmtree(root / sub)
+        (root / sub).mkdir(parents=True)
+    for slug, folder in mounts.items():
+        (root / "input" / slug).symlink_to(folder.resolve(), target_is_directory=True)
+    (root / "guard" / "sitecustomize.py").write_text(_GUARD_SOURCE)
+
+
+def _pump(stream: IO[str], sink: IO[str] | None, tail: collections.deque) -> None:
+    for line in stream:
+        tail.append(line.rstrip("\n"))
+        if sink is not None:
+            sink.write(line)
+            sink.flush()
+
+
+# Runs the kernel as its child and records the children's peak RSS. A process forked from this (large)
+# Python process carries its parent's resident size as the floor of its own ru_maxrss, even across exec,
+# so the measurement is taken one level down, below a small launcher.
+_LAUNCHER = """import resource, subprocess, sys
+code = subprocess.call(sys.argv[2:])
+with open(sys.argv[1], "w") as stats:
+    stats.write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))
+sys.exit(code if code >= 0 else 128 - code)
+"""
+
+
+def _run_process(cmd: list[str], cwd: Path, env: Mapping[str, str], timeout: float, stats: Path,
+                 echo: bool) -> tuple[int | None, float, float | None, str, str]:
+    """Run ``cmd`` below the launcher in its own process group, streaming its output; return (exit code
+    or None when killed at ``timeout``, wall seconds, peak RSS in MB or None when killed, stdout tail,
+    stderr tail)."""
+    tails = {name: collections.deque(maxlen=TAIL_LINES) for name in ("out", "err")}
+    stats.unlink(missing_ok=True)
+    start = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-c", _LAUNCHER, str(stats), *cmd], cwd=cwd, env=dict(env),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace",
+                            start_new_session=True)
+    pumps = [threading.Thread(target=_pump, args=(proc.stdout, sys.stdout if echo else None, tails["out"]),
+                              daemon=True),
+             threading.Thread(target=_pump, args=(proc.stderr, sys.stderr if echo else None, tails["err"]),
+                              daemon=True)]
+    for thread in pumps:
+        thread.start()
+    code: int | None
+    try:
+        code = proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # the whole group: the kernel and anything it started
+        proc.wait()
+        code = None
+    wall = time.perf_counter() - start
+    for thread in pumps:
+        thread.join(5)
+    peak_mb = int(stats.read_text()) / 1024 if code is not None and stats.is_file() else None  # KiB on Linux
+    return code, wall, peak_mb, "\n".join(tails["out"]), "\n".join(tails["err"])
+
+
+def _validation_config(kernel_dir: Path, meta: Mapping[str, Any], root: Path, input_dir: Path) -> Config:
+    """The experiment config the kernel runs (``config.yaml`` of its code dataset), reading ``input_dir``."""
+    from .config import load_config
+
+    for ref in meta.get("dataset_sources") or []:
+        candidate = root / "input" / ref.split("/")[1] / "config.yaml"
+        if candidate.is_file():
+            cfg = load_config(candidate)
+            cfg["data"]["root"] = str(input_dir)
+            return cfg
+    raise ConfigError(f"{kernel_dir}: no dataset source holds a config.yaml, so the submission cannot be "
+                      "checked against the test images (build the kernel with kseg kernel build)")
+
+
+def _expected_shapes(cfg: Config) -> dict[str, tuple[int, int]]:
+    from .data import image_size, list_test_images
+
+    return {image_id: image_size(path) for image_id, path in list_test_images(cfg)}
+
+
+def run_local(kernel_dir: Path, input_dir: Path, timeout: float = 3600,
+              extra_datasets: Mapping[str, Path] | None = None, *, python: Path | None = None,
+              work_dir: Path | None = None, echo: bool = True) -> LocalRunReport:
+    """Run a built kernel as Kaggle would and check what it leaves behind.
+
+    The kernel runs in a fresh interpreter (``python``, default this one; see kernels/README.md for a
+    clean "Kaggle image" venv) with ``KSEG_KAGGLE_ROOT`` pointing at ``work_dir`` (default
+    ``<kernels>/.run-local/<slug>``), cwd ``working/``, no user site, no Kaggle credentials, no network
+    (``unshare -rn`` when available, and always a socket guard), and a wall-clock limit. Every dataset
+    listed in the metadata is looked up next to the kernel (``<kernels>/<slug>``), every kernel source in
+    ``<kernels>/outputs/<slug>``; ``extra_datasets`` maps a slug to another folder. An infer kernel must
+    leave a ``submission.csv`` that passes :func:`kseg.submission.validate_submission` for the test images
+    of ``input_dir``; a train kernel its fold's ``best.weights.h5``. Prints the kernel's output live and a
+    summary at the end.
+    """
+    kernel_dir = Path(kernel_dir)
+    _raise_if(validate_kernel_dir(kernel_dir), f"kernel {kernel_dir} is invalid")
+    if python is not None and not Path(python).is_file():
+        raise ConfigError(f"python interpreter {python} not found (see kernels/README.md for the Kaggle-image venv)")
+    meta = json.loads((kernel_dir / KERNEL_METADATA).read_text())
+    sidecar_path = kernel_dir / SIDECAR
+    sidecar = json.loads(sidecar_path.read_text()) if sidecar_path.is_file() else {}
+    kind = sidecar.get("kind", "infer")
+    root = Path(work_dir) if work_dir else kernel_dir.parent / LOCAL_RUNS_DIR / kernel_dir.name
+    _lay_out_tree(kernel_dir, meta, Path(input_dir), root, extra_datasets or {})
+    working = root / "working"
+
+    expected: dict[str, tuple[int, int]] = {}
+    if kind == "infer":  # fail on a wrong input folder now, not after an hour of inference
+        cfg = _validation_config(kernel_dir, meta, root, Path(input_dir).resolve())
+        expected = _expected_shapes(cfg)
+
+    network = "unshare -rn + socket guard" if unshare_works() else "socket guard only (unshare -rn unavailable)"
+    prefix = ["unshare", "-rn"] if unshare_works() else []
+    cmd = [*prefix, str(python or sys.executable), "-u", str((kernel_dir / meta["code_file"]).resolve())]
+    code, wall, peak_mb, out_tail, err_tail = _run_process(
+        cmd, working, _kernel_env(root, root / "guard"), timeout, root / "peak_rss_kib", echo)
+
+    problems = []
+    if code is None:
+        problems.append(f"timed out after {timeout:g}s (Kaggle stops a kernel at its run-time limit)")
+    elif code != 0:
+        problems.append(f"the kernel exited with code {code} (its traceback is in the stderr tail)")
+    submission = None
+    if kind == "infer":
+        submission = working / "submission.csv"
+        if not submission.is_file():
+            problems.append(f"submission.csv not found in {working}")
+            submission = None
+        else:
+            from .data import schema_from_config
+            from .submission import validate_submission
+
+            problems += validate_submission(submission, schema_from_config(cfg), expected, cfg["data"]["task"])
+    else:
+        weights = working / "run" / f"fold{sidecar['fold']}" / "best.weights.h5"
+        if not weights.is_file():
+            problems.append(f"{weights.relative_to(root)} not found: the train kernel produced no weights")
+    report = LocalRunReport(ok=not problems, returncode=code, wall_s=wall,
+                            peak_mem_mb=peak_mb, submission_path=submission, problems=problems,
+                            stdout_tail=out_tail, stderr_tail=err_tail, network=network)
+    print(report.summary())
+    return report
+
+
+# --------------------------------------------------------------------------------------------- push
+
+def kaggle_config_dir() -> Path:
+    """Where the kaggle CLI keeps kaggle.json: $KAGGLE_CONFIG_DIR, ~/.kaggle, else $XDG_CONFIG_HOME/kaggle."""
+    if os.environ.get("KAGGLE_CONFIG_DIR"):
+        return Path(os.environ["KAGGLE_CONFIG_DIR"])
+    home = Path.home() / ".kaggle"
+    if home.exists():
+        return home
+    return Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "kaggle"
+
+
+def _credential_files() -> list[Path]:
+    home = Path.home() / ".kaggle"
+    return [kaggle_config_dir() / "kaggle.json", home / "access_token", home / "credentials.json"]
+
+
+def find_credentials() -> str | None:
+    """Where the kaggle CLI will find credentials (a description, never the secret), or None."""
+    if os.environ.get("KAGGLE_API_TOKEN"):
+        return "the KAGGLE_API_TOKEN environment variable"
+    if os.environ.get("KAGGLE_USERNAME") and os.environ.get("KAGGLE_KEY"):
+        return "the KAGGLE_USERNAME and KAGGLE_KEY environment variables"
+    for path in _credential_files():
+        if path.is_file():
+            if path.name == "kaggle.json":
+                try:
+                    content = json.loads(path.read_text())
+                except (json.JSONDecodeError, UnicodeDecodeError):
+                    raise ConfigError(f"{path}: not valid JSON; it should be {{\"username\": ..., \"key\": ...}} "
+                                      "as downloaded from kaggle.com/settings") from None
+                if not isinstance(content, dict) or not {"username", "key"} <= content.keys():
+                    raise ConfigError(f"{path}: needs the keys 'username' and 'key' (download it again from "
+                                      "kaggle.com/settings)")
+            return str(path)
+    return None
+
+
+def missing_credentials_message() -> str:
+    return ("no Kaggle credentials found. Create an API token at https://www.kaggle.com/settings (API "
+            "section), then either save the downloaded kaggle.json as "
+            f"{kaggle_config_dir() / 'kaggle.json'} (chmod 600), or export KAGGLE_API_TOKEN, or export "
+            "KAGGLE_USERNAME and KAGGLE_KEY")
+
+
+def _warn_readable_credentials() -> None:
+    for path in _credential_files():
+        if path.is_file() and path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+            print(f"warning: {path} is readable by other users: chmod 600 {shlex.quote(str(path))}")
+
+
+def _show(cmd: Sequence[str]) -> str:
+    return shlex.join([Path(cmd[0]).name, *cmd[1:]])
+
+
+def _run_cli(runner: Runner, cmd: list[str]) -> tuple[bool, str]:
+    """Run one kaggle command, echo its output; success needs exit 0 and none of the CLI's error lines."""
+    print(f"$ {_show(cmd)}", flush=True)
+    result = runner(cmd, capture_output=True, text=True)
+    output = (result.stdout or "") + (result.stderr or "")
+    if output.strip():
+        print(output.rstrip())
+    ok = result.returncode == 0 and not any(marker in output for marker in _CLI_FAILURE_MARKERS)
+    return ok, output
+
+
+def _wait_until_ready(runner: Runner, kaggle: str, ref: str, sleep: Callable[[float], None]) -> bool:
+    """Kaggle processes an uploaded dataset before a kernel can mount it; poll its status."""
+    deadline = time.monotonic() + DATASET_READY_TIMEOUT_S
+    while True:
+        result = runner([kaggle, "datasets", "status", ref], capture_output=True, text=True)
+        status = (result.stdout or "").strip().lower()
+        if result.returncode == 0 and "ready" in status:
+            return True
+        if result.returncode == 0 and "error" in status:
+            print(f"error: Kaggle failed to process dataset {ref}: {status}")
+            return False
+        if time.monotonic() > deadline:
+            print(f"warning: dataset {ref} is not ready after {DATASET_READY_TIMEOUT_S:.0f}s; pushing anyway")
+            return True
+        sleep(DATASET_POLL_S)
+
+
+def _dataset_dirs(kernel_dir: Path, meta: Mapping[str, Any]) -> list[tuple[str, Path]]:
+    """Dataset sources built next to the kernel; others (someone else's datasets) are only referenced."""
+    found = []
+    for ref in meta.get("dataset_sources") or []:
+        folder = kernel_dir.parent / ref.split("/")[1]
+        if (folder / DATASET_METADATA).is_file():
+            found.append((ref, folder))
+        else:
+            print(f"note: dataset {ref} is not built in {kernel_dir.parent}; assuming it exists on Kaggle")
+    return found
+
+
+def find_kaggle() -> str | None:
+    """The ``kaggle`` executable on PATH, else the one installed next to this interpreter (an inactive venv)."""
+    return shutil.which("kaggle") or shutil.which("kaggle", path=str(Path(sys.executable).parent))
+
+
+def push(kernel_dir: Path, dry_run: bool = False, runner: Runner = subprocess.run, *,
+         sleep: Callable[[float], None] = time.sleep) -> int:
+    """Upload the kernel's datasets (create, or a new version when they exist) then push the kernel, with
+    the ``kaggle`` CLI found on PATH. Returns the exit code.
+
+    Everything is validated first; missing credentials stop before any command runs (``dry_run`` only
+    warns, so commands can be reviewed on a machine without an account). ``dry_run`` prints the exact
+    commands and runs none. Credentials are never printed.
+    """
+    kernel_dir = Path(kernel_dir)
+    problems = validate_kernel_dir(kernel_dir)
+    meta, _ = _read_metadata(kernel_dir / KERNEL_METADATA)
+    datasets = _dataset_dirs(kernel_dir, meta) if meta else []
+    problems += [p for _, folder in datasets for p in validate_dataset_dir(folder)]
+    _raise_if(problems, f"kernel {kernel_dir} would be rejected by Kaggle")
+
+    kaggle = find_kaggle()
+    if kaggle is None:
+        if not dry_run:
+            raise ConfigError("the kaggle command is not on PATH: install the kaggle package "
+                              "(pip install kaggle, or pip install -e '.[kaggle]')")
+        print("warning: the kaggle command is not on PATH (pip install kaggle)")
+        kaggle = "kaggle"
+    if find_credentials() is None:
+        if not dry_run:
+            raise ConfigError(missing_credentials_message())
+        print(f"warning: {missing_credentials_message()}")
+    _warn_readable_credentials()
+
+    for ref in meta.get("kernel_sources") or []:
+        print(f"note: this kernel reads the output of kernel {ref}: push it and let it finish first")
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+    push_cmd = [kaggle, "kernels", "push", "-p", str(kernel_dir)]
+    if dry_run:
+        print("dry run: these commands would run, in order")
+        for ref, folder in datasets:
+            print(f"  {_show([kaggle, 'datasets', 'status', ref])}   # exit 0 = the dataset exists")
+            print(f"  {_show([kaggle, 'datasets', 'version', '-p', str(folder), '-r', 'zip', '-m', f'kseg {stamp}'])}"
+                  "   # if it exists")
+            print(f"  {_show([kaggle, 'datasets', 'create', '-p', str(folder), '-r', 'zip'])}   # if it does not")
+        print(f"  {_show(push_cmd)}")
+        return 0
+
+    for ref, folder in datasets:
+        exists = runner([kaggle, "datasets", "status", ref], capture_output=True, text=True).returncode == 0
+        n_files, n_bytes = _folder_size(folder)
+        print(f"{'updating' if exists else 'creating'} dataset {ref} ({n_files} files, {n_bytes / 2**20:.1f} MB)")
+        cmd = ([kaggle, "datasets", "version", "-p", str(folder), "-r", "zip", "-m", f"kseg {stamp}"] if exists
+               else [kaggle, "datasets", "create", "-p", str(folder), "-r", "zip"])
+        ok, _ = _run_cli(runner, cmd)
+        if not ok or not _wait_until_ready(runner, kaggle, ref, sleep):
+            print(f"error: uploading dataset {ref} failed; the kernel was not pushed")
+            return 1
+    ok, output = _run_cli(runner, push_cmd)
+    if not ok:
+        print(f"error: kaggle kernels push failed for {meta['id']}")
+        return 1
+    _print_next_steps(kernel_dir, meta, output)
+    return 0
+
+
+def _print_next_steps(kernel_dir: Path, meta: Mapping[str, Any], push_output: str) -> None:
+    ref = meta["id"]
+    match = _PUSHED_VERSION.search(push_output)
+    version = match.group(1) if match else "<VERSION>"
+    sidecar_path = kernel_dir / SIDECAR
+    kind = json.loads(sidecar_path.read_text()).get("kind") if sidecar_path.is_file() else "infer"
+    print(f"follow the run: kaggle kernels status {ref}")
+    if kind == "train":
+        slug = ref.split("/")[1]
+        print("when it is complete, build the inference kernel with --from-kernels; to try it with run-local, "
+              f"first fetch this output: kaggle kernels output {ref} -p {kernel_dir.parent / OUTPUTS_DIR / slug}")
+        return
+    competition = (meta.get("competition_sources") or ["<COMPETITION>"])[0]
+    print("when it is complete, submit its output:")
+    print("  " + shlex.join(["kaggle", "competitions", "submit", competition, "-k", ref, "-f", "submission.csv",
+                             "-v", version, "-m", f"kseg {ref} v{version}"]))
+
+
+# The kernel entry point. Kept free of kseg imports until the code dataset is on sys.path.
+_KERNEL_TEMPLATE = '''"""kseg __KIND__ kernel, written by `kseg kernel build`.
+
+Runs with the internet off: kseg and the packages the Kaggle image lacks come from the attached code
+dataset. KSEG_KAGGLE_ROOT (default /kaggle) relocates every path, so `kseg kernel run-local` runs this same
+file on a Kaggle-like temporary tree.
+"""
+import importlib.util
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+SETTINGS = __SETTINGS__
+
+ROOT = Path(os.environ.get("KSEG_KAGGLE_ROOT", "/kaggle"))
+INPUT = ROOT / "input"
+WORKING = ROOT / "working"
+CODE = INPUT / SETTINGS["code_dataset"]
+RUN_DIR = WORKING / "run"
+
+
+def install_bundled_wheels():
+    """pip-install, offline from the code dataset's wheels, the bundled packages this image cannot import.
+    They go to a temporary folder, so the interpreter is left as it was (as a fresh Kaggle session is);
+    returns the folders to put on the import path."""
+    missing = [dist for dist, module in SETTINGS["bundled"].items() if importlib.util.find_spec(module) is None]
+    if not missing:
+        return []
+    target = tempfile.mkdtemp(prefix="kseg-wheels-")
+    print("installing offline:", ", ".join(missing), flush=True)
+    subprocess.check_call([sys.executable, "-m", "pip", "install", "--quiet", "--no-index", "--no-deps",
+                           "--target", target, "--find-links", str(CODE / "wheels"), *missing])
+    return [target]
+
+
+def link_tree(source, target):
+    """Mirror a read-only input folder into the run folder: real folders, symlinked files (kseg writes
+    next to the run)."""
+    if not source.is_dir():
+        attached = sorted(p.name for p in INPUT.iterdir()) if INPUT.is_dir() else []
+        raise SystemExit(f"kseg kernel: input folder {source} is missing; attached inputs: {attached}")
+    for path in sorted(source.rglob("*")):
+        dest = target / path.relative_to(source)
+        if path.is_dir():
+            dest.mkdir(parents=True, exist_ok=True)
+        elif path.name != "dataset-metadata.json" and not dest.exists():
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.symlink_to(path)
+
+
+def config_args():
+    """--config and one --set per Kaggle path, so the experiment config runs unchanged."""
+    values = {
+        "data.root": INPUT / SETTINGS["competition"],
+        "data.demo": None,
+        "output.dir": RUN_DIR,
+        "output.submission": WORKING / "submission.csv",
+    }
+    values.update({key: CODE / relative for key, relative in SETTINGS["assets"].items()})
+    values.update(SETTINGS["overrides"])
+    args = ["--config", str(CODE / "config.yaml")]
+    for key, value in values.items():
+        args += ["--set", f"{key}={'null' if value is None else value}"]
+    return args
+
+
+def kseg_command(*argv):
+    from kseg.cli import main
+
+    print("+ kseg", " ".join(argv), flush=True)
+    code = main([*argv, *config_args()])
+    if code != 0:
+        raise SystemExit(code)
+
+
+def main():
+    paths = [str(CODE), *install_bundled_wheels()]
+    sys.path[:0] = paths
+    # Worker processes (joblib, data loaders) import kseg too.
+    os.environ["PYTHONPATH"] = os.pathsep.join([*paths, *filter(None, [os.environ.get("PYTHONPATH")])])
+    import kseg
+
+    print(f"kseg {kseg.__version__} from {Path(kseg.__file__).parent}", flush=True)
+    if SETTINGS["kind"] == "train":
+        kseg_command("folds")
+        kseg_command("train", "--fold", str(SETTINGS["fold"]))
+        return
+    if SETTINGS["weights_dataset"]:
+        link_tree(INPUT / SETTINGS["weights_dataset"], RUN_DIR)
+    for slug in SETTINGS["train_kernels"]:
+        link_tree(INPUT / slug / "run", RUN_DIR)
+    if SETTINGS["search_if_missing"] and not (RUN_DIR / "postprocess.json").exists():
+        kseg_command("search")
+    kseg_command("predict")
+
+
+if __name__ == "__main__":
+    main()
+'''

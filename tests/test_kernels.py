@@ -1,0 +1,662 @@
+"""Kaggle kernels: metadata rules, the generated entry point run offline, push through a fake kaggle CLI."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import stat
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from kseg import kernels
+from kseg.config import dump, load_config
+from kseg.errors import ConfigError, DataError
+from kseg.kernels import (
+    BUNDLED, NETWORK_GUARD_MESSAGE, build_kernel, build_train_kernels, bundled_requirements, push, run_local,
+    slugify, validate_dataset_dir, validate_kernel_dir,
+)
+
+OWNER = "tester"
+COMPETITION = "sartorius-cell-instance-segmentation"
+SECRET = "s3cr3t-kaggle-key-0123456789"
+REPO = Path(__file__).resolve().parents[1]
+
+
+# ------------------------------------------------------------------------------------------ fixtures
+
+@pytest.fixture
+def fake_wheels(tmp_path: Path) -> list[Path]:
+    """Empty files named like the bundled wheels: the build copies them, nothing installs them here."""
+    folder = tmp_path / "wheel-cache"
+    folder.mkdir()
+    paths = [folder / f"{kernels._wheel_name(dist)}-1.0-py3-none-any.whl" for dist in BUNDLED]
+    for path in paths:
+        path.write_bytes(b"not a real wheel")
+    return paths
+
+
+@pytest.fixture
+def competition_dir(tmp_path: Path, fixtures_dir: Path) -> Path:
+    """A competition folder whose test/ holds the two real 704x520 Sartorius images."""
+    root = tmp_path / COMPETITION
+    (root / "test").mkdir(parents=True)
+    for image in sorted((fixtures_dir / "sartorius" / "train").glob("*.png")):
+        shutil.copy(image, root / "test" / image.name)
+    return root
+
+
+@pytest.fixture
+def run_dir(tmp_path: Path) -> Path:
+    """What training and search leave in output.dir, with placeholder weights."""
+    run = tmp_path / "run"
+    for fold in (0, 1):
+        (run / f"fold{fold}" / "oof").mkdir(parents=True)
+        (run / f"fold{fold}" / "best.weights.h5").write_bytes(b"best" * 10)
+        (run / f"fold{fold}" / "last.weights.h5").write_bytes(b"last" * 10)
+        (run / f"fold{fold}" / "oof" / "img.npz").write_bytes(b"oof")
+    (run / "channels.json").write_text(json.dumps({"channels": ["foreground", "border"], "classes": []}))
+    (run / "postprocess.json").write_text(json.dumps({"default": {"fg_threshold": 0.5}}))
+    (run / "folds.csv").write_text("id,fold\na,0\nb,1\n")
+    (run / "config.yaml").write_text("name: unit-demo\n")
+    return run
+
+
+@pytest.fixture
+def cfg(run_dir: Path, competition_dir: Path) -> dict:
+    return load_config(None, ["name=unit-demo", "data.schema.preset=sartorius", f"data.root={competition_dir}",
+                              f"output.dir={run_dir}", "folds.n_splits=2", "model.encoder_weights=null"])
+
+
+def _json(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def _build_infer(cfg: dict, tmp_path: Path, wheels: list[Path], **kwargs) -> Path:
+    return build_kernel(cfg, "infer", owner=OWNER, out_root=tmp_path / "kernels", competition=COMPETITION,
+                        wheels=wheels, **kwargs)
+
+
+# -------------------------------------------------------------------------------------------- build
+
+def test_infer_kernel_metadata_follows_the_kaggle_rules(cfg, tmp_path, fake_wheels):
+    kernel = _build_infer(cfg, tmp_path, fake_wheels)
+    meta = _json(kernel / "kernel-metadata.json")
+    assert meta["id"] == f"{OWNER}/unit-demo-infer" and kernel.name == "unit-demo-infer"
+    assert slugify(meta["title"]) == "unit-demo-infer" and len(meta["title"]) >= 5
+    assert (kernel / meta["code_file"]).is_file()
+    assert (meta["language"], meta["kernel_type"], meta["is_private"]) == ("python", "script", True)
+    assert meta["enable_gpu"] is False and meta["enable_tpu"] is False
+    assert "enable_internet" in meta and meta["enable_internet"] is False
+    assert meta["competition_sources"] == [COMPETITION]
+    assert meta["dataset_sources"] == [f"{OWNER}/unit-demo-kseg-code", f"{OWNER}/unit-demo-kseg-weights"]
+    assert meta["kernel_sources"] == [] and meta["model_sources"] == []
+    assert validate_kernel_dir(kernel) == []
+    compile((kernel / "kernel.py").read_text(), "kernel.py", "exec")
+
+
+def test_infer_kernel_datasets_hold_what_predict_needs(cfg, tmp_path, fake_wheels, run_dir):
+    kernel = _build_infer(cfg, tmp_path, fake_wheels)
+    code, weights = kernel.parent / "unit-demo-kseg-code", kernel.parent / "unit-demo-kseg-weights"
+    for folder in (code, weights):
+        meta = _json(folder / "dataset-metadata.json")
+        assert meta["id"] == f"{OWNER}/{folder.name}" and meta["licenses"] == [{"name": "other"}]
+        assert 6 <= len(meta["title"]) <= 50
+        assert validate_dataset_dir(folder) == []
+    assert (code / "kseg" / "kernels.py").is_file() and not list(code.rglob("__pycache__"))
+    assert sorted(p.name for p in (code / "wheels").iterdir()) == sorted(p.name for p in fake_wheels)
+    assert load_config(code / "config.yaml") == cfg
+    files = sorted(str(p.relative_to(weights)) for p in weights.rglob("*") if p.is_file())
+    assert files == ["channels.json", "config.yaml", "dataset-metadata.json", "fold0/best.weights.h5",
+                     "fold1/best.weights.h5", "folds.csv", "postprocess.json"]
+    assert (weights / "fold1" / "best.weights.h5").read_bytes() == (run_dir / "fold1" / "best.weights.h5").read_bytes()
+
+
+def test_train_kernel_is_a_gpu_kernel_without_weights_dataset(cfg, tmp_path, fake_wheels):
+    shutil.rmtree(cfg["output"]["dir"])  # a train kernel must not need a local run
+    kernel = build_kernel(cfg, "train", 1, OWNER, tmp_path / "kernels", COMPETITION, wheels=fake_wheels)
+    meta = _json(kernel / "kernel-metadata.json")
+    assert meta["id"] == f"{OWNER}/unit-demo-train-fold1"
+    assert meta["enable_gpu"] is True and meta["enable_internet"] is False
+    assert meta["dataset_sources"] == [f"{OWNER}/unit-demo-kseg-code"]
+    assert _json(kernel / "kseg-kernel.json")["fold"] == 1
+
+
+def test_train_kernel_gets_internet_only_to_download_imagenet_weights(cfg, tmp_path, fake_wheels):
+    cfg["model"]["encoder_weights"] = "imagenet"
+    kernel = build_kernel(cfg, "train", 0, OWNER, tmp_path / "kernels", COMPETITION, wheels=fake_wheels)
+    assert _json(kernel / "kernel-metadata.json")["enable_internet"] is True
+
+
+def test_local_encoder_weights_are_bundled_and_remapped(cfg, tmp_path, fake_wheels):
+    encoder = tmp_path / "resnet18_imagenet.h5"
+    encoder.write_bytes(b"h5")
+    cfg["model"]["encoder_weights"] = str(encoder)
+    kernel = build_kernel(cfg, "train", 0, OWNER, tmp_path / "kernels", COMPETITION, wheels=fake_wheels)
+    assert (tmp_path / "kernels" / "unit-demo-kseg-code" / "assets" / encoder.name).is_file()
+    assert _json(kernel / "kseg-kernel.json")["assets"] == {"model.encoder_weights": f"assets/{encoder.name}"}
+    assert _json(kernel / "kernel-metadata.json")["enable_internet"] is False
+
+
+def test_fold_fan_out_feeds_the_inference_kernel(cfg, tmp_path, fake_wheels):
+    trains = build_train_kernels(cfg, OWNER, tmp_path / "kernels", COMPETITION, wheels=fake_wheels)
+    assert [k.name for k in trains] == ["unit-demo-train-fold0", "unit-demo-train-fold1"]
+    infer = _build_infer(cfg, tmp_path, fake_wheels, from_kernels=True)
+    meta = _json(infer / "kernel-metadata.json")
+    assert meta["kernel_sources"] == [f"{OWNER}/unit-demo-train-fold0", f"{OWNER}/unit-demo-train-fold1"]
+    assert meta["dataset_sources"] == [f"{OWNER}/unit-demo-kseg-code"]
+
+
+def test_competition_defaults_to_the_data_root_folder(cfg, tmp_path, fake_wheels):
+    kernel = build_kernel(cfg, "infer", owner=OWNER, out_root=tmp_path / "kernels", wheels=fake_wheels)
+    assert _json(kernel / "kernel-metadata.json")["competition_sources"] == [COMPETITION]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"owner": "Bad Owner"}, "not a Kaggle user name"),
+    ({"kind": "serve"}, "kernel kind must be one of"),
+    ({"kind": "train", "fold": None}, "needs --fold between 0 and 1"),
+    ({"kind": "train", "fold": 2}, "needs --fold between 0 and 1"),
+    ({"fold": 0}, "--fold is for train kernels"),
+    ({"competition": "Not A Slug"}, "not a Kaggle competition slug"),
+])
+def test_build_rejects_bad_arguments(cfg, tmp_path, fake_wheels, kwargs, message):
+    args = {"kind": "infer", "fold": None, "owner": OWNER, "competition": COMPETITION, **kwargs}
+    with pytest.raises(ConfigError, match=message):
+        build_kernel(cfg, out_root=tmp_path / "kernels", wheels=fake_wheels, **args)
+    assert not (tmp_path / "kernels").exists()
+
+
+def test_build_rejects_a_name_too_long_for_a_kaggle_slug(cfg, tmp_path, fake_wheels):
+    cfg["name"] = "a-very-long-experiment-name-that-kaggle-will-refuse-x"
+    with pytest.raises(ConfigError, match="slug must be 6 to 50 characters"):
+        _build_infer(cfg, tmp_path, fake_wheels)
+
+
+def test_build_names_every_missing_run_file(cfg, tmp_path, fake_wheels, run_dir):
+    (run_dir / "channels.json").unlink()
+    cfg["predict"]["folds"] = [0, 1, 2]
+    with pytest.raises(ConfigError) as info:
+        _build_infer(cfg, tmp_path, fake_wheels)
+    assert "fold2/best.weights.h5" in str(info.value) and "channels.json" in str(info.value)
+
+
+def test_build_without_any_fold_weights_points_to_training(cfg, tmp_path, fake_wheels, run_dir):
+    for weights in run_dir.glob("fold*/best.weights.h5"):
+        weights.unlink()
+    with pytest.raises(ConfigError, match="no fold weights"):
+        _build_infer(cfg, tmp_path, fake_wheels)
+
+
+def test_build_refuses_a_code_dataset_missing_a_wheel(cfg, tmp_path, fake_wheels):
+    with pytest.raises(ConfigError, match="no wheel for tf-keras"):
+        _build_infer(cfg, tmp_path, [w for w in fake_wheels if not w.name.startswith("tf_keras")])
+
+
+def test_bundled_requirements_pin_the_installed_versions():
+    pins = bundled_requirements()
+    assert [p.split("==")[0] for p in pins] == list(BUNDLED) and all(p.split("==")[1] for p in pins)
+
+
+# ---------------------------------------------------------------------------------------- validation
+
+def test_validate_kernel_dir_lists_every_problem(cfg, tmp_path, fake_wheels):
+    kernel = _build_infer(cfg, tmp_path, fake_wheels)
+    meta = _json(kernel / "kernel-metadata.json")
+    meta.update({"id": "no-slash", "title": "abc", "code_file": "missing.py", "language": "julia",
+                 "kernel_type": "app", "dataset_sources": ["just-a-slug"], "enable_gpu": "yes"})
+    del meta["enable_internet"]
+    (kernel / "kernel-metadata.json").write_text(json.dumps(meta))
+    problems = "\n".join(validate_kernel_dir(kernel))
+    for expected in ("id 'no-slash' must be shaped 'owner/slug'", "title 'abc' must be at least 5",
+                     "code_file 'missing.py' not found", "language 'julia'", "kernel_type 'app'",
+                     "enable_internet must be written explicitly", "enable_gpu must be true or false",
+                     "dataset source 'just-a-slug'"):
+        assert expected in problems
+    assert all(line.startswith(str(kernel / "kernel-metadata.json")) for line in validate_kernel_dir(kernel))
+
+
+def test_validate_kernel_dir_catches_a_title_that_renames_the_kernel(cfg, tmp_path, fake_wheels):
+    kernel = _build_infer(cfg, tmp_path, fake_wheels)
+    meta = _json(kernel / "kernel-metadata.json")
+    meta["title"] = "Unit Demo Inference"
+    (kernel / "kernel-metadata.json").write_text(json.dumps(meta))
+    assert any("gives the slug 'unit-demo-inference' but id says 'unit-demo-infer'" in p
+               for p in validate_kernel_dir(kernel))
+
+
+def test_validate_kernel_dir_reports_missing_and_broken_metadata(tmp_path):
+    assert validate_kernel_dir(tmp_path) == [f"{tmp_path / 'kernel-metadata.json'}: not found"]
+    (tmp_path / "kernel-metadata.json").write_text("{not json")
+    assert "not valid JSON" in validate_kernel_dir(tmp_path)[0]
+
+
+def test_validate_dataset_dir_checks_title_id_license_and_files(tmp_path):
+    (tmp_path / "dataset-metadata.json").write_text(json.dumps({"title": "abc", "id": "Owner/x", "licenses": []}))
+    problems = "\n".join(validate_dataset_dir(tmp_path))
+    for expected in ("title 'abc' must be 6 to 50", "owner 'Owner'", "slug must be 6 to 50",
+                     "licenses must hold exactly one entry", "no files besides dataset-metadata.json"):
+        assert expected in problems
+
+
+# ----------------------------------------------------------------------------------------- run-local
+
+def _hand_kernel(tmp_path: Path, script: str, kind: str = "infer") -> Path:
+    """A kernel folder with a given script, next to a code-dataset folder holding the config."""
+    root = tmp_path / "kernels"
+    code = root / "tiny-kseg-code"
+    code.mkdir(parents=True)
+    (code / "config.yaml").write_text(dump(load_config(None, ["data.schema.preset=sartorius"])))
+    (code / "dataset-metadata.json").write_text(json.dumps(
+        {"title": "tiny kseg code", "id": f"{OWNER}/tiny-kseg-code", "licenses": [{"name": "other"}]}))
+    kernel = root / "tiny-kernel"
+    kernel.mkdir()
+    (kernel / "kernel.py").write_text(script)
+    (kernel / "kernel-metadata.json").write_text(json.dumps({
+        "id": f"{OWNER}/tiny-kernel", "title": "tiny kernel", "code_file": "kernel.py", "language": "python",
+        "kernel_type": "script", "is_private": True, "enable_gpu": False, "enable_internet": False,
+        "dataset_sources": [f"{OWNER}/tiny-kseg-code"], "competition_sources": [COMPETITION],
+        "kernel_sources": []}))
+    return kernel
+
+
+WRITE_SUBMISSION = f"""
+import os
+from pathlib import Path
+
+root = Path(os.environ["KSEG_KAGGLE_ROOT"])
+assert Path.cwd() == (root / "working").resolve(), Path.cwd()
+images = sorted((root / "input" / "{COMPETITION}" / "test").glob("*.png"))
+rows = ["id,predicted"] + [f"{{p.stem}},1 10" for p in images]
+(root / "working" / "submission.csv").write_text("\\n".join(rows) + "\\n")
+"""
+
+
+def test_run_local_accepts_a_kernel_that_writes_a_valid_submission(tmp_path, competition_dir, monkeypatch):
+    monkeypatch.setenv("KAGGLE_KEY", SECRET)
+    script = WRITE_SUBMISSION + (
+        "import site\n"
+        "assert 'KAGGLE_KEY' not in os.environ, 'credentials leaked into the kernel'\n"
+        "assert not site.ENABLE_USER_SITE, 'user site enabled'\n"
+        "payload = b'x' * (200 * 2**20)\n")
+    report = run_local(_hand_kernel(tmp_path, script), competition_dir, timeout=60)
+    assert report.ok, report.summary()
+    assert report.returncode == 0 and report.exit_code == 0 and report.problems == []
+    assert report.submission_path == tmp_path / "kernels" / ".run-local" / "tiny-kernel" / "working" / "submission.csv"
+    assert 200 <= report.peak_mem_mb < 300  # the kernel's own peak, not the test process's size
+
+
+def test_run_local_reports_a_missing_submission(tmp_path, competition_dir):
+    report = run_local(_hand_kernel(tmp_path, "print('no output')\n"), competition_dir, timeout=60)
+    assert not report.ok and report.exit_code == 1 and report.submission_path is None
+    assert any("submission.csv not found" in p for p in report.problems)
+    assert "no output" in report.stdout_tail
+
+
+def test_run_local_lists_the_problems_of_an_invalid_submission(tmp_path, competition_dir):
+    script = "from pathlib import Path\nPath('submission.csv').write_text('id,predicted\\n0030fd0e6378,5 x\\n')\n"
+    report = run_local(_hand_kernel(tmp_path, script), competition_dir, timeout=60)
+    problems = "\n".join(report.problems)
+    assert not report.ok and "0f08d640930b" in problems and "row 1" in problems
+
+
+def test_run_local_blocks_the_network_and_shows_the_traceback(tmp_path, competition_dir, capsys):
+    script = "import socket\nsocket.create_connection(('127.0.0.1', 9), timeout=5)\n"
+    report = run_local(_hand_kernel(tmp_path, script), competition_dir, timeout=60)
+    assert not report.ok and report.returncode == 1
+    assert "Traceback" in report.stderr_tail and NETWORK_GUARD_MESSAGE in report.stderr_tail
+    assert NETWORK_GUARD_MESSAGE in capsys.readouterr().out  # the summary shows the kernel's own traceback
+
+
+@pytest.mark.skipif(not kernels.unshare_works(), reason="unshare -rn is not available here")
+def test_run_local_network_namespace_blocks_sockets_the_guard_does_not_see(tmp_path, competition_dir):
+    script = "import _socket\n_socket.socket().connect(('127.0.0.1', 9))\n"
+    report = run_local(_hand_kernel(tmp_path, script), competition_dir, timeout=60)
+    assert not report.ok and "Network is unreachable" in report.stderr_tail
+    assert report.network.startswith("unshare -rn")
+
+
+def test_run_local_stops_a_kernel_at_the_time_limit(tmp_path, competition_dir):
+    report = run_local(_hand_kernel(tmp_path, "import time\ntime.sleep(60)\n"), competition_dir, timeout=1)
+    assert not report.ok and report.returncode is None and report.peak_mem_mb is None and report.wall_s < 20
+    assert "timed out after 1s" in report.problems[0]
+
+
+def test_run_local_needs_every_input_folder(tmp_path, competition_dir):
+    kernel = _hand_kernel(tmp_path, WRITE_SUBMISSION)
+    shutil.rmtree(tmp_path / "kernels" / "tiny-kseg-code")
+    with pytest.raises(ConfigError, match="tiny-kseg-code: folder .* not found"):
+        run_local(kernel, competition_dir, timeout=60)
+
+
+def test_run_local_rejects_an_input_folder_without_test_images(tmp_path):
+    empty = tmp_path / "empty-competition"
+    (empty / "test").mkdir(parents=True)
+    with pytest.raises(DataError, match="no test images"):
+        run_local(_hand_kernel(tmp_path, WRITE_SUBMISSION), empty, timeout=60)
+
+
+# A stand-in for the kseg package inside the code dataset: records each CLI call instead of training, so the
+# generated kernel.py is exercised end to end in a second.
+FAKE_KSEG_CLI = '''
+import json, os
+from pathlib import Path
+
+def main(argv):
+    working = Path(os.environ["KSEG_KAGGLE_ROOT"]) / "working"
+    with open(working / "calls.jsonl", "a") as log:
+        log.write(json.dumps(argv) + "\\n")
+    sets = dict(argv[i + 1].split("=", 1) for i, arg in enumerate(argv) if arg == "--set")
+    run = Path(sets["output.dir"])
+    if argv[0] == "train":
+        fold = argv[argv.index("--fold") + 1]
+        (run / f"fold{fold}").mkdir(parents=True, exist_ok=True)
+        (run / f"fold{fold}" / "best.weights.h5").write_bytes(b"trained")
+    if argv[0] == "predict":
+        (working / "pythonpath.txt").write_text(os.environ["PYTHONPATH"])
+        try:
+            import kseg_fake_dep
+            (working / "fake_dep.txt").write_text(kseg_fake_dep.__file__)
+        except ImportError:
+            pass
+        files = sorted(str(p.relative_to(run)) for p in run.rglob("*") if p.is_file())
+        (working / "run_files.json").write_text(json.dumps(files))
+        ids = sorted(p.stem for p in (Path(sets["data.root"]) / "test").glob("*.png"))
+        Path(sets["output.submission"]).write_text("id,predicted\\n" + "".join(f"{i},1 10\\n" for i in ids))
+    return 0
+'''
+
+
+def _use_fake_kseg(kernel_root: Path) -> None:
+    package = kernel_root / "unit-demo-kseg-code" / "kseg"
+    shutil.rmtree(package)
+    package.mkdir()
+    (package / "__init__.py").write_text("__version__ = 'fake'\n")
+    (package / "cli.py").write_text(FAKE_KSEG_CLI)
+
+
+def _calls(kernel: Path) -> list[list[str]]:
+    log = kernel.parent / ".run-local" / kernel.name / "working" / "calls.jsonl"
+    return [json.loads(line) for line in log.read_text().splitlines()]
+
+
+def test_generated_infer_kernel_maps_kaggle_paths_and_predicts(cfg, tmp_path, fake_wheels, competition_dir):
+    kernel = _build_infer(cfg, tmp_path, fake_wheels)
+    _use_fake_kseg(kernel.parent)
+    report = run_local(kernel, competition_dir, timeout=120)
+    assert report.ok, report.summary()
+    (call,) = _calls(kernel)
+    root = kernel.parent / ".run-local" / kernel.name
+    assert call[0] == "predict" and call[call.index("--config") + 1] == str(root / "input" / "unit-demo-kseg-code" / "config.yaml")
+    sets = [call[i + 1] for i, arg in enumerate(call) if arg == "--set"]
+    for expected in (f"data.root={root / 'input' / COMPETITION}", f"output.dir={root / 'working' / 'run'}",
+                     f"output.submission={root / 'working' / 'submission.csv'}", "model.encoder_weights=null",
+                     "data.demo=null"):
+        assert expected in sets
+    run_files = _json(root / "working" / "run_files.json")
+    assert "fold0/best.weights.h5" in run_files and "postprocess.json" in run_files
+    assert "dataset-metadata.json" not in run_files
+    pythonpath = (root / "working" / "pythonpath.txt").read_text().split(os.pathsep)
+    assert pythonpath[0] == str(root / "input" / "unit-demo-kseg-code") and str(root / "guard") in pythonpath
+
+
+def _write_wheel(folder: Path) -> Path:
+    """A minimal real wheel of a one-module distribution, ``kseg-fake-dep``."""
+    wheel = folder / "kseg_fake_dep-1.0-py3-none-any.whl"
+    info = "kseg_fake_dep-1.0.dist-info"
+    files = {
+        "kseg_fake_dep/__init__.py": "VALUE = 42\n",
+        f"{info}/METADATA": "Metadata-Version: 2.1\nName: kseg-fake-dep\nVersion: 1.0\n",
+        f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: kseg-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    files[f"{info}/RECORD"] = "".join(f"{name},,\n" for name in [*files, f"{info}/RECORD"])
+    with zipfile.ZipFile(wheel, "w") as archive:
+        for name, text in files.items():
+            archive.writestr(name, text)
+    return wheel
+
+
+def test_generated_kernel_installs_a_missing_package_offline_without_touching_the_interpreter(
+        cfg, tmp_path, fake_wheels, competition_dir):
+    kernel = _build_infer(cfg, tmp_path, fake_wheels)
+    _use_fake_kseg(kernel.parent)
+    _write_wheel(kernel.parent / "unit-demo-kseg-code" / "wheels")
+    script = kernel / "kernel.py"
+    script.write_text(script.read_text().replace("'bundled': {", "'bundled': {'kseg-fake-dep': 'kseg_fake_dep', "))
+    report = run_local(kernel, competition_dir, timeout=120)
+    assert report.ok, report.summary()
+    assert "installing offline: kseg-fake-dep" in report.stdout_tail
+    installed = Path((kernel.parent / ".run-local" / kernel.name / "working" / "fake_dep.txt").read_text())
+    tmp = kernel.parent / ".run-local" / kernel.name / "tmp"
+    assert installed.parent.parent.parent == tmp and installed.parts[-3].startswith("kseg-wheels-")
+    assert importlib.util.find_spec("kseg_fake_dep") is None
+
+
+def test_generated_train_kernel_trains_its_fold(cfg, tmp_path, fake_wheels, competition_dir):
+    kernel = build_kernel(cfg, "train", 1, OWNER, tmp_path / "kernels", COMPETITION, wheels=fake_wheels)
+    _use_fake_kseg(kernel.parent)
+    report = run_local(kernel, competition_dir, timeout=120)
+    assert report.ok, report.summary()
+    assert [c[:3] for c in _calls(kernel)] == [["folds", "--config", str(
+        kernel.parent / ".run-local" / kernel.name / "input" / "unit-demo-kseg-code" / "config.yaml")],
+        ["train", "--fold", "1"]]
+    assert "train.verbose=2" in _calls(kernel)[1]
+
+
+def test_generated_infer_kernel_gathers_train_kernel_outputs(cfg, tmp_path, fake_wheels, competition_dir):
+    kernel = _build_infer(cfg, tmp_path, fake_wheels, from_kernels=True)
+    _use_fake_kseg(kernel.parent)
+    outputs = {}
+    for fold in (0, 1):
+        out = tmp_path / f"output-fold{fold}"
+        (out / "run" / f"fold{fold}").mkdir(parents=True)
+        (out / "run" / f"fold{fold}" / "best.weights.h5").write_bytes(b"w")
+        (out / "run" / "channels.json").write_text("{}")
+        outputs[f"unit-demo-train-fold{fold}"] = out
+    report = run_local(kernel, competition_dir, timeout=120, extra_datasets=outputs)
+    assert report.ok, report.summary()
+    assert [c[0] for c in _calls(kernel)] == ["search", "predict"]  # no postprocess.json yet → search OOF
+    root = kernel.parent / ".run-local" / kernel.name
+    assert _json(root / "working" / "run_files.json") == [
+        "channels.json", "fold0/best.weights.h5", "fold1/best.weights.h5"]
+
+
+def test_run_local_without_train_kernel_outputs_says_how_to_fetch_them(cfg, tmp_path, fake_wheels, competition_dir):
+    kernel = _build_infer(cfg, tmp_path, fake_wheels, from_kernels=True)
+    with pytest.raises(ConfigError, match="kaggle kernels output"):
+        run_local(kernel, competition_dir, timeout=60)
+
+
+# --------------------------------------------------------------------------------------------- push
+
+FAKE_KAGGLE = f'''#!{sys.executable}
+"""Records its argv; datasets exist once created (or when listed in FAKE_KAGGLE_EXISTING)."""
+import json, os, sys
+from pathlib import Path
+
+state = Path(os.environ["FAKE_KAGGLE_STATE"])
+with open(state / "calls.log", "a") as log:
+    log.write(json.dumps(sys.argv[1:]) + "\\n")
+args = sys.argv[1:]
+existing = os.environ.get("FAKE_KAGGLE_EXISTING", "").split(",")
+if args[:2] == ["datasets", "status"]:
+    slug = args[2].split("/")[1]
+    if slug in existing or (state / ("created-" + slug)).exists():
+        print("ready")
+        sys.exit(0)
+    print("404 Client Error: Not Found")
+    sys.exit(1)
+if args[:2] == ["datasets", "create"]:
+    (state / ("created-" + Path(args[3]).name)).touch()
+    print("Your private Dataset is being created.")
+if args[:2] == ["kernels", "push"]:
+    if os.environ.get("FAKE_KAGGLE_PUSH_ERROR"):
+        print("Kernel push error: Notebook not found")
+    else:
+        print("Kernel version 3 successfully pushed.  Please check progress at https://www.kaggle.com/code/x")
+'''
+
+
+@pytest.fixture
+def fake_kaggle(tmp_path: Path, monkeypatch) -> Path:
+    """A `kaggle` executable first on PATH, logging calls; no credentials anywhere by default."""
+    bin_dir, state, home = tmp_path / "bin", tmp_path / "kaggle-state", tmp_path / "home"
+    for folder in (bin_dir, state, home):
+        folder.mkdir()
+    exe = bin_dir / "kaggle"
+    exe.write_text(FAKE_KAGGLE)
+    exe.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_KAGGLE_STATE", str(state))
+    monkeypatch.setenv("HOME", str(home))
+    for name in ("KAGGLE_API_TOKEN", "KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_CONFIG_DIR", "XDG_CONFIG_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    return state / "calls.log"
+
+
+def _no_sleep(seconds: float) -> None:
+    pytest.fail("push waited although the fake dataset was ready")
+
+
+def test_push_creates_missing_datasets_then_pushes_the_kernel(cfg, tmp_path, fake_wheels, fake_kaggle,
+                                                              monkeypatch, capsys):
+    monkeypatch.setenv("KAGGLE_USERNAME", OWNER)
+    monkeypatch.setenv("KAGGLE_KEY", SECRET)
+    kernel = _build_infer(cfg, tmp_path, fake_wheels)
+    assert push(kernel, sleep=_no_sleep) == 0
+    code, weights = (str(kernel.parent / f"unit-demo-kseg-{k}") for k in ("code", "weights"))
+    assert [json.loads(line) for line in fake_kaggle.read_text().splitlines()] == [
+        ["datasets", "status", f"{OWNER}/unit-demo-kseg-code"],
+        ["datasets", "create", "-p", code, "-r", "zip"],
+        ["datasets", "status", f"{OWNER}/unit-demo-kseg-code"],
+        ["datasets", "status", f"{OWNER}/unit-demo-kseg-weights"],
+        ["datasets", "create", "-p", weights, "-r", "zip"],
+        ["datasets", "status", f"{OWNER}/unit-demo-kseg-weights"],
+        ["kernels", "push", "-p", str(kernel)],
+    ]
+    out = capsys.readouterr().out
+    assert (f"kaggle competitions submit {COMPETITION} -k {OWNER}/unit-demo-infer -f submission.csv -v 3"
+            in out)
+    assert SECRET not in out
+
+
+def test_push_versions_datasets_that_exist(cfg, tmp_path, fake_wheels, fake_kaggle, monkeypatch):
+    monkeypatch.setenv("KAGGLE_API_TOKEN", SECRET)
+    monkeypatch.setenv("FAKE_KAGGLE_EXISTING", "unit-demo-kseg-code,unit-demo-kseg-weights")
+    kernel = _build_infer(cfg, tmp_path, fake_wheels)
+    assert push(kernel, sleep=_no_sleep) == 0
+    calls = [json.loads(line) for line in fake_kaggle.read_text().splitlines()]
+    versions = [c for c in calls if c[:2] == ["datasets", "version"]]
+    assert [c[3] for c in versions] == [str(kernel.parent / "unit-demo-kseg-code"),
+                                        str(kernel.parent / "unit-demo-kseg-weights")]
+    assert all(c[4:7] == ["-r", "zip", "-m"] and c[7].startswith("kseg ") for c in versions)
+    assert not any(c[:2] == ["datasets", "create"] for c in calls) and calls[-1][:2] == ["kernels", "push"]
+
+
+def test_push_without_credentials_stops_before_any_call(cfg, tmp_path, fake_wheels, fake_kaggle):
+    kernel = _build_infer(cfg, tmp_path, fake_wheels)
+    with pytest.raises(ConfigError) as info:
+        push(kernel)
+    assert str(tmp_path / "home" / ".config" / "kaggle" / "kaggle.json") in str(info.value)
+    assert "KAGGLE_API_TOKEN" in str(info.value)
+    assert not fake_kaggle.exists()
+
+
+def test_push_warns_about_a_world_readable_kaggle_json(cfg, tmp_path, fake_wheels, fake_kaggle, monkeypatch, capsys):
+    config_dir = tmp_path / "kaggle-config"
+    config_dir.mkdir()
+    credentials = config_dir / "kaggle.json"
+    credentials.write_text(json.dumps({"username": OWNER, "key": SECRET}))
+    credentials.chmod(0o644)
+    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(config_dir))
+    kernel = _build_infer(cfg, tmp_path, fake_wheels)
+    assert push(kernel, sleep=_no_sleep) == 0
+    out = capsys.readouterr().out
+    assert f"chmod 600 {credentials}" in out and SECRET not in out
+    assert stat.S_IMODE(credentials.stat().st_mode) == 0o644  # only advised, never changed
+
+
+def test_push_rejects_a_malformed_kaggle_json(cfg, tmp_path, fake_wheels, fake_kaggle, monkeypatch):
+    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path))
+    (tmp_path / "kaggle.json").write_text(json.dumps({"user": OWNER}))
+    with pytest.raises(ConfigError, match="needs the keys 'username' and 'key'"):
+        push(_build_infer(cfg, tmp_path, fake_wheels))
+    assert not fake_kaggle.exists()
+
+
+def test_push_dry_run_prints_the_commands_and_runs_none(cfg, tmp_path, fake_wheels, fake_kaggle, capsys):
+    kernel = _build_infer(cfg, tmp_path, fake_wheels)
+    assert push(kernel, dry_run=True) == 0
+    out = capsys.readouterr().out
+    assert "warning: no Kaggle credentials found" in out
+    assert f"kaggle datasets create -p {kernel.parent / 'unit-demo-kseg-weights'} -r zip" in out
+    assert f"kaggle kernels push -p {kernel}" in out
+    assert not fake_kaggle.exists()
+
+
+def test_push_fails_when_the_cli_reports_an_error_with_exit_code_zero(cfg, tmp_path, fake_wheels, fake_kaggle,
+                                                                      monkeypatch, capsys):
+    monkeypatch.setenv("KAGGLE_API_TOKEN", SECRET)
+    monkeypatch.setenv("FAKE_KAGGLE_PUSH_ERROR", "1")
+    assert push(_build_infer(cfg, tmp_path, fake_wheels), sleep=_no_sleep) == 1
+    assert "kaggle kernels push failed" in capsys.readouterr().out
+
+
+def test_push_needs_the_kaggle_executable(cfg, tmp_path, fake_wheels, monkeypatch):
+    kernel = _build_infer(cfg, tmp_path, fake_wheels)
+    monkeypatch.setenv("PATH", str(tmp_path / "nothing-here"))
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "nothing-here" / "python"))  # nor in the venv
+    with pytest.raises(ConfigError, match="install the kaggle package"):
+        push(kernel)
+
+
+def test_push_finds_kaggle_next_to_the_interpreter(cfg, tmp_path, fake_wheels, fake_kaggle, monkeypatch):
+    monkeypatch.setenv("KAGGLE_API_TOKEN", SECRET)
+    kernel = _build_infer(cfg, tmp_path, fake_wheels)
+    monkeypatch.setenv("PATH", str(tmp_path / "nothing-here"))
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "bin" / "python"))  # an inactive venv's bin/
+    assert push(kernel, sleep=_no_sleep) == 0
+    assert json.loads(fake_kaggle.read_text().splitlines()[-1])[:2] == ["kernels", "push"]
+
+
+def test_push_refuses_an_invalid_kernel_before_any_call(cfg, tmp_path, fake_wheels, fake_kaggle, monkeypatch):
+    monkeypatch.setenv("KAGGLE_API_TOKEN", SECRET)
+    kernel = _build_infer(cfg, tmp_path, fake_wheels)
+    (kernel / "kernel.py").unlink()
+    with pytest.raises(ConfigError, match="code_file 'kernel.py' not found"):
+        push(kernel)
+    assert not fake_kaggle.exists()
+
+
+# ------------------------------------------------------------------------------------ end to end (TF)
+
+def trained_demo_run(tmp_path: Path) -> dict:
+    """A tiny real run of configs/demo.yaml (64x64 demo images, 1 epoch of fold 0 of 2), stage by stage
+    through the kseg CLI as a user would. Search is skipped: predict then uses postprocess.default."""
+    from kseg.cli import main
+
+    data = tmp_path / "kseg-demo"
+    overrides = [
+        f"data.root={data}", f"output.dir={tmp_path / 'run'}", f"output.submission={tmp_path / 'submission.csv'}",
+        "folds.n_splits=2", "train.size=64", "train.epochs=1", "train.steps_per_epoch=2", "train.batch_size=2",
+        "train.verbose=0", "tta=[identity]", "predict.folds=[0]",
+    ]
+    args = ["--config", str(REPO / "configs" / "demo.yaml")] + [a for o in overrides for a in ("--set", o)]
+    assert main(["demo-data", str(data), "--n-train", "6", "--n-test", "2", "--height", "64", "--width", "64"]) == 0
+    for stage in (["folds"], ["train", "--fold", "0"]):
+        assert main([*stage, *args]) == 0, stage
+    return load_config(REPO / "configs" / "demo.yaml", overrides)
+
+
+@pytest.mark.slow
+def test_end_to_end_demo_kernel_runs_offline_and_submits(tmp_path, fake_wheels):
+    pytest.importorskip("kseg.predict")
+    pytest.importorskip("kseg.train")
+    cfg = trained_demo_run(tmp_path)
+    kernel = build_kernel(cfg, "infer", owner=OWNER, out_root=tmp_path / "kernels", competition="kseg-demo",
+                          wheels=fake_wheels)
+    report = run_local(kernel, Path(cfg["data"]["root"]), timeout=900)
+    assert report.ok, report.summary()
