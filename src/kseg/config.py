@@ -27,6 +27,8 @@ DEFAULTS: Config = {
         "test_dir": "test",
         "image_ext": ".png",
         "sample_submission": None,
+        # Optional ground truth of the test images (the demo has it): `kseg run` then reports the test score.
+        "test_truth": None,
         # instance: one RLE row per object (Sartorius, DSB 2018, Airbus); binary: rows are the foreground
         # of the image (TGS, ISBI); several rows of one image are unioned.
         "task": "instance",
