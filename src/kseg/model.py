@@ -1,0 +1,276 @@
+"""The network: a segmentation_models encoder–decoder with one sigmoid output per target channel.
+
+TensorFlow and segmentation_models are imported inside the functions so that ``import kseg.model`` stays
+cheap; ``import kseg`` has already selected tf-keras (segmentation-models 1.0.1 needs Keras 2).
+Encoder weights can come from segmentation_models' own ImageNet download, or — for offline Kaggle
+kernels — from a local ``.h5`` file: either a "notop" encoder file (keras-applications /
+classification_models), or the encoder part of a full kseg ``.weights.h5`` file with the same backbone
+(every encoder layer's weight shapes are checked).
+"""
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping
+
+import numpy as np
+
+from .errors import ConfigError
+from .files import atomic_path
+
+__all__ = ["ARCHITECTURES", "LOSSES", "build_model", "save_weights", "build_loss", "preprocess_fn", "channel_weights"]
+
+ARCHITECTURES = ("Unet", "FPN", "Linknet")
+LOSSES = ("bce_dice", "bce_jaccard", "focal_dice", "focal_jaccard", "bce")
+
+
+def _segmentation_models() -> Any:
+    import segmentation_models as sm
+
+    return sm
+
+
+def _check_backbone(sm: Any, backbone: str) -> None:
+    names = sm.Backbones.models_names()
+    if backbone not in names:
+        raise ConfigError(f"unknown model.backbone {backbone!r}; valid backbones: {', '.join(names)}")
+
+
+def _check_arch(arch: str) -> None:
+    if arch not in ARCHITECTURES:
+        raise ConfigError(f"unknown model.arch {arch!r}; valid architectures: {', '.join(ARCHITECTURES)}")
+
+
+def _existing_file(value: Any, key: str) -> Path:
+    path = Path(str(value))
+    if not path.is_file():
+        raise ConfigError(f"{key}: weights file not found: {path}")
+    return path
+
+
+@contextlib.contextmanager
+def _capturing_backbone(sm: Any) -> Iterator[list]:
+    """Record the encoder model that Unet/FPN/Linknet build internally and do not return.
+
+    Its layers are the full model's encoder layers, so loading a notop file into it fills exactly the
+    encoder, by layer order, like segmentation_models' own ImageNet loading; layer names would not do,
+    since some backbones (Inception) use auto-generated names that differ between builds.
+    """
+    built: list = []
+    factory = sm.Backbones
+    original = factory.get_backbone
+
+    def get_backbone(name: str, *args: Any, **kwargs: Any) -> Any:
+        backbone = original(name, *args, **kwargs)
+        built.append(backbone)
+        return backbone
+
+    factory.get_backbone = get_backbone
+    try:
+        yield built
+    finally:
+        del factory.get_backbone
+
+
+def _legacy_weighted_layers(handle: Any) -> list[str]:
+    """Layers that carry weights in a Keras 2 ``.h5`` file (what keras-applications notop files are)."""
+    group = handle["model_weights"] if "model_weights" in handle else handle
+    names = [n.decode() if isinstance(n, bytes) else str(n) for n in group.attrs["layer_names"]]
+    return [name for name in names if len(group[name].attrs.get("weight_names", [])) > 0]
+
+
+def _load_legacy_encoder(backbone: Any, path: Path, file_layers: list[str], backbone_name: str) -> None:
+    """Same layer count: a notop encoder file, loaded by order; otherwise a larger model's file, by name."""
+    encoder_layers = [layer.name for layer in backbone.layers if layer.weights]
+    try:
+        if len(file_layers) == len(encoder_layers):
+            backbone.load_weights(str(path))
+            return
+        present = set(file_layers)
+        missing = [name for name in encoder_layers if name not in present]
+        if missing:
+            raise ConfigError(
+                f"model.encoder_weights {path}: {len(missing)} of the {len(encoder_layers)} weighted encoder layers "
+                f"of {backbone_name} are not in the file (e.g. {', '.join(missing[:3])}); expected a notop "
+                f"encoder file or a full weights file of the same backbone"
+            )
+        backbone.load_weights(str(path), by_name=True)
+    except ValueError as exc:
+        raise ConfigError(f"model.encoder_weights {path}: does not fit the {backbone_name} encoder: {exc}") from None
+
+
+def _weights_file_groups(model: Any) -> dict[int, str]:
+    """``id(layer)`` → the layer's group in a ``.weights.h5`` file.
+
+    That format does not use layer names (often auto-generated, so not reproducible): each layer of
+    ``model.layers`` is stored under its snake-cased class name numbered by order, e.g. ``conv2d_3``.
+    """
+    from tf_keras.src.utils.generic_utils import to_snake_case
+
+    seen: dict[str, int] = {}
+    groups: dict[int, str] = {}
+    for layer in model.layers:
+        name = to_snake_case(type(layer).__name__)
+        count = seen.get(name, -1) + 1
+        seen[name] = count
+        groups[id(layer)] = f"layers/{name}" if count == 0 else f"layers/{name}_{count}"
+    return groups
+
+
+def _load_kseg_encoder(model: Any, backbone: Any, handle: Any, path: Path, description: str) -> None:
+    """Copy only the encoder layers out of a full kseg ``.weights.h5`` file with the same backbone."""
+    groups = _weights_file_groups(model)
+    for layer in backbone.layers:
+        if not layer.weights:
+            continue
+        group = handle.get(f"{groups[id(layer)]}/vars")
+        values = [] if group is None else [group[str(i)][()] for i in range(len(group))]
+        if [v.shape for v in values] != [tuple(w.shape) for w in layer.weights]:
+            raise ConfigError(f"model.encoder_weights {path}: not a kseg weights file of a {description} model "
+                              f"(encoder layer {layer.name} does not match)")
+        layer.set_weights(values)
+
+
+def _load_encoder_weights(model: Any, backbone: Any, path: Path, description: str, backbone_name: str) -> None:
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as handle:
+            if "layer_names" in handle.attrs or "model_weights" in handle:
+                file_layers = _legacy_weighted_layers(handle)
+            elif "layers" in handle:
+                _load_kseg_encoder(model, backbone, handle, path, description)
+                return
+            else:
+                raise ConfigError(f"model.encoder_weights {path}: no Keras weights in this .h5 file")
+    except OSError as exc:
+        raise ConfigError(f"model.encoder_weights {path}: not a readable .h5 weights file ({exc})") from None
+    _load_legacy_encoder(backbone, path, file_layers, backbone_name)
+
+
+def build_model(cfg: Mapping[str, Any], n_channels: int) -> Any:
+    """keras.Model with input (None, None, 3) and ``n_channels`` sigmoid outputs, weights per ``model.*``.
+
+    The sigmoid is a separate float32 layer so that under mixed precision the probabilities (and the
+    loss computed from them) stay in float32; without mixed precision it is an ordinary sigmoid.
+    """
+    model_cfg = cfg["model"]
+    arch, backbone_name = model_cfg["arch"], model_cfg["backbone"]
+    _check_arch(arch)
+    sm = _segmentation_models()
+    _check_backbone(sm, backbone_name)
+    encoder_weights = model_cfg["encoder_weights"]
+    encoder_file = None
+    if encoder_weights not in (None, "imagenet"):
+        encoder_file = _existing_file(encoder_weights, "model.encoder_weights")
+    init_file = _existing_file(model_cfg["init_from"], "model.init_from") if model_cfg["init_from"] else None
+
+    import tf_keras as keras
+
+    with _capturing_backbone(sm) as built:
+        network = getattr(sm, arch)(
+            backbone_name, input_shape=(None, None, 3), classes=n_channels, activation="linear",
+            encoder_weights=None if encoder_file else encoder_weights, encoder_freeze=bool(model_cfg["encoder_freeze"]),
+        )
+    probabilities = keras.layers.Activation("sigmoid", dtype="float32", name="probabilities")(network.output)
+    model = keras.Model(network.input, probabilities, name=f"{arch}_{backbone_name}")
+    description = f"{arch}/{backbone_name}"
+    if encoder_file is not None:
+        _load_encoder_weights(model, built[0], encoder_file, description, backbone_name)
+    if init_file is not None:
+        try:
+            model.load_weights(str(init_file))
+        except (ValueError, OSError, KeyError) as exc:
+            raise ConfigError(f"model.init_from {init_file}: does not fit a {description} model with "
+                              f"{n_channels} channels: {exc}") from None
+    return model
+
+
+def save_weights(model: Any, path: str | Path) -> Path:
+    """Write the model's weights atomically, without the optimizer's state.
+
+    Keras chooses the file format from the file name (``.weights.h5`` → the structural format that
+    ``load_weights`` expects for that name), so the staging file ends with the target's name too. Keras
+    also stores Adam's two moment slots there, tripling the file (172 MB instead of 58 MB for a resnet18
+    U-Net) that a Kaggle weights dataset has to upload; only the model's own groups are copied over.
+    """
+    import h5py
+
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        staging = tmp.with_name(f"{tmp.name}.{path.name}")
+        try:
+            model.save_weights(str(staging))
+            with h5py.File(staging, "r") as src, h5py.File(tmp, "w") as dst:
+                for key, value in src.attrs.items():
+                    dst.attrs[key] = value
+                for key in src:
+                    if key != "optimizer":
+                        src.copy(src[key], dst, name=key)
+        finally:
+            staging.unlink(missing_ok=True)
+    return path
+
+
+def channel_weights(cfg: Mapping[str, Any], n_channels: int) -> np.ndarray | None:
+    """``train.channel_weights`` scaled to mean 1 (so the loss keeps its usual range), or None."""
+    weights = cfg["train"]["channel_weights"]
+    if weights is None:
+        return None
+    if not isinstance(weights, list) or len(weights) != n_channels:
+        raise ConfigError(f"train.channel_weights must be a list of {n_channels} numbers (one per channel), "
+                          f"got {weights!r}")
+    try:
+        values = np.asarray(weights, dtype=np.float32)
+    except (TypeError, ValueError):
+        raise ConfigError(f"train.channel_weights must contain numbers, got {weights!r}") from None
+    if np.any(values < 0) or not np.isfinite(values).all() or values.sum() <= 0:
+        raise ConfigError(f"train.channel_weights must be finite, non-negative and not all zero, got {weights!r}")
+    return values * (n_channels / values.sum())
+
+
+def build_loss(cfg: Mapping[str, Any], n_channels: int) -> Any:
+    """The ``train.loss`` combination of segmentation_models losses, weighted per channel if asked.
+
+    sm's Dice/Jaccard losses take class weights; its BCE and focal losses do not, so with weights
+    they are evaluated per channel and averaged with the same weights.
+    """
+    name = cfg["train"]["loss"]
+    if name not in LOSSES:
+        raise ConfigError(f"unknown train.loss {name!r}; valid losses: {', '.join(LOSSES)}")
+    sm = _segmentation_models()
+    from segmentation_models.base import Loss
+
+    weights = channel_weights(cfg, n_channels)
+
+    class PerChannelLoss(Loss):
+        def __init__(self, loss: Any, weights: np.ndarray) -> None:
+            super().__init__(name=f"weighted_{loss.name}")
+            self.loss, self.weights = loss, [float(w) for w in weights]
+
+        def __call__(self, gt: Any, pr: Any) -> Any:
+            terms = [w * self.loss(gt[..., c:c + 1], pr[..., c:c + 1]) for c, w in enumerate(self.weights) if w]
+            return sum(terms) / len(self.weights)
+
+    pixel_name, _, region_name = name.partition("_")
+    pixel = sm.losses.BinaryCELoss() if pixel_name == "bce" else sm.losses.BinaryFocalLoss()
+    if weights is not None:
+        pixel = PerChannelLoss(pixel, weights)
+    if not region_name:
+        return pixel
+    region_class = sm.losses.DiceLoss if region_name == "dice" else sm.losses.JaccardLoss
+    return pixel + region_class(class_weights=weights)
+
+
+def preprocess_fn(cfg: Mapping[str, Any]) -> Callable[[np.ndarray], np.ndarray]:
+    """The backbone's input normalisation: uint8 RGB (batch or single image) → float32, input untouched."""
+    sm = _segmentation_models()
+    backbone_name = cfg["model"]["backbone"]
+    _check_backbone(sm, backbone_name)
+    normalise = sm.get_preprocessing(backbone_name)
+
+    def preprocess(images: np.ndarray) -> np.ndarray:
+        # Copy first: keras-applications normalisations work in place on float arrays.
+        return np.asarray(normalise(np.array(images, dtype=np.float32)), dtype=np.float32)
+
+    return preprocess

@@ -1,0 +1,75 @@
+"""Training targets: a label image becomes the stacked channels the network learns to predict.
+
+Instance segmentation is learned as semantic segmentation, in the style of the DSB 2018 winners: a
+``foreground`` channel, a ``border`` channel that marks where touching instances meet (so a watershed
+can split them later) and, when the competition has image classes, one channel per class.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+from scipy import ndimage
+from skimage.morphology import disk
+from skimage.segmentation import find_boundaries
+
+from .errors import ConfigError, DataError
+
+__all__ = ["TASKS", "channel_names", "make_targets"]
+
+TASKS = ("instance", "binary")
+
+
+def _check_task(task: str) -> None:
+    if task not in TASKS:
+        raise ConfigError(f"data.task must be one of {', '.join(TASKS)}, got {task!r}")
+
+
+def channel_names(task: str, classes: Sequence[str]) -> list[str]:
+    """Names of the target channels, in order; a binary task has no instances to separate or classify."""
+    _check_task(task)
+    if task == "binary":
+        return ["foreground"]
+    return ["foreground", "border", *(f"class:{name}" for name in classes)]
+
+
+def _touching_zone(labels: np.ndarray, border_width: int) -> np.ndarray:
+    """Pixels of an instance that have a *different* instance within ``border_width`` pixels.
+
+    One max filter and one min filter over a disk: a pixel sees another instance nearby exactly when the
+    largest label or the smallest non-zero label in its neighbourhood differs from its own.
+    """
+    footprint = disk(border_width).astype(bool)
+    values = labels.astype(np.int64)
+    largest = ndimage.maximum_filter(values, footprint=footprint, mode="constant", cval=0)
+    background_as_max = np.where(values > 0, values, np.iinfo(np.int64).max)
+    smallest = ndimage.minimum_filter(background_as_max, footprint=footprint, mode="constant",
+                                      cval=np.iinfo(np.int64).max)
+    return (values > 0) & ((largest != values) | (smallest != values))
+
+
+def make_targets(labels: np.ndarray, task: str, cls_index: int | None, n_classes: int,
+                 border_width: int) -> np.ndarray:
+    """float32 (H, W, C) targets in {0, 1}, channels as :func:`channel_names`.
+
+    ``border`` = instance contours plus the zone within ``border_width`` pixels of where two instances
+    meet; it is a subset of the foreground, so ``foreground − border`` leaves one seed per instance.
+    Class channel ``k`` is the foreground when the image's class index is ``k`` and empty otherwise.
+    """
+    _check_task(task)
+    if labels.ndim != 2:
+        raise DataError(f"a label image must be 2-D (height, width), got shape {labels.shape}")
+    if isinstance(border_width, bool) or not isinstance(border_width, int) or border_width < 0:
+        raise ConfigError(f"train.border_width must be a non-negative integer, got {border_width!r}")
+    foreground = labels > 0
+    if task == "binary":
+        return foreground[..., None].astype(np.float32)
+    if cls_index is not None and not 0 <= cls_index < n_classes:
+        raise DataError(f"class index {cls_index} is outside the {n_classes} classes of the run")
+    targets = np.zeros((*labels.shape, 2 + n_classes), np.float32)
+    targets[..., 0] = foreground
+    contours = find_boundaries(labels, mode="inner") & foreground
+    targets[..., 1] = contours | _touching_zone(labels, border_width)
+    if cls_index is not None:
+        targets[..., 2 + cls_index] = foreground
+    return targets

@@ -1,0 +1,561 @@
+"""k-fold training: random crops from an in-memory cache, whole-image validation, OOF probabilities.
+
+For each fold the model trains on the other folds and validates on this one. Images are decoded and
+their targets built once per run and kept in memory (competition images are small), so an epoch only
+samples, crops and augments. Sampling is class-balanced on request; augmentation runs in the tf.data
+threads with a per-sample seed, so a run is reproducible regardless of thread scheduling. After
+training, the best weights predict every validation image at full resolution, without and with TTA;
+those out-of-fold (OOF) probabilities are what the post-processing search is tuned on.
+
+TensorFlow is imported inside the functions that need it, so the sampler can be used (and tested)
+without it.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import platform
+import subprocess
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from . import config as config_module
+from .augment import build_augment, seed_pipeline
+from .data import ImageRecord, load_records, read_image
+from .errors import ConfigError
+from .files import atomic_path, write_json, write_text
+from .folds import command_folds, read_folds
+from .targets import channel_names, make_targets
+from .tta import VIEWS, pad_to_multiple, predict_image
+
+__all__ = [
+    "SampleCache", "Sampler", "sampling_probabilities", "check_train_config", "run_classes", "train_dataset",
+    "validation_dataset", "compile_model", "command_train",
+]
+
+Config = Mapping[str, Any]
+STRIDE = 32  # five 2x downsamplings in every segmentation_models encoder
+SCHEDULERS = ("plateau", "cosine", None)
+EMPTY = "empty"
+ENV_PACKAGES = ("tensorflow", "tf_keras", "segmentation_models", "albumentations", "numpy")
+
+
+# ----------------------------------------------------------------------------------------------- sampling
+
+def _class_label(cls: str | None) -> str:
+    return "all" if cls is None else str(cls)
+
+
+def sampling_probabilities(classes: Sequence[str | None], empty: Sequence[bool], class_power: float,
+                           empty_fraction: float | None) -> np.ndarray:
+    """Probability of drawing each image.
+
+    Class ``k`` gets a share proportional to ``count_k ** class_power`` (0: every class equally often,
+    1: natural frequency), split evenly over its images. With ``empty_fraction`` set, images without
+    any instance get that share of the draws in total (class-weighted among themselves) and the others
+    the rest; if one of the two groups has no image, the other gets everything.
+    """
+    labels = np.array([_class_label(c) for c in classes], dtype=object)
+    empty = np.asarray(empty, dtype=bool)
+    if len(labels) != len(empty) or not len(labels):
+        raise ValueError("sampling needs one class and one empty flag per image, and at least one image")
+
+    def class_weighted(members: np.ndarray) -> np.ndarray:
+        probs = np.zeros(len(labels))
+        if not members.any():
+            return probs
+        counts = Counter(labels[members])
+        total = sum(count ** float(class_power) for count in counts.values())
+        for i in np.flatnonzero(members):
+            count = counts[labels[i]]
+            probs[i] = count ** float(class_power) / total / count
+        return probs
+
+    if empty_fraction is None or empty.all() or not empty.any():
+        return class_weighted(np.ones(len(labels), bool))
+    return (1.0 - empty_fraction) * class_weighted(~empty) + empty_fraction * class_weighted(empty)
+
+
+class Sampler:
+    """Draws an epoch of training images (positions into ``indices``) and remembers what it drew.
+
+    Epoch ``e`` of fold ``k`` always uses the random stream ``(seed, k, e)``, so a resumed run draws
+    the same images as an uninterrupted one. Each draw also carries a seed for its augmentation.
+    """
+
+    def __init__(self, indices: Sequence[int], classes: Sequence[str | None], empty: Sequence[bool],
+                 class_power: float, empty_fraction: float | None, seed: int, fold: int, epoch_size: int) -> None:
+        self.indices = np.asarray(indices, dtype=np.int64)
+        self.classes = list(classes)
+        self.empty = np.asarray(empty, dtype=bool)
+        self.probabilities = sampling_probabilities(self.classes, self.empty, class_power, empty_fraction)
+        self.seed, self.fold, self.epoch_size = seed, fold, epoch_size
+        self.next_epoch = 0
+        self.drawn: dict[int, np.ndarray] = {}
+
+    def draw(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+        """(cache indices, augmentation seeds) of one epoch."""
+        rng = np.random.default_rng([self.seed, self.fold, epoch])
+        positions = rng.choice(len(self.indices), size=self.epoch_size, p=self.probabilities)
+        augment_seeds = rng.integers(0, 2**31 - 1, size=self.epoch_size)
+        self.drawn[epoch] = positions
+        return self.indices[positions], augment_seeds
+
+    def draw_next(self) -> tuple[np.ndarray, np.ndarray]:
+        """The next epoch's draw; tf.data calls this once per pass over the training dataset."""
+        epoch = self.next_epoch
+        self.next_epoch += 1
+        return self.draw(epoch)
+
+    def histogram(self, epoch: int) -> dict[str, int]:
+        """Images drawn in ``epoch`` per class (``all`` without classes) plus the number of empty ones."""
+        positions = self.drawn.get(epoch, np.zeros(0, np.int64))
+        drawn = Counter(_class_label(self.classes[p]) for p in positions)
+        counts = {name: drawn[name] for name in sorted({_class_label(c) for c in self.classes})}
+        counts[EMPTY] = int(self.empty[positions].sum())
+        return counts
+
+
+# ------------------------------------------------------------------------------------------------ config
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_train_config(cfg: Config) -> None:
+    """Reject bad ``train.*``/``tta`` values before any data is read or any model is built."""
+    train = cfg["train"]
+    size = train["size"]
+    if not _is_int(size) or size < STRIDE or size % STRIDE:
+        raise ConfigError(f"train.size must be a multiple of {STRIDE} (the encoder halves the image 5 times), "
+                          f"got {size!r}")
+    if train["scheduler"] not in SCHEDULERS:
+        raise ConfigError(f"train.scheduler must be one of plateau, cosine or null, got {train['scheduler']!r}")
+    for key in ("early_stopping", "steps_per_epoch", "workers"):
+        value = train[key]
+        if value is not None and (not _is_int(value) or value < 1):
+            raise ConfigError(f"train.{key} must be a positive integer or null, got {value!r}")
+    if not isinstance(train["lr"], (int, float)) or isinstance(train["lr"], bool) or not train["lr"] > 0:
+        raise ConfigError(f"train.lr must be a positive number, got {train['lr']!r}")
+    if not _is_int(train["seed"]) or train["seed"] < 0:
+        raise ConfigError(f"train.seed must be a non-negative integer, got {train['seed']!r}")
+    power, fraction = train["sampler"]["class_power"], train["sampler"]["empty_fraction"]
+    if not isinstance(power, (int, float)) or isinstance(power, bool) or not math.isfinite(power):
+        raise ConfigError(f"train.sampler.class_power must be a number (0 = balanced, 1 = natural), got {power!r}")
+    if fraction is not None and (not isinstance(fraction, (int, float)) or not 0.0 <= fraction <= 1.0):
+        raise ConfigError(f"train.sampler.empty_fraction must be null or a number in [0, 1], got {fraction!r}")
+    unknown = [view for view in cfg["tta"] if view not in VIEWS]
+    if unknown:
+        raise ConfigError(f"tta: unknown view(s) {', '.join(map(repr, unknown))}; valid views: {', '.join(VIEWS)}")
+
+
+def run_classes(records: Sequence[ImageRecord], task: str) -> list[str]:
+    """Classes that get a target channel: sorted record classes; none for a binary task or without classes."""
+    if task == "binary":
+        return []
+    return sorted({str(record.cls) for record in records if record.cls is not None})
+
+
+# ------------------------------------------------------------------------------------------------- data
+
+@dataclass
+class SampleCache:
+    """Decoded uint8 RGB images and uint8 {0,1} targets, built once and shared by every fold."""
+
+    images: list[np.ndarray]
+    targets: list[np.ndarray]
+
+    @classmethod
+    def from_records(cls, records: Sequence[ImageRecord], task: str, classes: Sequence[str], border_width: int,
+                     progress: bool = True) -> "SampleCache":
+        images, targets = [], []
+        for record in tqdm(records, desc="cache images", disable=not progress):
+            images.append(read_image(record.image_path))
+            cls_index = classes.index(str(record.cls)) if classes and record.cls is not None else None
+            targets.append(make_targets(record.labels, task, cls_index, len(classes), border_width).astype(np.uint8))
+        return cls(images, targets)
+
+
+def _parallel_calls(cfg: Config) -> int:
+    import tensorflow as tf
+
+    return cfg["train"]["workers"] or tf.data.AUTOTUNE
+
+
+def train_dataset(cache: SampleCache, sampler: Sampler, cfg: Config,
+                  preprocess: Callable[[np.ndarray], np.ndarray]) -> Any:
+    """tf.data pipeline of augmented ``train.size`` crops: one epoch = ``sampler.epoch_size`` samples.
+
+    The generator yields only (index, seed) pairs; decoding was done once in the cache, and the crop,
+    augmentation and preprocessing run in parallel tf.data threads. Each thread has its own
+    albumentations pipeline, reseeded per sample, so the output does not depend on thread timing.
+    """
+    import tensorflow as tf
+
+    size = cfg["train"]["size"]
+    spec = cfg["train"]["augment"]
+    seed = cfg["train"]["seed"]
+    n_channels = cache.targets[0].shape[-1]
+    build_augment(spec, size, train=True)  # fail on a bad spec here, not inside a tf.data thread
+    # One pipeline per OS thread, keyed by thread id: TF runs numpy_function from C++ threads whose Python
+    # thread state is recreated on every call, so threading.local would forget the pipeline each time.
+    pipelines: dict[int, Any] = {}
+
+    def generate() -> Any:
+        indices, seeds = sampler.draw_next()
+        yield from zip(indices, seeds)
+
+    def load(index: np.int64, sample_seed: np.int64) -> tuple[np.ndarray, np.ndarray]:
+        pipeline = pipelines.get(threading.get_ident())
+        if pipeline is None:
+            pipeline = pipelines[threading.get_ident()] = build_augment(spec, size, train=True, seed=seed)
+        seed_pipeline(pipeline, int(sample_seed))
+        out = pipeline(image=cache.images[index], mask=cache.targets[index])
+        return preprocess(out["image"]), out["mask"].astype(np.float32)
+
+    def load_tensors(index: Any, sample_seed: Any) -> tuple[Any, Any]:
+        image, target = tf.numpy_function(load, [index, sample_seed], [tf.float32, tf.float32], stateful=False)
+        return tf.ensure_shape(image, (size, size, 3)), tf.ensure_shape(target, (size, size, n_channels))
+
+    signature = (tf.TensorSpec((), tf.int64), tf.TensorSpec((), tf.int64))
+    dataset = tf.data.Dataset.from_generator(generate, output_signature=signature)
+    dataset = dataset.apply(tf.data.experimental.assert_cardinality(sampler.epoch_size))
+    dataset = dataset.map(load_tensors, num_parallel_calls=_parallel_calls(cfg))
+    return dataset.batch(cfg["train"]["batch_size"], drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+
+
+def validation_dataset(cache: SampleCache, indices: Sequence[int], cfg: Config,
+                       preprocess: Callable[[np.ndarray], np.ndarray]) -> Any:
+    """Whole validation images (and targets), reflect-padded to a multiple of 32, batch 1."""
+    import tensorflow as tf
+
+    n_channels = cache.targets[0].shape[-1]
+    indices = np.asarray(indices, dtype=np.int64)
+
+    def load(index: np.int64) -> tuple[np.ndarray, np.ndarray]:
+        image, _ = pad_to_multiple(cache.images[index], STRIDE)
+        target, _ = pad_to_multiple(cache.targets[index], STRIDE)
+        return preprocess(image), target.astype(np.float32)
+
+    def load_tensors(index: Any) -> tuple[Any, Any]:
+        image, target = tf.numpy_function(load, [index], [tf.float32, tf.float32], stateful=False)
+        return tf.ensure_shape(image, (None, None, 3)), tf.ensure_shape(target, (None, None, n_channels))
+
+    dataset = tf.data.Dataset.from_tensor_slices(indices)
+    dataset = dataset.map(load_tensors, num_parallel_calls=_parallel_calls(cfg))
+    return dataset.batch(1).prefetch(tf.data.AUTOTUNE)
+
+
+# ------------------------------------------------------------------------------------------------ model
+
+def compile_model(model: Any, cfg: Config, n_channels: int) -> None:
+    """Adam at ``train.lr``, the configured loss, and soft Dice of the foreground channel as a metric."""
+    import segmentation_models as sm
+    import tf_keras as keras
+
+    from .model import build_loss
+
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=cfg["train"]["lr"]),
+        loss=build_loss(cfg, n_channels),
+        metrics=[sm.metrics.FScore(class_indexes=[0], name="fg_dice")],
+    )
+
+
+def _tpu_strategy(tf: Any) -> Any:
+    """A TPUStrategy when a TPU is attached (Kaggle/Colab TPU VMs), else None."""
+    try:
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
+    except (ValueError, RuntimeError):
+        return None
+    tf.config.experimental_connect_to_cluster(resolver)
+    tf.tpu.experimental.initialize_tpu_system(resolver)
+    return tf.distribute.TPUStrategy(resolver)
+
+
+def _distribution(mixed_precision: bool) -> Any:
+    """TPU → TPUStrategy, several GPUs → MirroredStrategy, else the default; also sets dtype policy and
+    determinism. Mixed precision only pays off on a GPU; on CPU, ops are made deterministic so that a
+    seed fully determines a run (GPU kernels such as resize gradients have no deterministic version)."""
+    import tensorflow as tf
+    import tf_keras as keras
+
+    gpus = tf.config.list_physical_devices("GPU")
+    strategy = _tpu_strategy(tf)
+    if strategy is None:
+        strategy = tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
+    keras.mixed_precision.set_global_policy("mixed_float16" if mixed_precision and gpus else "float32")
+    if not gpus and not isinstance(strategy, tf.distribute.TPUStrategy):
+        tf.config.experimental.enable_op_determinism()
+    print(f"[train] {type(strategy).__name__} with {strategy.num_replicas_in_sync} replica(s), "
+          f"dtype policy {keras.mixed_precision.global_policy().name}")
+    return strategy
+
+
+# -------------------------------------------------------------------------------------------- recording
+
+def _save_curves(history: pd.DataFrame, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (loss_ax, lr_ax) = plt.subplots(1, 2, figsize=(11, 4))
+    epochs = history["epoch"] + 1
+    for column in ("loss", "val_loss"):
+        if column in history:
+            loss_ax.plot(epochs, history[column], marker="o", label=column)
+    loss_ax.set_xlabel("epoch")
+    loss_ax.set_title(f"{title}: loss")
+    loss_ax.legend()
+    lr_ax.plot(epochs, history["lr"], marker="o")
+    lr_ax.set_yscale("log")
+    lr_ax.set_xlabel("epoch")
+    lr_ax.set_title("learning rate")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=80)
+    plt.close(fig)
+
+
+class FoldRecorder:
+    """End-of-epoch bookkeeping of one fold, all written atomically so an interruption loses at most an epoch:
+    ``history.csv`` (metrics, learning rate, images drawn per class), ``curves.png``, ``last.weights.h5``,
+    ``best.weights.h5`` (lowest val_loss) and ``state.json`` (what ``--resume`` needs)."""
+
+    def __init__(self, fold_dir: Path, model: Any, sampler: Sampler, history: pd.DataFrame, epochs_done: int,
+                 best_val_loss: float, best_epoch: int | None) -> None:
+        self.fold_dir, self.model, self.sampler = fold_dir, model, sampler
+        self.rows = history.to_dict("records")
+        self.epochs_done = epochs_done
+        self.best_val_loss, self.best_epoch = best_val_loss, best_epoch
+        self.stopped_early = False
+
+    def on_epoch_end(self, epoch: int, logs: Mapping[str, float] | None) -> None:
+        from .model import save_weights
+
+        logs = dict(logs or {})
+        drawn = self.sampler.histogram(epoch)
+        print(f"[train] epoch {epoch + 1} images drawn: " + ", ".join(f"{k} {v}" for k, v in drawn.items()))
+        lr = float(np.asarray(self.model.optimizer.learning_rate))
+        self.rows.append({"epoch": epoch, **{k: float(v) for k, v in logs.items() if k != "lr"}, "lr": lr,
+                          **{f"drawn_{k}": v for k, v in drawn.items()}})
+        history = pd.DataFrame(self.rows)
+        with atomic_path(self.fold_dir / "history.csv") as tmp:
+            history.to_csv(tmp, index=False)
+        _save_curves(history, self.fold_dir / "curves.png", self.fold_dir.name)
+        val_loss = logs.get("val_loss", math.inf)
+        if val_loss < self.best_val_loss:
+            self.best_val_loss, self.best_epoch = float(val_loss), epoch
+            save_weights(self.model, self.fold_dir / "best.weights.h5")
+        save_weights(self.model, self.fold_dir / "last.weights.h5")
+        self.epochs_done = epoch + 1
+        self.write_state()
+
+    def write_state(self) -> None:
+        write_json(self.fold_dir / "state.json", {
+            "epoch": self.epochs_done, "best_val_loss": self.best_val_loss, "best_epoch": self.best_epoch,
+            "lr": float(np.asarray(self.model.optimizer.learning_rate)), "stopped_early": self.stopped_early,
+        })
+
+
+def _callbacks(cfg: Config, recorder: FoldRecorder, resumed_best: float) -> list:
+    import tf_keras as keras
+
+    train = cfg["train"]
+    callbacks: list = [keras.callbacks.LambdaCallback(on_epoch_end=recorder.on_epoch_end)]
+    if train["scheduler"] == "cosine":
+        epochs, lr = train["epochs"], train["lr"]
+        callbacks.append(keras.callbacks.LearningRateScheduler(
+            lambda epoch: lr * 0.5 * (1.0 + math.cos(math.pi * epoch / epochs))))
+    elif train["scheduler"] == "plateau":
+        # Halve the learning rate well before early stopping would give up.
+        patience = max(1, train["early_stopping"] // 2) if train["early_stopping"] else 3
+        callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=patience,
+                                                           min_lr=train["lr"] / 64, verbose=train["verbose"]))
+    if train["early_stopping"]:
+        # On resume the baseline is the best val_loss so far, so patience counts from the resumed epoch.
+        stopper = keras.callbacks.EarlyStopping(monitor="val_loss", patience=train["early_stopping"],
+                                                baseline=None if math.isinf(resumed_best) else resumed_best,
+                                                verbose=train["verbose"])
+        callbacks.append(stopper)
+        callbacks.append(keras.callbacks.LambdaCallback(
+            on_train_end=lambda logs: setattr(recorder, "stopped_early", stopper.stopped_epoch > 0)))
+    return callbacks
+
+
+# ----------------------------------------------------------------------------------------------- OOF
+
+def _write_oof(model: Any, cache: SampleCache, records: Sequence[ImageRecord], indices: Sequence[int],
+               cfg: Config, preprocess: Callable[[np.ndarray], np.ndarray], oof_dir: Path) -> None:
+    """Probabilities of every validation image at full resolution, as uint8 ×255: ``plain`` and ``tta``."""
+    tile = cfg["predict"]["tile"]
+    for index in tqdm(indices, desc=f"OOF {oof_dir.parent.name}", disable=not cfg["train"]["verbose"]):
+        image = preprocess(cache.images[index])
+        plain = predict_image(model.predict_on_batch, image, ["identity"], tile=tile)
+        tta = predict_image(model.predict_on_batch, image, cfg["tta"], tile=tile)
+        as_uint8 = {name: np.round(np.clip(probs, 0.0, 1.0) * 255).astype(np.uint8)
+                    for name, probs in (("plain", plain), ("tta", tta))}
+        with atomic_path(oof_dir / f"{records[index].id}.npz") as tmp, open(tmp, "wb") as handle:
+            np.savez_compressed(handle, **as_uint8)
+
+
+# --------------------------------------------------------------------------------------------- one fold
+
+def _read_state(fold_dir: Path) -> dict | None:
+    state_path, last = fold_dir / "state.json", fold_dir / "last.weights.h5"
+    if not (state_path.is_file() and last.is_file()):
+        return None
+    return json.loads(state_path.read_text())
+
+
+def _train_fold(cfg: Config, fold: int, records: Sequence[ImageRecord], fold_of: np.ndarray, cache: SampleCache,
+                n_channels: int, strategy: Any, resume: bool) -> Path:
+    import tf_keras as keras
+
+    from .model import build_model, preprocess_fn
+
+    train_cfg = cfg["train"]
+    fold_dir = config_module.output_dir(cfg) / f"fold{fold}"
+    train_indices = np.flatnonzero(fold_of != fold)
+    val_indices = np.flatnonzero(fold_of == fold)
+    batch_size = train_cfg["batch_size"]
+    steps = train_cfg["steps_per_epoch"] or len(train_indices) // batch_size
+    print(f"\n[train] fold {fold}: {len(train_indices)} training images, {len(val_indices)} validation images, "
+          f"{steps} steps of {batch_size}")
+
+    keras.utils.set_random_seed(train_cfg["seed"])
+    state = _read_state(fold_dir) if resume else None
+    if state is None:  # a fresh start: stale markers of an earlier run must not mark this one done or resumable
+        for marker in ("done.json", "state.json"):
+            (fold_dir / marker).unlink(missing_ok=True)
+    initial_epoch = state["epoch"] if state else 0
+    with strategy.scope():
+        model = build_model(cfg, n_channels)
+        compile_model(model, cfg, n_channels)
+    if state:
+        model.load_weights(str(fold_dir / "last.weights.h5"))
+        model.optimizer.learning_rate.assign(state["lr"])
+        print(f"[train] fold {fold}: resuming after epoch {initial_epoch} (best val_loss {state['best_val_loss']:.4f})")
+
+    sampler = Sampler(train_indices, [records[i].cls for i in train_indices],
+                      [records[i].n_instances == 0 for i in train_indices], train_cfg["sampler"]["class_power"],
+                      train_cfg["sampler"]["empty_fraction"], train_cfg["seed"], fold, steps * batch_size)
+    sampler.next_epoch = initial_epoch
+    preprocess = preprocess_fn(cfg)
+    history_path = fold_dir / "history.csv"
+    history = pd.read_csv(history_path) if state and history_path.is_file() else pd.DataFrame()
+    if len(history):
+        history = history[history["epoch"] < initial_epoch]
+    best_val_loss = state["best_val_loss"] if state else math.inf
+    recorder = FoldRecorder(fold_dir, model, sampler, history, initial_epoch, best_val_loss,
+                            state["best_epoch"] if state else None)
+    finished = state is not None and (state["stopped_early"] or initial_epoch >= train_cfg["epochs"])
+    if not finished:
+        fold_dir.mkdir(parents=True, exist_ok=True)
+        model.fit(
+            train_dataset(cache, sampler, cfg, preprocess),
+            validation_data=validation_dataset(cache, val_indices, cfg, preprocess),
+            epochs=train_cfg["epochs"], initial_epoch=initial_epoch, verbose=train_cfg["verbose"],
+            callbacks=_callbacks(cfg, recorder, best_val_loss),
+        )
+        recorder.write_state()  # records whether early stopping ended the fold
+
+    best = fold_dir / "best.weights.h5"
+    model.load_weights(str(best))
+    _write_oof(model, cache, records, val_indices, cfg, preprocess, fold_dir / "oof")
+    write_json(fold_dir / "done.json", {
+        "fold": fold, "epochs": recorder.epochs_done, "best_epoch": recorder.best_epoch,
+        "best_val_loss": recorder.best_val_loss, "oof_images": len(val_indices),
+    })
+    return best
+
+
+# ------------------------------------------------------------------------------------------- run files
+
+def _git_commit() -> str | None:
+    try:
+        result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                                text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
+def _environment() -> dict:
+    versions = {name: getattr(importlib.import_module(name), "__version__", None) for name in ENV_PACKAGES}
+    return {"git_commit": _git_commit(), "python": platform.python_version(), "packages": versions}
+
+
+def _fold_assignment(cfg: Config, records: Sequence[ImageRecord]) -> np.ndarray:
+    """Fold of each record; creates ``folds.csv`` when missing and keeps a copy in the run directory."""
+    path = config_module.folds_path(cfg)
+    if not path.is_file():
+        command_folds(cfg)
+    folds = read_folds(path, [record.id for record in records])
+    run_copy = config_module.output_dir(cfg) / "folds.csv"
+    if path.resolve() != run_copy.resolve():
+        with atomic_path(run_copy) as tmp:
+            folds.to_csv(tmp, index=False)
+    fold_by_id = dict(zip(folds["id"], folds["fold"].astype(int)))
+    return np.array([fold_by_id[record.id] for record in records])
+
+
+def _folds_to_train(fold: int | str, available: Sequence[int]) -> list[int]:
+    if fold == "all":
+        return list(available)
+    if _is_int(fold) and fold in available:
+        return [fold]
+    raise ConfigError(f"fold {fold!r} is not in the folds file; available folds: "
+                      f"{', '.join(map(str, available))} or 'all'")
+
+
+def command_train(cfg: Config, fold: int | str = "all", resume: bool = False) -> list[Path]:
+    """Train the requested fold(s) and write the run directory; returns each fold's best weights file.
+
+    With ``resume``, folds that have ``done.json`` are skipped and an interrupted fold continues from
+    ``last.weights.h5`` at the epoch in ``state.json`` (optimizer moments restart; the learning rate and
+    best val_loss are restored). Without it, each requested fold is trained from scratch.
+    """
+    check_train_config(cfg)
+    task = cfg["data"]["task"]
+    out = config_module.output_dir(cfg)
+    records = load_records(cfg, progress=bool(cfg["train"]["verbose"]))
+    classes = run_classes(records, task)
+    channels = channel_names(task, classes)
+    from .model import build_loss
+
+    build_loss(cfg, len(channels))  # bad loss or channel weights fail before the images are cached
+
+    out.mkdir(parents=True, exist_ok=True)
+    fold_of = _fold_assignment(cfg, records)
+    write_text(out / "config.yaml", config_module.dump(dict(cfg)))
+    write_json(out / "env.json", _environment())
+    write_json(out / "channels.json", {"channels": channels, "classes": classes, "task": task})
+    requested = _folds_to_train(fold, sorted(set(fold_of.tolist())))
+    pending = [k for k in requested if not (resume and (out / f"fold{k}" / "done.json").is_file())]
+    for k in sorted(set(requested) - set(pending)):
+        print(f"[train] fold {k}: done.json exists, skipping (--resume)")
+    for k in pending:
+        n_train = int((fold_of != k).sum())
+        if cfg["train"]["batch_size"] > n_train:
+            raise ConfigError(f"train.batch_size {cfg['train']['batch_size']} is larger than fold {k}'s training "
+                              f"set ({n_train} images); lower it or use fewer folds")
+    if pending:
+        cache = SampleCache.from_records(records, task, classes, cfg["train"]["border_width"],
+                                         progress=bool(cfg["train"]["verbose"]))
+        strategy = _distribution(bool(cfg["train"]["mixed_precision"]))
+        for k in pending:
+            start = time.perf_counter()
+            _train_fold(cfg, k, records, fold_of, cache, len(channels), strategy, resume)
+            print(f"[train] fold {k} finished in {time.perf_counter() - start:.0f}s")
+    return [out / f"fold{k}" / "best.weights.h5" for k in requested]

@@ -1,0 +1,152 @@
+"""Model building: architectures, offline weights, losses and preprocessing (tiny resnet18 models on CPU)."""
+import copy
+
+import numpy as np
+import pytest
+
+from kseg.config import DEFAULTS
+from kseg.errors import ConfigError
+from kseg.model import build_loss, build_model, channel_weights, preprocess_fn, save_weights
+
+
+def config(**model) -> dict:
+    cfg = copy.deepcopy(DEFAULTS)
+    cfg["model"].update({"arch": "Unet", "backbone": "resnet18", "encoder_weights": None, **model})
+    return cfg
+
+
+def encoder_layer_names() -> list[str]:
+    return [layer.name for layer in notop_encoder().layers if layer.weights]
+
+
+def notop_encoder():
+    """A classification_models ResNet18 without its classifier: what a "notop" weights file holds."""
+    from classification_models.tfkeras import Classifiers
+
+    resnet18, _ = Classifiers.get("resnet18")
+    return resnet18(input_shape=(None, None, 3), weights=None, include_top=False)
+
+
+def same_weights(model_a, model_b, names) -> bool:
+    pairs = (zip(model_a.get_layer(n).get_weights(), model_b.get_layer(n).get_weights()) for n in names)
+    return all(np.array_equal(a, b) for layer_pairs in pairs for a, b in layer_pairs)
+
+
+@pytest.mark.parametrize("arch", ["Unet", "FPN", "Linknet"])
+def test_architectures_take_any_size_and_output_probabilities(arch):
+    model = build_model(config(arch=arch), 3)
+    assert tuple(model.input_shape) == (None, None, None, 3)
+    probs = model.predict_on_batch(np.random.default_rng(0).random((2, 64, 96, 3), dtype=np.float32))
+    assert probs.shape == (2, 64, 96, 3) and probs.dtype == np.float32
+    assert probs.min() >= 0.0 and probs.max() <= 1.0
+
+
+@pytest.mark.parametrize("model_cfg, words", [
+    ({"backbone": "resnet19"}, r"unknown model.backbone 'resnet19'; valid backbones: .*resnet18"),
+    ({"arch": "UNet"}, r"unknown model.arch 'UNet'; valid architectures: Unet, FPN, Linknet"),
+    ({"encoder_weights": "/nowhere/notop.h5"}, r"model.encoder_weights: weights file not found: /nowhere/notop.h5"),
+    ({"init_from": "/nowhere/best.weights.h5"}, r"model.init_from: weights file not found: /nowhere/best.weights.h5"),
+])
+def test_bad_model_config(model_cfg, words):
+    with pytest.raises(ConfigError, match=words):
+        build_model(config(**model_cfg), 3)
+
+
+def test_offline_weights_reproduce_the_saved_model(tmp_path):
+    image = np.random.default_rng(1).random((1, 64, 64, 3), dtype=np.float32)
+    original = build_model(config(), 3)
+    full_file = save_weights(original, tmp_path / "model.weights.h5")
+    encoder = notop_encoder()
+    notop_file = tmp_path / "resnet18_notop.h5"
+    encoder.save_weights(str(notop_file))
+
+    from_notop = build_model(config(encoder_weights=str(notop_file)), 3)
+    assert same_weights(encoder, from_notop, encoder_layer_names())
+
+    restored = build_model(config(encoder_weights=str(notop_file), init_from=str(full_file)), 3)
+    np.testing.assert_array_equal(restored.predict_on_batch(image), original.predict_on_batch(image))
+
+
+def test_encoder_taken_from_a_full_kseg_weights_file(tmp_path):
+    original = build_model(config(), 3)
+    full_file = save_weights(original, tmp_path / "best.weights.h5")
+    # Another architecture and channel count: only the encoder comes from the file.
+    model = build_model(config(arch="FPN", encoder_weights=str(full_file)), 5)
+    assert same_weights(original, model, encoder_layer_names())
+    assert model.output_shape[-1] == 5
+
+
+def test_weights_of_another_backbone_are_rejected(tmp_path):
+    full_file = save_weights(build_model(config(), 3), tmp_path / "best.weights.h5")
+    with pytest.raises(ConfigError, match=r"not a kseg weights file of a Unet/resnet34 model"):
+        build_model(config(backbone="resnet34", encoder_weights=str(full_file)), 3)
+    with pytest.raises(ConfigError, match=r"init_from .*best.weights.h5: does not fit a Unet/resnet18 model with 4"):
+        build_model(config(init_from=str(full_file)), 4)
+
+
+def test_notop_file_of_another_network_is_rejected(tmp_path):
+    import tf_keras as keras
+
+    other = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, name="dense_head")])
+    other.save_weights(str(tmp_path / "other_notop.h5"))
+    with pytest.raises(ConfigError, match=r"other_notop.h5: \d+ of the \d+ weighted encoder layers of resnet18 are not"):
+        build_model(config(encoder_weights=str(tmp_path / "other_notop.h5")), 3)
+
+
+def test_non_keras_file_is_rejected(tmp_path):
+    bogus = tmp_path / "notop.h5"
+    bogus.write_text("not hdf5")
+    with pytest.raises(ConfigError, match=r"notop.h5: not a readable .h5 weights file"):
+        build_model(config(encoder_weights=str(bogus)), 3)
+
+
+@pytest.mark.parametrize("name", ["bce_dice", "bce_jaccard", "focal_dice", "focal_jaccard", "bce"])
+def test_every_loss_is_small_for_a_perfect_prediction(name):
+    import tensorflow as tf
+
+    cfg = config()
+    cfg["train"]["loss"] = name
+    truth = tf.constant((np.random.default_rng(2).random((2, 16, 16, 3)) > 0.5).astype(np.float32))
+    loss = build_loss(cfg, 3)
+    perfect, wrong = float(loss(truth, truth)), float(loss(truth, 1.0 - truth))
+    assert np.isfinite(perfect) and perfect < 0.01 < wrong
+
+
+def test_channel_weights_select_channels():
+    import tensorflow as tf
+
+    cfg = config()
+    cfg["train"]["channel_weights"] = [1.0, 0.0]
+    rng = np.random.default_rng(3)
+    truth = tf.constant((rng.random((2, 16, 16, 2)) > 0.5).astype(np.float32))
+    prediction = rng.random((2, 16, 16, 2)).astype(np.float32)
+    changed = prediction.copy()
+    changed[..., 1] = 1.0 - changed[..., 1]
+    loss = build_loss(cfg, 2)
+    assert float(loss(truth, tf.constant(prediction))) == pytest.approx(float(loss(truth, tf.constant(changed))))
+    np.testing.assert_allclose(channel_weights(cfg, 2), [2.0, 0.0])  # scaled to mean 1
+
+
+@pytest.mark.parametrize("train_cfg, words", [
+    ({"channel_weights": [1.0, 1.0]}, r"train.channel_weights must be a list of 3 numbers"),
+    ({"channel_weights": [1.0, -1.0, 1.0]}, r"non-negative"),
+    ({"channel_weights": [1.0, "x", 1.0]}, r"must contain numbers"),
+    ({"loss": "dice"}, r"unknown train.loss 'dice'; valid losses: bce_dice"),
+])
+def test_bad_loss_config(train_cfg, words):
+    cfg = config()
+    cfg["train"].update(train_cfg)
+    with pytest.raises(ConfigError, match=words):
+        build_loss(cfg, 3)
+
+
+def test_preprocessing_is_the_backbones_and_leaves_input_alone():
+    images = np.full((2, 4, 4, 3), 255, np.uint8)
+    mobilenet = preprocess_fn(config(backbone="mobilenetv2"))(images)
+    assert mobilenet.dtype == np.float32
+    np.testing.assert_allclose(mobilenet, 1.0)  # keras-applications "tf" mode: x / 127.5 - 1
+    as_float = images.astype(np.float32)
+    preprocess_fn(config(backbone="mobilenetv2"))(as_float)
+    assert as_float.max() == 255.0
+    with pytest.raises(ConfigError, match="unknown model.backbone"):
+        preprocess_fn(config(backbone="resnet19"))

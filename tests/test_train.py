@@ -1,0 +1,223 @@
+"""Training: sampler weighting (pure numpy), config errors, and tiny CPU runs on synthetic demo data.
+
+One 2-fold, 1-epoch run (resnet18 U-Net, 64 px crops of 100x120 images) is shared by the tests that
+inspect its outputs; resuming and re-running work on copies of it.
+"""
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from kseg.config import load_config
+from kseg.data import image_size
+from kseg.demo import make_demo_data
+from kseg.errors import ConfigError
+from kseg.train import Sampler, check_train_config, command_train, sampling_probabilities
+
+HEIGHT, WIDTH = 100, 120  # not multiples of 32: validation and OOF must pad and crop back
+
+
+# ------------------------------------------------------------------------------------------ sampler
+
+def sampler_for(counts: dict, class_power: float, empty_fraction=None, empty_every: int = 0, size: int = 30000):
+    classes = [name for name, count in counts.items() for _ in range(count)]
+    empty = [bool(empty_every) and i % empty_every == 0 for i in range(len(classes))]
+    return Sampler(np.arange(len(classes)), classes, empty, class_power, empty_fraction, seed=7, fold=0,
+                   epoch_size=size), classes
+
+
+@pytest.mark.parametrize("class_power", [0.0, 0.5, 1.0])
+def test_sampler_class_histogram_matches_requested_weighting(class_power):
+    counts = {"astro": 60, "cort": 30, "shsy5y": 10}
+    sampler, _ = sampler_for(counts, class_power)
+    sampler.draw(0)
+    drawn = sampler.histogram(0)
+    weights = np.array([c ** class_power for c in counts.values()])
+    expected = weights / weights.sum()
+    observed = np.array([drawn[name] for name in counts]) / sampler.epoch_size
+    np.testing.assert_allclose(observed, expected, atol=0.015)
+
+
+def test_sampler_empty_fraction():
+    sampler, _ = sampler_for({"a": 50, "b": 50}, 0.0, empty_fraction=0.4, empty_every=10)  # 10% empty
+    sampler.draw(0)
+    assert sampler.histogram(0)["empty"] / sampler.epoch_size == pytest.approx(0.4, abs=0.015)
+    natural, _ = sampler_for({"a": 50, "b": 50}, 0.0, empty_fraction=None, empty_every=10)
+    natural.draw(0)
+    assert natural.histogram(0)["empty"] / natural.epoch_size == pytest.approx(0.1, abs=0.01)
+
+
+def test_sampler_is_reproducible_per_epoch():
+    first, _ = sampler_for({"a": 5, "b": 3}, 0.0, size=50)
+    second, _ = sampler_for({"a": 5, "b": 3}, 0.0, size=50)
+    second.next_epoch = 1
+    np.testing.assert_array_equal(first.draw(1)[0], second.draw_next()[0])  # a resumed epoch 1 draws the same
+    assert not np.array_equal(first.draw(0)[0], first.draw(1)[0])
+
+
+def test_sampling_probabilities_without_classes_or_empty_images():
+    probs = sampling_probabilities([None] * 4, [False] * 4, class_power=0.0, empty_fraction=0.3)
+    np.testing.assert_allclose(probs, 0.25)  # nothing empty to give 30% to: everything goes to the rest
+
+
+def test_sampler_needs_no_tensorflow():
+    """kseg.train imports TensorFlow only inside the functions that train."""
+    code = "import sys, kseg.train; assert 'tensorflow' not in sys.modules, 'tensorflow was imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ------------------------------------------------------------------------------------------- config
+
+def run_config(data_root: Path, out: Path, *overrides: str) -> dict:
+    return load_config(None, [
+        f"data.root={data_root}", "data.schema.preset=sartorius", "folds.n_splits=2",
+        "model.backbone=resnet18", "model.encoder_weights=null", "train.size=64", "train.epochs=1",
+        "train.batch_size=2", "train.verbose=0", f"output.dir={out}", *overrides,
+    ])
+
+
+@pytest.mark.parametrize("override, words", [
+    ("train.size=100", r"train.size must be a multiple of 32.*100"),
+    ("train.scheduler=step", r"train.scheduler must be one of plateau, cosine or null, got 'step'"),
+    ("train.sampler.empty_fraction=1.5", r"empty_fraction must be null or a number in \[0, 1\], got 1.5"),
+    ("train.sampler.class_power=high", r"class_power must be a number"),
+    ("train.early_stopping=0", r"train.early_stopping must be a positive integer or null, got 0"),
+    ("tta=[identity, flip]", r"tta: unknown view\(s\) 'flip'"),
+    ("train.lr=0", r"train.lr must be a positive number, got 0"),
+    ("train.seed=-1", r"train.seed must be a non-negative integer, got -1"),
+    ("train.workers=two", r"train.workers must be a positive integer or null, got 'two'"),
+])
+def test_bad_train_config(override, words, tmp_path):
+    with pytest.raises(ConfigError, match=words):
+        check_train_config(run_config(tmp_path, tmp_path / "run", override))
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory) -> Path:
+    return make_demo_data(tmp_path_factory.mktemp("demo"), seed=0, n_train=8, n_test=2, height=HEIGHT, width=WIDTH)
+
+
+def test_crop_size_not_multiple_of_32_fails_before_reading_data(tmp_path):
+    with pytest.raises(ConfigError, match="multiple of 32"):
+        command_train(run_config(tmp_path / "missing", tmp_path / "run", "train.size=80"), "all")
+
+
+def test_batch_larger_than_fold_training_set(data_root, tmp_path):
+    with pytest.raises(ConfigError, match=r"train.batch_size 5 is larger than fold 0's training set \(4 images\)"):
+        command_train(run_config(data_root, tmp_path / "run", "train.batch_size=5"), "all")
+
+
+def test_unknown_fold(data_root, tmp_path):
+    with pytest.raises(ConfigError, match=r"fold 7 is not in the folds file; available folds: 0, 1"):
+        command_train(run_config(data_root, tmp_path / "run"), 7)
+
+
+# ---------------------------------------------------------------------------------------- real runs
+
+@pytest.fixture(scope="module")
+def trained_run(data_root, tmp_path_factory) -> dict:
+    cfg = run_config(data_root, tmp_path_factory.mktemp("runs") / "run")
+    command_train(cfg, "all")
+    return cfg
+
+
+@pytest.mark.slow
+def test_two_fold_run_writes_every_artifact(trained_run):
+    run = Path(trained_run["output"]["dir"])
+    for name in ("config.yaml", "folds.csv", "env.json", "channels.json"):
+        assert (run / name).is_file(), name
+    assert yaml.safe_load((run / "config.yaml").read_text())["train"]["size"] == 64
+    env = json.loads((run / "env.json").read_text())
+    assert set(env["packages"]) == {"tensorflow", "tf_keras", "segmentation_models", "albumentations", "numpy"}
+    assert env["packages"]["albumentations"] == "2.0.8" and env["python"]
+    channels = json.loads((run / "channels.json").read_text())
+    assert channels == {"channels": ["foreground", "border", "class:astro", "class:cort", "class:shsy5y"],
+                        "classes": ["astro", "cort", "shsy5y"], "task": "instance"}
+    for fold in (0, 1):
+        fold_dir = run / f"fold{fold}"
+        for name in ("best.weights.h5", "last.weights.h5", "history.csv", "curves.png", "state.json", "done.json"):
+            assert (fold_dir / name).is_file(), f"fold{fold}/{name}"
+        history = pd.read_csv(fold_dir / "history.csv")
+        assert {"epoch", "loss", "val_loss", "val_fg_dice", "lr", "drawn_empty"} <= set(history.columns)
+        assert len(history) == 1 and np.isfinite(history["loss"]).all()
+        drawn = history.filter(like="drawn_").drop(columns="drawn_empty")
+        assert drawn.sum(axis=1).iloc[0] == 4  # one epoch = 2 steps x batch 2
+        assert json.loads((fold_dir / "state.json").read_text())["epoch"] == 1
+
+
+@pytest.mark.slow
+def test_oof_has_one_npz_per_image_at_full_size(trained_run, data_root):
+    run = Path(trained_run["output"]["dir"])
+    folds = pd.read_csv(run / "folds.csv", dtype={"id": str})
+    assert len(folds) == 8
+    for image_id, fold in zip(folds["id"], folds["fold"]):
+        oof = np.load(run / f"fold{fold}" / "oof" / f"{image_id}.npz")
+        assert set(oof.files) == {"plain", "tta"}
+        expected = (*image_size(data_root / "train" / f"{image_id}.png"), 5)
+        assert expected[:2] == (HEIGHT, WIDTH)
+        for key in ("plain", "tta"):
+            assert oof[key].shape == expected and oof[key].dtype == np.uint8
+    assert sum(len(list((run / f"fold{k}" / "oof").glob("*.npz"))) for k in (0, 1)) == 8
+
+
+@pytest.mark.slow
+def test_resume_skips_done_folds(trained_run, capsys):
+    run = Path(trained_run["output"]["dir"])
+    before = {k: (run / f"fold{k}" / "best.weights.h5").stat().st_mtime_ns for k in (0, 1)}
+    paths = command_train(trained_run, "all", resume=True)
+    assert paths == [run / "fold0" / "best.weights.h5", run / "fold1" / "best.weights.h5"]
+    assert {k: (run / f"fold{k}" / "best.weights.h5").stat().st_mtime_ns for k in (0, 1)} == before
+    assert capsys.readouterr().out.count("done.json exists, skipping") == 2
+
+
+@pytest.mark.slow
+def test_resume_continues_an_interrupted_fold_at_its_epoch(trained_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(trained_run["output"]["dir"], run)
+    (run / "fold1" / "done.json").unlink()  # as if interrupted after epoch 1 of 2
+    first_epoch = pd.read_csv(run / "fold1" / "history.csv").iloc[0]
+    cfg = run_config(Path(trained_run["data"]["root"]), run, "train.epochs=2")
+    command_train(cfg, 1, resume=True)
+    history = pd.read_csv(run / "fold1" / "history.csv")
+    assert history["epoch"].tolist() == [0, 1]
+    assert history.iloc[0]["loss"] == first_epoch["loss"]  # kept, not retrained
+    assert json.loads((run / "fold1" / "state.json").read_text())["epoch"] == 2
+    assert (run / "fold1" / "done.json").is_file()
+
+
+@pytest.mark.slow
+def test_same_seed_gives_the_same_first_epoch_loss(trained_run, tmp_path):
+    first_run = Path(trained_run["output"]["dir"])
+    cfg = run_config(Path(trained_run["data"]["root"]), tmp_path / "again", f"folds.file={first_run / 'folds.csv'}")
+    command_train(cfg, 0)
+    again = pd.read_csv(tmp_path / "again" / "fold0" / "history.csv")
+    original = pd.read_csv(first_run / "fold0" / "history.csv")
+    assert again["loss"].iloc[0] == pytest.approx(original["loss"].iloc[0], rel=1e-6)
+    assert again["val_loss"].iloc[0] == pytest.approx(original["val_loss"].iloc[0], rel=1e-5)
+
+
+@pytest.mark.slow
+def test_overfits_a_single_batch(data_root, tmp_path):
+    from kseg.data import load_records
+    from kseg.model import build_model, preprocess_fn
+    from kseg.targets import channel_names
+    from kseg.train import SampleCache, compile_model, run_classes, train_dataset
+
+    cfg = run_config(data_root, tmp_path / "run", "train.augment=[]", "train.lr=0.01", "train.batch_size=2")
+    records = load_records(cfg, progress=False)
+    classes = run_classes(records, "instance")
+    n_channels = len(channel_names("instance", classes))
+    cache = SampleCache.from_records(records, "instance", classes, 2, progress=False)
+    sampler = Sampler(range(len(records)), [r.cls for r in records], [r.n_instances == 0 for r in records],
+                      0.0, None, seed=0, fold=0, epoch_size=2)
+    one_batch = train_dataset(cache, sampler, cfg, preprocess_fn(cfg)).take(1).cache().repeat()
+    model = build_model(cfg, n_channels)
+    compile_model(model, cfg, n_channels)
+    losses = model.fit(one_batch, steps_per_epoch=5, epochs=5, verbose=0).history["loss"]
+    assert losses[-1] < 0.5 * losses[0], losses
