@@ -63,7 +63,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_score(args: argparse.Namespace) -> int:
-    from .data import PRESETS, Schema, schema_from_config
+    from .data import PRESETS, Schema, read_csv, schema_from_config
     from .metric import score_frames
 
     if args.config:
@@ -75,7 +75,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
         schema, task = Schema(**PRESETS[args.schema]), args.task
     else:
         raise KsegError("kseg score needs --config CFG or --schema PRESET to know the columns")
-    truth, pred = (_read_csv(Path(p)) for p in (args.truth, args.pred))
+    truth, pred = (read_csv(Path(p)) for p in (args.truth, args.pred))
     report = score_frames(truth, pred, schema, task=task)
     if args.json:
         print(json.dumps({"score": report.score, "per_class": report.per_class, "per_image": report.per_image}, indent=2))
@@ -86,19 +86,6 @@ def _cmd_score(args: argparse.Namespace) -> int:
         print(f"{name:<20} {'':>6} {value:8.4f}")
     print(f"{'all':<20} {len(report.per_image):>6} {report.score:8.4f}")
     return 0
-
-
-def _read_csv(path: Path):
-    import pandas as pd
-
-    from .errors import DataError
-
-    if not path.is_file():
-        raise DataError(f"CSV file not found: {path}")
-    try:
-        return pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: cannot be read as CSV ({exc})") from None
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:

@@ -1,0 +1,361 @@
+"""Competition data: a train.csv of run-length-encoded masks plus a folder of images.
+
+Column names, RLE pixel order and the submission header differ between competitions, so they are a
+:class:`Schema` built from the config (a preset plus overrides). Everything that can be wrong with the
+inputs is checked here, once, and reported as a :class:`~kseg.errors.DataError` naming the file, the
+CSV row (1-based data row, header excluded) and the value: a wrong mask would otherwise train and
+score silently.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import cv2
+import numpy as np
+import pandas as pd
+from PIL import Image, UnidentifiedImageError
+from tqdm.auto import tqdm
+
+from kseg import config as config_module
+from kseg import rle
+from kseg.errors import ConfigError, DataError
+
+__all__ = [
+    "Schema", "PRESETS", "schema_from_config", "read_image", "image_size", "ImageRecord",
+    "read_csv", "read_index", "load_records", "list_test_images", "records_frame", "image_path",
+]
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "sartorius": {
+        "id_col": "id", "rle_col": "annotation", "height_col": "height", "width_col": "width",
+        "rle_order": "C", "class_col": "cell_type", "group_col": "sample_id",
+        "submission_cols": ("id", "predicted"),
+    },
+    "dsb2018": {
+        "id_col": "ImageId", "rle_col": "EncodedPixels", "height_col": "Height", "width_col": "Width",
+        "rle_order": "F", "class_col": None, "group_col": None,
+        "submission_cols": ("ImageId", "EncodedPixels"),
+    },
+}
+
+# Keys a schema cannot do without when no preset supplies them.
+_REQUIRED_KEYS = ("id_col", "rle_col", "rle_order")
+_OPTIONAL_KEYS = ("height_col", "width_col", "class_col", "group_col", "submission_cols")
+
+# Columns of read_index and records_frame: one row per image, what folds and summaries need.
+INDEX_COLUMNS = ["id", "cls", "group", "n_instances", "height", "width"]
+
+
+@dataclass(frozen=True)
+class Schema:
+    """Where a competition keeps each piece of information in its CSVs.
+
+    ``height_col``/``width_col`` are optional (image sizes then come from the image headers);
+    ``class_col``/``group_col`` are optional (no per-class search, no grouped folds without them).
+    """
+
+    id_col: str
+    rle_col: str
+    height_col: str | None
+    width_col: str | None
+    rle_order: str
+    class_col: str | None
+    group_col: str | None
+    submission_cols: tuple[str, str]
+
+
+def schema_from_config(cfg: Mapping[str, Any]) -> Schema:
+    """``data.schema``: the preset's values, then every non-null key of the config on top.
+
+    Without a preset ``id_col``, ``rle_col`` and ``rle_order`` must be given; ``submission_cols``
+    then defaults to ``(id_col, rle_col)``, the classic Kaggle layout.
+    """
+    section = cfg["data"]["schema"]
+    preset = section.get("preset")
+    if preset is not None:
+        if preset not in PRESETS:
+            raise ConfigError(f"data.schema.preset: unknown preset {preset!r}; valid presets: {', '.join(sorted(PRESETS))}")
+        values: dict[str, Any] = dict(PRESETS[preset])
+    else:
+        values = {key: None for key in _REQUIRED_KEYS + _OPTIONAL_KEYS}
+    values.update({key: value for key, value in section.items() if key != "preset" and value is not None})
+    for key in _REQUIRED_KEYS:
+        if not values.get(key):
+            raise ConfigError(f"data.schema.{key} is required when data.schema.preset is not set "
+                              f"(or set data.schema.preset to one of: {', '.join(sorted(PRESETS))})")
+    if values["rle_order"] not in rle.ORDERS:
+        raise ConfigError(f"data.schema.rle_order must be 'C' (row-major) or 'F' (column-major), got {values['rle_order']!r}")
+    submission_cols = values["submission_cols"] or (values["id_col"], values["rle_col"])
+    if isinstance(submission_cols, str) or len(submission_cols) != 2 or not all(isinstance(c, str) for c in submission_cols):
+        raise ConfigError(f"data.schema.submission_cols must be two column names, got {submission_cols!r}")
+    values["submission_cols"] = tuple(submission_cols)
+    return Schema(**{key: values[key] for key in Schema.__dataclass_fields__})
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Image as ``uint8`` (H, W, 3) RGB, whatever is on disk, so every model sees one layout.
+
+    Gray is replicated to three channels, alpha is dropped, and 16-bit or float images are min-max
+    scaled to 0..255 per image (their absolute range differs between microscopes and files).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"image not found: {path}")
+    pixels = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if pixels is None:
+        raise DataError(f"{path}: not a readable image (OpenCV could not decode it)")
+    if pixels.ndim == 3 and pixels.shape[2] == 1:
+        pixels = pixels[:, :, 0]
+    if pixels.ndim == 2:
+        pixels = np.repeat(pixels[:, :, None], 3, axis=2)
+    elif pixels.ndim == 3 and pixels.shape[2] in (3, 4):
+        pixels = cv2.cvtColor(pixels[:, :, :3], cv2.COLOR_BGR2RGB)
+    else:
+        raise DataError(f"{path}: unsupported image layout {pixels.shape}; expected gray, RGB or RGBA")
+    if pixels.dtype != np.uint8:
+        pixels = _scale_to_uint8(pixels.astype(np.float64))
+    return np.ascontiguousarray(pixels)
+
+
+def _scale_to_uint8(pixels: np.ndarray) -> np.ndarray:
+    """Min-max scale to 0..255; a constant image becomes all zeros rather than a division by zero."""
+    pixels = np.nan_to_num(pixels, nan=0.0, posinf=0.0, neginf=0.0)
+    low, high = float(pixels.min()), float(pixels.max())
+    if high <= low:
+        return np.zeros(pixels.shape, dtype=np.uint8)
+    return np.round((pixels - low) * (255.0 / (high - low))).astype(np.uint8)
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """``(height, width)`` read from the file header only, so checking thousands of images is cheap."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"image not found: {path}")
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+    except (UnidentifiedImageError, OSError) as exc:
+        raise DataError(f"{path}: not a readable image ({exc})") from None
+    return height, width
+
+
+def image_path(folder: Path, image_id: str, image_ext: str) -> Path:
+    """Path of an image id; ids that already carry the extension (Airbus: ``00003e153.jpg``) are kept as is."""
+    return folder / (image_id if image_id.endswith(image_ext) else f"{image_id}{image_ext}")
+
+
+@dataclass
+class ImageRecord:
+    """One training image and its decoded annotation.
+
+    ``labels`` is ``uint16`` when at most 65535 instances (half the memory of ``int32`` for a whole
+    dataset held in RAM), else ``int32``; for ``task: binary`` it is a ``uint8`` 0/1 mask.
+    ``n_instances`` counts the non-empty RLE rows (binary: 1 if there is any foreground).
+    """
+
+    id: str
+    image_path: Path
+    shape: tuple[int, int]
+    cls: str | None
+    group: str | None
+    labels: np.ndarray
+    n_instances: int
+    overlap_pixels: int
+
+
+@dataclass(frozen=True)
+class _TrainTable:
+    """The validated train.csv: its rows (with 1-based ``_row`` numbers) and one index row per image."""
+
+    csv_path: Path
+    schema: Schema
+    rows: pd.DataFrame
+    index: pd.DataFrame
+    image_paths: dict[str, Path]
+
+
+def read_csv(path: Path, what: str = "CSV file") -> pd.DataFrame:
+    """Every cell as text (ids such as ``0123`` must not become numbers, empty RLE must stay ``''``)."""
+    if not path.is_file():
+        raise DataError(f"{what} not found: {path}")
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path}: the file is empty (expected a header and data rows)") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: not a readable CSV ({exc})") from None
+    return frame
+
+
+def _require_columns(frame: pd.DataFrame, path: Path, columns: list[str]) -> None:
+    missing = [column for column in columns if column not in frame.columns]
+    if missing:
+        raise DataError(f"{path}: missing column(s) {', '.join(missing)}; the file has columns "
+                        f"{', '.join(map(str, frame.columns))} (check data.schema)")
+
+
+def _optional_column(frame: pd.DataFrame, path: Path, column: str | None, role: str) -> str | None:
+    """A class/group column the CSV lacks is tolerated (e.g. derived CSVs without sample_id), with a warning."""
+    if column is None or column in frame.columns:
+        return column
+    print(f"warning: {path} has no {role} column {column!r}; continuing without {role}s")
+    return None
+
+
+def _positive_int(value: str, path: Path, row: int, column: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise DataError(f"{path} row {row}: {column} is {value!r}, not an integer") from None
+    if number < 1:
+        raise DataError(f"{path} row {row}: {column} is {number}; it must be >= 1")
+    return number
+
+
+def _read_train_table(cfg: Mapping[str, Any]) -> _TrainTable:
+    """Read and validate train.csv against the images, without decoding any mask."""
+    schema = schema_from_config(cfg)
+    csv_path = config_module.data_path(cfg, "train_csv")
+    train_dir = config_module.data_path(cfg, "train_dir")
+    image_ext = cfg["data"]["image_ext"]
+    rows = read_csv(csv_path, "train CSV")
+    _require_columns(rows, csv_path, [schema.id_col, schema.rle_col])
+    if rows.empty:
+        raise DataError(f"{csv_path}: no data rows (only a header)")
+    class_col = _optional_column(rows, csv_path, schema.class_col, "class")
+    group_col = _optional_column(rows, csv_path, schema.group_col, "group")
+    size_cols = (schema.height_col, schema.width_col)
+    has_sizes = all(column is not None and column in rows.columns for column in size_cols)
+    rows = rows.assign(_row=np.arange(1, len(rows) + 1))
+    empty_ids = rows.index[rows[schema.id_col].str.strip() == ""]
+    if len(empty_ids):
+        raise DataError(f"{csv_path} row {empty_ids[0] + 1}: empty {schema.id_col}")
+
+    index_rows: list[dict[str, Any]] = []
+    image_paths: dict[str, Path] = {}
+    for image_id, image_rows in rows.groupby(schema.id_col, sort=True):
+        first_row = int(image_rows["_row"].iloc[0])
+        path = image_path(train_dir, image_id, image_ext)
+        if not path.is_file():
+            raise DataError(f"{csv_path} row {first_row}: image of id {image_id!r} not found at {path}")
+        try:
+            height, width = image_size(path)
+        except DataError as exc:
+            raise DataError(f"{csv_path} row {first_row} (id {image_id}): {exc}") from None
+        if has_sizes:
+            _check_csv_sizes(image_rows, schema, csv_path, image_id, (height, width))
+        n_foreground_rows = int((image_rows[schema.rle_col].str.strip() != "").sum())
+        if cfg["data"]["task"] == "binary":
+            n_foreground_rows = min(n_foreground_rows, 1)
+        index_rows.append({
+            "id": image_id,
+            "cls": _first_value(image_rows, class_col),
+            "group": _first_value(image_rows, group_col),
+            "n_instances": n_foreground_rows,
+            "height": height,
+            "width": width,
+        })
+        image_paths[image_id] = path
+    return _TrainTable(csv_path, schema, rows, pd.DataFrame(index_rows, columns=INDEX_COLUMNS), image_paths)
+
+
+def _check_csv_sizes(image_rows: pd.DataFrame, schema: Schema, csv_path: Path, image_id: str,
+                     image_shape: tuple[int, int]) -> None:
+    """Every row's height/width must equal the image's: a mismatch means the RLE would decode wrongly."""
+    for row, height_text, width_text in zip(image_rows["_row"], image_rows[schema.height_col], image_rows[schema.width_col]):
+        csv_shape = (_positive_int(height_text, csv_path, row, schema.height_col),
+                     _positive_int(width_text, csv_path, row, schema.width_col))
+        if csv_shape != image_shape:
+            raise DataError(f"{csv_path} row {row} (id {image_id}): CSV size {csv_shape[0]}x{csv_shape[1]} "
+                            f"(height x width) differs from the image size {image_shape[0]}x{image_shape[1]}")
+
+
+def _first_value(image_rows: pd.DataFrame, column: str | None) -> str | None:
+    if column is None:
+        return None
+    value = str(image_rows[column].iloc[0]).strip()
+    return value or None
+
+
+def read_index(cfg: Mapping[str, Any]) -> pd.DataFrame:
+    """One row per training image (``id, cls, group, n_instances, height, width``), sorted by id.
+
+    Validates the CSV and image sizes exactly as :func:`load_records` does but decodes no mask,
+    so making folds does not load every label image.
+    """
+    return _read_train_table(cfg).index
+
+
+def load_records(cfg: Mapping[str, Any], *, progress: bool = True) -> list[ImageRecord]:
+    """Validate train.csv and decode every image's instances, sorted by id.
+
+    Rows with an empty RLE contribute nothing (DSB/TGS/Airbus write one empty row for an image
+    without objects). Overlapping annotations keep the first row's label; the total is printed once.
+    """
+    table = _read_train_table(cfg)
+    schema, csv_path = table.schema, table.csv_path
+    binary = cfg["data"]["task"] == "binary"
+    records: list[ImageRecord] = []
+    rows_by_id = dict(tuple(table.rows.groupby(schema.id_col, sort=True)))
+    for entry in tqdm(table.index.itertuples(index=False), total=len(table.index), desc="decode masks",
+                      disable=not progress):
+        image_rows = rows_by_id[entry.id]
+        image_rows = image_rows[image_rows[schema.rle_col].str.strip() != ""]
+        wheres = [f"{csv_path} row {row} (id {entry.id})" for row in image_rows["_row"]]
+        shape = (int(entry.height), int(entry.width))
+        labels, overlap = rle.decode_labels(image_rows[schema.rle_col].tolist(), shape, schema.rle_order, wheres=wheres)
+        if binary:
+            labels = (labels > 0).astype(np.uint8)
+        elif len(image_rows) <= np.iinfo(np.uint16).max:
+            labels = labels.astype(np.uint16)
+        records.append(ImageRecord(
+            id=entry.id, image_path=table.image_paths[entry.id], shape=shape, cls=entry.cls, group=entry.group,
+            labels=labels, n_instances=int(entry.n_instances), overlap_pixels=overlap,
+        ))
+    overlapping = [record.overlap_pixels for record in records if record.overlap_pixels]
+    if overlapping:
+        print(f"note: {sum(overlapping)} pixels were claimed by more than one instance in "
+              f"{len(overlapping)} images; the first row wins")
+    return records
+
+
+def list_test_images(cfg: Mapping[str, Any]) -> list[tuple[str, Path]]:
+    """``(id, path)`` of every test image, sorted by id.
+
+    Ids come from ``data.sample_submission`` when it is set and exists (its images must exist), else
+    from every ``*<image_ext>`` file in ``data.test_dir``.
+    """
+    test_dir = config_module.data_path(cfg, "test_dir")
+    image_ext = cfg["data"]["image_ext"]
+    sample_path = config_module.data_path(cfg, "sample_submission")
+    if sample_path is not None and sample_path.is_file():
+        id_col = schema_from_config(cfg).submission_cols[0]
+        sample = read_csv(sample_path, "sample submission")
+        _require_columns(sample, sample_path, [id_col])
+        first_rows = sample.assign(_row=np.arange(1, len(sample) + 1)).drop_duplicates(id_col)
+        images = []
+        for image_id, row in sorted(zip(first_rows[id_col], first_rows["_row"])):
+            path = image_path(test_dir, image_id, image_ext)
+            if not path.is_file():
+                raise DataError(f"{sample_path} row {row}: test image of id {image_id!r} not found at {path}")
+            images.append((image_id, path))
+        source = str(sample_path)
+    else:
+        if not test_dir.is_dir():
+            raise DataError(f"test image folder not found: {test_dir}")
+        images = [(path.name[: -len(image_ext)], path) for path in sorted(test_dir.glob(f"*{image_ext}"))]
+        source = f"{test_dir}/*{image_ext}"
+    if not images:
+        raise DataError(f"no test images in {source}")
+    return images
+
+
+def records_frame(records: list[ImageRecord]) -> pd.DataFrame:
+    """One row per record with the same columns as :func:`read_index`, e.g. to build folds from records."""
+    return pd.DataFrame(
+        [{"id": r.id, "cls": r.cls, "group": r.group, "n_instances": r.n_instances,
+          "height": r.shape[0], "width": r.shape[1]} for r in records],
+        columns=INDEX_COLUMNS,
+    )

@@ -1,0 +1,234 @@
+"""A small synthetic Sartorius-format competition, so the whole pipeline runs without Kaggle data.
+
+It imitates what makes the real data hard rather than looking pretty: three imbalanced cell types with
+different object size and shape, images grouped by well (``sample_id``), dense touching and partly
+overlapping cells (so train.csv has real annotation overlaps), textured interiors, uneven illumination
+and noise. Cells are brighter than the background with a dark rim, so a small U-Net trained for a few
+CPU epochs can separate them and reach a meaningful score.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from kseg import rle
+from kseg.errors import DataError
+from kseg.files import atomic_path
+
+__all__ = ["make_demo_data", "CELL_TYPES", "TRAIN_COLUMNS"]
+
+TRAIN_COLUMNS = ["id", "annotation", "width", "height", "cell_type", "plate_time", "sample_date",
+                 "sample_id", "elapsed_timedelta"]
+
+# Object counts are given for the real 520x704 frame and scaled with the image area.
+_REFERENCE_AREA = 520 * 704
+_MIN_OBJECT_PIXELS = 15
+# Share of cells placed next to an earlier cell rather than anywhere.
+_COLONY_FRACTION = 0.6
+
+
+@dataclass(frozen=True)
+class CellType:
+    """How one synthetic cell type looks: share of images, objects per image, size, shape, brightness."""
+
+    name: str
+    share: float
+    sample_prefix: str
+    objects: tuple[int, int]
+    semi_major: tuple[float, float]
+    aspect: tuple[float, float]  # minor / major semi-axis
+    wobble: float  # amplitude of the low-frequency outline perturbation (0 = perfect ellipse)
+    brightness: tuple[float, float]
+
+
+CELL_TYPES = (
+    CellType("shsy5y", 0.60, "shsy5y[diff]", (60, 120), (12.0, 26.0), (0.25, 0.45), 0.06, (0.62, 0.78)),
+    CellType("astro", 0.25, "astros[hippo]", (20, 40), (24.0, 42.0), (0.60, 0.90), 0.22, (0.58, 0.70)),
+    CellType("cort", 0.15, "cort[pre-treat]", (40, 80), (7.0, 11.0), (0.80, 1.00), 0.05, (0.70, 0.85)),
+)
+
+
+@dataclass(frozen=True)
+class _Cell:
+    top: int
+    left: int
+    mask: np.ndarray  # bool, the cell's bounding box
+    brightness: float
+
+
+@dataclass(frozen=True)
+class _Sample:
+    sample_id: str
+    plate_time: str
+    sample_date: str
+    elapsed_timedelta: str
+
+
+def _class_counts(n_images: int) -> list[int]:
+    """Images per cell type by largest remainder of the shares, at least one each when possible."""
+    shares = np.array([cell_type.share for cell_type in CELL_TYPES])
+    counts = np.floor(shares * n_images).astype(int)
+    if n_images >= len(CELL_TYPES):
+        counts = np.maximum(counts, 1)
+    while counts.sum() < n_images:
+        counts[np.argmax(shares * n_images - counts)] += 1
+    while counts.sum() > n_images:
+        counts[np.argmax(counts)] -= 1
+    return counts.tolist()
+
+
+def _new_sample(rng: np.random.Generator, cell_type: CellType) -> _Sample:
+    well = f"{'ABCDEFGH'[rng.integers(8)]}{rng.integers(1, 13)}-{rng.integers(1, 5)}"
+    hours = int(rng.integers(8, 96))
+    minutes = int(rng.choice([0, 30]))
+    day = int(rng.integers(1, 29))
+    return _Sample(
+        sample_id=f"{cell_type.sample_prefix}_{well}_Vessel-{rng.integers(300, 800)}_Ph_{rng.integers(1, 5)}",
+        plate_time=f"{hours}h{minutes:02d}m00s",
+        sample_date=f"2019-{int(rng.integers(6, 10)):02d}-{day:02d}",
+        elapsed_timedelta=f"{hours // 24} days {hours % 24:02d}:{minutes:02d}:00",
+    )
+
+
+def _cell_mask(rng: np.random.Generator, cell_type: CellType) -> np.ndarray:
+    """Bool mask of one cell in its own box: a rotated ellipse whose outline wobbles with harmonics 2-4."""
+    semi_major = rng.uniform(*cell_type.semi_major)
+    semi_minor = semi_major * rng.uniform(*cell_type.aspect)
+    angle = rng.uniform(0, np.pi)
+    amplitudes = cell_type.wobble * rng.uniform(0.3, 1.0, size=3) / np.arange(1, 4)
+    phases = rng.uniform(0, 2 * np.pi, size=3)
+    half = int(np.ceil(semi_major * (1 + amplitudes.sum()))) + 1
+    y, x = np.mgrid[-half:half + 1, -half:half + 1].astype(np.float64)
+    u = (x * np.cos(angle) + y * np.sin(angle)) / semi_major
+    v = (-x * np.sin(angle) + y * np.cos(angle)) / semi_minor
+    theta = np.arctan2(v, u)
+    outline = 1 + sum(a * np.cos(k * theta + p) for k, a, p in zip((2, 3, 4), amplitudes, phases))
+    return np.hypot(u, v) <= outline
+
+
+def _place_cells(rng: np.random.Generator, cell_type: CellType, height: int, width: int) -> list[_Cell]:
+    """Cells in loose colonies: most grow next to an earlier cell, so many touch and some overlap a little."""
+    target = max(3, round(int(rng.integers(*cell_type.objects, endpoint=True)) * height * width / _REFERENCE_AREA))
+    cells: list[_Cell] = []
+    centers = np.empty((0, 2))
+    radii = np.empty(0)
+    for _ in range(target * 20):
+        if len(cells) == target:
+            break
+        mask = _cell_mask(rng, cell_type)
+        radius = np.sqrt(mask.sum() / np.pi)
+        if len(cells) and rng.random() < _COLONY_FRACTION:
+            neighbour = int(rng.integers(len(cells)))
+            direction = rng.uniform(0, 2 * np.pi)
+            distance = rng.uniform(0.75, 1.05) * (radii[neighbour] + radius)
+            center = centers[neighbour] + distance * np.array([np.sin(direction), np.cos(direction)])
+            if not (0 <= center[0] < height and 0 <= center[1] < width):
+                continue
+        else:
+            center = rng.uniform((0, 0), (height, width))
+        if len(centers) and np.any(np.hypot(*(centers - center).T) < 0.7 * (radii + radius)):
+            continue
+        half = mask.shape[0] // 2
+        top, left = int(center[0]) - half, int(center[1]) - half
+        clipped = mask[max(0, -top):height - top, max(0, -left):width - left]
+        if clipped.sum() < _MIN_OBJECT_PIXELS:
+            continue
+        cells.append(_Cell(max(0, top), max(0, left), clipped, rng.uniform(*cell_type.brightness)))
+        centers = np.vstack([centers, center])
+        radii = np.append(radii, radius)
+    return cells
+
+
+def _render(rng: np.random.Generator, cells: list[_Cell], height: int, width: int) -> np.ndarray:
+    """8-bit grayscale image: textured bright cells with dark rims on a textured, unevenly lit background."""
+    texture = cv2.GaussianBlur(rng.standard_normal((height, width)).astype(np.float32), (0, 0), 1.5)
+    texture /= texture.std() + 1e-6
+    canvas = 0.35 + 0.03 * texture
+    kernel = np.ones((3, 3), np.uint8)
+    # Painted last to first so the first annotation is on top, as the first-row-wins labels assume.
+    for cell in reversed(cells):
+        rows = slice(cell.top, cell.top + cell.mask.shape[0])
+        cols = slice(cell.left, cell.left + cell.mask.shape[1])
+        rim = cell.mask & ~cv2.erode(cell.mask.astype(np.uint8), kernel).astype(bool)
+        region = canvas[rows, cols]
+        region[cell.mask] = cell.brightness + 0.08 * texture[rows, cols][cell.mask]
+        region[rim] = 0.15
+    canvas = cv2.GaussianBlur(canvas, (0, 0), 0.8)
+    direction = rng.uniform(0, 2 * np.pi)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    ramp = (np.cos(direction) * (x / width - 0.5) + np.sin(direction) * (y / height - 0.5))
+    canvas *= 1 + rng.uniform(0.3, 0.6) * ramp
+    canvas += rng.normal(0, 0.035, size=canvas.shape).astype(np.float32)
+    return np.round(np.clip(canvas, 0, 1) * 255).astype(np.uint8)
+
+
+def _write_png(path: Path, image: np.ndarray) -> None:
+    with atomic_path(path) as tmp:
+        if not cv2.imwrite(str(tmp), image):
+            raise DataError(f"could not write image {path}")
+
+
+def _write_csv(path: Path, frame: pd.DataFrame) -> None:
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)
+
+
+def _make_split(rng: np.random.Generator, folder: Path, n_images: int, height: int, width: int,
+                used_ids: set[str]) -> tuple[list[str], pd.DataFrame]:
+    """Render ``n_images`` images into ``folder``; return their ids and annotation rows (train.csv format).
+
+    Each run of 2-4 consecutive images of a cell type shares one well (``sample_id``), as in the real data.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    image_ids: list[str] = []
+    rows: list[dict[str, object]] = []
+    for cell_type, count in zip(CELL_TYPES, _class_counts(n_images)):
+        sample, left_in_sample = _new_sample(rng, cell_type), int(rng.integers(2, 5))
+        for _ in range(count):
+            if left_in_sample == 0:
+                sample, left_in_sample = _new_sample(rng, cell_type), int(rng.integers(2, 5))
+            left_in_sample -= 1
+            image_id = f"{int(rng.integers(0, 2**48)):012x}"
+            while image_id in used_ids:
+                image_id = f"{int(rng.integers(0, 2**48)):012x}"
+            used_ids.add(image_id)
+            image_ids.append(image_id)
+            cells = _place_cells(rng, cell_type, height, width)
+            _write_png(folder / f"{image_id}.png", _render(rng, cells, height, width))
+            for cell in cells:
+                full = np.zeros((height, width), dtype=bool)
+                full[cell.top:cell.top + cell.mask.shape[0], cell.left:cell.left + cell.mask.shape[1]] = cell.mask
+                rows.append({
+                    "id": image_id, "annotation": rle.encode(full, "C"), "width": width, "height": height,
+                    "cell_type": cell_type.name, "plate_time": sample.plate_time, "sample_date": sample.sample_date,
+                    "sample_id": sample.sample_id, "elapsed_timedelta": sample.elapsed_timedelta,
+                })
+    frame = pd.DataFrame(rows, columns=TRAIN_COLUMNS).sort_values("id", kind="stable").reset_index(drop=True)
+    return sorted(image_ids), frame
+
+
+def make_demo_data(root: str | Path, seed: int = 0, n_train: int = 24, n_test: int = 6, height: int = 520,
+                   width: int = 704) -> Path:
+    """Write a synthetic Sartorius competition into ``root`` and return ``root``; same seed, same bytes.
+
+    Layout: ``train.csv`` (the nine Sartorius columns, row-major RLE), ``train/*.png``, ``test/*.png``,
+    ``sample_submission.csv`` (``id,predicted`` with empty predictions) and ``test_truth.csv`` (the
+    test annotations in train.csv format, to score demo submissions). Files of the same names are
+    overwritten; every file is written atomically.
+    """
+    if n_train < 1 or n_test < 1 or height < 16 or width < 16:
+        raise DataError(f"demo data needs n_train, n_test >= 1 and images of at least 16x16 pixels; got "
+                        f"n_train={n_train}, n_test={n_test}, height={height}, width={width}")
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    used_ids: set[str] = set()
+    _, train = _make_split(rng, root / "train", n_train, height, width, used_ids)
+    test_ids, test = _make_split(rng, root / "test", n_test, height, width, used_ids)
+    _write_csv(root / "train.csv", train)
+    _write_csv(root / "test_truth.csv", test)
+    _write_csv(root / "sample_submission.csv", pd.DataFrame({"id": test_ids, "predicted": [""] * len(test_ids)}))
+    return root

@@ -1,0 +1,144 @@
+"""K-fold assignment of training images, written once to ``folds.csv`` and reused by every stage.
+
+Images of one group (Sartorius ``sample_id``: one well, photographed several times) are near
+duplicates; if they straddle folds the out-of-fold score is optimistic and post-processing is tuned
+on leaked images. So folds are grouped, and stratified by class so each fold sees every cell type.
+When the data lacks groups or classes the next best splitter is used and a warning says so.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import GroupKFold, KFold, StratifiedGroupKFold, StratifiedKFold
+
+from kseg import config as config_module
+from kseg import data
+from kseg.errors import DataError
+from kseg.files import atomic_path
+
+__all__ = ["make_folds", "fold_table", "command_folds", "read_folds"]
+
+_MISSING_CLASS = "(none)"
+
+
+def _present_values(frame: pd.DataFrame, column: str | None) -> pd.Series | None:
+    """The column as text with missing cells as ``None``, or ``None`` when it is absent or entirely empty."""
+    if column is None or column not in frame.columns:
+        return None
+    values = frame[column].map(lambda value: None if pd.isna(value) or str(value).strip() == "" else str(value))
+    return None if values.isna().all() else values
+
+
+def make_folds(frame: pd.DataFrame, n_splits: int, seed: int, group_col: str | None = "group",
+               class_col: str | None = "cls") -> pd.DataFrame:
+    """``id, fold`` for every image, sorted by id; the same frame and seed always give the same folds.
+
+    StratifiedGroupKFold when there are groups and classes; otherwise GroupKFold (groups only),
+    StratifiedKFold (classes only) or KFold, each fallback announced by a one-line warning.
+    An image with a missing group is its own group; a missing class counts as its own class.
+    """
+    frame = frame.sort_values("id").reset_index(drop=True)
+    n_images = len(frame)
+    if n_splits < 2 or n_splits > n_images:
+        raise DataError(f"cannot make {n_splits} folds from {n_images} images: each of the folds needs at "
+                        f"least one validation image, so folds.n_splits must be between 2 and {n_images}")
+    groups = _present_values(frame, group_col)
+    classes = _present_values(frame, class_col)
+    if groups is not None:
+        groups = groups.fillna("image:" + frame["id"])
+        n_groups = groups.nunique()
+        if n_splits > n_groups:
+            raise DataError(f"cannot make {n_splits} folds from {n_groups} groups of column {group_col!r}: all "
+                            f"images of a group stay in one fold, so folds.n_splits must be at most {n_groups}")
+    if classes is not None:
+        classes = classes.fillna(_MISSING_CLASS)
+    placeholder = np.zeros((n_images, 1))
+
+    if groups is not None and classes is not None:
+        splitter = StratifiedGroupKFold(n_splits, shuffle=True, random_state=seed)
+        splits = splitter.split(placeholder, classes, groups)
+    elif groups is not None:
+        print(f"warning: no class column ({class_col!r}); folds are grouped by {group_col!r} but not "
+              f"stratified (GroupKFold)")
+        splits = GroupKFold(n_splits, shuffle=True, random_state=seed).split(placeholder, groups=groups)
+    elif classes is not None and classes.value_counts().max() >= n_splits:
+        print(f"warning: no group column ({group_col!r}); folds are stratified by {class_col!r} but images of "
+              f"one group may land in different folds (StratifiedKFold)")
+        splits = StratifiedKFold(n_splits, shuffle=True, random_state=seed).split(placeholder, classes)
+    else:
+        reason = "no group or class column" if classes is None else f"every class has fewer than {n_splits} images"
+        print(f"warning: {reason}; folds are plain random splits (KFold)")
+        splits = KFold(n_splits, shuffle=True, random_state=seed).split(placeholder)
+
+    fold = np.full(n_images, -1, dtype=np.int64)
+    for fold_number, (_, validation) in enumerate(splits):
+        fold[validation] = fold_number
+    return pd.DataFrame({"id": frame["id"].to_numpy(), "fold": fold})
+
+
+def fold_table(frame: pd.DataFrame, folds: pd.DataFrame) -> pd.DataFrame:
+    """Images, instances, groups and images per class of each fold, plus a total row, to eyeball balance."""
+    merged = frame.merge(folds, on="id", validate="one_to_one")
+    by_fold = merged.groupby("fold")
+    table = pd.DataFrame({"images": by_fold.size(), "instances": by_fold["n_instances"].sum()})
+    groups = _present_values(merged, "group")
+    if groups is not None:
+        table["groups"] = groups.groupby(merged["fold"]).nunique()
+    classes = _present_values(merged, "cls")
+    if classes is not None:
+        per_class = pd.crosstab(merged["fold"], classes.fillna(_MISSING_CLASS)).add_prefix("images:")
+        table = table.join(per_class)
+    total = table.sum()
+    if groups is not None:
+        total["groups"] = groups.nunique()
+    table.index = table.index.astype(str)
+    table.loc["total"] = total
+    table.index.name = "fold"
+    return table.astype(int)
+
+
+def command_folds(cfg: Mapping[str, Any]) -> Path:
+    """Assign folds from train.csv (no mask decoding), write ``folds.csv`` atomically, print the table."""
+    frame = data.read_index(cfg)
+    folds = make_folds(frame, cfg["folds"]["n_splits"], cfg["folds"]["seed"])
+    path = config_module.folds_path(cfg)
+    with atomic_path(path) as tmp:
+        folds.to_csv(tmp, index=False)
+    print(fold_table(frame, folds).to_string())
+    print(f"wrote {path}")
+    return path
+
+
+def read_folds(path: str | Path, ids: Iterable[str]) -> pd.DataFrame:
+    """``id, fold`` of exactly ``ids`` (sorted); every id must have one integer fold in the file.
+
+    Ids in the file but not in ``ids`` are ignored, so training on a subset of images works.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"folds file not found: {path} (create it with `kseg folds`)")
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path}: the file is empty (expected columns id,fold)") from None
+    missing_columns = [column for column in ("id", "fold") if column not in table.columns]
+    if missing_columns:
+        raise DataError(f"{path}: missing column(s) {', '.join(missing_columns)}; the file has columns "
+                        f"{', '.join(map(str, table.columns))}")
+    for row, value in enumerate(table["fold"], start=1):
+        if not value.strip().isdigit():
+            raise DataError(f"{path} row {row}: fold is {value!r}, not a non-negative integer")
+    duplicated = table.index[table["id"].duplicated()]
+    if len(duplicated):
+        row = duplicated[0] + 1
+        raise DataError(f"{path} row {row}: id {table['id'].iloc[row - 1]!r} appears more than once")
+    wanted = sorted(set(ids))
+    fold_of = dict(zip(table["id"], table["fold"].astype(int)))
+    missing = [image_id for image_id in wanted if image_id not in fold_of]
+    if missing:
+        raise DataError(f"{path}: {len(missing)} training image(s) have no fold, e.g. {', '.join(missing[:5])}; "
+                        f"the folds file is stale, recreate it with `kseg folds`")
+    return pd.DataFrame({"id": wanted, "fold": [fold_of[image_id] for image_id in wanted]})

@@ -1,0 +1,154 @@
+"""The main job, ``kseg run``: demo data → folds → train every fold → OOF search → predict → validate.
+
+Each stage records a fingerprint of the config sections it depends on (its own and everything upstream) in
+``<output.dir>/stages/<stage>.json``. A stage whose fingerprint matches is skipped; a changed config redoes
+it and everything after it; ``--force`` redoes all. An interrupted training stage with the same fingerprint
+resumes instead of starting over.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from .config import Config, data_path, fingerprint, folds_path, output_dir, submission_path
+from .files import write_json
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    sections: tuple[str, ...]  # dotted config sections whose change makes the stage's outputs stale
+
+
+STAGES = (
+    Stage("folds", ("data", "folds")),
+    Stage("train", ("data", "folds", "model", "train", "tta")),
+    Stage("search", ("data", "folds", "model", "train", "tta", "postprocess")),
+    Stage("predict", ("data", "folds", "model", "train", "tta", "postprocess", "predict", "output")),
+)
+
+
+def _marker(cfg: Config, stage: str) -> Path:
+    return output_dir(cfg) / "stages" / f"{stage}.json"
+
+
+def _read_marker(cfg: Config, stage: str) -> dict:
+    path = _marker(cfg, stage)
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def ensure_demo_data(cfg: Config) -> None:
+    """Generate the synthetic competition into data.root when the config asks for it and it is missing."""
+    demo = cfg["data"]["demo"]
+    csv = data_path(cfg, "train_csv")
+    if demo is None or csv.is_file():
+        return
+    from .demo import make_demo_data
+
+    print(f"[demo] generating the demo competition in {cfg['data']['root']}")
+    make_demo_data(Path(cfg["data"]["root"]), **demo)
+
+
+def _run_folds(cfg: Config, resume: bool) -> None:
+    from .folds import command_folds
+
+    command_folds(cfg)
+
+
+def _run_train(cfg: Config, resume: bool) -> None:
+    from .train import command_train
+
+    if not resume:
+        for fold_dir in sorted(d for d in output_dir(cfg).glob("fold[0-9]*") if d.is_dir()):
+            print(f"[train] config changed or --force: removing {fold_dir}")
+            shutil.rmtree(fold_dir)
+    command_train(cfg, "all", resume=resume)
+
+
+def _run_search(cfg: Config, resume: bool) -> None:
+    from .search import command_search
+
+    command_search(cfg)
+
+
+def _run_predict(cfg: Config, resume: bool) -> None:
+    from .predict import command_predict
+
+    command_predict(cfg)
+
+
+RUNNERS: dict[str, Callable[[Config, bool], None]] = {
+    "folds": _run_folds, "train": _run_train, "search": _run_search, "predict": _run_predict,
+}
+
+
+def command_run(cfg: Config, force: bool = False) -> Path:
+    """Run every stage that is not up to date, then validate the submission and print a summary."""
+    ensure_demo_data(cfg)
+    output_dir(cfg).mkdir(parents=True, exist_ok=True)
+    timings: dict[str, str] = {}
+    redo_downstream = force
+    for stage in STAGES:
+        fp = fingerprint(cfg, *stage.sections)
+        marker = _read_marker(cfg, stage.name)
+        if not redo_downstream and marker.get("finished") and marker.get("fingerprint") == fp:
+            timings[stage.name] = f"up to date ({marker.get('seconds', 0):.0f}s earlier)"
+            continue
+        redo_downstream = True
+        # Same fingerprint but unfinished: an interrupted stage, which training can resume.
+        resume = not force and marker.get("fingerprint") == fp
+        write_json(_marker(cfg, stage.name), {"fingerprint": fp, "finished": False})
+        print(f"\n=== {stage.name} ===")
+        start = time.perf_counter()
+        RUNNERS[stage.name](cfg, resume)
+        seconds = time.perf_counter() - start
+        write_json(_marker(cfg, stage.name), {"fingerprint": fp, "finished": True, "seconds": seconds})
+        timings[stage.name] = f"{seconds:.0f}s"
+
+    submission = submission_path(cfg)
+    from .submission import command_validate
+
+    print("\n=== validate ===")
+    if command_validate(submission, cfg) != 0:
+        from .errors import SubmissionError
+
+        raise SubmissionError(f"{submission} did not validate")
+    print_summary(cfg, timings, submission)
+    return submission
+
+
+def print_summary(cfg: Config, timings: dict[str, str], submission: Path) -> None:
+    """OOF score per fold and class, TTA gain, chosen parameters, stage times, test score if known."""
+    pp_path = output_dir(cfg) / "postprocess.json"
+    pp = json.loads(pp_path.read_text()) if pp_path.is_file() else {}
+    lines = ["", "=== summary ==="]
+    if pp:
+        lines.append(f"OOF score (TTA, searched params): {pp['oof_score']:.4f}")
+        lines.append(f"OOF score without TTA:           {pp['oof_score_plain']:.4f}  "
+                     f"(TTA gain {pp['oof_score'] - pp['oof_score_plain']:+.4f})")
+        lines.append(f"OOF score with default params:   {pp['oof_score_default']:.4f}  "
+                     f"(search gain {pp['oof_score'] - pp['oof_score_default']:+.4f})")
+        for fold, value in sorted(pp.get("per_fold", {}).items()):
+            lines.append(f"  fold {fold}: {value:.4f}")
+        for cls, value in sorted(pp.get("per_class_score", {}).items()):
+            lines.append(f"  class {cls}: {value:.4f}")
+        if pp.get("class_accuracy") is not None:
+            lines.append(f"class prediction accuracy on OOF: {pp['class_accuracy']:.3f}")
+        lines.append(f"chosen parameters: default {pp['default']}")
+        for cls, params in sorted(pp.get("per_class", {}).items()):
+            lines.append(f"  {cls}: {params}")
+    truth = data_path(cfg, "test_truth")
+    if truth is not None and truth.is_file():
+        from .metric import score_frames
+        from .data import read_csv, schema_from_config
+
+        report = score_frames(read_csv(truth), read_csv(submission), schema_from_config(cfg), task=cfg["data"]["task"])
+        lines.append(f"test score against {truth.name}: {report.score:.4f}")
+    lines.append("stage times: " + ", ".join(f"{k} {v}" for k, v in timings.items()))
+    lines.append(f"folds file: {folds_path(cfg)}")
+    lines.append(f"submission: {submission}")
+    print("\n".join(lines))

@@ -1,0 +1,113 @@
+"""Test-time inference: every test image → fold ensemble × TTA → post-processing → validated submission."""
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from .config import Config, output_dir, submission_path
+from .data import image_size, list_test_images, read_image, schema_from_config
+from .errors import ConfigError, SubmissionError
+from .files import atomic_path
+from .plots import save_overlays
+from .postprocess import instances_from_probs, predict_class
+from .submission import submission_frame, validate_submission
+from .tta import predict_ensemble
+
+PredictFn = Callable[[np.ndarray], np.ndarray]
+N_OVERLAYS = 4
+
+
+def read_channels(cfg: Config) -> dict:
+    """``channels.json`` written by training: channel names, classes and task of the run."""
+    path = output_dir(cfg) / "channels.json"
+    if not path.is_file():
+        raise ConfigError(f"{path} not found: train the run first (kseg train --config ...)")
+    return json.loads(path.read_text())
+
+
+def fold_weight_files(cfg: Config) -> list[Path]:
+    """Best weights of the folds named by ``predict.folds`` ('all' or a list of fold indices)."""
+    root = output_dir(cfg)
+    wanted = cfg["predict"]["folds"]
+    if wanted == "all":
+        files = sorted(root.glob("fold*/best.weights.h5"))
+    else:
+        indices = wanted if isinstance(wanted, list) else [wanted]
+        files = [root / f"fold{int(k)}" / "best.weights.h5" for k in indices]
+        missing = [str(f) for f in files if not f.is_file()]
+        if missing:
+            raise ConfigError(f"predict.folds={wanted!r}: missing weights {', '.join(missing)}")
+    if not files:
+        raise ConfigError(f"no fold weights (fold*/best.weights.h5) under {root}: train first")
+    return files
+
+
+def load_fold_models(cfg: Config) -> list[PredictFn]:
+    """One batch-predict function per fold model. Encoder weights come from the fold files, so nothing is
+    downloaded (a Kaggle kernel runs offline)."""
+    from .model import build_model
+
+    n_channels = len(read_channels(cfg)["channels"])
+    build_cfg = copy.deepcopy(cfg)
+    build_cfg["model"]["encoder_weights"] = None
+    build_cfg["model"]["init_from"] = None
+    fns: list[PredictFn] = []
+    for weights in fold_weight_files(cfg):
+        model = build_model(build_cfg, n_channels)
+        model.load_weights(str(weights))
+        fns.append(model.predict_on_batch)
+    return fns
+
+
+def read_postprocess(cfg: Config) -> dict:
+    """The OOF-searched parameters, or the config defaults (with a warning) when no search was run."""
+    path = output_dir(cfg) / "postprocess.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    print(f"warning: {path} not found; using postprocess.default (run kseg search for tuned parameters)")
+    return {"default": cfg["postprocess"]["default"], "per_class": {}}
+
+
+def params_for(chosen: dict, cls: str | None) -> dict:
+    return chosen.get("per_class", {}).get(cls, chosen["default"]) if cls is not None else chosen["default"]
+
+
+def command_predict(cfg: Config, out: Path | None = None) -> Path:
+    """Write the submission for every test image; it is validated before it replaces ``out``."""
+    from .model import preprocess_fn
+
+    out = Path(out) if out else submission_path(cfg)
+    schema = schema_from_config(cfg)
+    task = cfg["data"]["task"]
+    tests = list_test_images(cfg)
+    classes = read_channels(cfg).get("classes") or []
+    chosen = read_postprocess(cfg)
+    models = load_fold_models(cfg)
+    preprocess = preprocess_fn(cfg)
+    overlay_dir = output_dir(cfg) / "test_overlays"
+    print(f"predicting {len(tests)} test images with {len(models)} fold models x {len(cfg['tta'])} TTA views")
+
+    predictions: dict[str, np.ndarray] = {}
+    for i, (image_id, path) in enumerate(tqdm(tests, desc="predict", unit="img")):
+        image = read_image(path)
+        probs = predict_ensemble(models, preprocess(image), cfg["tta"], tile=cfg["predict"]["tile"])
+        cls = predict_class(probs, classes) if classes else None
+        predictions[image_id] = instances_from_probs(probs, params_for(chosen, cls), task)
+        if i < N_OVERLAYS:
+            save_overlays(overlay_dir / f"{image_id}.png", image, {f"prediction ({cls or task})": predictions[image_id]})
+
+    frame = submission_frame(predictions, schema, schema.rle_order)
+    expected = {image_id: image_size(path) for image_id, path in tests}
+    with atomic_path(out) as tmp:
+        frame.to_csv(tmp, index=False)
+        problems = validate_submission(tmp, schema, expected, task)
+        if problems:
+            raise SubmissionError(f"the submission for {out} failed validation:\n  " + "\n  ".join(problems))
+    n_instances = int((frame[schema.submission_cols[1]] != "").sum())
+    print(f"submission written: {out} ({len(frame)} rows, {len(tests)} images, {n_instances} instances; valid)")
+    return out
