@@ -16,18 +16,11 @@ from .files import atomic_path
 from .plots import save_overlays
 from .postprocess import instances_from_probs, predict_class
 from .submission import submission_frame, validate_submission
+from .targets import read_channels
 from .tta import predict_ensemble
 
 PredictFn = Callable[[np.ndarray], np.ndarray]
 N_OVERLAYS = 4
-
-
-def read_channels(cfg: Config) -> dict:
-    """``channels.json`` written by training: channel names, classes and task of the run."""
-    path = output_dir(cfg) / "channels.json"
-    if not path.is_file():
-        raise ConfigError(f"{path} not found: train the run first (kseg train --config ...)")
-    return json.loads(path.read_text())
 
 
 def fold_weight_files(cfg: Config) -> list[Path]:
@@ -52,7 +45,8 @@ def load_fold_models(cfg: Config) -> list[PredictFn]:
     downloaded (a Kaggle kernel runs offline)."""
     from .model import build_model
 
-    n_channels = len(read_channels(cfg)["channels"])
+    channels, _ = read_channels(output_dir(cfg), cfg["data"]["task"])
+    n_channels = len(channels)
     build_cfg = copy.deepcopy(cfg)
     build_cfg["model"]["encoder_weights"] = None
     build_cfg["model"]["init_from"] = None
@@ -85,7 +79,7 @@ def command_predict(cfg: Config, out: Path | None = None) -> Path:
     schema = schema_from_config(cfg)
     task = cfg["data"]["task"]
     tests = list_test_images(cfg)
-    classes = read_channels(cfg).get("classes") or []
+    _, classes = read_channels(output_dir(cfg), task)
     chosen = read_postprocess(cfg)
     models = load_fold_models(cfg)
     preprocess = preprocess_fn(cfg)

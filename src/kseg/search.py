@@ -30,6 +30,7 @@ from kseg.errors import ConfigError, DataError
 from kseg.files import atomic_path, write_json
 from kseg.folds import read_folds
 from kseg.metric import dice, image_score
+from kseg.targets import read_channels
 from kseg.postprocess import (
     PARAM_KEYS,
     as_probabilities,
@@ -75,7 +76,8 @@ class Grid:
 
 
 def read_grid(cfg: Mapping[str, Any], task: str) -> Grid:
-    """``postprocess.grid`` checked: each key a non-empty list of valid values; binary ignores seed_threshold."""
+    """``postprocess.grid`` checked: each key a non-empty list of valid values, plus the default's value;
+    binary ignores seed_threshold."""
     default = validate_params(cfg["postprocess"]["default"], task)
     grid = cfg["postprocess"]["grid"]
     if not isinstance(grid, Mapping):
@@ -95,7 +97,8 @@ def read_grid(cfg: Mapping[str, Any], task: str) -> Grid:
                 validate_params({**default, key: value}, task)
             except ConfigError as error:
                 raise ConfigError(f"postprocess.grid.{key}: {error}") from None
-        axes[key] = tuple(sorted(set(values)))
+        # The default point is always searched too, so the search never picks worse than it on OOF.
+        axes[key] = tuple(sorted(set(values) | {default[key]}))
     return Grid(
         task=task,
         fg_thresholds=tuple(float(v) for v in axes["fg_threshold"]),
@@ -180,22 +183,6 @@ def _final_one(image: _OofImage, key: str, chosen: Mapping[str, Any], default: M
     return _score_params(image.truth, plain, chosen, task), _score_params(image.truth, searched, default, task)
 
 
-def _read_channels(run_dir: Path, task: str) -> tuple[list[str], list[str]]:
-    path = run_dir / "channels.json"
-    if not path.is_file():
-        raise DataError(f"{path} not found: train the run first (kseg train) so OOF predictions exist")
-    try:
-        info = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise DataError(f"{path}: not valid JSON ({error})") from None
-    channels, classes = info.get("channels"), info.get("classes", [])
-    if not isinstance(channels, list) or not channels or not isinstance(classes, list):
-        raise DataError(f"{path}: expected a non-empty 'channels' list and a 'classes' list, got {info!r}")
-    if info.get("task", task) != task:
-        raise ConfigError(f"{path}: the run was trained for task {info['task']!r} but data.task is {task!r}")
-    return channels, [str(c) for c in classes]
-
-
 def _oof_images(cfg: Mapping[str, Any], records: Sequence[ImageRecord], run_dir: Path) -> list[_OofImage]:
     """OOF images of every trained fold (a fold counts as trained when ``fold{K}/oof`` exists)."""
     folds = read_folds(config_module.folds_path(cfg), [record.id for record in records])
@@ -273,7 +260,7 @@ def command_search(cfg: Mapping[str, Any], use_tta: bool | None = None) -> dict:
     """
     task = cfg["data"]["task"]
     run_dir = config_module.output_dir(cfg)
-    channels, classes = _read_channels(run_dir, task)
+    channels, classes = read_channels(run_dir, task)
     grid = read_grid(cfg, task)
     default = validate_params(cfg["postprocess"]["default"], task)
     if use_tta is None:

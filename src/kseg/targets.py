@@ -6,6 +6,8 @@ can split them later) and, when the competition has image classes, one channel p
 """
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -15,7 +17,7 @@ from skimage.segmentation import find_boundaries
 
 from .errors import ConfigError, DataError
 
-__all__ = ["TASKS", "channel_names", "make_targets"]
+__all__ = ["TASKS", "channel_names", "make_targets", "read_channels"]
 
 TASKS = ("instance", "binary")
 
@@ -73,3 +75,20 @@ def make_targets(labels: np.ndarray, task: str, cls_index: int | None, n_classes
     if cls_index is not None:
         targets[..., 2 + cls_index] = foreground
     return targets
+
+
+def read_channels(run_dir: Path, task: str) -> tuple[list[str], list[str]]:
+    """Channel names and classes a run was trained with (``channels.json``), checked against ``data.task``."""
+    path = run_dir / "channels.json"
+    if not path.is_file():
+        raise DataError(f"{path} not found: train the run first (kseg train) so OOF predictions exist")
+    try:
+        info = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise DataError(f"{path}: not valid JSON ({error})") from None
+    channels, classes = info.get("channels"), info.get("classes", [])
+    if not isinstance(channels, list) or not channels or not isinstance(classes, list):
+        raise DataError(f"{path}: expected a non-empty 'channels' list and a 'classes' list, got {info!r}")
+    if info.get("task", task) != task:
+        raise ConfigError(f"{path}: the run was trained for task {info['task']!r} but data.task is {task!r}")
+    return channels, [str(c) for c in classes]

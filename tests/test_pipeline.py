@@ -1,0 +1,117 @@
+"""The main job end to end on a tiny demo competition: folds → train → search → predict → validate → score."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from kseg.cli import main
+from kseg.config import load_config
+from kseg.errors import ConfigError
+from kseg.predict import command_predict, fold_weight_files
+
+pytestmark = pytest.mark.slow
+
+TINY = [
+    "data.demo={seed: 3, n_train: 6, n_test: 2, height: 96, width: 128}", "folds.n_splits=2",
+    "train.size=64", "train.epochs=1", "train.steps_per_epoch=2", "train.batch_size=2", "train.verbose=0",
+    "postprocess.grid={fg_threshold: [0.3, 0.5], seed_threshold: [0.5, 0.7], min_area: [0, 10]}",
+    "tta=[identity, hflip]",
+]
+
+
+def _args(root: Path, extra: list[str] = ()) -> list[str]:
+    sets = TINY + [f"data.root={root / 'data'}", f"output.dir={root / 'run'}",
+                   f"output.submission={root / 'submission.csv'}", *extra]
+    return ["--config", "configs/demo.yaml", *[arg for s in sets for arg in ("--set", s)]]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("run")
+    assert main(["run", *_args(root)]) == 0
+    return root
+
+
+def test_run_writes_a_valid_scorable_submission(finished_run, capsys):
+    root = finished_run
+    run = root / "run"
+    for name in ("folds.csv", "config.yaml", "channels.json", "postprocess.json", "search_table.csv",
+                 "search_curves.png", "fold0/best.weights.h5", "fold1/curves.png", "fold1/history.csv"):
+        assert (run / name).is_file(), name
+    assert len(list((run / "fold0" / "oof").glob("*.npz"))) + len(list((run / "fold1" / "oof").glob("*.npz"))) == 6
+    submission = pd.read_csv(root / "submission.csv", dtype=str, keep_default_na=False)
+    assert list(submission.columns) == ["id", "predicted"]
+    assert submission["id"].nunique() == 2
+    assert main(["validate", str(root / "submission.csv"), *_args(root)]) == 0
+    capsys.readouterr()
+    assert main(["score", str(root / "data" / "test_truth.csv"), str(root / "submission.csv"),
+                 "--schema", "sartorius", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert 0.0 <= report["score"] <= 1.0 and set(report["per_image"]) == set(submission["id"])
+
+
+def test_search_is_at_least_as_good_as_the_defaults(finished_run):
+    """The default point is part of the grid, so the chosen global parameters score at least as well on OOF."""
+    run = finished_run / "run"
+    table = pd.read_csv(run / "search_table.csv")
+    default = load_config("configs/demo.yaml")["postprocess"]["default"]
+    at_default = table[(table["fg_threshold"] == default["fg_threshold"])
+                       & (table["seed_threshold"] == default["seed_threshold"])
+                       & (table["min_area"] == default["min_area"])]
+    assert len(at_default) == 1
+    chosen = json.loads((run / "postprocess.json").read_text())["default"]
+    at_chosen = table[(table["fg_threshold"] == chosen["fg_threshold"])
+                      & (table["seed_threshold"] == chosen["seed_threshold"])
+                      & (table["min_area"] == chosen["min_area"])]
+    assert at_chosen["score"].item() == table["score"].max() >= at_default["score"].item()
+
+
+def test_rerun_skips_finished_stages(finished_run, capsys):
+    capsys.readouterr()
+    assert main(["run", *_args(finished_run)]) == 0
+    out = capsys.readouterr().out
+    assert "=== train ===" not in out and "up to date" in out
+    assert "submission:" in out and "test score against test_truth.csv" in out
+
+
+def test_changed_search_grid_redoes_search_and_predict_only(finished_run, capsys):
+    capsys.readouterr()
+    extra = ["postprocess.grid={fg_threshold: [0.5], seed_threshold: [0.6], min_area: [0]}"]
+    assert main(["run", *_args(finished_run, extra)]) == 0
+    out = capsys.readouterr().out
+    assert "=== train ===" not in out and "=== search ===" in out and "=== predict ===" in out
+    chosen = json.loads((finished_run / "run" / "postprocess.json").read_text())
+    assert chosen["default"]["fg_threshold"] == 0.5 and chosen["default"]["seed_threshold"] in (0.5, 0.6)
+    assert len(pd.read_csv(finished_run / "run" / "search_table.csv")) == 4  # the new point x the default's values
+
+
+def test_predict_subset_of_folds_and_missing_weights(finished_run, tmp_path):
+    cfg = load_config("configs/demo.yaml", [s for s in TINY] + [
+        f"data.root={finished_run / 'data'}", f"output.dir={finished_run / 'run'}", "predict.folds=[1]"])
+    assert [p.parent.name for p in fold_weight_files(cfg)] == ["fold1"]
+    out = command_predict(cfg, tmp_path / "fold1.csv")
+    assert out.is_file() and not list(tmp_path.glob(".*tmp*"))
+    cfg["predict"]["folds"] = [7]
+    with pytest.raises(ConfigError, match="fold7"):
+        fold_weight_files(cfg)
+
+
+def test_predict_without_search_uses_defaults(finished_run, tmp_path, capsys):
+    run_copy = tmp_path / "run"
+    shutil.copytree(finished_run / "run", run_copy)
+    (run_copy / "postprocess.json").unlink()
+    cfg = load_config("configs/demo.yaml", TINY + [f"data.root={finished_run / 'data'}", f"output.dir={run_copy}"])
+    command_predict(cfg, tmp_path / "sub.csv")
+    assert "using postprocess.default" in capsys.readouterr().out
+
+
+def test_predict_before_training_is_one_clear_error(tmp_path, capsys):
+    assert main(["demo-data", str(tmp_path / "data"), "--n-train", "2", "--n-test", "1", "--height", "64",
+                 "--width", "64"]) == 0
+    assert main(["predict", *_args(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "channels.json" in err and "Traceback" not in err
