@@ -321,11 +321,17 @@ def load_records(cfg: Mapping[str, Any], *, progress: bool = True) -> list[Image
     return records
 
 
+def _id_of_file(file_name: str, image_ext: str) -> str:
+    """The file name without ``image_ext``; with ``image_ext`` ``""`` (Airbus ids carry their extension) the whole name."""
+    return file_name[: len(file_name) - len(image_ext)]
+
+
 def list_test_images(cfg: Mapping[str, Any]) -> list[tuple[str, Path]]:
     """``(id, path)`` of every test image, sorted by id.
 
     Ids come from ``data.sample_submission`` when it is set and exists (its images must exist), else
-    from every ``*<image_ext>`` file in ``data.test_dir``.
+    from every ``*<image_ext>`` file in ``data.test_dir``; hidden files (such as the temporary files of
+    an atomic write in progress) are skipped.
     """
     test_dir = config_module.data_path(cfg, "test_dir")
     image_ext = cfg["data"]["image_ext"]
@@ -345,7 +351,8 @@ def list_test_images(cfg: Mapping[str, Any]) -> list[tuple[str, Path]]:
     else:
         if not test_dir.is_dir():
             raise DataError(f"test image folder not found: {test_dir}")
-        images = [(path.name[: -len(image_ext)], path) for path in sorted(test_dir.glob(f"*{image_ext}"))]
+        images = sorted((_id_of_file(path.name, image_ext), path) for path in test_dir.glob(f"*{image_ext}")
+                        if path.is_file() and not path.name.startswith("."))
         source = f"{test_dir}/*{image_ext}"
     if not images:
         raise DataError(f"no test images in {source}")

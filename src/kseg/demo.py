@@ -81,6 +81,15 @@ def _class_counts(n_images: int) -> list[int]:
     return counts.tolist()
 
 
+def _well_sizes(rng: np.random.Generator, n_images: int) -> list[int]:
+    """Images per well: 2-4, but at least two wells once a cell type has two images, so folds can stratify."""
+    largest = min(4, max(1, n_images // 2))
+    sizes: list[int] = []
+    while sum(sizes) < n_images:
+        sizes.append(min(n_images - sum(sizes), int(rng.integers(min(2, largest), largest, endpoint=True))))
+    return sizes
+
+
 def _new_sample(rng: np.random.Generator, cell_type: CellType) -> _Sample:
     well = f"{'ABCDEFGH'[rng.integers(8)]}{rng.integers(1, 13)}-{rng.integers(1, 5)}"
     hours = int(rng.integers(8, 96))
@@ -181,17 +190,14 @@ def _make_split(rng: np.random.Generator, folder: Path, n_images: int, height: i
                 used_ids: set[str]) -> tuple[list[str], pd.DataFrame]:
     """Render ``n_images`` images into ``folder``; return their ids and annotation rows (train.csv format).
 
-    Each run of 2-4 consecutive images of a cell type shares one well (``sample_id``), as in the real data.
+    Images of a cell type come in wells (``sample_id``) of 2-4 images, as in the real data.
     """
     folder.mkdir(parents=True, exist_ok=True)
     image_ids: list[str] = []
     rows: list[dict[str, object]] = []
     for cell_type, count in zip(CELL_TYPES, _class_counts(n_images)):
-        sample, left_in_sample = _new_sample(rng, cell_type), int(rng.integers(2, 5))
-        for _ in range(count):
-            if left_in_sample == 0:
-                sample, left_in_sample = _new_sample(rng, cell_type), int(rng.integers(2, 5))
-            left_in_sample -= 1
+        wells = [(_new_sample(rng, cell_type), size) for size in _well_sizes(rng, count)]
+        for sample in [sample for sample, size in wells for _ in range(size)]:
             image_id = f"{int(rng.integers(0, 2**48)):012x}"
             while image_id in used_ids:
                 image_id = f"{int(rng.integers(0, 2**48)):012x}"

@@ -57,20 +57,22 @@ def make_folds(frame: pd.DataFrame, n_splits: int, seed: int, group_col: str | N
         classes = classes.fillna(_MISSING_CLASS)
     placeholder = np.zeros((n_images, 1))
 
-    if groups is not None and classes is not None:
+    # Stratifying needs a class with at least n_splits images (sklearn refuses otherwise).
+    stratifiable = classes is not None and classes.value_counts().max() >= n_splits
+    no_classes = f"no class column ({class_col!r})" if classes is None else f"every class has fewer than {n_splits} images"
+
+    if groups is not None and stratifiable:
         splitter = StratifiedGroupKFold(n_splits, shuffle=True, random_state=seed)
         splits = splitter.split(placeholder, classes, groups)
     elif groups is not None:
-        print(f"warning: no class column ({class_col!r}); folds are grouped by {group_col!r} but not "
-              f"stratified (GroupKFold)")
+        print(f"warning: {no_classes}; folds are grouped by {group_col!r} but not stratified (GroupKFold)")
         splits = GroupKFold(n_splits, shuffle=True, random_state=seed).split(placeholder, groups=groups)
-    elif classes is not None and classes.value_counts().max() >= n_splits:
+    elif stratifiable:
         print(f"warning: no group column ({group_col!r}); folds are stratified by {class_col!r} but images of "
               f"one group may land in different folds (StratifiedKFold)")
         splits = StratifiedKFold(n_splits, shuffle=True, random_state=seed).split(placeholder, classes)
     else:
-        reason = "no group or class column" if classes is None else f"every class has fewer than {n_splits} images"
-        print(f"warning: {reason}; folds are plain random splits (KFold)")
+        print(f"warning: no group column ({group_col!r}) and {no_classes}; folds are plain random splits (KFold)")
         splits = KFold(n_splits, shuffle=True, random_state=seed).split(placeholder)
 
     fold = np.full(n_images, -1, dtype=np.int64)
@@ -86,6 +88,7 @@ def fold_table(frame: pd.DataFrame, folds: pd.DataFrame) -> pd.DataFrame:
     table = pd.DataFrame({"images": by_fold.size(), "instances": by_fold["n_instances"].sum()})
     groups = _present_values(merged, "group")
     if groups is not None:
+        groups = groups.fillna("image:" + merged["id"])  # as in make_folds: an image without group is its own
         table["groups"] = groups.groupby(merged["fold"]).nunique()
     classes = _present_values(merged, "cls")
     if classes is not None:
@@ -120,10 +123,7 @@ def read_folds(path: str | Path, ids: Iterable[str]) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"folds file not found: {path} (create it with `kseg folds`)")
-    try:
-        table = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except pd.errors.EmptyDataError:
-        raise DataError(f"{path}: the file is empty (expected columns id,fold)") from None
+    table = data.read_csv(path, "folds file")
     missing_columns = [column for column in ("id", "fold") if column not in table.columns]
     if missing_columns:
         raise DataError(f"{path}: missing column(s) {', '.join(missing_columns)}; the file has columns "

@@ -15,7 +15,7 @@ import pandas as pd
 from kseg import config as config_module
 from kseg import data, rle
 from kseg.data import Schema
-from kseg.errors import RLEError, SubmissionError
+from kseg.errors import DataError, RLEError, SubmissionError
 from kseg.files import atomic_path
 
 __all__ = ["submission_frame", "write_submission", "validate_submission", "command_validate", "MAX_PROBLEMS"]
@@ -64,11 +64,9 @@ def _read_submission(path: Path, schema: Schema) -> tuple[pd.DataFrame | None, l
     if not path.is_file():
         return None, [f"{path}: file not found"]
     try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except pd.errors.EmptyDataError:
-        return None, [f"{path}: the file is empty (expected the header {','.join(schema.submission_cols)})"]
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        return None, [f"{path}: not a readable CSV ({exc})"]
+        frame = data.read_csv(path, "submission file")
+    except DataError as exc:
+        return None, [f"{exc}; a submission starts with the header {','.join(schema.submission_cols)}"]
     if list(frame.columns) != list(schema.submission_cols):
         return None, [f"{path}: header is {','.join(map(str, frame.columns))}, expected "
                       f"{','.join(schema.submission_cols)}"]
@@ -106,13 +104,13 @@ def validate_submission(path: str | Path, schema: Schema, expected: Mapping[str,
         rows_of.setdefault(image_id, []).append(row)
     problems.extend(f"missing id {image_id!r}: no row for this test image" for image_id in sorted(set(expected) - set(rows_of)))
     for image_id, rows in rows_of.items():
-        problems.extend(_image_problems(path, frame[rle_col], image_id, rows, expected[image_id], schema.rle_order, task))
+        problems.extend(_image_problems(frame[rle_col], image_id, rows, expected[image_id], schema.rle_order, task))
     if len(problems) > MAX_PROBLEMS:
         problems = problems[:MAX_PROBLEMS] + [f"... and {len(problems) - MAX_PROBLEMS} more"]
     return problems
 
 
-def _image_problems(path: Path, values: pd.Series, image_id: str, rows: list[int], shape: tuple[int, int],
+def _image_problems(values: pd.Series, image_id: str, rows: list[int], shape: tuple[int, int],
                     order: str, task: str) -> list[str]:
     """Problems among the rows of one image: empty-vs-instance mix, bad RLE, overlap, binary row count."""
     problems: list[str] = []
@@ -127,9 +125,9 @@ def _image_problems(path: Path, values: pd.Series, image_id: str, rows: list[int
     for row in instance_rows:
         value = values.iloc[row - 1]
         try:
-            mask = rle.decode(value, shape, order, where=f"{path} row {row} (id {image_id})")
+            mask = rle.decode(value, shape, order)
         except RLEError as exc:
-            problems.append(f"row {row}: {exc} (value '{_abbreviate(value)}')")
+            problems.append(f"row {row} (id {image_id!r}): {exc} (value '{_abbreviate(value)}')")
             continue
         overlap = int(np.count_nonzero(mask & claimed))
         if overlap:
@@ -153,7 +151,7 @@ def command_validate(path: str | Path | None, cfg: Mapping[str, Any]) -> int:
         for problem in problems:
             print(f"  {problem}")
         return 1
-    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    frame = data.read_csv(path, "submission file")
     n_instances = int((frame[schema.submission_cols[1]].str.strip() != "").sum())
     print(f"valid: {len(frame)} rows, {frame[schema.submission_cols[0]].nunique()} images, {n_instances} instances")
     return 0
