@@ -17,6 +17,7 @@ from skimage.measure import label
 from skimage.segmentation import watershed
 
 from kseg.metric import image_score
+from kseg.model import set_bn_momentum
 
 
 def otsu_watershed(image: np.ndarray, bright_objects: bool, min_area: int, min_distance: int = 5) -> np.ndarray:
@@ -72,6 +73,7 @@ def train_plain_unet(images: Sequence[np.ndarray], masks: Sequence[np.ndarray], 
 
     tf.keras.utils.set_random_seed(seed)
     model = sm.Unet(backbone, encoder_weights=None, classes=1, activation="sigmoid", input_shape=(None, None, 3))
+    set_bn_momentum(model, 0.9)  # the same BatchNorm fix as kseg, so the baseline is not crippled by short runs
     model.compile(tf.keras.optimizers.Adam(lr), loss=sm.losses.bce_jaccard_loss)
     model.fit(_random_crops(np.stack(images), np.stack(masks), size, batch, seed), steps_per_epoch=steps,
               epochs=epochs, verbose=0)

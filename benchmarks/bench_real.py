@@ -7,6 +7,7 @@ of training steps as ONE kseg fold, then kseg adding one stage at a time.
 """
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,8 +122,9 @@ def _config(name: str, root: Path, budget: Budget, quick: bool):
 
 
 def _test_records(cfg):
-    test_cfg = load_config(None, [f"data.root={cfg['data']['root']}", "data.train_csv=test_truth.csv",
-                                  "data.train_dir=test", f"data.schema={cfg['data']['schema']}"])
+    """The held-out test images with their truth, loaded (and validated) like training data."""
+    test_cfg = copy.deepcopy(cfg)
+    test_cfg["data"].update(train_csv="test_truth.csv", train_dir="test")
     return load_records(test_cfg, progress=False)
 
 

@@ -53,6 +53,8 @@ DEFAULTS: Config = {
         "encoder_weights": "imagenet",
         "init_from": None,
         "encoder_freeze": False,
+        # Keras' default 0.99 leaves BatchNorm's inference statistics wrong after short runs (see model.py).
+        "bn_momentum": 0.9,
     },
     "train": {
         "size": 256,

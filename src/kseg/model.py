@@ -148,6 +148,24 @@ def _load_encoder_weights(model: Any, backbone: Any, path: Path, description: st
     _load_legacy_encoder(backbone, path, file_layers, backbone_name)
 
 
+def set_bn_momentum(model: Any, momentum: float) -> None:
+    """Set the moving-average momentum of every BatchNormalization layer.
+
+    Keras' 0.99 needs thousands of steps before the inference-mode statistics match the data. The
+    classification_models encoders normalise raw 0..255 pixels with a BatchNormalization layer whose moving
+    variance starts at 1, so after a short run (a CPU demo, a few epochs on a small competition) the
+    validation and OOF predictions saturate although the training loss looks fine. 0.9 (PyTorch's
+    default) converges within ~50 steps and costs nothing on long runs.
+    """
+    import tf_keras as keras
+
+    if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0.0 <= momentum < 1.0:
+        raise ConfigError(f"model.bn_momentum must be a number in [0, 1), got {momentum!r}")
+    for layer in model.submodules:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = float(momentum)
+
+
 def build_model(cfg: Mapping[str, Any], n_channels: int) -> Any:
     """keras.Model with input (None, None, 3) and ``n_channels`` sigmoid outputs, weights per ``model.*``.
 
@@ -174,6 +192,7 @@ def build_model(cfg: Mapping[str, Any], n_channels: int) -> Any:
         )
     probabilities = keras.layers.Activation("sigmoid", dtype="float32", name="probabilities")(network.output)
     model = keras.Model(network.input, probabilities, name=f"{arch}_{backbone_name}")
+    set_bn_momentum(model, model_cfg["bn_momentum"])
     description = f"{arch}/{backbone_name}"
     if encoder_file is not None:
         _load_encoder_weights(model, built[0], encoder_file, description, backbone_name)
