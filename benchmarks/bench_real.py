@@ -197,9 +197,9 @@ def run(quick: bool = False) -> str:
         return f"## Real data\n\nSkipped: {SHARED} not found (the real-data folder is not shipped with kseg)."
     budgets = {
         "isbi2012": Budget(size=64, epochs=1, steps=2, batch=2, folds=2) if quick else
-        Budget(size=256, epochs=8, steps=16, batch=8, folds=4),
+        Budget(size=256, epochs=6, steps=10, batch=8, folds=4),
         "sartorius": Budget(size=64, epochs=1, steps=2, batch=2, folds=2) if quick else
-        Budget(size=256, epochs=8, steps=16, batch=8, folds=4),
+        Budget(size=256, epochs=6, steps=10, batch=8, folds=4),
     }
     builders = {"isbi2012": build_isbi, "sartorius": build_sartorius}
     out = ["## Real data: does each stage help?", "", __doc__.strip().replace("\n", " "), ""]
