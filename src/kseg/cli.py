@@ -80,11 +80,10 @@ def _cmd_score(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"score": report.score, "per_class": report.per_class, "per_image": report.per_image}, indent=2))
         return 0
-    print(f"{'class':<20} {'images':>6} {'score':>8}")
-    classes = report.per_class or {}
-    for name, value in sorted(classes.items()):
-        print(f"{name:<20} {'':>6} {value:8.4f}")
-    print(f"{'all':<20} {len(report.per_image):>6} {report.score:8.4f}")
+    print(f"{'class':<20} {'score':>8}")
+    for name, value in sorted((report.per_class or {}).items()):
+        print(f"{name:<20} {value:8.4f}")
+    print(f"{f'all ({len(report.per_image)} images)':<20} {report.score:8.4f}")
     return 0
 
 
