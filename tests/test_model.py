@@ -54,19 +54,19 @@ def test_bad_model_config(model_cfg, words):
 
 
 def test_short_training_gives_matching_inference_statistics():
-    """With bn_momentum 0.9, 30 steps are enough for inference-mode BatchNorm to match training mode;
-    with Keras' 0.99 the raw-pixel input normalisation is still far off and predictions drift."""
+    """With bn_momentum 0.9, 15 steps bring inference-mode BatchNorm close to training mode; with Keras'
+    0.99 the raw-pixel input normalisation is still far off and predictions drift (measured 0.17 vs 0.47)."""
     import tf_keras as keras
 
     rng = np.random.default_rng(0)
-    x = rng.random((4, 64, 64, 3), dtype=np.float32) * 255
+    x = rng.random((2, 32, 32, 3), dtype=np.float32) * 255
     y = (x[..., :1] > 128).astype(np.float32)
     gaps = {}
     for momentum in (0.9, 0.99):
         keras.utils.set_random_seed(0)
         model = build_model(config(bn_momentum=momentum), 1)
         model.compile(keras.optimizers.Adam(1e-3), loss="binary_crossentropy")
-        model.fit(x, y, epochs=30, batch_size=4, verbose=0)
+        model.fit(x, y, epochs=15, batch_size=2, verbose=0)
         gaps[momentum] = float(np.abs(model(x, training=True).numpy() - model.predict_on_batch(x)).mean())
     assert gaps[0.9] < 0.5 * gaps[0.99]
 
