@@ -8,6 +8,7 @@ of training steps as ONE kseg fold, then kseg adding one stage at a time.
 from __future__ import annotations
 
 import copy
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,6 +138,7 @@ def _mean_scores(truths: list[np.ndarray], preds: list[np.ndarray]) -> tuple[flo
 def evaluate_dataset(name: str, build: Callable[[Path, bool], None], budget: Budget,
                      quick: bool) -> tuple[list[tuple], dict]:
     """Rows (method, mAP, Dice, time) on the held-out test images, and the OOF search report."""
+    shutil.rmtree(WORK / name, ignore_errors=True)  # nothing from an earlier (e.g. quick) run may leak in
     root = WORK / name / "data"
     build(root, quick)
     cfg = _config(name, root, budget, quick)
