@@ -169,3 +169,19 @@ def test_preprocessing_is_the_backbones_and_leaves_input_alone():
     assert as_float.max() == 255.0
     with pytest.raises(ConfigError, match="unknown model.backbone"):
         preprocess_fn(config(backbone="resnet19"))
+
+
+def test_imagenet_download_failure_is_one_clear_error(monkeypatch, tmp_path):
+    """The real segmentation_models download path runs; only the network underneath it fails."""
+    import urllib.error
+
+    from tf_keras.src.utils import data_utils
+
+    def no_network(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -2] Name or service not known")
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))  # an empty weights cache: nothing downloaded before counts
+    monkeypatch.setattr(data_utils, "urlretrieve", no_network)
+    with pytest.raises(ConfigError, match=r"model.encoder_weights=imagenet: the resnet18 ImageNet weights could "
+                                          r"not be downloaded .*local .h5 file"):
+        build_model(config(encoder_weights="imagenet"), 3)

@@ -186,10 +186,19 @@ def build_model(cfg: Mapping[str, Any], n_channels: int) -> Any:
     import tf_keras as keras
 
     with _capturing_backbone(sm) as built:
-        network = getattr(sm, arch)(
-            backbone_name, input_shape=(None, None, 3), classes=n_channels, activation="linear",
-            encoder_weights=None if encoder_file else encoder_weights, encoder_freeze=bool(model_cfg["encoder_freeze"]),
-        )
+        try:
+            network = getattr(sm, arch)(
+                backbone_name, input_shape=(None, None, 3), classes=n_channels, activation="linear",
+                encoder_weights=None if encoder_file else encoder_weights,
+                encoder_freeze=bool(model_cfg["encoder_freeze"]),
+            )
+        except Exception as exc:  # keras' get_file raises a bare Exception when the download fails
+            if encoder_weights == "imagenet" and "URL fetch failure" in str(exc):
+                raise ConfigError(
+                    f"model.encoder_weights=imagenet: the {backbone_name} ImageNet weights could not be downloaded "
+                    f"({exc}). Offline (e.g. a Kaggle kernel with the internet off), set model.encoder_weights to a "
+                    "local .h5 file from an attached dataset, or null to train from scratch.") from None
+            raise
     probabilities = keras.layers.Activation("sigmoid", dtype="float32", name="probabilities")(network.output)
     model = keras.Model(network.input, probabilities, name=f"{arch}_{backbone_name}")
     set_bn_momentum(model, model_cfg["bn_momentum"])
