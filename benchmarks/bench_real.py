@@ -8,7 +8,6 @@ of training steps as ONE kseg fold, then kseg adding one stage at a time.
 from __future__ import annotations
 
 import copy
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,7 +106,7 @@ def build_sartorius(root: Path, quick: bool) -> None:
     _write_competition(root, tiles["0030fd0e6378"], tiles["0f08d640930b"])
 
 
-def _config(name: str, root: Path, budget: Budget, quick: bool):
+def _config(name: str, root: Path, budget: Budget, quick: bool, work: Path):
     grid = ("{fg_threshold: [0.4, 0.5], seed_threshold: [0.5, 0.7], min_area: [0, 20]}" if quick else
             "{fg_threshold: [0.3, 0.4, 0.5, 0.6], seed_threshold: [0.3, 0.5, 0.6, 0.7, 0.8], min_area: [0, 20, 50, 100]}")
     return load_config(None, [
@@ -118,7 +117,7 @@ def _config(name: str, root: Path, budget: Budget, quick: bool):
         f"train.size={budget.size}", f"train.epochs={budget.epochs}", f"train.steps_per_epoch={budget.steps}",
         f"train.batch_size={budget.batch}", "train.early_stopping=100", "train.verbose=0",
         f"postprocess.grid={grid}", "tta=[identity, hflip, vflip, hvflip]",
-        f"output.dir={WORK / name / 'run'}",
+        f"output.dir={work / 'run'}",
     ])
 
 
@@ -138,10 +137,10 @@ def _mean_scores(truths: list[np.ndarray], preds: list[np.ndarray]) -> tuple[flo
 def evaluate_dataset(name: str, build: Callable[[Path, bool], None], budget: Budget,
                      quick: bool) -> tuple[list[tuple], dict]:
     """Rows (method, mAP, Dice, time) on the held-out test images, and the OOF search report."""
-    shutil.rmtree(WORK / name, ignore_errors=True)  # nothing from an earlier (e.g. quick) run may leak in
-    root = WORK / name / "data"
-    build(root, quick)
-    cfg = _config(name, root, budget, quick)
+    work = WORK / ("quick" if quick else "full") / name
+    root = work / "data"
+    build(root, quick)  # deterministic: a rerun rebuilds the same files
+    cfg = _config(name, root, budget, quick, work)
     tests = _test_records(cfg)
     truths = [r.labels for r in tests]
     images = [read_image(r.image_path) for r in tests]
@@ -163,7 +162,7 @@ def evaluate_dataset(name: str, build: Callable[[Path, bool], None], budget: Bud
 
     start = time.perf_counter()
     command_folds(cfg)
-    command_train(cfg, "all")
+    command_train(cfg, "all", resume=True)  # a rerun after an interruption keeps the folds already trained
     train_seconds = time.perf_counter() - start
     searched = command_search(cfg)
     models = load_fold_models(cfg)

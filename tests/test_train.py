@@ -113,6 +113,14 @@ def test_batch_larger_than_fold_training_set(data_root, tmp_path):
         command_train(run_config(data_root, tmp_path / "run", "train.batch_size=5"), "all")
 
 
+def test_batch_larger_than_fold_is_fine_when_crops_are_drawn_with_replacement(data_root, tmp_path):
+    """With steps_per_epoch set, an epoch samples crops with replacement: 5 crops from 4 images is valid."""
+    run = tmp_path / "run"
+    command_train(run_config(data_root, run, "train.batch_size=5", "train.steps_per_epoch=1", "train.size=32",
+                             "tta=[identity]"), 0)
+    assert (run / "fold0" / "done.json").is_file()
+
+
 def test_unknown_fold(data_root, tmp_path):
     with pytest.raises(ConfigError, match=r"fold 7 is not in the folds file; available folds: 0, 1"):
         command_train(run_config(data_root, tmp_path / "run"), 7)

@@ -546,10 +546,13 @@ def command_train(cfg: Config, fold: int | str = "all", resume: bool = False) ->
     for k in sorted(set(requested) - set(pending)):
         print(f"[train] fold {k}: done.json exists, skipping (--resume)")
     for k in pending:
+        # An epoch of len(images) // batch_size steps would be empty. With steps_per_epoch set, crops are
+        # drawn with replacement, so a batch of 8 crops from 3 large images is legitimate.
         n_train = int((fold_of != k).sum())
-        if cfg["train"]["batch_size"] > n_train:
+        if cfg["train"]["batch_size"] > n_train and not cfg["train"]["steps_per_epoch"]:
             raise ConfigError(f"train.batch_size {cfg['train']['batch_size']} is larger than fold {k}'s training "
-                              f"set ({n_train} images); lower it or use fewer folds")
+                              f"set ({n_train} images), so an epoch would have no step; lower it, use fewer "
+                              "folds, or set train.steps_per_epoch (crops are then drawn with replacement)")
     if pending:
         cache = SampleCache.from_records(records, task, classes, cfg["train"]["border_width"],
                                          progress=bool(cfg["train"]["verbose"]))
