@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny sizes, printed only: checks every section runs")
     parser.add_argument("--only", nargs="*", choices=SECTIONS, help="run only these sections")
     args = parser.parse_args(argv)
-    for name in args.only or SECTIONS:
+    for name in SECTIONS if args.only is None else args.only:  # `--only` alone just reassembles
         start = time.perf_counter()
         print(f"[bench] {name} ...", flush=True)
         section = importlib.import_module(f"benchmarks.{name}").run(quick=args.quick).strip()
@@ -53,12 +53,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     parts = [
         "# kseg benchmarks",
-        "",
-        f"Assembled by `make bench` on {machine_line()}.",
+        f"Assembled by `make bench` on {machine_line()}. "
         "Every table measures kseg and the naive way side by side in the same run.",
     ]
     parts += [(RESULTS / f"{name}.md").read_text() for name in SECTIONS if (RESULTS / f"{name}.md").is_file()]
-    write_text(args.out, "\n".join(parts) + "\n")
+    write_text(args.out, "\n\n".join(part.strip() for part in parts) + "\n")
     print(f"wrote {args.out}")
     return 0
 
