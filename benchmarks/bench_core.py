@@ -4,13 +4,13 @@ One 520x704 label image (the Sartorius size) with ~300 disc-like cells, made wit
 """
 from __future__ import annotations
 
-import time
 from typing import Callable
 
 import numpy as np
 
 from kseg.metric import THRESHOLDS, image_score
 from kseg.rle import decode, decode_labels, encode, encode_labels
+from .timing import best_seconds
 
 HEIGHT, WIDTH = 520, 704
 N_CELLS = 300
@@ -37,16 +37,6 @@ def make_label_image(seed: int = 0) -> np.ndarray:
             label += 1
             window[free] = label
     return labels
-
-
-def best_ms(function: Callable[[], object], repeats: int) -> float:
-    """Best wall time of ``repeats`` calls in milliseconds (the least disturbed by other processes)."""
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        best = min(best, time.perf_counter() - start)
-    return best * 1e3
 
 
 def per_instance_encode(labels: np.ndarray) -> dict[int, str]:
@@ -135,18 +125,18 @@ def run(quick: bool = False) -> str:
     rles = [encoded[k] for k in ids]
     assert np.array_equal(decode_labels(rles, (HEIGHT, WIDTH))[0], per_instance_decode(rles))
 
-    encode_kseg = best_ms(lambda: encode_labels(truth), fast_repeats)
-    encode_numpy = best_ms(lambda: per_instance_encode(truth), slow_repeats)
-    encode_python = best_ms(lambda: python_encode(truth), slow_repeats)
-    decode_kseg = best_ms(lambda: decode_labels(rles, (HEIGHT, WIDTH)), fast_repeats)
-    decode_numpy = best_ms(lambda: per_instance_decode(rles), slow_repeats)
-    decode_python = best_ms(lambda: python_decode(rles), slow_repeats)
+    encode_kseg = 1e3 * best_seconds(lambda: encode_labels(truth), fast_repeats)
+    encode_numpy = 1e3 * best_seconds(lambda: per_instance_encode(truth), slow_repeats)
+    encode_python = 1e3 * best_seconds(lambda: python_encode(truth), slow_repeats)
+    decode_kseg = 1e3 * best_seconds(lambda: decode_labels(rles, (HEIGHT, WIDTH)), fast_repeats)
+    decode_numpy = 1e3 * best_seconds(lambda: per_instance_decode(rles), slow_repeats)
+    decode_python = 1e3 * best_seconds(lambda: python_decode(rles), slow_repeats)
     assert np.isclose(image_score(truth, pred), per_instance_score(truth, pred))
-    metric_kseg = best_ms(lambda: image_score(truth, pred), fast_repeats)
-    metric_numpy = best_ms(lambda: per_instance_score(truth, pred), slow_repeats)
+    metric_kseg = 1e3 * best_seconds(lambda: image_score(truth, pred), fast_repeats)
+    metric_numpy = 1e3 * best_seconds(lambda: per_instance_score(truth, pred), slow_repeats)
     # Every pair costs two full-image masks: time a subset of truth cells, scale to all of them.
     subset = ids[: 2 if quick else 20]
-    metric_pairwise = best_ms(lambda: pairwise_ious(truth, pred, subset, pred_ids), 1) * len(ids) / len(subset)
+    metric_pairwise = 1e3 * best_seconds(lambda: pairwise_ious(truth, pred, subset, pred_ids), 1) * len(ids) / len(subset)
 
     rows = [
         ("encode all instances", encode_kseg, encode_numpy, encode_python,

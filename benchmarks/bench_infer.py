@@ -2,7 +2,6 @@
 way calls the model once per view."""
 from __future__ import annotations
 
-import time
 
 import numpy as np
 
@@ -10,6 +9,7 @@ import kseg  # noqa: F401
 from kseg.config import load_config
 from kseg.model import build_model, preprocess_fn
 from kseg.tta import VIEWS, apply_view, invert_view, pad_to_multiple, predict_image
+from .timing import best_seconds
 
 VIEW_SETS = {1: ["identity"], 4: ["identity", "hflip", "vflip", "hvflip"], 8: list(VIEWS)}
 
@@ -21,16 +21,6 @@ def naive_tta(model, image: np.ndarray, views: list[str]) -> np.ndarray:
     return np.mean(outputs, axis=0)[:h, :w]
 
 
-def _best_seconds(fn, repeats: int) -> float:
-    fn()  # warm-up: graph tracing is not inference speed
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
 def run(quick: bool = False) -> str:
     height, width, repeats = (96, 128, 1) if quick else (520, 704, 3)
     cfg = load_config(None, ["model.backbone=resnet18", "model.encoder_weights=null"])
@@ -38,8 +28,8 @@ def run(quick: bool = False) -> str:
     image = preprocess_fn(cfg)(np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8))
     rows = []
     for n_views, views in VIEW_SETS.items():
-        kseg_s = _best_seconds(lambda: predict_image(model.predict_on_batch, image, views), repeats)
-        naive_s = _best_seconds(lambda: naive_tta(model, image, views), repeats)
+        kseg_s = best_seconds(lambda: predict_image(model.predict_on_batch, image, views), repeats, warmup=True)
+        naive_s = best_seconds(lambda: naive_tta(model, image, views), repeats, warmup=True)
         rows.append(f"| {n_views} | {1 / kseg_s:.2f} | {1 / naive_s:.2f} | {naive_s / kseg_s:.2f}x |")
     return "\n".join([
         "## Inference with TTA",

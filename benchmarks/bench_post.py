@@ -21,6 +21,7 @@ from kseg.metric import image_score
 from kseg.postprocess import instances_from_probs
 from kseg.search import Grid, score_grid
 from kseg.targets import make_targets
+from .timing import best_seconds
 
 OofSet = list[tuple[np.ndarray, np.ndarray]]
 
@@ -50,16 +51,6 @@ def naive_search(oof: OofSet, grid: Grid) -> np.ndarray:
 def kseg_search(oof: OofSet, grid: Grid, n_jobs: int) -> np.ndarray:
     """What ``kseg search`` runs: one watershed per threshold pair, min_area as a filter, images in parallel."""
     return np.stack(Parallel(n_jobs=n_jobs)(delayed(score_grid)(truth, probs, grid) for truth, probs in oof))
-
-
-def best_seconds(function: Callable[[], object], repeats: int) -> float:
-    """Best wall time of ``repeats`` calls (the least disturbed by other processes)."""
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def run(quick: bool = False) -> str:

@@ -26,6 +26,7 @@ from kseg.data import load_records, read_image
 from kseg.demo import make_demo_data
 from kseg.targets import channel_names, make_targets
 from kseg.train import SampleCache, Sampler, compile_model, run_classes, train_dataset
+from .timing import best_seconds
 
 PIPELINE_TARGET = 3.0  # the pipeline alone should deliver at least 3x what the model consumes
 
@@ -48,16 +49,6 @@ def _best_epoch_seconds(fit: Callable[[Any], None], keras: Any) -> float:
     )
     fit(timer)
     return min(durations[1:])
-
-
-def _best_seconds(action: Callable[[], None], repeats: int) -> float:
-    action()  # warm-up: thread pools, first-call overheads
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        action()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def run(quick: bool = False) -> str:
@@ -102,8 +93,8 @@ def run(quick: bool = False) -> str:
                 return np.stack(images), np.stack(targets)
 
         naive = NaiveSequence()
-        kseg_pipeline = steps * batch / _best_seconds(lambda: sum(1 for _ in dataset), repeats)
-        naive_pipeline = steps * batch / _best_seconds(lambda: [naive[i] for i in range(steps)], repeats)
+        kseg_pipeline = steps * batch / best_seconds(lambda: sum(1 for _ in dataset), repeats, warmup=True)
+        naive_pipeline = steps * batch / best_seconds(lambda: [naive[i] for i in range(steps)], repeats, warmup=True)
 
         model = build_model(cfg, n_channels)
         compile_model(model, cfg, n_channels)
