@@ -123,11 +123,20 @@ def test_read_image_drops_alpha(tmp_path: Path) -> None:
 
 
 def test_read_image_scales_16_bit_per_image(tmp_path: Path) -> None:
-    pixels = np.array([[1000, 2000], [3000, 3000]], dtype=np.uint16)
+    pixels = np.tile(np.linspace(1000, 3000, 100, dtype=np.uint16), (10, 1))
     assert cv2.imwrite(str(tmp_path / "deep.png"), pixels)
     image = data.read_image(tmp_path / "deep.png")
     assert image.dtype == np.uint8
-    assert image[:, :, 0].tolist() == [[0, 128], [255, 255]]
+    assert image[0, 0, 0] == 0 and image[0, -1, 0] == 255 and abs(int(image[0, 50, 0]) - 129) <= 2
+
+
+def test_read_image_16_bit_saturated_pixels_do_not_squeeze_the_content(tmp_path: Path) -> None:
+    """Phase-contrast cameras saturate a few pixels at 65535: min-max would crush the rest to a few levels."""
+    pixels = np.tile(np.linspace(4000, 8000, 200, dtype=np.uint16), (50, 1))
+    pixels[0, :5] = 65535
+    assert cv2.imwrite(str(tmp_path / "saturated.png"), pixels)
+    image = data.read_image(tmp_path / "saturated.png")[1:, :, 0]
+    assert image.min() == 0 and image.max() == 255 and len(np.unique(image)) > 150
 
 
 def test_read_image_of_a_constant_16_bit_image_is_black(tmp_path: Path) -> None:

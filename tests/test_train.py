@@ -18,7 +18,7 @@ from kseg.config import load_config
 from kseg.data import image_size
 from kseg.demo import make_demo_data
 from kseg.errors import ConfigError
-from kseg.train import Sampler, check_train_config, command_train, sampling_probabilities
+from kseg.train import lr_at_step, steps_per_epoch, Sampler, check_train_config, command_train, sampling_probabilities
 
 HEIGHT, WIDTH = 100, 120  # not multiples of 32: validation and OOF must pad and crop back
 
@@ -66,6 +66,25 @@ def test_sampling_probabilities_without_classes_or_empty_images():
     np.testing.assert_allclose(probs, 0.25)  # nothing empty to give 30% to: everything goes to the rest
 
 
+@pytest.mark.parametrize("n_train, batch, explicit, expected", [
+    (27, 8, None, 50),      # a small fold: one pass would be 4 steps, the floor gives 50
+    (10_000, 8, None, 1250),  # a large fold: one pass
+    (27, 8, 7, 7),          # train.steps_per_epoch wins
+])
+def test_steps_per_epoch_has_a_floor_for_small_folds_and_is_one_pass_on_large_ones(n_train, batch, explicit, expected):
+    train_cfg = {"steps_per_epoch": explicit, "min_steps_per_epoch": 50, "batch_size": batch}
+    assert steps_per_epoch(train_cfg, n_train) == expected
+
+
+def test_lr_schedule_warms_up_linearly_then_decays_by_cosine_to_zero():
+    total, base = 100, 1e-3
+    lrs = [lr_at_step(step, total, base, warmup=0.1) for step in range(total)]
+    assert lrs[0] == pytest.approx(base / 10) and lrs[9] == pytest.approx(base)
+    assert lrs[10] == pytest.approx(base) and lrs[55] == pytest.approx(base / 2, rel=0.05)
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:])) and lrs[-1] < base / 100
+    assert lr_at_step(0, total, base, warmup=0.0) == pytest.approx(base)
+
+
 def test_sampler_needs_no_tensorflow():
     """kseg.train imports TensorFlow only inside the functions that train."""
     code = "import sys, kseg.train; assert 'tensorflow' not in sys.modules, 'tensorflow was imported'"
@@ -78,7 +97,7 @@ def run_config(data_root: Path, out: Path, *overrides: str) -> dict:
     return load_config(None, [
         f"data.root={data_root}", "data.schema.preset=sartorius", "folds.n_splits=2",
         "model.backbone=resnet18", "model.encoder_weights=null", "train.size=64", "train.epochs=1",
-        "train.batch_size=2", "train.verbose=0", f"output.dir={out}", *overrides,
+        "train.batch_size=2", "train.steps_per_epoch=2", "train.verbose=0", f"output.dir={out}", *overrides,
     ])
 
 
@@ -92,6 +111,12 @@ def run_config(data_root: Path, out: Path, *overrides: str) -> dict:
     ("train.lr=0", r"train.lr must be a positive number, got 0"),
     ("train.seed=-1", r"train.seed must be a non-negative integer, got -1"),
     ("train.workers=two", r"train.workers must be a positive integer or null, got 'two'"),
+    ("train.monitor=dice", r"train.monitor must be one of val_score, val_loss, got 'dice'"),
+    ("train.warmup=1.0", r"train.warmup must be a share of the training steps in \[0, 1\), got 1.0"),
+    ("train.min_steps_per_epoch=0", r"train.min_steps_per_epoch must be a positive integer or null, got 0"),
+    ("model.input_norm=zscore", r"model.input_norm must be one of none, percentile, standardize, got 'zscore'"),
+    ("model.invert=maybe", r"model.invert must be true, false or auto, got 'maybe'"),
+    ("postprocess.default={fg_threshold: 0.5, seed_threshold: 0.5, min_area: -1, fill_holes: true}", r"min_area' must be an integer >= 0, got -1"),
 ])
 def test_bad_train_config(override, words, tmp_path):
     with pytest.raises(ConfigError, match=words):
@@ -108,13 +133,8 @@ def test_crop_size_not_multiple_of_32_fails_before_reading_data(tmp_path):
         command_train(run_config(tmp_path / "missing", tmp_path / "run", "train.size=80"), "all")
 
 
-def test_batch_larger_than_fold_training_set(data_root, tmp_path):
-    with pytest.raises(ConfigError, match=r"train.batch_size 5 is larger than fold 0's training set \(4 images\)"):
-        command_train(run_config(data_root, tmp_path / "run", "train.batch_size=5"), "all")
-
-
-def test_batch_larger_than_fold_is_fine_when_crops_are_drawn_with_replacement(data_root, tmp_path):
-    """With steps_per_epoch set, an epoch samples crops with replacement: 5 crops from 4 images is valid."""
+def test_batch_larger_than_fold_is_fine_because_crops_are_drawn_with_replacement(data_root, tmp_path):
+    """An epoch samples crops with replacement: 5 crops from the 4 images of a fold is valid."""
     run = tmp_path / "run"
     command_train(run_config(data_root, run, "train.batch_size=5", "train.steps_per_epoch=1", "train.size=32",
                              "tta=[identity]"), 0)
@@ -152,7 +172,8 @@ def test_two_fold_run_writes_every_artifact(trained_run):
         for name in ("best.weights.h5", "last.weights.h5", "history.csv", "curves.png", "state.json", "done.json"):
             assert (fold_dir / name).is_file(), f"fold{fold}/{name}"
         history = pd.read_csv(fold_dir / "history.csv")
-        assert {"epoch", "loss", "val_loss", "val_fg_dice", "lr", "drawn_empty"} <= set(history.columns)
+        assert {"epoch", "loss", "val_loss", "val_fg_dice", "val_score", "lr", "drawn_empty"} <= set(history.columns)
+        assert 0.0 <= history["val_score"].iloc[0] <= 1.0
         assert len(history) == 1 and np.isfinite(history["loss"]).all()
         drawn = history.filter(like="drawn_").drop(columns="drawn_empty")
         assert drawn.sum(axis=1).iloc[0] == 4  # one epoch = 2 steps x batch 2
@@ -229,3 +250,27 @@ def test_overfits_a_single_batch(data_root, tmp_path):
     compile_model(model, cfg, n_channels)
     losses = model.fit(one_batch, steps_per_epoch=5, epochs=5, verbose=0).history["loss"]
     assert losses[-1] < 0.5 * losses[0], losses
+
+
+def test_checkpoint_follows_the_validation_metric_not_the_loss(tmp_path):
+    """best.weights.h5 is the epoch with the best val_score even when val_loss is lowest elsewhere."""
+    import tf_keras as keras
+
+    from kseg.train import FoldRecorder
+
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1, use_bias=False)])
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
+    epochs = iter([{"val_loss": 0.5, "val_score": 0.2}, {"val_loss": 0.9, "val_score": 0.6},
+                   {"val_loss": 0.1, "val_score": 0.4}])
+    sampler = Sampler(np.arange(3), [None] * 3, [False] * 3, 0.5, None, seed=0, fold=0, epoch_size=3)
+    recorder = FoldRecorder(tmp_path, model, sampler, lambda _: next(epochs), "val_score", pd.DataFrame(), 0, None, None)
+    for epoch in range(3):
+        model.layers[0].set_weights([np.full((1, 1), float(epoch), np.float32)])
+        sampler.draw(epoch)
+        recorder.on_epoch_end(epoch, {"loss": 1.0})
+    assert recorder.best_epoch == 1 and recorder.best_value == 0.6
+    model.load_weights(str(tmp_path / "best.weights.h5"))
+    assert model.layers[0].get_weights()[0][0, 0] == 1.0
+    history = pd.read_csv(tmp_path / "history.csv")
+    assert history["val_score"].tolist() == [0.2, 0.6, 0.4]
+    assert json.loads((tmp_path / "state.json").read_text())["monitor"] == "val_score"

@@ -55,14 +55,28 @@ DEFAULTS: Config = {
         "encoder_freeze": False,
         # Keras' default 0.99 leaves BatchNorm's inference statistics wrong after short runs (see model.py).
         "bn_momentum": 0.9,
+        # Per-image intensity normalisation before the backbone's own (see normalize.py): none, percentile
+        # (stretch the 1st..99.8th percentile per channel, as stardist/cellpose) or standardize.
+        "input_norm": "percentile",
+        # Invert images: false, true, or auto (per image, when the normalised image is mostly bright).
+        "invert": False,
     },
     "train": {
         "size": 256,
         "epochs": 30,
         "batch_size": 8,
+        # null: one pass over the fold's images, but at least min_steps_per_epoch steps (crops are drawn with
+        # replacement), so a 30-image fold still gets enough optimizer steps and a 10,000-image one one pass.
         "steps_per_epoch": None,
+        "min_steps_per_epoch": 50,
         "lr": 1.0e-3,
-        "scheduler": "plateau",
+        # cosine: per-step cosine decay after a linear warm-up over the first `warmup` share of all steps;
+        # plateau: halve the learning rate when `monitor` stops improving; null: constant.
+        "scheduler": "cosine",
+        "warmup": 0.05,
+        # The checkpoint kept (best.weights.h5) and early stopping follow this: val_score (the competition
+        # metric on the validation images after postprocess.default) or val_loss.
+        "monitor": "val_score",
         "early_stopping": 8,
         "loss": "bce_dice",
         "channel_weights": None,
@@ -70,7 +84,7 @@ DEFAULTS: Config = {
         "seed": 42,
         "workers": None,
         "mixed_precision": False,
-        "sampler": {"class_power": 0.0, "empty_fraction": None},
+        "sampler": {"class_power": 0.5, "empty_fraction": None},
         "augment": [
             {"HorizontalFlip": {"p": 0.5}},
             {"VerticalFlip": {"p": 0.5}},

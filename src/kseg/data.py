@@ -40,6 +40,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
 }
 
+# Percentiles of a 16-bit or float image that become 0 and 255 when it is read as uint8.
+HIGH_DEPTH_PERCENTILES = (0.1, 99.9)
+
 # Keys a schema cannot do without when no preset supplies them.
 _REQUIRED_KEYS = ("id_col", "rle_col", "rle_order")
 _OPTIONAL_KEYS = ("height_col", "width_col", "class_col", "group_col", "submission_cols")
@@ -97,8 +100,9 @@ def schema_from_config(cfg: Mapping[str, Any]) -> Schema:
 def read_image(path: str | Path) -> np.ndarray:
     """Image as ``uint8`` (H, W, 3) RGB, whatever is on disk, so every model sees one layout.
 
-    Gray is replicated to three channels, alpha is dropped, and 16-bit or float images are min-max
-    scaled to 0..255 per image (their absolute range differs between microscopes and files).
+    Gray is replicated to three channels, alpha is dropped, and 16-bit or float images are stretched
+    per image from their 0.1 to 99.9 percentiles to 0..255 (their absolute range differs between microscopes
+    and files).
     """
     path = Path(path)
     if not path.is_file():
@@ -120,12 +124,19 @@ def read_image(path: str | Path) -> np.ndarray:
 
 
 def _scale_to_uint8(pixels: np.ndarray) -> np.ndarray:
-    """Min-max scale to 0..255; a constant image becomes all zeros rather than a division by zero."""
+    """Stretch a high-bit-depth image's 0.1..99.9 percentiles to 0..255.
+
+    Min-max scaling would let a few saturated pixels (16-bit phase contrast has thousands at 65535)
+    squeeze the content into a few dozen of the 256 levels; the percentiles keep it spread out. A
+    constant image becomes all zeros rather than a division by zero.
+    """
     pixels = np.nan_to_num(pixels, nan=0.0, posinf=0.0, neginf=0.0)
-    low, high = float(pixels.min()), float(pixels.max())
+    low, high = (float(v) for v in np.percentile(pixels, HIGH_DEPTH_PERCENTILES))
+    if high <= low:
+        low, high = float(pixels.min()), float(pixels.max())
     if high <= low:
         return np.zeros(pixels.shape, dtype=np.uint8)
-    return np.round((pixels - low) * (255.0 / (high - low))).astype(np.uint8)
+    return np.round(np.clip((pixels - low) * (255.0 / (high - low)), 0.0, 255.0)).astype(np.uint8)
 
 
 def image_size(path: str | Path) -> tuple[int, int]:

@@ -74,6 +74,7 @@ def params_for(chosen: dict, cls: str | None) -> dict:
 def command_predict(cfg: Config, out: Path | None = None) -> Path:
     """Write the submission for every test image; it is validated before it replaces ``out``."""
     from .model import preprocess_fn
+    from .normalize import input_normaliser
 
     out = Path(out) if out else submission_path(cfg)
     schema = schema_from_config(cfg)
@@ -83,13 +84,14 @@ def command_predict(cfg: Config, out: Path | None = None) -> Path:
     chosen = read_postprocess(cfg)
     models = load_fold_models(cfg)
     preprocess = preprocess_fn(cfg)
+    normalise = input_normaliser(cfg)
     overlay_dir = output_dir(cfg) / "test_overlays"
     print(f"predicting {len(tests)} test images with {len(models)} fold models x {len(cfg['tta'])} TTA views")
 
     predictions: dict[str, np.ndarray] = {}
     for i, (image_id, path) in enumerate(tqdm(tests, desc="predict", unit="img")):
         image = read_image(path)
-        probs = predict_ensemble(models, preprocess(image), cfg["tta"], tile=cfg["predict"]["tile"])
+        probs = predict_ensemble(models, preprocess(normalise(image)), cfg["tta"], tile=cfg["predict"]["tile"])
         cls = predict_class(probs, classes) if classes else None
         predictions[image_id] = instances_from_probs(probs, params_for(chosen, cls), task)
         if i < N_OVERLAYS:

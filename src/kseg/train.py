@@ -1,8 +1,10 @@
 """k-fold training: random crops from an in-memory cache, whole-image validation, OOF probabilities.
 
-For each fold the model trains on the other folds and validates on this one. Images are decoded and
-their targets built once per run and kept in memory (competition images are small), so an epoch only
-samples, crops and augments. Sampling is class-balanced on request; augmentation runs in the tf.data
+For each fold the model trains on the other folds and validates on this one. Images are decoded,
+normalised (``model.input_norm``) and their targets built once per run and kept in memory (competition
+images are small), so an epoch only samples, crops and augments. Training length is counted in optimizer
+steps (``steps_per_epoch``, with a floor for small folds) under a per-step warm-up + cosine schedule, and
+the checkpoint kept is the one with the best competition metric on the whole validation images. Sampling is class-balanced on request; augmentation runs in the tf.data
 threads with a per-sample seed, so a run is reproducible regardless of thread scheduling. After
 training, the best weights predict every validation image at full resolution, without and with TTA;
 those out-of-fold (OOF) probabilities are what the post-processing search is tuned on.
@@ -34,17 +36,21 @@ from .data import ImageRecord, load_records, read_image
 from .errors import ConfigError
 from .files import atomic_path, write_json, write_text
 from .folds import command_folds, read_folds
+from .metric import dice, image_score
+from .normalize import check_norm_config, input_normaliser
+from .postprocess import instances_from_probs, validate_params
 from .targets import channel_names, make_targets
-from .tta import VIEWS, pad_to_multiple, predict_image
+from .tta import VIEWS, predict_image
 
 __all__ = [
     "SampleCache", "Sampler", "sampling_probabilities", "check_train_config", "run_classes", "train_dataset",
-    "validation_dataset", "compile_model", "command_train",
+    "steps_per_epoch", "lr_at_step", "Validator", "compile_model", "command_train",
 ]
 
 Config = Mapping[str, Any]
 STRIDE = 32  # five 2x downsamplings in every segmentation_models encoder
 SCHEDULERS = ("plateau", "cosine", None)
+MONITORS = {"val_score": "max", "val_loss": "min"}
 EMPTY = "empty"
 ENV_PACKAGES = ("tensorflow", "tf_keras", "segmentation_models", "albumentations", "numpy")
 
@@ -140,7 +146,12 @@ def check_train_config(cfg: Config) -> None:
                           f"got {size!r}")
     if train["scheduler"] not in SCHEDULERS:
         raise ConfigError(f"train.scheduler must be one of plateau, cosine or null, got {train['scheduler']!r}")
-    for key in ("early_stopping", "steps_per_epoch", "workers"):
+    if train["monitor"] not in MONITORS:
+        raise ConfigError(f"train.monitor must be one of {', '.join(MONITORS)}, got {train['monitor']!r}")
+    warmup = train["warmup"]
+    if isinstance(warmup, bool) or not isinstance(warmup, (int, float)) or not 0.0 <= warmup < 1.0:
+        raise ConfigError(f"train.warmup must be a share of the training steps in [0, 1), got {warmup!r}")
+    for key in ("early_stopping", "steps_per_epoch", "min_steps_per_epoch", "workers"):
         value = train[key]
         if value is not None and (not _is_int(value) or value < 1):
             raise ConfigError(f"train.{key} must be a positive integer or null, got {value!r}")
@@ -153,6 +164,8 @@ def check_train_config(cfg: Config) -> None:
         raise ConfigError(f"train.sampler.class_power must be a number (0 = balanced, 1 = natural), got {power!r}")
     if fraction is not None and (not isinstance(fraction, (int, float)) or not 0.0 <= fraction <= 1.0):
         raise ConfigError(f"train.sampler.empty_fraction must be null or a number in [0, 1], got {fraction!r}")
+    check_norm_config(cfg["model"])
+    validate_params(cfg["postprocess"]["default"], cfg["data"]["task"])  # the validation score uses it
     unknown = [view for view in cfg["tta"] if view not in VIEWS]
     if unknown:
         raise ConfigError(f"tta: unknown view(s) {', '.join(map(repr, unknown))}; valid views: {', '.join(VIEWS)}")
@@ -169,17 +182,21 @@ def run_classes(records: Sequence[ImageRecord], task: str) -> list[str]:
 
 @dataclass
 class SampleCache:
-    """Decoded uint8 RGB images and uint8 {0,1} targets, built once and shared by every fold."""
+    """Decoded, normalised uint8 RGB images and uint8 {0,1} targets, built once and shared by every fold.
+
+    Images are normalised whole (``model.input_norm``) before any crop, exactly as prediction does.
+    """
 
     images: list[np.ndarray]
     targets: list[np.ndarray]
 
     @classmethod
     def from_records(cls, records: Sequence[ImageRecord], task: str, classes: Sequence[str], border_width: int,
-                     progress: bool = True) -> "SampleCache":
+                     progress: bool = True,
+                     normalise: Callable[[np.ndarray], np.ndarray] = lambda image: image) -> "SampleCache":
         images, targets = [], []
         for record in tqdm(records, desc="cache images", disable=not progress):
-            images.append(read_image(record.image_path))
+            images.append(normalise(read_image(record.image_path)))
             cls_index = classes.index(str(record.cls)) if classes and record.cls is not None else None
             targets.append(make_targets(record.labels, task, cls_index, len(classes), border_width).astype(np.uint8))
         return cls(images, targets)
@@ -233,28 +250,6 @@ def train_dataset(cache: SampleCache, sampler: Sampler, cfg: Config,
     return dataset.batch(cfg["train"]["batch_size"], drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
 
-def validation_dataset(cache: SampleCache, indices: Sequence[int], cfg: Config,
-                       preprocess: Callable[[np.ndarray], np.ndarray]) -> Any:
-    """Whole validation images (and targets), reflect-padded to a multiple of 32, batch 1."""
-    import tensorflow as tf
-
-    n_channels = cache.targets[0].shape[-1]
-    indices = np.asarray(indices, dtype=np.int64)
-
-    def load(index: np.int64) -> tuple[np.ndarray, np.ndarray]:
-        image, _ = pad_to_multiple(cache.images[index], STRIDE)
-        target, _ = pad_to_multiple(cache.targets[index], STRIDE)
-        return preprocess(image), target.astype(np.float32)
-
-    def load_tensors(index: Any) -> tuple[Any, Any]:
-        image, target = tf.numpy_function(load, [index], [tf.float32, tf.float32], stateful=False)
-        return tf.ensure_shape(image, (None, None, 3)), tf.ensure_shape(target, (None, None, n_channels))
-
-    dataset = tf.data.Dataset.from_tensor_slices(indices)
-    dataset = dataset.map(load_tensors, num_parallel_calls=_parallel_calls(cfg))
-    return dataset.batch(1).prefetch(tf.data.AUTOTUNE)
-
-
 # ------------------------------------------------------------------------------------------------ model
 
 def compile_model(model: Any, cfg: Config, n_channels: int) -> None:
@@ -301,6 +296,77 @@ def _distribution(mixed_precision: bool) -> Any:
     return strategy
 
 
+# -------------------------------------------------------------------------------------------- schedule
+
+def steps_per_epoch(train_cfg: Config, n_train: int) -> int:
+    """``train.steps_per_epoch``, or one pass over ``n_train`` images but at least ``min_steps_per_epoch``.
+
+    An epoch of one pass collapses on small competitions (27 images at batch 8 are 3 steps, so 25 epochs
+    train 75 steps) and the floor keeps the number of optimizer steps meaningful there; on large sets the
+    pass dominates, as usual. Crops are drawn with replacement, so any batch size works with any fold.
+    """
+    if train_cfg["steps_per_epoch"]:
+        return int(train_cfg["steps_per_epoch"])
+    return max(math.ceil(n_train / train_cfg["batch_size"]), int(train_cfg["min_steps_per_epoch"] or 1))
+
+
+def lr_at_step(step: int, total_steps: int, base_lr: float, warmup: float) -> float:
+    """Linear warm-up over the first ``warmup`` share of the steps, then cosine decay to zero.
+
+    Per step rather than per epoch, so that the schedule has the same shape whether a run has 5 long
+    epochs or 50 short ones.
+    """
+    warmup_steps = int(round(warmup * total_steps))
+    if step < warmup_steps:
+        return base_lr * (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return base_lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _read_lr(optimizer: Any) -> float:
+    """The optimizer's current learning rate; ``get_value`` also reads distributed (mirrored) variables."""
+    import tf_keras as keras
+
+    return float(keras.backend.get_value(optimizer.learning_rate))
+
+
+# ---------------------------------------------------------------------------------------------- validation
+
+class Validator:
+    """Scores the model on the fold's whole validation images, as the submission will be scored.
+
+    ``val_score`` is the competition metric (mAP over IoU thresholds for instances, Dice for binary masks)
+    after ``postprocess.default``; ``val_loss`` is the training loss on the same full images; ``val_fg_dice``
+    the soft Dice of the foreground. Short runs with small batches make ``val_loss`` swing by orders of
+    magnitude between epochs while the metric stays meaningful, so the checkpoint follows ``train.monitor``.
+    """
+
+    def __init__(self, cache: SampleCache, records: Sequence[ImageRecord], indices: Sequence[int], cfg: Config,
+                 preprocess: Callable[[np.ndarray], np.ndarray], loss: Callable[[Any, Any], Any]) -> None:
+        self.cache, self.records, self.indices = cache, records, list(indices)
+        self.preprocess, self.loss = preprocess, loss
+        self.task = cfg["data"]["task"]
+        self.params = validate_params(cfg["postprocess"]["default"], self.task)
+        self.tile = cfg["predict"]["tile"]
+
+    def __call__(self, model: Any) -> dict[str, float]:
+        import tensorflow as tf
+
+        losses, soft_dice, scores = [], [], []
+        for index in self.indices:
+            probs = predict_image(model.predict_on_batch, self.preprocess(self.cache.images[index]), ["identity"],
+                                  tile=self.tile)
+            target = self.cache.targets[index].astype(np.float32)
+            losses.append(float(self.loss(tf.constant(target[None]), tf.constant(probs[None]))))
+            overlap = float((probs[..., 0] * target[..., 0]).sum())
+            soft_dice.append((2 * overlap + 1.0) / (float(probs[..., 0].sum() + target[..., 0].sum()) + 1.0))
+            truth = self.records[index].labels
+            pred = instances_from_probs(probs, self.params, self.task)
+            scores.append(dice(truth > 0, pred > 0) if self.task == "binary" else image_score(truth, pred))
+        return {"val_loss": float(np.mean(losses)), "val_fg_dice": float(np.mean(soft_dice)),
+                "val_score": float(np.mean(scores))}
+
+
 # -------------------------------------------------------------------------------------------- recording
 
 def _save_curves(history: pd.DataFrame, path: Path, title: str) -> None:
@@ -309,7 +375,7 @@ def _save_curves(history: pd.DataFrame, path: Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (loss_ax, lr_ax) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (loss_ax, score_ax, lr_ax) = plt.subplots(1, 3, figsize=(15, 4))
     epochs = history["epoch"] + 1
     for column in ("loss", "val_loss"):
         if column in history:
@@ -317,45 +383,62 @@ def _save_curves(history: pd.DataFrame, path: Path, title: str) -> None:
     loss_ax.set_xlabel("epoch")
     loss_ax.set_title(f"{title}: loss")
     loss_ax.legend()
+    for column in ("val_score", "val_fg_dice"):
+        if column in history:
+            score_ax.plot(epochs, history[column], marker="o", label=column)
+    score_ax.set_xlabel("epoch")
+    score_ax.set_title("validation (whole images)")
+    score_ax.legend()
     lr_ax.plot(epochs, history["lr"], marker="o")
     lr_ax.set_yscale("log")
     lr_ax.set_xlabel("epoch")
-    lr_ax.set_title("learning rate")
+    lr_ax.set_title("learning rate (end of epoch)")
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=80)
     plt.close(fig)
 
 
+def _improves(value: float, best: float | None, mode: str) -> bool:
+    if not math.isfinite(value):
+        return False
+    return best is None or (value > best if mode == "max" else value < best)
+
+
 class FoldRecorder:
     """End-of-epoch bookkeeping of one fold, all written atomically so an interruption loses at most an epoch:
+    the validation scores (added to the epoch's logs, so early stopping and the LR plateau see them),
     ``history.csv`` (metrics, learning rate, images drawn per class), ``curves.png``, ``last.weights.h5``,
-    ``best.weights.h5`` (lowest val_loss) and ``state.json`` (what ``--resume`` needs)."""
+    ``best.weights.h5`` (best ``train.monitor``) and ``state.json`` (what ``--resume`` needs)."""
 
-    def __init__(self, fold_dir: Path, model: Any, sampler: Sampler, history: pd.DataFrame, epochs_done: int,
-                 best_val_loss: float, best_epoch: int | None) -> None:
-        self.fold_dir, self.model, self.sampler = fold_dir, model, sampler
+    def __init__(self, fold_dir: Path, model: Any, sampler: Sampler, validator: Validator, monitor: str,
+                 history: pd.DataFrame, epochs_done: int, best_value: float | None, best_epoch: int | None) -> None:
+        self.fold_dir, self.model, self.sampler, self.validator = fold_dir, model, sampler, validator
+        self.monitor, self.mode = monitor, MONITORS[monitor]
         self.rows = history.to_dict("records")
         self.epochs_done = epochs_done
-        self.best_val_loss, self.best_epoch = best_val_loss, best_epoch
+        self.best_value, self.best_epoch = best_value, best_epoch
         self.stopped_early = False
 
-    def on_epoch_end(self, epoch: int, logs: Mapping[str, float] | None) -> None:
+    def on_epoch_end(self, epoch: int, logs: dict | None) -> None:
         from .model import save_weights
 
-        logs = dict(logs or {})
+        if logs is None:
+            logs = {}
+        logs.update(self.validator(self.model))
         drawn = self.sampler.histogram(epoch)
-        print(f"[train] epoch {epoch + 1} images drawn: " + ", ".join(f"{k} {v}" for k, v in drawn.items()))
-        lr = float(np.asarray(self.model.optimizer.learning_rate))
-        self.rows.append({"epoch": epoch, **{k: float(v) for k, v in logs.items() if k != "lr"}, "lr": lr,
-                          **{f"drawn_{k}": v for k, v in drawn.items()}})
+        print(f"[train] epoch {epoch + 1}: " + ", ".join(f"{k} {logs[k]:.4f}" for k in ("loss", "val_loss", "val_score")
+                                                         if k in logs)
+              + "; images drawn: " + ", ".join(f"{k} {v}" for k, v in drawn.items()))
+        self.rows.append({"epoch": epoch, **{k: float(v) for k, v in logs.items() if k != "lr"},
+                          "lr": _read_lr(self.model.optimizer), **{f"drawn_{k}": v for k, v in drawn.items()}})
         history = pd.DataFrame(self.rows)
         with atomic_path(self.fold_dir / "history.csv") as tmp:
             history.to_csv(tmp, index=False)
         _save_curves(history, self.fold_dir / "curves.png", self.fold_dir.name)
-        val_loss = logs.get("val_loss", math.inf)
-        if val_loss < self.best_val_loss:
-            self.best_val_loss, self.best_epoch = float(val_loss), epoch
+        value = float(logs[self.monitor])
+        if _improves(value, self.best_value, self.mode):
+            self.best_value, self.best_epoch = value, epoch
             save_weights(self.model, self.fold_dir / "best.weights.h5")
         save_weights(self.model, self.fold_dir / "last.weights.h5")
         self.epochs_done = epoch + 1
@@ -363,30 +446,47 @@ class FoldRecorder:
 
     def write_state(self) -> None:
         write_json(self.fold_dir / "state.json", {
-            "epoch": self.epochs_done, "best_val_loss": self.best_val_loss, "best_epoch": self.best_epoch,
-            "lr": float(np.asarray(self.model.optimizer.learning_rate)), "stopped_early": self.stopped_early,
+            "epoch": self.epochs_done, "monitor": self.monitor, "best_value": self.best_value,
+            "best_epoch": self.best_epoch, "lr": _read_lr(self.model.optimizer), "stopped_early": self.stopped_early,
         })
 
 
-def _callbacks(cfg: Config, recorder: FoldRecorder, resumed_best: float) -> list:
+class _StepSchedule:
+    """Sets the learning rate before every batch from the global step (epoch × steps + batch), so a resumed
+    fold continues the schedule where it stopped."""
+
+    def __init__(self, optimizer: Any, steps: int, epochs: int, base_lr: float, warmup: float) -> None:
+        self.optimizer, self.steps, self.total = optimizer, steps, steps * epochs
+        self.base_lr, self.warmup, self.epoch = base_lr, warmup, 0
+
+    def on_epoch_begin(self, epoch: int, logs: Mapping[str, float] | None = None) -> None:
+        self.epoch = epoch
+
+    def on_train_batch_begin(self, batch: int, logs: Mapping[str, float] | None = None) -> None:
+        lr = lr_at_step(self.epoch * self.steps + batch, self.total, self.base_lr, self.warmup)
+        self.optimizer.learning_rate.assign(lr)
+
+
+def _callbacks(cfg: Config, recorder: FoldRecorder, steps: int) -> list:
+    """The recorder first: it adds the validation scores to the logs the later callbacks read."""
     import tf_keras as keras
 
     train = cfg["train"]
+    monitor, mode = recorder.monitor, recorder.mode
     callbacks: list = [keras.callbacks.LambdaCallback(on_epoch_end=recorder.on_epoch_end)]
     if train["scheduler"] == "cosine":
-        epochs, lr = train["epochs"], train["lr"]
-        callbacks.append(keras.callbacks.LearningRateScheduler(
-            lambda epoch: lr * 0.5 * (1.0 + math.cos(math.pi * epoch / epochs))))
+        schedule = _StepSchedule(recorder.model.optimizer, steps, train["epochs"], train["lr"], train["warmup"])
+        callbacks.append(keras.callbacks.LambdaCallback(on_epoch_begin=schedule.on_epoch_begin,
+                                                        on_train_batch_begin=schedule.on_train_batch_begin))
     elif train["scheduler"] == "plateau":
         # Halve the learning rate well before early stopping would give up.
         patience = max(1, train["early_stopping"] // 2) if train["early_stopping"] else 3
-        callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=patience,
+        callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode=mode, factor=0.5, patience=patience,
                                                            min_lr=train["lr"] / 64, verbose=train["verbose"]))
     if train["early_stopping"]:
-        # On resume the baseline is the best val_loss so far, so patience counts from the resumed epoch.
-        stopper = keras.callbacks.EarlyStopping(monitor="val_loss", patience=train["early_stopping"],
-                                                baseline=None if math.isinf(resumed_best) else resumed_best,
-                                                verbose=train["verbose"])
+        # On resume the baseline is the best value so far, so patience counts from the resumed epoch.
+        stopper = keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=train["early_stopping"],
+                                                baseline=recorder.best_value, verbose=train["verbose"])
         callbacks.append(stopper)
         callbacks.append(keras.callbacks.LambdaCallback(
             on_train_end=lambda logs: setattr(recorder, "stopped_early", stopper.stopped_epoch > 0)))
@@ -429,7 +529,7 @@ def _train_fold(cfg: Config, fold: int, records: Sequence[ImageRecord], fold_of:
     train_indices = np.flatnonzero(fold_of != fold)
     val_indices = np.flatnonzero(fold_of == fold)
     batch_size = train_cfg["batch_size"]
-    steps = train_cfg["steps_per_epoch"] or len(train_indices) // batch_size
+    steps = steps_per_epoch(train_cfg, len(train_indices))
     print(f"\n[train] fold {fold}: {len(train_indices)} training images, {len(val_indices)} validation images, "
           f"{steps} steps of {batch_size}")
 
@@ -445,7 +545,8 @@ def _train_fold(cfg: Config, fold: int, records: Sequence[ImageRecord], fold_of:
     if state:
         model.load_weights(str(fold_dir / "last.weights.h5"))
         model.optimizer.learning_rate.assign(state["lr"])
-        print(f"[train] fold {fold}: resuming after epoch {initial_epoch} (best val_loss {state['best_val_loss']:.4f})")
+        print(f"[train] fold {fold}: resuming after epoch {initial_epoch} "
+              f"(best {state['monitor']} {state['best_value']})")
 
     sampler = Sampler(train_indices, [records[i].cls for i in train_indices],
                       [records[i].n_instances == 0 for i in train_indices], train_cfg["sampler"]["class_power"],
@@ -456,17 +557,18 @@ def _train_fold(cfg: Config, fold: int, records: Sequence[ImageRecord], fold_of:
     history = pd.read_csv(history_path) if state and history_path.is_file() else pd.DataFrame()
     if len(history):
         history = history[history["epoch"] < initial_epoch]
-    best_val_loss = state["best_val_loss"] if state else math.inf
-    recorder = FoldRecorder(fold_dir, model, sampler, history, initial_epoch, best_val_loss,
-                            state["best_epoch"] if state else None)
+    monitor = train_cfg["monitor"]
+    resumable = state is not None and state.get("monitor") == monitor
+    validator = Validator(cache, records, val_indices, cfg, preprocess, model.loss)
+    recorder = FoldRecorder(fold_dir, model, sampler, validator, monitor, history, initial_epoch,
+                            state["best_value"] if resumable else None, state["best_epoch"] if resumable else None)
     finished = state is not None and (state["stopped_early"] or initial_epoch >= train_cfg["epochs"])
     if not finished:
         fold_dir.mkdir(parents=True, exist_ok=True)
         model.fit(
             train_dataset(cache, sampler, cfg, preprocess),
-            validation_data=validation_dataset(cache, val_indices, cfg, preprocess),
             epochs=train_cfg["epochs"], initial_epoch=initial_epoch, verbose=train_cfg["verbose"],
-            callbacks=_callbacks(cfg, recorder, best_val_loss),
+            callbacks=_callbacks(cfg, recorder, steps),
         )
         recorder.write_state()  # records whether early stopping ended the fold
 
@@ -474,8 +576,8 @@ def _train_fold(cfg: Config, fold: int, records: Sequence[ImageRecord], fold_of:
     model.load_weights(str(best))
     _write_oof(model, cache, records, val_indices, cfg, preprocess, fold_dir / "oof")
     write_json(fold_dir / "done.json", {
-        "fold": fold, "epochs": recorder.epochs_done, "best_epoch": recorder.best_epoch,
-        "best_val_loss": recorder.best_val_loss, "oof_images": len(val_indices),
+        "fold": fold, "epochs": recorder.epochs_done, "steps_per_epoch": steps, "best_epoch": recorder.best_epoch,
+        "monitor": monitor, "best_value": recorder.best_value, "oof_images": len(val_indices),
     })
     return best
 
@@ -545,17 +647,9 @@ def command_train(cfg: Config, fold: int | str = "all", resume: bool = False) ->
     pending = [k for k in requested if not (resume and (out / f"fold{k}" / "done.json").is_file())]
     for k in sorted(set(requested) - set(pending)):
         print(f"[train] fold {k}: done.json exists, skipping (--resume)")
-    for k in pending:
-        # An epoch of len(images) // batch_size steps would be empty. With steps_per_epoch set, crops are
-        # drawn with replacement, so a batch of 8 crops from 3 large images is legitimate.
-        n_train = int((fold_of != k).sum())
-        if cfg["train"]["batch_size"] > n_train and not cfg["train"]["steps_per_epoch"]:
-            raise ConfigError(f"train.batch_size {cfg['train']['batch_size']} is larger than fold {k}'s training "
-                              f"set ({n_train} images), so an epoch would have no step; lower it, use fewer "
-                              "folds, or set train.steps_per_epoch (crops are then drawn with replacement)")
     if pending:
         cache = SampleCache.from_records(records, task, classes, cfg["train"]["border_width"],
-                                         progress=bool(cfg["train"]["verbose"]))
+                                         progress=bool(cfg["train"]["verbose"]), normalise=input_normaliser(cfg))
         strategy = _distribution(bool(cfg["train"]["mixed_precision"]))
         for k in pending:
             start = time.perf_counter()
