@@ -73,6 +73,11 @@ def test_ct_slice_in_hounsfield_units(ct_path: Path, fixtures_dir: Path) -> None
     assert np.median(hu[:20, :20]) < -1000  # air / padding in the corner
 
 
+def test_multi_valued_window_tags_use_the_first_window(ct_path: Path, tmp_path: Path) -> None:
+    two_windows = rewritten(ct_path, tmp_path / "two.dcm", WindowCenter=[40, 400], WindowWidth=[400, 1800])
+    assert np.array_equal(read_dicom(two_windows, "file"), read_dicom(ct_path, (40, 400)))
+
+
 def test_ct_window_maps_center_and_width(ct_path: Path) -> None:
     hu = read_dicom(ct_path)
     windowed = read_dicom(ct_path, (40, 400))  # soft tissue: -160 .. 240 HU

@@ -330,7 +330,7 @@ def test_per_image_metrics_match_brute_force(pairs: list[tuple[np.ndarray, np.nd
 @st.composite
 def class_map_sets(draw: st.DrawFn) -> tuple[list[np.ndarray], list[np.ndarray]]:
     n_images = draw(st.integers(1, 3))
-    dtype = draw(st.sampled_from([np.uint8, np.int16, np.int64]))
+    dtype = draw(st.sampled_from([np.uint8, np.int16, np.int64, np.uint64]))
     elements = st.sampled_from([0, 0, 1, 2, 3, 7])
     shapes = [draw(st.tuples(st.integers(1, 8), st.integers(1, 8))) for _ in range(n_images)]
     truths = [draw(arrays(dtype, shape, elements=elements)) for shape in shapes]
@@ -418,4 +418,6 @@ def test_dataset_and_class_map_errors() -> None:
         mean_iou_classes([np.zeros((2, 2), int)], [np.full((2, 2), -3)])
     with pytest.raises(DataError, match=r"truth image 1: class maps must hold integer class ids, got dtype float64"):
         mean_iou_classes([np.zeros((2, 2))], [np.zeros((2, 2), int)])
-    assert mean_iou_classes([np.full((2, 2), -1)], [np.zeros((2, 2), int)], ignore_index=-1) == 1.0
+    with pytest.raises(DataError, match=r"truth image 2: class id 16777216 is too large"):
+        mean_iou_classes([np.zeros((2, 2), int), np.full((2, 2), 1 << 24)], [np.zeros((2, 2), int)] * 2)
+    assert mean_iou_classes([np.full((2, 2), -1)], [np.zeros((2, 2), int)], ignore_index=-1) == 1.0  # all void

@@ -35,9 +35,10 @@ def _one_line(exc: BaseException) -> str:
 
 def _first(value: Any) -> float:
     """A DICOM numeric value that may be multi-valued (WindowCenter often is): its first entry."""
-    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
-        value = value[0]
-    return float(value)
+    try:
+        return float(value)
+    except TypeError:  # pydicom's MultiValue: float() refuses it
+        return float(value[0])
 
 
 def _stored_range(ds: Any) -> tuple[int, int]:

@@ -174,7 +174,7 @@ def _check_dataset(truths: Sequence[np.ndarray], preds: Sequence[np.ndarray]) ->
 
 
 def _class_ids(image: np.ndarray, name: str, index: int, ignore_index: int | None) -> np.ndarray:
-    """The flattened class map as non-negative integers (``ignore_index`` may be negative), else a DataError."""
+    """The flattened class map as ``int64`` class ids >= 0 (or ``ignore_index``, which may be negative)."""
     flat = image.ravel()
     if not np.issubdtype(flat.dtype, np.integer):
         raise DataError(f"{name} image {index}: class maps must hold integer class ids, got dtype {flat.dtype}")
@@ -183,7 +183,10 @@ def _class_ids(image: np.ndarray, name: str, index: int, ignore_index: int | Non
         negative &= flat != ignore_index
     if negative.any():
         raise DataError(f"{name} image {index}: class id {int(flat[np.argmax(negative)])} is negative")
-    return flat
+    largest = int(flat.max(initial=0))
+    if largest >= _MAX_PAIR_BINS:
+        raise DataError(f"{name} image {index}: class id {largest} is too large; class maps hold small class ids")
+    return flat.astype(np.int64, copy=False)  # bincount needs a signed index type (uint64 is refused)
 
 
 def mean_iou_classes(
@@ -214,10 +217,7 @@ def mean_iou_classes(
         truth_flats.append(truth_flat)
         pred_flats.append(pred_flat)
     truth_all, pred_all = np.concatenate(truth_flats), np.concatenate(pred_flats)
-    largest = int(max(truth_all.max(initial=0), pred_all.max(initial=0)))
-    if largest >= _MAX_PAIR_BINS:
-        raise DataError(f"class id {largest} is too large: class maps hold small consecutive class ids")
-    n_bins = largest + 2  # the last bin collects predictions of ignore_index, which count for no class
+    n_bins = int(max(truth_all.max(initial=0), pred_all.max(initial=0))) + 2  # the last bin collects predictions of ignore_index, which count for no class
     if ignore_index is not None:
         pred_all = np.where(pred_all == ignore_index, n_bins - 1, pred_all)
     truth_area = np.bincount(truth_all, minlength=n_bins)
