@@ -217,7 +217,8 @@ def mean_iou_classes(
         truth_flats.append(truth_flat)
         pred_flats.append(pred_flat)
     truth_all, pred_all = np.concatenate(truth_flats), np.concatenate(pred_flats)
-    n_bins = int(max(truth_all.max(initial=0), pred_all.max(initial=0))) + 2  # the last bin collects predictions of ignore_index, which count for no class
+    # One bin per class id, plus a last one that collects predictions of ignore_index: they count for no class.
+    n_bins = int(max(truth_all.max(initial=0), pred_all.max(initial=0))) + 2
     if ignore_index is not None:
         pred_all = np.where(pred_all == ignore_index, n_bins - 1, pred_all)
     truth_area = np.bincount(truth_all, minlength=n_bins)
