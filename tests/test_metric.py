@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +14,11 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from kseg.data import PRESETS, Schema
-from kseg.errors import DataError, RLEError
-from kseg.metric import THRESHOLDS, dice, image_score, iou, iou_matrix, score_frames
+from kseg.errors import ConfigError, DataError, RLEError
+from kseg.metric import (
+    METRICS, THRESHOLDS, dice, f2_score, image_score, iou, iou_matrix, mean_iou_classes, metric_by_name, score_frames,
+    tgs_score,
+)
 
 SARTORIUS = Schema(**PRESETS["sartorius"])
 
@@ -229,3 +233,191 @@ def test_numeric_core_does_not_import_tensorflow() -> None:
     code = "import sys, kseg.rle, kseg.metric; print('tensorflow' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+# ---- Metrics by name: each against a brute-force reference and its competition's edge-case table ----
+
+THRESHOLD_FRACTIONS = [Fraction(50 + 5 * step, 100) for step in range(10)]  # exact 0.50 .. 0.95
+
+
+def exact_iou(a: np.ndarray, b: np.ndarray) -> Fraction | None:
+    """IoU of two boolean masks as an exact fraction, counted pixel by pixel; None when both are empty."""
+    intersection = union = 0
+    for x, y in zip(a.ravel().tolist(), b.ravel().tolist()):
+        intersection += x and y
+        union += x or y
+    return None if union == 0 else Fraction(intersection, union)
+
+
+def brute_dice(truth: np.ndarray, pred: np.ndarray) -> float:
+    a, b = truth != 0, pred != 0
+    total = int(a.sum()) + int(b.sum())
+    return 1.0 if total == 0 else 2 * int((a & b).sum()) / total
+
+
+def brute_iou(truth: np.ndarray, pred: np.ndarray) -> float:
+    value = exact_iou(truth != 0, pred != 0)
+    return 1.0 if value is None else float(value)
+
+
+def brute_tgs(truth: np.ndarray, pred: np.ndarray) -> float:
+    """TGS as its evaluation page states it: the salt mask is one object; empty/empty 1, one empty 0."""
+    truth_empty, pred_empty = not (truth != 0).any(), not (pred != 0).any()
+    if truth_empty and pred_empty:
+        return 1.0
+    if truth_empty or pred_empty:
+        return 0.0
+    value = exact_iou(truth != 0, pred != 0)
+    return float(np.mean([1.0 if value > t else 0.0 for t in THRESHOLD_FRACTIONS]))
+
+
+def brute_f2(truth: np.ndarray, pred: np.ndarray) -> float:
+    """Airbus F2: matches counted from both sides with exact IoUs; no ships and no prediction = 1."""
+    truth_ids, pred_ids = object_ids(truth), object_ids(pred)
+    if not truth_ids and not pred_ids:
+        return 1.0
+    ious = [[exact_iou(truth == t, pred == p) for p in pred_ids] for t in truth_ids]
+    scores = []
+    for threshold in THRESHOLD_FRACTIONS:
+        hit = [[value > threshold for value in row] for row in ious]
+        tp = sum(any(row) for row in hit)
+        fn = len(truth_ids) - tp
+        fp = sum(not any(hit[i][j] for i in range(len(truth_ids))) for j in range(len(pred_ids)))
+        scores.append(5 * tp / (5 * tp + 4 * fn + fp))
+    return float(np.mean(scores))
+
+
+def brute_mean_iou_classes(truths: list[np.ndarray], preds: list[np.ndarray], ignore_index: int | None = None) -> float:
+    """Per-class IoU from per-class pixel loops over every image, averaged over classes with a non-empty union."""
+    values = {int(v) for image in (*truths, *preds) for v in np.unique(image)} - {ignore_index}
+    per_class = []
+    for cls in sorted(values):
+        intersection = union = 0
+        for truth, pred in zip(truths, preds):
+            counted = truth != ignore_index if ignore_index is not None else np.ones(truth.shape, bool)
+            intersection += int(((truth == cls) & (pred == cls) & counted).sum())
+            union += int((((truth == cls) | (pred == cls)) & counted).sum())
+        if union:
+            per_class.append(intersection / union)
+    return float(np.mean(per_class)) if per_class else 1.0
+
+
+PER_IMAGE_REFERENCES = {
+    "map_iou": reference_score, "dice": brute_dice, "iou": brute_iou, "tgs_ap_iou": brute_tgs, "f2_iou": brute_f2,
+}
+
+
+def test_registry_names_and_unknown_name() -> None:
+    assert set(METRICS) == {"map_iou", "dice", "iou", "tgs_ap_iou", "f2_iou", "mean_iou_classes"}
+    for name, metric in METRICS.items():
+        assert metric_by_name(name) is metric and metric.name == name
+        assert metric.target in ("labels", "mask", "classes") and metric.competition
+        assert (metric.per_image is None) != (metric.dataset is None)
+    with pytest.raises(ConfigError, match=r"^unknown metric 'tgs'; valid metrics: map_iou, dice, .*mean_iou_classes$"):
+        metric_by_name("tgs")
+
+
+@settings(max_examples=60, deadline=None)
+@given(pairs=st.lists(label_image_pairs(), min_size=1, max_size=3), name=st.sampled_from(sorted(PER_IMAGE_REFERENCES)))
+def test_per_image_metrics_match_brute_force(pairs: list[tuple[np.ndarray, np.ndarray]], name: str) -> None:
+    metric = metric_by_name(name)
+    truths, preds = [t for t, _ in pairs], [p for _, p in pairs]
+    expected = [PER_IMAGE_REFERENCES[name](t, p) for t, p in pairs]
+    assert metric.image_scores(truths, preds) == pytest.approx(expected)
+    assert metric.score(truths, preds) == pytest.approx(np.mean(expected))
+
+
+@st.composite
+def class_map_sets(draw: st.DrawFn) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    n_images = draw(st.integers(1, 3))
+    dtype = draw(st.sampled_from([np.uint8, np.int16, np.int64, np.uint64]))
+    elements = st.sampled_from([0, 0, 1, 2, 3, 7])
+    shapes = [draw(st.tuples(st.integers(1, 8), st.integers(1, 8))) for _ in range(n_images)]
+    truths = [draw(arrays(dtype, shape, elements=elements)) for shape in shapes]
+    preds = [draw(arrays(dtype, shape, elements=elements)) for shape in shapes]
+    return truths, preds
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=class_map_sets(), ignore_index=st.sampled_from([None, 7]))
+def test_mean_iou_classes_matches_brute_force(data: tuple[list[np.ndarray], list[np.ndarray]], ignore_index: int | None) -> None:
+    truths, preds = data
+    expected = brute_mean_iou_classes(truths, preds, ignore_index)
+    assert mean_iou_classes(truths, preds, ignore_index=ignore_index) == pytest.approx(expected)
+    if ignore_index is None:
+        assert metric_by_name("mean_iou_classes").score(truths, preds) == pytest.approx(expected)
+
+
+def _edge_images() -> dict[str, np.ndarray]:
+    empty = np.zeros((4, 4), dtype=np.int32)
+    full = np.zeros_like(empty)
+    full[1:3, 1:3] = 1
+    return {"empty": empty, "object": full}
+
+
+# (metric, truth, prediction, score) — each competition's stated empty-image rules.
+EDGE_CASES = [
+    ("map_iou", "empty", "empty", 1.0), ("map_iou", "empty", "object", 0.0), ("map_iou", "object", "empty", 0.0),
+    ("dice", "empty", "empty", 1.0), ("dice", "empty", "object", 0.0), ("dice", "object", "empty", 0.0),
+    ("iou", "empty", "empty", 1.0), ("iou", "empty", "object", 0.0), ("iou", "object", "empty", 0.0),
+    ("tgs_ap_iou", "empty", "empty", 1.0), ("tgs_ap_iou", "empty", "object", 0.0), ("tgs_ap_iou", "object", "empty", 0.0),
+    ("f2_iou", "empty", "empty", 1.0), ("f2_iou", "empty", "object", 0.0), ("f2_iou", "object", "empty", 0.0),
+    ("tgs_ap_iou", "object", "object", 1.0), ("f2_iou", "object", "object", 1.0),
+]
+
+
+@pytest.mark.parametrize(("name", "truth", "pred", "expected"), EDGE_CASES)
+def test_empty_image_rules(name: str, truth: str, pred: str, expected: float) -> None:
+    images = _edge_images()
+    assert metric_by_name(name).score([images[truth]], [images[pred]]) == expected
+
+
+@pytest.mark.parametrize(
+    ("truth", "pred", "classes", "expected"),
+    [
+        ("empty", "empty", None, 1.0),  # background alone, predicted right
+        ("empty", "empty", [1, 2], 1.0),  # no foreground class anywhere: nothing to get wrong
+        ("empty", "object", [1, 2], 0.0),  # class 1 only predicted
+        ("object", "empty", [1, 2], 0.0),  # class 1 only in the truth
+        ("object", "object", [1, 2], 1.0),  # class 2 absent from both: left out, not counted as 0 or 1
+        ("object", "empty", None, 0.5 * (12 / 16 + 0.0)),  # background IoU 12/16, class 1 IoU 0
+    ],
+)
+def test_mean_iou_classes_edge_cases(truth: str, pred: str, classes: list[int] | None, expected: float) -> None:
+    images = _edge_images()
+    assert mean_iou_classes([images[truth]], [images[pred]], classes=classes) == pytest.approx(expected)
+
+
+def test_f2_weighs_misses_four_times_false_alarms() -> None:
+    truth = two_objects()
+    one_missed = np.where(truth == 2, 0, truth)  # TP 1, FN 1 at every threshold: 5 / (5 + 4)
+    assert f2_score(truth, one_missed) == pytest.approx(5 / 9)
+    assert f2_score(one_missed, truth) == pytest.approx(5 / 6)  # TP 1, FP 1: 5 / (5 + 1)
+    assert tgs_score(truth, one_missed) == 0.0  # union IoU 4/13: below every threshold
+
+
+def test_tgs_scores_the_union_as_one_object() -> None:
+    truth = np.zeros((1, 10), dtype=np.int32)
+    truth[0, :4], truth[0, 6:] = 1, 2  # two objects, 8 pixels
+    pred = np.zeros_like(truth)
+    pred[0, :6] = 5  # intersection 4 (pixels 0-3), union 10: IoU 0.4 misses at every threshold
+    assert tgs_score(truth, pred) == 0.0
+    pred[0, :] = 1  # IoU 8/10 = 0.8: hits at 0.5 .. 0.75 only (strictly above)
+    assert tgs_score(truth, pred) == pytest.approx(0.6)
+
+
+def test_dataset_and_class_map_errors() -> None:
+    metric = metric_by_name("dice")
+    with pytest.raises(DataError, match=r"got 2 truth image\(s\) but 1 prediction\(s\)"):
+        metric.score([np.zeros((2, 2))] * 2, [np.zeros((2, 2))])
+    with pytest.raises(DataError, match="no images to score"):
+        metric.score([], [])
+    with pytest.raises(DataError, match="defined over the whole dataset"):
+        metric_by_name("mean_iou_classes").image_scores([np.zeros((2, 2), int)], [np.zeros((2, 2), int)])
+    with pytest.raises(DataError, match=r"prediction image 1: class id -3 is negative"):
+        mean_iou_classes([np.zeros((2, 2), int)], [np.full((2, 2), -3)])
+    with pytest.raises(DataError, match=r"truth image 1: class maps must hold integer class ids, got dtype float64"):
+        mean_iou_classes([np.zeros((2, 2))], [np.zeros((2, 2), int)])
+    with pytest.raises(DataError, match=r"truth image 2: class id 16777216 is too large"):
+        mean_iou_classes([np.zeros((2, 2), int), np.full((2, 2), 1 << 24)], [np.zeros((2, 2), int)] * 2)
+    assert mean_iou_classes([np.full((2, 2), -1)], [np.zeros((2, 2), int)], ignore_index=-1) == 1.0  # all void

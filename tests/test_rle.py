@@ -1,4 +1,4 @@
-"""RLE decode/encode: round trips, real Kaggle strings, COCO cross-check and every malformed input."""
+"""RLE decode/encode: round trips, real Kaggle strings, COCO cross-check, SIIM's relative RLE, every malformed input."""
 from __future__ import annotations
 
 import json
@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from kseg.rle import RLEError, decode, decode_labels, encode, encode_labels
+from kseg.rle import RLEError, decode, decode_labels, decode_relative, encode, encode_labels, encode_relative
 
 SARTORIUS_SHAPE = (520, 704)
 ORDERS = st.sampled_from(["C", "F"])
@@ -203,3 +203,99 @@ def test_missing_values_decode_to_an_empty_mask(missing: object) -> None:
 def test_empty_mask_encodes_to_empty_string() -> None:
     assert encode(np.zeros((5, 6), dtype=bool)) == ""
     assert encode(np.zeros((5, 6), dtype=np.uint8), "F") == ""
+
+
+# ---- SIIM-ACR relative RLE ----
+
+SIIM_SHAPE = (1024, 1024)
+
+
+@settings(max_examples=150, deadline=None)
+@given(mask=masks(), order=ORDERS)
+def test_relative_round_trip_agrees_with_the_standard_encoder(mask: np.ndarray, order: str) -> None:
+    text = encode_relative(mask, order)
+    assert np.array_equal(decode_relative(text, mask.shape, order), mask)
+    # Same runs as the standard encoding: absolute 1-indexed start = 1 + offsets so far + lengths before.
+    pairs = np.array(text.split(), dtype=np.int64).reshape(-1, 2) if mask.any() else np.zeros((0, 2), np.int64)
+    starts = 1 + np.cumsum(pairs[:, 0]) + np.concatenate(([0], np.cumsum(pairs[:-1, 1])))
+    standard = " ".join(f"{start} {length}" for start, length in zip(starts.tolist(), pairs[:, 1].tolist()))
+    assert standard == encode(mask, order)
+
+
+def test_relative_encoding_by_hand() -> None:
+    mask = np.zeros((4, 3), dtype=bool)  # column-major flat index = x * 4 + y
+    mask[1:3, 0] = True  # pixels 1-2
+    mask[0, 1] = True  # pixel 4: one background pixel (3) after the first run
+    mask[:, 2] = True  # pixels 8-11: three background pixels (5-7)
+    assert encode_relative(mask) == "1 2 1 1 3 4"
+    assert encode(mask, "F") == "2 2 5 1 9 4"
+    assert encode_relative(np.zeros((4, 3), dtype=bool)) == "-1"
+    assert decode_relative("0 2 0 3", (1, 5)).all()  # offset 0: a run may start right where the last ended
+
+
+@pytest.mark.parametrize("empty", ["-1", " -1", "-1\n", None, float("nan"), ""])
+def test_relative_empty_markers(empty: object) -> None:
+    mask = decode_relative(empty, (3, 4))  # type: ignore[arg-type]
+    assert mask.shape == (3, 4) and mask.dtype == bool and not mask.any()
+
+
+@pytest.mark.parametrize(
+    ("text", "fragments"),
+    [
+        ("-1 5", ["run 1 starts at offset -1", "'-1' alone marks an empty mask"]),
+        ("3 2 -4 1", ["run 2 has offset -4", "since the end of run 1"]),
+        ("3 0", ["run 1 (offset 3) has length 0"]),
+        ("3 2 1 -2", ["run 2 (offset 1) has length -2"]),
+        ("1190 5 3 4", ["run 2 covers 0-based pixels 1198-1201", "past the end of the 30x40 image (1200 pixels)"]),
+        ("0 1 99999999999999999 1", ["run 2 covers 0-based pixels 100000000000000000-100000000000000000", "past"]),
+        ("1 2 3", ["odd number of tokens (3)"]),
+        ("1 x", ["token 2 is 'x'"]),
+        ("1 12345678901234567890123", ["token 2 is 12345678901234567890123", "too large"]),
+    ],
+)
+def test_malformed_relative_strings_name_where_and_value(text: str, fragments: list[str]) -> None:
+    where = "train-rle.csv row 4 (id 1.2.276)"
+    with pytest.raises(RLEError) as raised:
+        decode_relative(text, (30, 40), where=where)
+    message = str(raised.value)
+    assert message.startswith(where + ": ")
+    for fragment in fragments:
+        assert fragment in message
+    with pytest.raises(RLEError, match="unknown RLE order"):
+        decode_relative("0 1", (3, 3), "row")
+    with pytest.raises(RLEError, match="expected an RLE string"):
+        decode_relative(-1, (3, 3))  # type: ignore[arg-type]
+
+
+def read_siim_rows(path: Path) -> pd.DataFrame:
+    """SIIM's sample CSV as shipped: UTF-8 BOM, no header, a space after the comma on positive rows."""
+    return pd.read_csv(path, header=None, names=["ImageId", "EncodedPixels"], encoding="utf-8-sig", dtype=str,
+                       keep_default_na=False)
+
+
+def test_real_siim_rows_decode_like_the_standard_csv_and_re_encode_verbatim(fixtures_dir: Path) -> None:
+    siim = fixtures_dir / "dicom" / "siim"
+    assert (siim / "train-rle-sample.csv").read_bytes().startswith(b"\xef\xbb\xbf1.2.276")  # BOM, no header
+    relative = read_siim_rows(siim / "train-rle-sample.csv")
+    standard = pd.read_csv(siim / "siim_rle_standard.csv", dtype=str, keep_default_na=False)
+    assert len(relative) == 10 and relative["ImageId"].str.startswith("1.2.276.").all()
+    assert (relative["EncodedPixels"] == "-1").sum() == 5
+    expected = dict(zip(standard["ImageId"], standard["EncodedPixels"]))
+    areas = []
+    for row, (image_id, text) in enumerate(relative.itertuples(index=False), start=1):
+        mask = decode_relative(text, SIIM_SHAPE, where=f"train-rle-sample.csv row {row}")
+        assert np.array_equal(mask, decode(expected[image_id], SIIM_SHAPE, "F"))
+        assert encode_relative(mask) == text.strip()
+        areas.append(int(mask.sum()))
+    assert sorted(area for area in areas if area) == [2071, 2486, 5232, 9418, 29079]  # as SOURCE.md counts
+
+
+def test_real_siim_row_matches_its_mask_png(fixtures_dir: Path) -> None:
+    import cv2
+
+    image_id = "1.2.276.0.7230010.3.1.4.8323329.12743.1517875241.599591"
+    siim = fixtures_dir / "dicom" / "siim"
+    text = read_siim_rows(siim / "train-rle-sample.csv").set_index("ImageId").loc[image_id, "EncodedPixels"]
+    png = cv2.imread(str(siim / f"{image_id}_mask.png"), cv2.IMREAD_UNCHANGED)
+    assert png.shape == SIIM_SHAPE and set(np.unique(png).tolist()) == {0, 255}
+    assert np.array_equal(decode_relative(text, SIIM_SHAPE), png > 0)

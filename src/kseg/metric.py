@@ -1,26 +1,32 @@
-"""Competition metrics on label images: the Sartorius / DSB 2018 instance score, Dice and IoU.
+"""Competition metrics on label images, by name: instance mAP, Dice, IoU, TGS, Airbus F2, class mean IoU.
 
 The instance score of one image is the mean over IoU thresholds t = 0.50, 0.55, ..., 0.95 of
 TP / (TP + FP + FN), where a true and a predicted object match when their IoU is strictly above t.
 The whole IoU matrix comes from a single ``np.bincount`` of (truth label, prediction label) pairs,
 so scoring costs one pass over the pixels however many objects an image holds.
+
+``METRICS`` / ``metric_by_name`` give every competition metric a config name, so a task can say
+``metric: tgs_ap_iou`` instead of branching on strings; each entry says what kind of image it scores.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from kseg.errors import DataError
+from kseg.errors import ConfigError, DataError
 from kseg.rle import decode_labels
 
 if TYPE_CHECKING:
     from kseg.data import Schema
 
-__all__ = ["THRESHOLDS", "ScoreReport", "iou_matrix", "image_score", "dice", "iou", "score_frames"]
+__all__ = [
+    "THRESHOLDS", "ScoreReport", "iou_matrix", "image_score", "dice", "iou", "score_frames",
+    "tgs_score", "f2_score", "mean_iou_classes", "Metric", "METRICS", "metric_by_name",
+]
 
 # Rounded to the exact decimals: plain arange drifts upwards (0.6000000000000001), so an IoU of exactly
 # 0.6 or 0.75 would be compared with a threshold slightly different from the documented one.
@@ -92,16 +98,25 @@ def image_score(truth: np.ndarray, pred: np.ndarray, thresholds: np.ndarray = TH
     can have IoU > t with at most one object of the other image: matches are one-to-one and
     TP is simply the number of pairs above t. Both images empty scores 1.0, exactly one empty 0.0.
     """
+    true_positives, n_true, n_pred = _matches(truth, pred, thresholds)
+    if n_true == 0 and n_pred == 0:
+        return 1.0
+    return float(np.mean(true_positives / (n_true + n_pred - true_positives)))
+
+
+def _matches(truth: np.ndarray, pred: np.ndarray, thresholds: np.ndarray) -> tuple[np.ndarray, int, int]:
+    """(TP at each threshold, number of true objects, number of predicted objects) of two label images.
+
+    Shared by every object-matching metric (instance mAP, Airbus F2) so they count hits identically.
+    """
     thresholds = np.asarray(thresholds, dtype=np.float64)
     if thresholds.size == 0 or thresholds.min() < 0.5:
         raise ValueError(f"IoU thresholds must be >= 0.5 so that matches are one-to-one, got {thresholds.tolist()}")
     ious = iou_matrix(truth, pred)
     n_true, n_pred = ious.shape
-    if n_true == 0 and n_pred == 0:
-        return 1.0
     overlapping = ious[ious > 0]
     true_positives = (overlapping[None, :] > thresholds[:, None]).sum(axis=1)
-    return float(np.mean(true_positives / (n_true + n_pred - true_positives)))
+    return true_positives, n_true, n_pred
 
 
 def dice(truth_mask: np.ndarray, pred_mask: np.ndarray) -> float:
@@ -122,6 +137,162 @@ def iou(truth_mask: np.ndarray, pred_mask: np.ndarray) -> float:
     if union == 0:
         return 1.0
     return int(np.count_nonzero(truth_mask & pred_mask)) / union
+
+
+def tgs_score(truth_mask: np.ndarray, pred_mask: np.ndarray, thresholds: np.ndarray = THRESHOLDS) -> float:
+    """TGS Salt Identification (Kaggle 2018) score of one image: the mean over ``thresholds`` of a hit (IoU > t).
+
+    TGS scores the whole salt mask as one object, so at each threshold the image is a hit (precision 1)
+    or a miss (0). Its empty-image rules — both empty 1, exactly one empty 0 — are exactly ``iou``'s:
+    both empty gives IoU 1.0 (a hit at every t < 1) and one empty IoU 0.0 (a miss everywhere).
+    Non-zero pixels are foreground, so a label image scores as the union of its objects.
+    """
+    thresholds = np.asarray(thresholds, dtype=np.float64)
+    return float(np.mean(iou(truth_mask, pred_mask) > thresholds))
+
+
+def f2_score(truth: np.ndarray, pred: np.ndarray, thresholds: np.ndarray = THRESHOLDS) -> float:
+    """Airbus Ship Detection (Kaggle 2018) score of one pair of label images: F2 averaged over ``thresholds``.
+
+    At each t, F2(t) = 5 TP / (5 TP + 4 FN + FP), objects matching when their IoU is above t (one-to-one,
+    as in ``image_score``). Weighting FN four times FP rewards finding every ship over avoiding false alarms.
+    The formula is 0/0 for an image without ships and without predictions; Airbus scores that correct
+    "no ship" as 1.0. One side empty gives TP 0 and a positive FP or FN, hence 0.0.
+    """
+    true_positives, n_true, n_pred = _matches(truth, pred, thresholds)
+    if n_true == 0 and n_pred == 0:
+        return 1.0
+    false_negatives, false_positives = n_true - true_positives, n_pred - true_positives
+    return float(np.mean(5 * true_positives / (5 * true_positives + 4 * false_negatives + false_positives)))
+
+
+def _check_dataset(truths: Sequence[np.ndarray], preds: Sequence[np.ndarray]) -> None:
+    if len(truths) != len(preds):
+        raise DataError(f"got {len(truths)} truth image(s) but {len(preds)} prediction(s); they must pair up")
+    if len(truths) == 0:
+        raise DataError("no images to score")
+
+
+def _class_ids(image: np.ndarray, name: str, index: int, ignore_index: int | None) -> np.ndarray:
+    """The flattened class map as ``int64`` class ids >= 0 (or ``ignore_index``, which may be negative)."""
+    flat = image.ravel()
+    if not np.issubdtype(flat.dtype, np.integer):
+        raise DataError(f"{name} image {index}: class maps must hold integer class ids, got dtype {flat.dtype}")
+    negative = flat < 0
+    if ignore_index is not None:
+        negative &= flat != ignore_index
+    if negative.any():
+        raise DataError(f"{name} image {index}: class id {int(flat[np.argmax(negative)])} is negative")
+    largest = int(flat.max(initial=0))
+    if largest >= _MAX_PAIR_BINS:
+        raise DataError(f"{name} image {index}: class id {largest} is too large; class maps hold small class ids")
+    return flat.astype(np.int64, copy=False)  # bincount needs a signed index type (uint64 is refused)
+
+
+def mean_iou_classes(
+    truths: Sequence[np.ndarray],
+    preds: Sequence[np.ndarray],
+    *,
+    classes: Sequence[int] | None = None,
+    ignore_index: int | None = None,
+) -> float:
+    """Mean over classes of each class's IoU accumulated over the whole dataset (PASCAL VOC / CamVid mIoU).
+
+    IoU_c = TP_c / (TP_c + FP_c + FN_c), counted over all pixels of all images, so a rare class weighs as
+    much as a common one but tiny images do not dominate. Classes are averaged only where present (union
+    of truth and prediction over the dataset non-empty), as the VOC and Cityscapes benchmarks do: a class
+    nobody drew or predicted is undefined, not perfect. ``classes`` restricts the average (e.g. to leave
+    out background; default: every value seen). Pixels whose truth is ``ignore_index`` (CamVid's void)
+    are left out entirely. Nothing present at all scores 1.0, like the other metrics' empty/empty case.
+    """
+    _check_dataset(truths, preds)
+    truth_flats, pred_flats = [], []
+    for index, (truth, pred) in enumerate(zip(truths, preds), start=1):
+        _check_same_shape(truth, pred)
+        truth_flat = _class_ids(truth, "truth", index, ignore_index)
+        pred_flat = _class_ids(pred, "prediction", index, ignore_index)
+        if ignore_index is not None:
+            kept = truth_flat != ignore_index
+            truth_flat, pred_flat = truth_flat[kept], pred_flat[kept]
+        truth_flats.append(truth_flat)
+        pred_flats.append(pred_flat)
+    truth_all, pred_all = np.concatenate(truth_flats), np.concatenate(pred_flats)
+    # One bin per class id, plus a last one that collects predictions of ignore_index: they count for no class.
+    n_bins = int(max(truth_all.max(initial=0), pred_all.max(initial=0))) + 2
+    if ignore_index is not None:
+        pred_all = np.where(pred_all == ignore_index, n_bins - 1, pred_all)
+    truth_area = np.bincount(truth_all, minlength=n_bins)
+    pred_area = np.bincount(pred_all, minlength=n_bins)
+    intersection = np.bincount(truth_all[truth_all == pred_all], minlength=n_bins)
+    union = truth_area + pred_area - intersection
+    if classes is None:
+        averaged = np.arange(n_bins - 1)
+    else:
+        averaged = np.array([int(c) for c in classes], dtype=np.int64)
+        if (averaged < 0).any():
+            raise ValueError(f"classes must be non-negative class ids, got {list(classes)}")
+        averaged = averaged[averaged < n_bins - 1]  # a class id above every value seen is absent
+    if ignore_index is not None:
+        averaged = averaged[averaged != ignore_index]
+    present = averaged[union[averaged] > 0]
+    if present.size == 0:
+        return 1.0
+    return float(np.mean(intersection[present] / union[present]))
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A competition metric by config name.
+
+    ``target`` says what the images hold: ``"labels"`` (instance label images, 0 = background, each other
+    value one object), ``"mask"`` (binary masks, non-zero = foreground) or ``"classes"`` (class-id maps).
+    Per-image metrics (``per_image`` set) score a dataset as the mean over images, as every one of these
+    competitions does; the others (``dataset`` set) accumulate over all pixels first.
+    """
+
+    name: str
+    target: str
+    competition: str
+    per_image: Callable[[np.ndarray, np.ndarray], float] | None = None
+    dataset: Callable[[Sequence[np.ndarray], Sequence[np.ndarray]], float] | None = None
+
+    def image_scores(self, truths: Sequence[np.ndarray], preds: Sequence[np.ndarray]) -> list[float]:
+        """Each image's score, in input order (a DataError for a dataset-level metric, which has none)."""
+        if self.per_image is None:
+            raise DataError(f"metric {self.name!r} is defined over the whole dataset, not per image")
+        _check_dataset(truths, preds)
+        return [self.per_image(truth, pred) for truth, pred in zip(truths, preds)]
+
+    def score(self, truths: Sequence[np.ndarray], preds: Sequence[np.ndarray]) -> float:
+        """The dataset score of paired truth and prediction images."""
+        if self.dataset is not None:
+            return float(self.dataset(truths, preds))
+        return float(np.mean(self.image_scores(truths, preds)))
+
+
+METRICS: dict[str, Metric] = {
+    metric.name: metric
+    for metric in (
+        Metric("map_iou", "labels", "Sartorius 2021 / DSB 2018: mean over images of mAP@[.5:.95] of object matches",
+               per_image=image_score),
+        Metric("dice", "mask", "Carvana 2017 / Severstal 2019: mean over images of Dice, both empty = 1", per_image=dice),
+        Metric("iou", "mask", "mean over images of the mask IoU (Jaccard), both empty = 1", per_image=iou),
+        Metric("tgs_ap_iou", "mask", "TGS Salt 2018: mean over images of hits at IoU > 0.5:0.05:0.95",
+               per_image=tgs_score),
+        Metric("f2_iou", "labels", "Airbus Ship Detection 2018: mean over images of F2 over IoU 0.5:0.05:0.95",
+               per_image=f2_score),
+        Metric("mean_iou_classes", "classes", "PASCAL VOC / CamVid: per-class IoU over the dataset, mean over "
+               "classes present", dataset=mean_iou_classes),
+    )
+}
+
+
+def metric_by_name(name: str) -> Metric:
+    """The registered metric called ``name``; a ConfigError listing the valid names otherwise."""
+    try:
+        return METRICS[name]
+    except (KeyError, TypeError):
+        raise ConfigError(f"unknown metric {name!r}; valid metrics: {', '.join(METRICS)}") from None
 
 
 def _require_columns(frame: pd.DataFrame, columns: list[str], name: str) -> None:

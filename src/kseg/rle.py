@@ -1,7 +1,9 @@
 """Run-length encoding of masks as Kaggle writes it: 1-indexed ``start length`` pairs.
 
 Sartorius flattens the image row by row (``order="C"``); DSB 2018, TGS, Airbus and Severstal
-flatten it column by column (``order="F"``). Every string is validated strictly, because a
+flatten it column by column (``order="F"``). SIIM-ACR pneumothorax (2019) writes a second variant,
+``encode_relative``/``decode_relative``: column-major, each start counted from the end of the previous
+run, ``-1`` for an empty mask. Every string is validated strictly, because a
 silently wrong mask poisons training and scoring without anyone noticing; a problem raises
 one ``RLEError`` naming where the string came from and the offending value.
 """
@@ -15,7 +17,8 @@ import numpy as np
 
 from kseg.errors import RLEError
 
-__all__ = ["RLEError", "ORDERS", "decode", "encode", "encode_labels", "decode_labels"]
+__all__ = ["RLEError", "ORDERS", "decode", "encode", "encode_labels", "decode_labels", "decode_relative",
+           "encode_relative", "EMPTY_RELATIVE"]
 
 ORDERS = ("C", "F")
 
@@ -137,15 +140,21 @@ def decode(rle: str | float | None, shape: tuple[int, int], order: str = "C", *,
 
 def encode(mask: np.ndarray, order: str = "C") -> str:
     """RLE string of a 2-D mask (non-zero = foreground); ``''`` for an empty mask."""
+    starts, lengths = _mask_runs(mask, order)
+    runs = np.empty(2 * starts.size, dtype=np.int64)
+    runs[0::2], runs[1::2] = starts + 1, lengths
+    return " ".join(map(str, runs.tolist()))
+
+
+def _mask_runs(mask: np.ndarray, order: str) -> tuple[np.ndarray, np.ndarray]:
+    """0-indexed starts and lengths of the foreground runs of a 2-D mask flattened in ``order``."""
     _check_order(order)
     if mask.ndim != 2:
         raise RLEError(f"can only encode a 2-D mask, got shape {mask.shape}")
     flat = mask.ravel(order=order).astype(bool)
     padded = np.concatenate(([False], flat, [False]))
-    edges = np.flatnonzero(padded[1:] != padded[:-1])
-    runs = edges + 1  # edges alternate: run start (0-indexed) and run end (exclusive)
-    runs[1::2] -= runs[0::2]
-    return " ".join(map(str, runs.tolist()))
+    edges = np.flatnonzero(padded[1:] != padded[:-1])  # alternate: run start and run end (exclusive)
+    return edges[0::2], edges[1::2] - edges[0::2]
 
 
 def encode_labels(labels: np.ndarray, order: str = "C") -> dict[int, str]:
@@ -219,3 +228,74 @@ def decode_labels(
         first_claim = np.concatenate(([True], pixels[1:] != pixels[:-1]))
         flat[pixels[first_claim]] = pixel_labels[first_claim]
     return flat.reshape(shape, order=order), overlap_pixels
+
+
+# SIIM writes this for an image without pneumothorax, where the standard encoding writes nothing.
+EMPTY_RELATIVE = "-1"
+
+
+def encode_relative(mask: np.ndarray, order: str = "F") -> str:
+    """SIIM-ACR relative RLE of a 2-D mask: ``offset length`` pairs, ``"-1"`` when the mask is empty.
+
+    The first offset is the 0-based flat index of the first run; every later one is the number of
+    background pixels between the end of the previous run and this run's start. SIIM flattens column
+    by column (``order="F"``, the default); ``order`` exists so the two encoders stay symmetric.
+    """
+    starts, lengths = _mask_runs(mask, order)
+    if starts.size == 0:
+        return EMPTY_RELATIVE
+    previous_ends = np.concatenate(([0], starts[:-1] + lengths[:-1]))
+    runs = np.empty(2 * starts.size, dtype=np.int64)
+    runs[0::2], runs[1::2] = starts - previous_ends, lengths
+    return " ".join(map(str, runs.tolist()))
+
+
+def _relative_problem(offsets: np.ndarray, lengths: np.ndarray, shape: tuple[int, int]) -> str:
+    """The first problem among one relative string's runs, in words (called only once a problem is known)."""
+    height, width = shape
+    n_pixels = height * width
+    end = 0  # 0-based, exclusive end of the previous run
+    for run, (offset, length) in enumerate(zip(offsets.tolist(), lengths.tolist()), start=1):
+        if offset < 0:
+            if run == 1:
+                return (f"run 1 starts at offset {offset}; the first offset is a 0-based pixel index and must be "
+                        f">= 0 ({EMPTY_RELATIVE!r} alone marks an empty mask)")
+            return (f"run {run} has offset {offset}; offsets after the first count the background pixels since "
+                    f"the end of run {run - 1} and must be >= 0")
+        if length < 1:
+            return f"run {run} (offset {offset}) has length {length}; lengths must be >= 1"
+        start, end = end + offset, end + offset + length
+        if end > n_pixels:
+            return (f"run {run} covers 0-based pixels {start}-{end - 1}, past the end of the "
+                    f"{height}x{width} image ({n_pixels} pixels)")
+    raise AssertionError("no bad run")
+
+
+def decode_relative(
+    rle: str | float | None, shape: tuple[int, int], order: str = "F", *, where: str = ""
+) -> np.ndarray:
+    """Boolean (H, W) mask of one SIIM-ACR relative RLE string (see ``encode_relative``).
+
+    ``"-1"`` is SIIM's empty mask; ``None``, ``""`` and NaN are empty too, as in ``decode``, so a
+    missing prediction reads like the standard encoding's. Leading spaces (SIIM writes ``", 175349 7 ..."``)
+    are harmless. Any other problem raises one ``RLEError`` naming ``where``, the run and the value.
+    """
+    _check_order(order, where)
+    shape = _check_shape(shape, where)
+    flat = np.zeros(shape[0] * shape[1], dtype=bool)
+    if isinstance(rle, str) and rle.strip() == EMPTY_RELATIVE:
+        return flat.reshape(shape, order=order)
+    tokens = _tokens(rle, where)
+    try:
+        values = np.array(tokens, dtype=np.int64)
+    except (ValueError, OverflowError):
+        raise RLEError(_prefixed(where, _token_problem(tokens))) from None
+    offsets, lengths = values[0::2], values[1::2]
+    n_pixels = flat.size
+    # Each offset and length is checked against the image size before summing, so the sums cannot overflow.
+    if (offsets < 0).any() or (lengths < 1).any() or (offsets > n_pixels).any() or (lengths > n_pixels).any() \
+            or int(offsets.sum()) + int(lengths.sum()) > n_pixels:
+        raise RLEError(_prefixed(where, _relative_problem(offsets, lengths, shape)))
+    ends = np.cumsum(offsets + lengths)
+    flat[_run_pixels(ends - lengths, lengths)] = True
+    return flat.reshape(shape, order=order)
