@@ -150,7 +150,8 @@ def test_unknown_fold(data_root, tmp_path):
 
 @pytest.fixture(scope="module")
 def trained_run(data_root, tmp_path_factory) -> dict:
-    cfg = run_config(data_root, tmp_path_factory.mktemp("runs") / "run")
+    # At half scale, so the OOF test below shows the probabilities are restored to each image's full size.
+    cfg = run_config(data_root, tmp_path_factory.mktemp("runs") / "run", "train.scale=0.5")
     command_train(cfg, "all")
     return cfg
 
@@ -158,7 +159,8 @@ def trained_run(data_root, tmp_path_factory) -> dict:
 @pytest.mark.slow
 def test_two_fold_run_writes_every_artifact(trained_run):
     run = Path(trained_run["output"]["dir"])
-    for name in ("config.yaml", "folds.csv", "env.json", "channels.json"):
+    assert json.loads((run / "plan.json").read_text())["plan"]["scale"] == 0.5
+    for name in ("config.yaml", "folds.csv", "env.json", "channels.json", "plan.json"):
         assert (run / name).is_file(), name
     assert yaml.safe_load((run / "config.yaml").read_text())["train"]["size"] == 64
     env = json.loads((run / "env.json").read_text())
@@ -211,7 +213,7 @@ def test_resume_continues_an_interrupted_fold_at_its_epoch(trained_run, tmp_path
     shutil.copytree(trained_run["output"]["dir"], run)
     (run / "fold1" / "done.json").unlink()  # as if interrupted after epoch 1 of 2
     first_epoch = pd.read_csv(run / "fold1" / "history.csv").iloc[0]
-    cfg = run_config(Path(trained_run["data"]["root"]), run, "train.epochs=2")
+    cfg = run_config(Path(trained_run["data"]["root"]), run, "train.epochs=2", "train.scale=0.5")
     command_train(cfg, 1, resume=True)
     history = pd.read_csv(run / "fold1" / "history.csv")
     assert history["epoch"].tolist() == [0, 1]
@@ -223,7 +225,8 @@ def test_resume_continues_an_interrupted_fold_at_its_epoch(trained_run, tmp_path
 @pytest.mark.slow
 def test_same_seed_gives_the_same_first_epoch_loss(trained_run, tmp_path):
     first_run = Path(trained_run["output"]["dir"])
-    cfg = run_config(Path(trained_run["data"]["root"]), tmp_path / "again", f"folds.file={first_run / 'folds.csv'}")
+    cfg = run_config(Path(trained_run["data"]["root"]), tmp_path / "again", f"folds.file={first_run / 'folds.csv'}",
+                     "train.scale=0.5")
     command_train(cfg, 0)
     again = pd.read_csv(tmp_path / "again" / "fold0" / "history.csv")
     original = pd.read_csv(first_run / "fold0" / "history.csv")

@@ -69,6 +69,10 @@ DEFAULTS: Config = {
         # replacement), so a 30-image fold still gets enough optimizer steps and a 10,000-image one one pass.
         "steps_per_epoch": None,
         "min_steps_per_epoch": 50,
+        # The scale at which the network sees the images: auto (plan.py: objects with a median diameter above
+        # target_diameter px are downscaled to it, never upscaled) or a number; written to plan.json.
+        "scale": "auto",
+        "target_diameter": 32,
         "lr": 1.0e-3,
         # cosine: per-step cosine decay after a linear warm-up over the first `warmup` share of all steps;
         # plateau: halve the learning rate when `monitor` stops improving; null: constant.
@@ -77,6 +81,9 @@ DEFAULTS: Config = {
         # The checkpoint kept (best.weights.h5) and early stopping follow this: val_score (the competition
         # metric on the validation images after postprocess.default) or val_loss.
         "monitor": "val_score",
+        # Whole validation images scored after every epoch (an even spread over the fold's, by id); null: all.
+        # The OOF predictions always cover every validation image.
+        "val_images": 8,
         "early_stopping": 8,
         "loss": "bce_dice",
         "channel_weights": None,

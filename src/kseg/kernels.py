@@ -13,7 +13,7 @@ Layout written under ``out_root`` (default ``kernels/``); Kaggle mounts each dat
 - ``<name>-kseg-code/``: dataset with ``kseg/`` (this package's source), ``wheels/`` (packages the Kaggle
   image lacks), ``config.yaml`` (the resolved experiment) and ``assets/`` (local encoder weight files).
 - ``<name>-kseg-weights/``: dataset with ``fold{K}/best.weights.h5``, ``postprocess.json``,
-  ``channels.json``, ``config.yaml``, ``folds.csv`` and ``env.json`` of the run.
+  ``channels.json``, ``plan.json``, ``config.yaml``, ``folds.csv`` and ``env.json`` of the run.
 """
 from __future__ import annotations
 
@@ -82,7 +82,7 @@ BUNDLED: dict[str, str] = {
 }
 # Files of a run directory the inference kernel needs besides the fold weights.
 RUN_FILES_REQUIRED = ("channels.json",)
-RUN_FILES_OPTIONAL = ("postprocess.json", "config.yaml", "folds.csv", "env.json")
+RUN_FILES_OPTIONAL = ("postprocess.json", "plan.json", "config.yaml", "folds.csv", "env.json")
 # Config keys that may name a local file; the code dataset bundles the file so a kernel finds it offline.
 ASSET_KEYS = ("model.encoder_weights", "model.init_from")
 

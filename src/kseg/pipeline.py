@@ -148,6 +148,8 @@ def print_summary(cfg: Config, timings: dict[str, str], submission: Path) -> Non
 
         report = score_frames(read_csv(truth), read_csv(submission), schema_from_config(cfg), task=cfg["data"]["task"])
         lines.append(f"test score against {truth.name}: {report.score:.4f}")
+        for cls, value in sorted(report.per_class.items()):
+            lines.append(f"  class {cls}: {value:.4f}")
     lines.append("stage times: " + ", ".join(f"{k} {v}" for k, v in timings.items()))
     lines.append(f"folds file: {folds_path(cfg)}")
     lines.append(f"submission: {submission}")

@@ -75,6 +75,7 @@ def command_predict(cfg: Config, out: Path | None = None) -> Path:
     """Write the submission for every test image; it is validated before it replaces ``out``."""
     from .model import preprocess_fn
     from .normalize import input_normaliser
+    from .plan import read_plan, rescale_image, restore_probabilities
 
     out = Path(out) if out else submission_path(cfg)
     schema = schema_from_config(cfg)
@@ -85,13 +86,16 @@ def command_predict(cfg: Config, out: Path | None = None) -> Path:
     models = load_fold_models(cfg)
     preprocess = preprocess_fn(cfg)
     normalise = input_normaliser(cfg)
+    scale = read_plan(output_dir(cfg)).scale
     overlay_dir = output_dir(cfg) / "test_overlays"
     print(f"predicting {len(tests)} test images with {len(models)} fold models x {len(cfg['tta'])} TTA views")
 
     predictions: dict[str, np.ndarray] = {}
     for i, (image_id, path) in enumerate(tqdm(tests, desc="predict", unit="img")):
         image = read_image(path)
-        probs = predict_ensemble(models, preprocess(normalise(image)), cfg["tta"], tile=cfg["predict"]["tile"])
+        prepared = preprocess(rescale_image(normalise(image), scale))
+        probs = restore_probabilities(predict_ensemble(models, prepared, cfg["tta"], tile=cfg["predict"]["tile"]),
+                                      image.shape[:2])
         cls = predict_class(probs, classes) if classes else None
         predictions[image_id] = instances_from_probs(probs, params_for(chosen, cls), task)
         if i < N_OVERLAYS:

@@ -38,6 +38,7 @@ from .files import atomic_path, write_json, write_text
 from .folds import command_folds, read_folds
 from .metric import dice, image_score
 from .normalize import check_norm_config, input_normaliser
+from .plan import check_plan_config, fingerprint, make_plan, rescale_image, rescale_labels, restore_probabilities, write_plan
 from .postprocess import instances_from_probs, validate_params
 from .targets import channel_names, make_targets
 from .tta import VIEWS, predict_image
@@ -151,7 +152,7 @@ def check_train_config(cfg: Config) -> None:
     warmup = train["warmup"]
     if isinstance(warmup, bool) or not isinstance(warmup, (int, float)) or not 0.0 <= warmup < 1.0:
         raise ConfigError(f"train.warmup must be a share of the training steps in [0, 1), got {warmup!r}")
-    for key in ("early_stopping", "steps_per_epoch", "min_steps_per_epoch", "workers"):
+    for key in ("early_stopping", "steps_per_epoch", "min_steps_per_epoch", "workers", "val_images"):
         value = train[key]
         if value is not None and (not _is_int(value) or value < 1):
             raise ConfigError(f"train.{key} must be a positive integer or null, got {value!r}")
@@ -165,6 +166,7 @@ def check_train_config(cfg: Config) -> None:
     if fraction is not None and (not isinstance(fraction, (int, float)) or not 0.0 <= fraction <= 1.0):
         raise ConfigError(f"train.sampler.empty_fraction must be null or a number in [0, 1], got {fraction!r}")
     check_norm_config(cfg["model"])
+    check_plan_config(train)
     validate_params(cfg["postprocess"]["default"], cfg["data"]["task"])  # the validation score uses it
     unknown = [view for view in cfg["tta"] if view not in VIEWS]
     if unknown:
@@ -182,9 +184,11 @@ def run_classes(records: Sequence[ImageRecord], task: str) -> list[str]:
 
 @dataclass
 class SampleCache:
-    """Decoded, normalised uint8 RGB images and uint8 {0,1} targets, built once and shared by every fold.
+    """Decoded, normalised uint8 RGB images and uint8 {0,1} targets at the plan's scale, built once and
+    shared by every fold.
 
-    Images are normalised whole (``model.input_norm``) before any crop, exactly as prediction does.
+    Images are normalised whole (``model.input_norm``) and rescaled (``plan.json``) before any crop,
+    exactly as prediction does; targets are built from the rescaled labels.
     """
 
     images: list[np.ndarray]
@@ -193,12 +197,14 @@ class SampleCache:
     @classmethod
     def from_records(cls, records: Sequence[ImageRecord], task: str, classes: Sequence[str], border_width: int,
                      progress: bool = True,
-                     normalise: Callable[[np.ndarray], np.ndarray] = lambda image: image) -> "SampleCache":
+                     normalise: Callable[[np.ndarray], np.ndarray] = lambda image: image,
+                     scale: float = 1.0) -> "SampleCache":
         images, targets = [], []
         for record in tqdm(records, desc="cache images", disable=not progress):
-            images.append(normalise(read_image(record.image_path)))
+            images.append(rescale_image(normalise(read_image(record.image_path)), scale))
             cls_index = classes.index(str(record.cls)) if classes and record.cls is not None else None
-            targets.append(make_targets(record.labels, task, cls_index, len(classes), border_width).astype(np.uint8))
+            labels = rescale_labels(record.labels, scale)
+            targets.append(make_targets(labels, task, cls_index, len(classes), border_width).astype(np.uint8))
         return cls(images, targets)
 
 
@@ -332,9 +338,18 @@ def _read_lr(optimizer: Any) -> float:
 
 # ---------------------------------------------------------------------------------------------- validation
 
+def _spread(items: list, count: int | None) -> list:
+    """``count`` items evenly spread over ``items`` (all of them when ``count`` is None or not smaller)."""
+    if count is None or count >= len(items):
+        return items
+    return [items[int(i)] for i in np.linspace(0, len(items) - 1, count).round()]
+
+
 class Validator:
     """Scores the model on the fold's whole validation images, as the submission will be scored.
 
+    At most ``train.val_images`` images are scored, an even spread over the fold, since whole-image inference
+    after every epoch can cost more than the epoch's training on a CPU or with few steps per epoch.
     ``val_score`` is the competition metric (mAP over IoU thresholds for instances, Dice for binary masks)
     after ``postprocess.default``; ``val_loss`` is the training loss on the same full images; ``val_fg_dice``
     the soft Dice of the foreground. Short runs with small batches make ``val_loss`` swing by orders of
@@ -343,7 +358,8 @@ class Validator:
 
     def __init__(self, cache: SampleCache, records: Sequence[ImageRecord], indices: Sequence[int], cfg: Config,
                  preprocess: Callable[[np.ndarray], np.ndarray], loss: Callable[[Any, Any], Any]) -> None:
-        self.cache, self.records, self.indices = cache, records, list(indices)
+        self.cache, self.records = cache, records
+        self.indices = _spread(list(indices), cfg["train"]["val_images"])
         self.preprocess, self.loss = preprocess, loss
         self.task = cfg["data"]["task"]
         self.params = validate_params(cfg["postprocess"]["default"], self.task)
@@ -361,7 +377,7 @@ class Validator:
             overlap = float((probs[..., 0] * target[..., 0]).sum())
             soft_dice.append((2 * overlap + 1.0) / (float(probs[..., 0].sum() + target[..., 0].sum()) + 1.0))
             truth = self.records[index].labels
-            pred = instances_from_probs(probs, self.params, self.task)
+            pred = instances_from_probs(restore_probabilities(probs, truth.shape), self.params, self.task)
             scores.append(dice(truth > 0, pred > 0) if self.task == "binary" else image_score(truth, pred))
         return {"val_loss": float(np.mean(losses)), "val_fg_dice": float(np.mean(soft_dice)),
                 "val_score": float(np.mean(scores))}
@@ -419,6 +435,7 @@ class FoldRecorder:
         self.epochs_done = epochs_done
         self.best_value, self.best_epoch = best_value, best_epoch
         self.stopped_early = False
+        self.started = time.perf_counter()
 
     def on_epoch_end(self, epoch: int, logs: dict | None) -> None:
         from .model import save_weights
@@ -431,7 +448,8 @@ class FoldRecorder:
                                                          if k in logs)
               + "; images drawn: " + ", ".join(f"{k} {v}" for k, v in drawn.items()))
         self.rows.append({"epoch": epoch, **{k: float(v) for k, v in logs.items() if k != "lr"},
-                          "lr": _read_lr(self.model.optimizer), **{f"drawn_{k}": v for k, v in drawn.items()}})
+                          "lr": _read_lr(self.model.optimizer), "seconds": round(time.perf_counter() - self.started, 1),
+                          **{f"drawn_{k}": v for k, v in drawn.items()}})
         history = pd.DataFrame(self.rows)
         with atomic_path(self.fold_dir / "history.csv") as tmp:
             history.to_csv(tmp, index=False)
@@ -497,12 +515,23 @@ def _callbacks(cfg: Config, recorder: FoldRecorder, steps: int) -> list:
 
 def _write_oof(model: Any, cache: SampleCache, records: Sequence[ImageRecord], indices: Sequence[int],
                cfg: Config, preprocess: Callable[[np.ndarray], np.ndarray], oof_dir: Path) -> None:
-    """Probabilities of every validation image at full resolution, as uint8 ×255: ``plain`` and ``tta``."""
-    tile = cfg["predict"]["tile"]
+    """Probabilities of every validation image at full resolution (restored from the plan's scale), as
+    uint8 ×255: ``plain`` and ``tta``.
+
+    The ``identity`` view of the TTA is the plain prediction, so it is computed once and averaged in.
+    """
+    tile, views = cfg["predict"]["tile"], list(cfg["tta"])
+    others = [view for view in views if view != "identity"]
     for index in tqdm(indices, desc=f"OOF {oof_dir.parent.name}", disable=not cfg["train"]["verbose"]):
         image = preprocess(cache.images[index])
         plain = predict_image(model.predict_on_batch, image, ["identity"], tile=tile)
-        tta = predict_image(model.predict_on_batch, image, cfg["tta"], tile=tile)
+        if not others:
+            tta = plain
+        else:
+            rest = predict_image(model.predict_on_batch, image, others, tile=tile)
+            tta = (rest * len(others) + plain * (len(views) - len(others))) / len(views)
+        shape = records[index].shape
+        plain, tta = restore_probabilities(plain, shape), restore_probabilities(tta, shape)
         as_uint8 = {name: np.round(np.clip(probs, 0.0, 1.0) * 255).astype(np.uint8)
                     for name, probs in (("plain", plain), ("tta", tta))}
         with atomic_path(oof_dir / f"{records[index].id}.npz") as tmp, open(tmp, "wb") as handle:
@@ -643,13 +672,18 @@ def command_train(cfg: Config, fold: int | str = "all", resume: bool = False) ->
     write_text(out / "config.yaml", config_module.dump(dict(cfg)))
     write_json(out / "env.json", _environment())
     write_json(out / "channels.json", {"channels": channels, "classes": classes, "task": task})
+    fp = fingerprint([record.labels for record in records], [record.cls for record in records])
+    plan = make_plan(fp, cfg["train"], task)
+    write_plan(out, fp, plan)
+    print(f"[plan] {len(records)} images, median object diameter {fp.median_diameter} px: {plan.reason}")
     requested = _folds_to_train(fold, sorted(set(fold_of.tolist())))
     pending = [k for k in requested if not (resume and (out / f"fold{k}" / "done.json").is_file())]
     for k in sorted(set(requested) - set(pending)):
         print(f"[train] fold {k}: done.json exists, skipping (--resume)")
     if pending:
         cache = SampleCache.from_records(records, task, classes, cfg["train"]["border_width"],
-                                         progress=bool(cfg["train"]["verbose"]), normalise=input_normaliser(cfg))
+                                         progress=bool(cfg["train"]["verbose"]), normalise=input_normaliser(cfg),
+                                         scale=plan.scale)
         strategy = _distribution(bool(cfg["train"]["mixed_precision"]))
         for k in pending:
             start = time.perf_counter()

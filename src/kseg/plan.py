@@ -1,0 +1,171 @@
+"""A dataset fingerprint and the written plan derived from it (after nnU-Net): what a run decides by itself.
+
+Competitions differ in image size, object size and class balance by an order of magnitude, and defaults
+that are fixed numbers fit only some of them. kseg measures the training images once (the fingerprint)
+and turns that into a plan: here, the scale at which the network sees the images, chosen so that the
+median object has about ``train.target_diameter`` pixels. Large cells (phase contrast, EM) are then
+downscaled, which gives a crop more context and makes training and inference several times cheaper,
+while small nuclei stay at full resolution (kseg never upscales unless asked). Both are written to the
+run directory as ``plan.json`` (inspectable, and read back by prediction and the kernels) and printed.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import cv2
+import numpy as np
+
+from .errors import ConfigError, DataError
+from .files import write_json
+
+__all__ = ["Fingerprint", "Plan", "fingerprint", "make_plan", "write_plan", "read_plan", "rescale_image",
+           "rescale_labels", "restore_probabilities", "PLAN_FILE"]
+
+PLAN_FILE = "plan.json"
+MIN_SCALE = 0.25
+# Objects per image at which the diameter estimate is trusted: a set of a few huge objects per image says
+# little about the scale at which a network should see them.
+_MIN_OBJECTS = 20
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """What the training images look like: sizes, object sizes (equivalent diameters), classes, emptiness."""
+
+    n_images: int
+    median_height: int
+    median_width: int
+    n_objects: int
+    median_diameter: float | None
+    diameter_p10: float | None
+    diameter_p90: float | None
+    class_counts: dict[str, int]
+    empty_images: int
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The decisions a run takes from its fingerprint; ``reason`` says why, for people reading plan.json."""
+
+    scale: float
+    reason: str
+
+
+def fingerprint(labels: Sequence[np.ndarray], classes: Sequence[str | None]) -> Fingerprint:
+    """Measure label images (instance labels or binary masks) and the image classes."""
+    if not labels:
+        raise DataError("a fingerprint needs at least one training image")
+    areas: list[np.ndarray] = []
+    for image in labels:
+        counts = np.bincount(np.asarray(image).ravel().astype(np.int64))
+        areas.append(counts[1:][counts[1:] > 0])
+    all_areas = np.concatenate(areas) if areas else np.zeros(0)
+    diameters = np.sqrt(4.0 * all_areas / math.pi)
+    heights = [int(np.asarray(image).shape[0]) for image in labels]
+    widths = [int(np.asarray(image).shape[1]) for image in labels]
+
+    def stat(q: float) -> float | None:
+        return round(float(np.percentile(diameters, q)), 1) if len(diameters) else None
+
+    counts: dict[str, int] = {}
+    for cls in classes:
+        counts[str(cls)] = counts.get(str(cls), 0) + 1
+    return Fingerprint(
+        n_images=len(labels), median_height=int(np.median(heights)), median_width=int(np.median(widths)),
+        n_objects=int(len(diameters)), median_diameter=stat(50), diameter_p10=stat(10), diameter_p90=stat(90),
+        class_counts=counts, empty_images=int(sum(len(a) == 0 for a in areas)),
+    )
+
+
+def _check_scale(value: Any) -> None:
+    if value == "auto":
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not MIN_SCALE <= value <= 4.0:
+        raise ConfigError(f"train.scale must be 'auto' or a number in [{MIN_SCALE}, 4], got {value!r}")
+
+
+def check_plan_config(train_cfg: Mapping[str, Any]) -> None:
+    _check_scale(train_cfg["scale"])
+    target = train_cfg["target_diameter"]
+    if isinstance(target, bool) or not isinstance(target, (int, float)) or not target > 0:
+        raise ConfigError(f"train.target_diameter must be a positive number of pixels, got {target!r}")
+
+
+def make_plan(fp: Fingerprint, train_cfg: Mapping[str, Any], task: str = "instance") -> Plan:
+    """``train.scale`` as given, or (``auto``) ``target_diameter / median diameter`` capped at 1.
+
+    A binary task has no instances whose size says anything about resolution (one mask may cover half
+    the image), so ``auto`` keeps it at full resolution.
+    """
+    check_plan_config(train_cfg)
+    if train_cfg["scale"] != "auto":
+        return Plan(scale=float(train_cfg["scale"]), reason="train.scale set in the config")
+    if task != "instance":
+        return Plan(scale=1.0, reason=f"task {task}: no instance sizes to plan by, full resolution")
+    target = float(train_cfg["target_diameter"])
+    if fp.median_diameter is None or fp.n_objects < _MIN_OBJECTS:
+        return Plan(scale=1.0, reason=f"too few objects ({fp.n_objects}) to measure their size: full resolution")
+    raw = target / fp.median_diameter
+    if raw >= 1.0:
+        return Plan(scale=1.0, reason=f"median object diameter {fp.median_diameter:g} px <= target {target:g} px: "
+                                      "full resolution")
+    scale = max(MIN_SCALE, round(raw, 2))
+    return Plan(scale=scale, reason=f"median object diameter {fp.median_diameter:g} px, target {target:g} px: "
+                                    f"images scaled by {scale:g}")
+
+
+def write_plan(run_dir: Path, fp: Fingerprint, plan: Plan) -> Path:
+    path = run_dir / PLAN_FILE
+    write_json(path, {"fingerprint": asdict(fp), "plan": asdict(plan)})
+    return path
+
+
+def read_plan(run_dir: Path) -> Plan:
+    """The plan a run was trained with; a run without one (older kseg) was trained at full resolution."""
+    path = run_dir / PLAN_FILE
+    if not path.is_file():
+        return Plan(scale=1.0, reason=f"{path} not found: full resolution")
+    try:
+        plan = json.loads(path.read_text())["plan"]
+        scale = float(plan["scale"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+        raise DataError(f"{path}: not a kseg plan file ({error})") from None
+    if not MIN_SCALE <= scale <= 4.0:
+        raise DataError(f"{path}: scale {scale} is outside [{MIN_SCALE}, 4]")
+    return Plan(scale=scale, reason=str(plan.get("reason", "")))
+
+
+def _scaled_shape(shape: tuple[int, ...], scale: float) -> tuple[int, int]:
+    return max(1, int(round(shape[0] * scale))), max(1, int(round(shape[1] * scale)))
+
+
+def rescale_image(image: np.ndarray, scale: float) -> np.ndarray:
+    """An HWC image at ``scale`` (area averaging when shrinking, so thin structures fade rather than alias)."""
+    if scale == 1.0:
+        return image
+    height, width = _scaled_shape(image.shape, scale)
+    interpolation = cv2.INTER_AREA if scale < 1.0 else cv2.INTER_LINEAR
+    out = cv2.resize(image, (width, height), interpolation=interpolation)
+    return out.reshape(height, width, *image.shape[2:])
+
+
+def rescale_labels(labels: np.ndarray, scale: float) -> np.ndarray:
+    """A label image at ``scale`` by nearest neighbour (labels are ids, not intensities)."""
+    if scale == 1.0:
+        return labels
+    height, width = _scaled_shape(labels.shape, scale)
+    source = labels.astype(np.int32) if labels.dtype not in (np.uint8, np.uint16, np.int16, np.float32) else labels
+    return cv2.resize(source, (width, height), interpolation=cv2.INTER_NEAREST).astype(labels.dtype)
+
+
+def restore_probabilities(probs: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """(h, w, C) probabilities back to the image's own ``shape`` (bilinear), so post-processing and the
+    metric always run at full resolution."""
+    if probs.shape[:2] == tuple(shape):
+        return probs
+    out = cv2.resize(probs.astype(np.float32), (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
+    return out.reshape(shape[0], shape[1], *probs.shape[2:])
