@@ -186,6 +186,7 @@ def image_path(folder: Path, image_id: str, image_ext: str, what: str = "image i
     The id must name a file inside ``folder`` (see :func:`kseg.files.child_path`); ``what`` says where the
     id comes from in the error, e.g. ``"train.csv line 5: id"``.
     """
+    child_path(folder, image_id, what)  # the id itself, so the error shows the value as the CSV has it
     name = image_id if image_id.endswith(image_ext) else f"{image_id}{image_ext}"
     return child_path(folder, name, what)
 

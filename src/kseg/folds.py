@@ -132,11 +132,11 @@ def command_folds(cfg: Mapping[str, Any]) -> Path:
 
     The settings go to the sidecar (:func:`sidecar_path`) so a later read can tell a stale file.
     """
-    frame = data.read_index(cfg)
-    folds = make_folds(frame, cfg["folds"]["n_splits"], cfg["folds"]["seed"])
     path = config_module.folds_path(cfg)
     if path.is_dir():
         raise DataError(f"folds.file {path} is a folder; it must name a CSV file")
+    frame = data.read_index(cfg)
+    folds = make_folds(frame, cfg["folds"]["n_splits"], cfg["folds"]["seed"])
     with atomic_path(path) as tmp:
         folds.to_csv(tmp, index=False)
     write_json(sidecar_path(path), _settings(cfg))
