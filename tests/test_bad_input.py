@@ -442,3 +442,9 @@ def test_random_ids_never_read_or_write_outside(tmp_path: Path, monkeypatch, ima
     assert all(_inside(path, oof_dir) for path in written), written
     created = {p for p in work.rglob("*")} - before
     assert all(_inside(path, root / "run") or path == root / "sub.csv" for path in created), created
+
+
+@pytest.mark.parametrize("fold", ["x", "\u00b2", "-1"])
+def test_bad_fold_argument_is_one_line(tmp_path: Path, capsys, fold: str) -> None:
+    err = cli_error(capsys, ["train", "--config", str(config_file(tmp_path / "c.yaml", "{}")), "--fold", fold])
+    assert "--fold expects a fold index" in err

@@ -18,6 +18,13 @@ def _config(args: argparse.Namespace) -> Config:
     return load_config(args.config, args.set or ())
 
 
+def _fold_arg(value: str) -> int:
+    """``--fold K`` as an integer, or one clear error instead of int()'s traceback."""
+    if not value.strip().isascii() or not value.strip().isdigit():
+        raise KsegError(f"--fold expects a fold index (0, 1, ...) or 'all', got {value!r}")
+    return int(value)
+
+
 def _cmd_demo_data(args: argparse.Namespace) -> int:
     from .demo import make_demo_data
 
@@ -37,7 +44,7 @@ def _cmd_folds(args: argparse.Namespace) -> int:
 def _cmd_train(args: argparse.Namespace) -> int:
     from .train import command_train
 
-    fold = "all" if args.fold == "all" else int(args.fold)
+    fold = "all" if args.fold == "all" else _fold_arg(args.fold)
     command_train(_config(args), fold, resume=args.resume)
     return 0
 
@@ -108,7 +115,7 @@ def _cmd_kernel_build(args: argparse.Namespace) -> int:
             raise KsegError("--fold all builds one training kernel per fold: use it with --kind train")
         build_train_kernels(cfg, args.owner, out_root, args.competition)
         return 0
-    fold = None if args.fold is None else int(args.fold)
+    fold = None if args.fold is None else _fold_arg(args.fold)
     build_kernel(cfg, kind=args.kind, fold=fold, owner=args.owner, out_root=out_root,
                  competition=args.competition, from_kernels=args.from_kernels, enable_gpu=args.gpu)
     return 0
