@@ -86,7 +86,8 @@ def config_file(path: Path, text: str | bytes) -> Path:
     ("../x.png", "leads outside"),
     ("a/../../x.png", "leads outside"),
     ("..", "leads outside"),
-    (".", "leads outside"),
+    (".", "names the folder .* itself"),
+    ("a/..", "names the folder .* itself"),
     ("x\x00.png", "NUL"),
     ("", "non-empty file name"),
 ])

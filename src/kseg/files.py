@@ -42,7 +42,9 @@ def child_path(folder: str | os.PathLike, name: str, what: str) -> Path:
     if os.path.isabs(name):
         raise DataError(f"{what} {name!r}: an absolute path; ids must name a file inside {folder}")
     normal = os.path.normpath(name)
-    if normal in (".", "..") or normal.startswith(".." + os.sep):
+    if normal == ".":
+        raise DataError(f"{what} {name!r}: names the folder {folder} itself, not a file in it")
+    if normal == ".." or normal.startswith(".." + os.sep):
         raise DataError(f"{what} {name!r}: leads outside {folder}; ids must name a file inside it")
     return Path(folder) / normal
 
