@@ -77,7 +77,6 @@ def check_config(cfg: Config) -> None:
             raise ConfigError(f"data.demo must be null or a mapping of {', '.join(sorted(accepted))}, got {demo!r}")
     check_train_config(cfg)
     build_augment(cfg["train"]["augment"], cfg["train"]["size"], train=True)
-    check_model_config(cfg)
     check_search_config(cfg, cfg["data"]["task"])
     wanted = cfg["predict"]["folds"]
     if wanted != "all":
@@ -88,6 +87,7 @@ def check_config(cfg: Config) -> None:
     out = output_dir(cfg)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"output.dir {out} is an existing file, not a folder")
+    check_model_config(cfg)  # last: it imports TensorFlow
 
 
 def set_aside_folds(run_dir: Path) -> Path | None:

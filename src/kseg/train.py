@@ -400,12 +400,12 @@ def _write_oof(model: Any, cache: SampleCache, records: Sequence[ImageRecord], i
     """Probabilities of every validation image at full resolution, as uint8 ×255: ``plain`` and ``tta``."""
     tile = cfg["predict"]["tile"]
     for index in tqdm(indices, desc=f"OOF {oof_dir.parent.name}", disable=not cfg["train"]["verbose"]):
+        oof_path = child_path(oof_dir, f"{records[index].id}.npz", "OOF file of image id")
         image = preprocess(cache.images[index])
         plain = predict_image(model.predict_on_batch, image, ["identity"], tile=tile)
         tta = predict_image(model.predict_on_batch, image, cfg["tta"], tile=tile)
         as_uint8 = {name: np.round(np.clip(probs, 0.0, 1.0) * 255).astype(np.uint8)
                     for name, probs in (("plain", plain), ("tta", tta))}
-        oof_path = child_path(oof_dir, f"{records[index].id}.npz", "OOF file of image id")
         with atomic_path(oof_path) as tmp, open(tmp, "wb") as handle:
             np.savez_compressed(handle, **as_uint8)
 
