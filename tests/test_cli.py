@@ -52,9 +52,13 @@ def test_score_perfect_and_partial_prediction(tmp_path, capsys):
     capsys.readouterr()
     same = tmp_path / "same.csv"
     frame[["id", "annotation"]].rename(columns={"annotation": "predicted"}).to_csv(same, index=False)
-    assert main(["score", str(truth), str(same), "--schema", "sartorius", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["score"] == pytest.approx(1.0)
-    assert main(["score", str(truth), str(pred), "--schema", "sartorius"]) == 0
+    # The real annotations overlap, which Kaggle rejects in a submission: an error unless --allow-overlap.
+    assert main(["score", str(truth), str(same), "--schema", "sartorius", "--json"]) == 2
+    assert "overlaps an earlier instance" in capsys.readouterr().err
+    assert main(["score", str(truth), str(same), "--schema", "sartorius", "--json", "--allow-overlap"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["score"] == pytest.approx(1.0) and "Kaggle would reject" in captured.err
+    assert main(["score", str(truth), str(pred), "--schema", "sartorius", "--allow-overlap"]) == 0
     out = capsys.readouterr().out
     assert "shsy5y" in out and "all" in out
     score = float(out.strip().splitlines()[-1].split()[-1])

@@ -238,14 +238,14 @@ def test_missing_image_names_id_path_and_row(sartorius_root: Path) -> None:
     frame.loc[len(frame)] = frame.iloc[0].replace({FIXTURE_ID: "ffff00000000"})
     frame.to_csv(csv_path, index=False)
     expected = sartorius_root / "train" / "ffff00000000.png"
-    with pytest.raises(DataError, match=rf"{csv_path} row 396: image of id 'ffff00000000' not found at {expected}"):
+    with pytest.raises(DataError, match=rf"{csv_path} line 397: image of id 'ffff00000000' not found at {expected}"):
         data.load_records(sartorius_config(sartorius_root))
 
 
 def test_unreadable_image_names_the_row_and_file(sartorius_root: Path) -> None:
     image = sartorius_root / "train" / f"{FIXTURE_ID}.png"
     image.write_bytes(b"\x00garbage" * 64)
-    with pytest.raises(DataError, match=rf"train.csv row 1 \(id {FIXTURE_ID}\): {image}: not a readable image"):
+    with pytest.raises(DataError, match=rf"train.csv line 2 \(id {FIXTURE_ID}\): {image}: not a readable image"):
         data.load_records(sartorius_config(sartorius_root))
 
 
@@ -254,14 +254,14 @@ def test_csv_size_swapped_with_image_size(sartorius_root: Path) -> None:
     frame = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
     frame[["width", "height"]] = frame[["height", "width"]].to_numpy()  # the classic width/height mix-up
     frame.to_csv(csv_path, index=False)
-    with pytest.raises(DataError, match=rf"{csv_path} row 1 \(id {FIXTURE_ID}\): CSV size 704x520 .* image size 520x704"):
+    with pytest.raises(DataError, match=rf"{csv_path} line 2 \(id {FIXTURE_ID}\): CSV size 704x520 .* image size 520x704"):
         data.read_index(sartorius_config(sartorius_root))
 
 
 def test_one_row_with_a_different_size_is_named(sartorius_root: Path) -> None:
     csv_path = sartorius_root / "train.csv"
     edit_csv_row(csv_path, 200, "width", "700")
-    with pytest.raises(DataError, match=rf"{csv_path} row 200 \(id {FIXTURE_ID}\): CSV size 520x700 .* image size 520x704"):
+    with pytest.raises(DataError, match=rf"{csv_path} line 201 \(id {FIXTURE_ID}\): CSV size 520x700 .* image size 520x704"):
         data.load_records(sartorius_config(sartorius_root))
 
 
@@ -269,21 +269,21 @@ def test_one_row_with_a_different_size_is_named(sartorius_root: Path) -> None:
 def test_bad_size_cell_is_named(sartorius_root: Path, value: str, problem: str) -> None:
     csv_path = sartorius_root / "train.csv"
     edit_csv_row(csv_path, 3, "height", value)
-    with pytest.raises(DataError, match=rf"{csv_path} row 3: height is {problem}"):
+    with pytest.raises(DataError, match=rf"{csv_path} line 4: height is {problem}"):
         data.load_records(sartorius_config(sartorius_root))
 
 
 def test_empty_id_is_named(sartorius_root: Path) -> None:
     csv_path = sartorius_root / "train.csv"
     edit_csv_row(csv_path, 9, "id", " ")
-    with pytest.raises(DataError, match=rf"{csv_path} row 9: empty id"):
+    with pytest.raises(DataError, match=rf"{csv_path} line 10: empty id"):
         data.load_records(sartorius_config(sartorius_root))
 
 
 def test_malformed_rle_is_an_rle_error_naming_file_and_row(sartorius_root: Path) -> None:
     csv_path = sartorius_root / "train.csv"
     edit_csv_row(csv_path, 5, "annotation", "118145 6 118849")
-    with pytest.raises(RLEError, match=rf"{csv_path} row 5 \(id {FIXTURE_ID}\): odd number of tokens \(3\)"):
+    with pytest.raises(RLEError, match=rf"{csv_path} line 6 \(id {FIXTURE_ID}\): odd number of tokens \(3\)"):
         data.load_records(sartorius_config(sartorius_root), progress=False)
 
 
@@ -354,7 +354,7 @@ def test_missing_test_image_names_sample_row_id_and_path(tmp_path: Path) -> None
     write_gray(tmp_path / "test" / "a1.png", (4, 4))
     pd.DataFrame({"id": ["a1", "a1", "zz"], "predicted": ""}).to_csv(tmp_path / "sample.csv", index=False)
     cfg = sartorius_config(tmp_path, "data.sample_submission=sample.csv")
-    with pytest.raises(DataError, match=rf"{tmp_path / 'sample.csv'} row 3: test image of id 'zz' not found at "
+    with pytest.raises(DataError, match=rf"{tmp_path / 'sample.csv'} line 4: test image of id 'zz' not found at "
                                         rf"{tmp_path / 'test' / 'zz.png'}"):
         data.list_test_images(cfg)
 

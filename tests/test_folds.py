@@ -148,8 +148,8 @@ def test_read_folds_returns_requested_ids_sorted(tmp_path: Path) -> None:
 @pytest.mark.parametrize("text, message", [
     ("", r"the file is empty"),
     ("id,split\na,0\n", r"missing column\(s\) fold; the file has columns id, split"),
-    ("id,fold\na,0\nb,x\n", r"row 2: fold is 'x', not a non-negative integer"),
-    ("id,fold\na,0\nb,1\na,1\n", r"row 3: id 'a' appears more than once"),
+    ("id,fold\na,0\nb,x\n", r"line 3: fold is 'x', not a non-negative integer"),
+    ("id,fold\na,0\nb,1\na,1\n", r"line 4: id 'a' appears more than once"),
     ("id,fold\na,0\n", r"1 training image\(s\) have no fold, e\.g\. b; .*stale"),
 ])
 def test_read_folds_rejects_bad_files(tmp_path: Path, text: str, message: str) -> None:

@@ -300,7 +300,7 @@ def test_run_local_lists_the_problems_of_an_invalid_submission(tmp_path, competi
     script = "from pathlib import Path\nPath('submission.csv').write_text('id,predicted\\n0030fd0e6378,5 x\\n')\n"
     report = run_local(_hand_kernel(tmp_path, script), competition_dir, timeout=60)
     problems = "\n".join(report.problems)
-    assert not report.ok and "0f08d640930b" in problems and "row 1" in problems
+    assert not report.ok and "0f08d640930b" in problems and "line 2" in problems
 
 
 def test_run_local_blocks_the_network_and_shows_the_traceback(tmp_path, competition_dir, capsys):

@@ -54,8 +54,10 @@ def write_run(cfg: Config, records: list[ImageRecord], classes: list[str], folds
 def demo_cfg(tmp_path_factory: pytest.TempPathFactory) -> Config:
     root = tmp_path_factory.mktemp("search")
     competition = make_demo_data(root / "competition", seed=3, n_train=6, n_test=1, height=128, width=160)
+    # The hand-made folds below (i % 2) are 2 folds that split wells: both must be stated, since folds are
+    # checked against the config and for groups spanning folds on every read.
     return load_config(None, [f"data.root={competition}", "data.schema.preset=sartorius", f"output.dir={root / 'run'}", "postprocess.n_jobs=1",
-                              f"postprocess.grid={json.dumps(SMALL_GRID)}"])
+                              f"postprocess.grid={json.dumps(SMALL_GRID)}", "folds.n_splits=2", "folds.allow_group_leak=true"])
 
 
 @pytest.fixture(scope="module")

@@ -130,55 +130,55 @@ def test_missing_id(tmp_path: Path) -> None:
 
 def test_unknown_id(tmp_path: Path) -> None:
     problems = problems_of(write_rows(tmp_path / "s.csv", [("a", ""), ("zz", "1 2"), ("b", "")]))
-    assert problems == ["row 2: unknown id 'zz' (not a test image)"]
+    assert problems == ["line 3: unknown id 'zz' (not a test image)"]
 
 
 def test_invalid_rle_token(tmp_path: Path) -> None:
     [problem] = problems_of(write_rows(tmp_path / "s.csv", [("a", "1 3"), ("a", "5 x"), ("b", "")]))
-    assert problem.startswith("row 2 (id 'a'):") and "'x', not an integer" in problem and "value '5 x'" in problem
+    assert problem.startswith("line 3 (id 'a'):") and "'x', not an integer" in problem and "value '5 x'" in problem
 
 
 def test_odd_token_count(tmp_path: Path) -> None:
     [problem] = problems_of(write_rows(tmp_path / "s.csv", [("a", "1 3 7"), ("b", "")]))
-    assert problem.startswith("row 1 (id 'a'):") and "odd number of tokens" in problem
+    assert problem.startswith("line 2 (id 'a'):") and "odd number of tokens" in problem
 
 
 def test_run_past_the_image(tmp_path: Path) -> None:
     [problem] = problems_of(write_rows(tmp_path / "s.csv", [("a", ""), ("b", "45 10")]))
-    assert problem.startswith("row 2 (id 'b'):") and "past the end of the 6x8 image" in problem
+    assert problem.startswith("line 3 (id 'b'):") and "past the end of the 6x8 image" in problem
 
 
 def test_runs_not_sorted(tmp_path: Path) -> None:
     [problem] = problems_of(write_rows(tmp_path / "s.csv", [("a", "20 2 3 2"), ("b", "")]))
-    assert problem.startswith("row 1 (id 'a'):") and "increasing order" in problem
+    assert problem.startswith("line 2 (id 'a'):") and "increasing order" in problem
 
 
 def test_overlapping_instances_count_pixels(tmp_path: Path) -> None:
     problems = problems_of(write_rows(tmp_path / "s.csv", [("a", "1 6"), ("a", "20 3"), ("a", "3 6"), ("b", "")]))
-    assert problems == ["row 3: id 'a' instance overlaps earlier instances of the image in 4 pixels (value '3 6')"]
+    assert problems == ["line 4: id 'a' instance overlaps earlier instances of the image in 4 pixels (value '3 6')"]
 
 
 def test_duplicate_rows(tmp_path: Path) -> None:
     problems = problems_of(write_rows(tmp_path / "s.csv", [("a", "1 2"), ("b", ""), ("a", "1 2")]))
-    assert problems == ["row 3: duplicate of row 1 (id a, value '1 2')"]
+    assert problems == ["line 4: duplicate of line 2 (id a, value '1 2')"]
 
 
 def test_empty_and_non_empty_rows_for_one_image(tmp_path: Path) -> None:
     problems = problems_of(write_rows(tmp_path / "s.csv", [("a", ""), ("a", "4 2"), ("b", "")]))
-    assert problems == ["row 1: id 'a' has an empty prediction but also 1 non-empty row(s) (first: row 2)"]
+    assert problems == ["line 2: id 'a' has an empty prediction but also 1 non-empty row(s) (first: line 3)"]
 
 
 def test_binary_task_allows_one_row_per_image(tmp_path: Path) -> None:
     path = write_rows(tmp_path / "s.csv", [("a", "1 2"), ("a", "5 2"), ("b", "")])
     assert problems_of(path, task="instance") == []
-    assert problems_of(path, task="binary") == ["row 2: id 'a' has 2 rows; task binary expects exactly one row per image"]
+    assert problems_of(path, task="binary") == ["line 3: id 'a' has 2 rows; task binary expects exactly one row per image"]
 
 
 def test_problem_list_is_capped(tmp_path: Path) -> None:
     rows = [("a", ""), ("b", "")] + [(f"ghost{i}", "") for i in range(60)]
     problems = problems_of(write_rows(tmp_path / "s.csv", rows))
     assert len(problems) == submission.MAX_PROBLEMS + 1
-    assert problems[0] == "row 3: unknown id 'ghost0' (not a test image)"
+    assert problems[0] == "line 4: unknown id 'ghost0' (not a test image)"
     assert problems[-1] == "... and 10 more"
 
 

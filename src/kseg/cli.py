@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import traceback
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -17,11 +18,18 @@ def _config(args: argparse.Namespace) -> Config:
     return load_config(args.config, args.set or ())
 
 
+def _fold_arg(value: str) -> int:
+    """``--fold K`` as an integer, or one clear error instead of int()'s traceback."""
+    if not value.strip().isascii() or not value.strip().isdigit():
+        raise KsegError(f"--fold expects a fold index (0, 1, ...) or 'all', got {value!r}")
+    return int(value)
+
+
 def _cmd_demo_data(args: argparse.Namespace) -> int:
     from .demo import make_demo_data
 
     root = make_demo_data(Path(args.dir), seed=args.seed, n_train=args.n_train, n_test=args.n_test,
-                          height=args.height, width=args.width)
+                          height=args.height, width=args.width, force=args.force)
     print(f"demo competition written to {root}")
     return 0
 
@@ -36,7 +44,7 @@ def _cmd_folds(args: argparse.Namespace) -> int:
 def _cmd_train(args: argparse.Namespace) -> int:
     from .train import command_train
 
-    fold = "all" if args.fold == "all" else int(args.fold)
+    fold = "all" if args.fold == "all" else _fold_arg(args.fold)
     command_train(_config(args), fold, resume=args.resume)
     return 0
 
@@ -75,8 +83,13 @@ def _cmd_score(args: argparse.Namespace) -> int:
         schema, task = Schema(**PRESETS[args.schema]), args.task
     else:
         raise KsegError("kseg score needs --config CFG or --schema PRESET to know the columns")
-    truth, pred = (read_csv(Path(p)) for p in (args.truth, args.pred))
-    report = score_frames(truth, pred, schema, task=task)
+    truth, pred = (read_csv(Path(p), what) for p, what in ((args.truth, "truth CSV"), (args.pred, "prediction CSV")))
+    report = score_frames(truth, pred, schema, task=task, truth_name=args.truth, pred_name=args.pred,
+                          allow_overlap=args.allow_overlap)
+    if report.overlaps:
+        print(f"warning: {args.pred}: {len(report.overlaps)} image(s) have overlapping predicted instances "
+              f"({sum(report.overlaps.values())} pixels claimed twice; first row wins); Kaggle would reject "
+              f"this file", file=sys.stderr)
     if args.json:
         print(json.dumps({"score": report.score, "per_class": report.per_class, "per_image": report.per_image}, indent=2))
         return 0
@@ -102,7 +115,7 @@ def _cmd_kernel_build(args: argparse.Namespace) -> int:
             raise KsegError("--fold all builds one training kernel per fold: use it with --kind train")
         build_train_kernels(cfg, args.owner, out_root, args.competition)
         return 0
-    fold = None if args.fold is None else int(args.fold)
+    fold = None if args.fold is None else _fold_arg(args.fold)
     build_kernel(cfg, kind=args.kind, fold=fold, owner=args.owner, out_root=out_root,
                  competition=args.competition, from_kernels=args.from_kernels, enable_gpu=args.gpu)
     return 0
@@ -154,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-test", type=int, default=6)
     p.add_argument("--height", type=int, default=520)
     p.add_argument("--width", type=int, default=704)
+    p.add_argument("--force", action="store_true", help="write into DIR even if it holds files kseg did not write")
 
     add("folds", _cmd_folds, "write folds.csv (stratified group k-fold) and print the fold table")
     p = add("train", _cmd_train, "train one fold or all folds; writes weights, curves and OOF predictions")
@@ -173,6 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--schema", help="schema preset instead of a config (sartorius, dsb2018)")
     p.add_argument("--task", default="instance", choices=["instance", "binary"])
     p.add_argument("--json", action="store_true", help="print score and per-image scores as JSON")
+    p.add_argument("--allow-overlap", action="store_true",
+                   help="score predictions whose instances overlap (Kaggle rejects them) with a warning")
 
     p = add("validate", _cmd_validate, "check a submission file against the test images")
     p.add_argument("submission")
@@ -213,6 +229,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted (training can continue with --resume)", file=sys.stderr)
         return 130
+    except OSError as exc:
+        print(f"error: {os_error_message(exc)}", file=sys.stderr)
+        return 2
+
+
+# Modules whose innermost frame names the file operation that failed (pathlib.mkdir, shutil.move, ...).
+_FILE_MODULES = ("pathlib", "shutil", "tempfile", "os", "genericpath", "posixpath", "ntpath")
+
+
+def os_error_message(exc: OSError) -> str:
+    """One line naming the path and the operation of a filesystem error (a full disk, a file where a
+    folder should be, no permission), instead of a traceback."""
+    operation = "access"
+    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
+        if Path(frame.filename).stem in _FILE_MODULES:
+            operation = frame.name.lstrip("_")
+            break
+    reason = exc.strerror or str(exc)
+    paths = [str(p) for p in (exc.filename, exc.filename2) if p is not None]
+    where = " -> ".join(paths) if paths else "a file"
+    return f"cannot {operation} {where}: {reason}"
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -46,7 +47,8 @@ DEFAULTS: Config = {
         # When set, `kseg run` generates the synthetic demo competition into data.root if it is missing.
         "demo": None,
     },
-    "folds": {"n_splits": 5, "seed": 42, "file": None},
+    # allow_group_leak: a folds file with a group in two folds is a warning instead of an error.
+    "folds": {"n_splits": 5, "seed": 42, "file": None, "allow_group_leak": False},
     "model": {
         "arch": "Unet",
         "backbone": "resnet34",
@@ -172,9 +174,12 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
         try:
-            user = yaml.safe_load(path.read_text()) or {}
+            user = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.object[exc.start:exc.start + 1]!r}); "
+                              f"save the config as UTF-8") from None
         if not isinstance(user, Mapping):
             raise ConfigError(f"{path}: the top level must be a mapping, got {type(user).__name__}")
         _check_keys(user, DEFAULTS, "", str(path))
@@ -188,16 +193,51 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
     return cfg
 
 
+def _is_int(value: Any) -> bool:
+    """An integer that is not a bool (YAML ``true`` is an ``int`` to Python, and would run one epoch)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+# Paths the pipeline cannot do without, and paths that may be null (unset).
+_REQUIRED_PATHS = ("data.root", "data.train_csv", "data.train_dir", "data.test_dir", "output.dir")
+_OPTIONAL_PATHS = ("data.sample_submission", "data.test_truth", "folds.file", "output.submission")
+_BOOLS = ("postprocess.per_class", "folds.allow_group_leak", "model.encoder_freeze", "train.mixed_precision")
+
+
 def _validate_values(cfg: Config) -> None:
+    """Types and ranges of the values every command uses, so a wrong one is one ConfigError, not a traceback."""
     if cfg["data"]["task"] not in ("instance", "binary"):
         raise ConfigError(f"data.task must be 'instance' or 'binary', got {cfg['data']['task']!r}")
+    for dotted in _REQUIRED_PATHS + _OPTIONAL_PATHS:
+        value = get(cfg, dotted)
+        if value is None and dotted in _OPTIONAL_PATHS:
+            continue
+        if not isinstance(value, (str, os.PathLike)) or not str(value).strip() or "\x00" in str(value):
+            raise ConfigError(f"{dotted} must be a path (a non-empty string{', or null' if dotted in _OPTIONAL_PATHS else ''}), "
+                              f"got {value!r}")
+    if cfg["data"]["image_ext"] is None:
+        cfg["data"]["image_ext"] = ""  # `image_ext:` left blank is the natural way to write "" (ids carry it)
+    if not isinstance(cfg["data"]["image_ext"], str):
+        raise ConfigError(f"data.image_ext must be a file extension such as '.png' (or '' when ids carry it), "
+                          f"got {cfg['data']['image_ext']!r}")
     n_splits = cfg["folds"]["n_splits"]
-    if not isinstance(n_splits, int) or n_splits < 2:
+    if not _is_int(n_splits) or n_splits < 2:
         raise ConfigError(f"folds.n_splits must be an integer >= 2, got {n_splits!r}")
+    seed = cfg["folds"]["seed"]
+    if not _is_int(seed) or seed < 0:
+        raise ConfigError(f"folds.seed must be a non-negative integer, got {seed!r}")
+    for dotted in _BOOLS:
+        value = get(cfg, dotted)
+        if not isinstance(value, bool):
+            raise ConfigError(f"{dotted} must be true or false, got {value!r}")
     for key in ("epochs", "batch_size", "size"):
         value = cfg["train"][key]
-        if not isinstance(value, int) or value < 1:
+        if not _is_int(value) or value < 1:
             raise ConfigError(f"train.{key} must be a positive integer, got {value!r}")
+    wanted = cfg["predict"]["folds"]
+    if not (wanted == "all" or _is_int(wanted)
+            or (isinstance(wanted, list) and wanted and all(_is_int(k) for k in wanted))):
+        raise ConfigError(f"predict.folds must be 'all', a fold index or a list of fold indices, got {wanted!r}")
     if not isinstance(cfg["tta"], list) or not cfg["tta"]:
         raise ConfigError(f"tta must be a non-empty list of view names, got {cfg['tta']!r}")
 

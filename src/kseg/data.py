@@ -3,8 +3,9 @@
 Column names, RLE pixel order and the submission header differ between competitions, so they are a
 :class:`Schema` built from the config (a preset plus overrides). Everything that can be wrong with the
 inputs is checked here, once, and reported as a :class:`~kseg.errors.DataError` naming the file, the
-CSV row (1-based data row, header excluded) and the value: a wrong mask would otherwise train and
-score silently.
+CSV line (the file's own line number, header = line 1, as an editor shows it) and the value: a wrong
+mask would otherwise train and score silently. Every path built from an id goes through
+:func:`kseg.files.child_path`, so an id never reads or writes outside its folder.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+import csv
 import cv2
 import numpy as np
 import pandas as pd
@@ -21,10 +23,12 @@ from tqdm.auto import tqdm
 from kseg import config as config_module
 from kseg import rle
 from kseg.errors import ConfigError, DataError
+from kseg.files import child_path
 
 __all__ = [
     "Schema", "PRESETS", "schema_from_config", "read_image", "image_size", "ImageRecord",
-    "read_csv", "read_index", "load_records", "list_test_images", "records_frame", "image_path",
+    "read_csv", "csv_lines", "read_index", "load_records", "list_test_images", "records_frame", "image_path",
+    "check_complete_image",
 ]
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -110,6 +114,7 @@ def read_image(path: str | Path) -> np.ndarray:
     pixels = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if pixels is None:
         raise DataError(f"{path}: not a readable image (OpenCV could not decode it)")
+    check_complete_image(path)
     if pixels.ndim == 3 and pixels.shape[2] == 1:
         pixels = pixels[:, :, 0]
     if pixels.ndim == 2:
@@ -121,6 +126,40 @@ def read_image(path: str | Path) -> np.ndarray:
     if pixels.dtype != np.uint8:
         pixels = _scale_to_uint8(pixels.astype(np.float64))
     return np.ascontiguousarray(pixels)
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
+_JPEG_START, _JPEG_END = b"\xff\xd8", b"\xff\xd9"
+
+
+def check_complete_image(path: str | Path) -> None:
+    """DataError when a JPEG or PNG file is truncated.
+
+    OpenCV decodes a truncated JPEG partly and fills the missing rows with flat grey (only libjpeg's
+    stderr says so), which would train and predict on a wrong image. The check is cheap: a complete
+    file ends with its end marker (JPEG EOI, PNG IEND); only a file that does not (some writers append
+    bytes after EOI) is decoded fully by PIL, which raises on a truncated one. Other formats pass.
+    """
+    path = Path(path)
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+        handle.seek(0, 2)
+        handle.seek(max(0, handle.tell() - len(_PNG_END)))
+        tail = handle.read()
+    if head.startswith(_PNG_SIGNATURE):
+        complete = tail == _PNG_END
+    elif head.startswith(_JPEG_START):
+        complete = tail.rstrip(b"\x00\r\n").endswith(_JPEG_END)
+    else:
+        return
+    if complete:
+        return
+    try:
+        with Image.open(path) as image:
+            image.load()
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise DataError(f"{path}: truncated or corrupt image ({exc}); re-download or remove it") from None
 
 
 def _scale_to_uint8(pixels: np.ndarray) -> np.ndarray:
@@ -152,9 +191,15 @@ def image_size(path: str | Path) -> tuple[int, int]:
     return height, width
 
 
-def image_path(folder: Path, image_id: str, image_ext: str) -> Path:
-    """Path of an image id; ids that already carry the extension (Airbus: ``00003e153.jpg``) are kept as is."""
-    return folder / (image_id if image_id.endswith(image_ext) else f"{image_id}{image_ext}")
+def image_path(folder: Path, image_id: str, image_ext: str, what: str = "image id") -> Path:
+    """Path of an image id; ids that already carry the extension (Airbus: ``00003e153.jpg``) are kept as is.
+
+    The id must name a file inside ``folder`` (see :func:`kseg.files.child_path`); ``what`` says where the
+    id comes from in the error, e.g. ``"train.csv line 5: id"``.
+    """
+    child_path(folder, image_id, what)  # the id itself, so the error shows the value as the CSV has it
+    name = image_id if image_id.endswith(image_ext) else f"{image_id}{image_ext}"
+    return child_path(folder, name, what)
 
 
 @dataclass
@@ -178,7 +223,7 @@ class ImageRecord:
 
 @dataclass(frozen=True)
 class _TrainTable:
-    """The validated train.csv: its rows (with 1-based ``_row`` numbers) and one index row per image."""
+    """The validated train.csv: its rows (with their file line numbers in ``_line``) and one index row per image."""
 
     csv_path: Path
     schema: Schema
@@ -187,8 +232,19 @@ class _TrainTable:
     image_paths: dict[str, Path]
 
 
+# Name of the index of a frame from read_csv: the file line number of each row.
+LINE_INDEX = "line"
+
+
 def read_csv(path: Path, what: str = "CSV file") -> pd.DataFrame:
-    """Every cell as text (ids such as ``0123`` must not become numbers, empty RLE must stay ``''``)."""
+    """Every cell as text (ids such as ``0123`` must not become numbers, empty RLE must stay ``''``).
+
+    The index is each row's line number in the file (header = line 1), so errors name the line an
+    editor shows even when pandas skipped blank lines or a quoted cell spans several lines.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{what} {path} is a folder, not a CSV file")
     if not path.is_file():
         raise DataError(f"{what} not found: {path}")
     try:
@@ -197,7 +253,36 @@ def read_csv(path: Path, what: str = "CSV file") -> pd.DataFrame:
         raise DataError(f"{path}: the file is empty (expected a header and data rows)") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: not a readable CSV ({exc})") from None
+    frame.index = pd.Index(_record_lines(path, len(frame)), name=LINE_INDEX)
     return frame
+
+
+def _record_lines(path: Path, n_rows: int) -> np.ndarray:
+    """First file line of each of the ``n_rows`` data records pandas read (it skips blank lines)."""
+    raw = path.read_bytes()
+    n_lines = raw.count(b"\n") + (0 if raw.endswith(b"\n") else 1)
+    if b'"' not in raw and b"\r" not in raw and n_lines == n_rows + 1:
+        return np.arange(2, n_rows + 2)  # the common case: one record per line, no blank line
+    starts: list[int] = []
+    with open(path, newline="", encoding="utf-8", errors="replace") as handle:
+        reader = csv.reader(handle)
+        previous = 0
+        for index, record in enumerate(reader):
+            start, previous = previous + 1, reader.line_num
+            if index == 0 or not record or (len(record) == 1 and not record[0].strip()):
+                continue  # the header, or a blank line pandas skips
+            starts.append(start)
+    if len(starts) != n_rows:  # a dialect csv reads differently from pandas: count records instead
+        return np.arange(2, n_rows + 2)
+    return np.asarray(starts, dtype=np.int64)
+
+
+def csv_lines(frame: pd.DataFrame) -> np.ndarray:
+    """File line number of each row: the index of a :func:`read_csv` frame; a frame built in memory is
+    numbered as the CSV it would be written to (header on line 1, first row on line 2)."""
+    if frame.index.name == LINE_INDEX:
+        return frame.index.to_numpy(dtype=np.int64)
+    return np.arange(2, len(frame) + 2)
 
 
 def _require_columns(frame: pd.DataFrame, path: Path, columns: list[str]) -> None:
@@ -215,13 +300,13 @@ def _optional_column(frame: pd.DataFrame, path: Path, column: str | None, role: 
     return None
 
 
-def _positive_int(value: str, path: Path, row: int, column: str) -> int:
+def _positive_int(value: str, path: Path, line: int, column: str) -> int:
     try:
         number = int(value)
     except ValueError:
-        raise DataError(f"{path} row {row}: {column} is {value!r}, not an integer") from None
+        raise DataError(f"{path} line {line}: {column} is {value!r}, not an integer") from None
     if number < 1:
-        raise DataError(f"{path} row {row}: {column} is {number}; it must be >= 1")
+        raise DataError(f"{path} line {line}: {column} is {number}; it must be >= 1")
     return number
 
 
@@ -239,22 +324,24 @@ def _read_train_table(cfg: Mapping[str, Any]) -> _TrainTable:
     group_col = _optional_column(rows, csv_path, schema.group_col, "group")
     size_cols = (schema.height_col, schema.width_col)
     has_sizes = all(column is not None and column in rows.columns for column in size_cols)
-    rows = rows.assign(_row=np.arange(1, len(rows) + 1))
-    empty_ids = rows.index[rows[schema.id_col].str.strip() == ""]
+    rows = rows.assign(_line=csv_lines(rows))
+    empty_ids = rows["_line"][rows[schema.id_col].str.strip() == ""]
     if len(empty_ids):
-        raise DataError(f"{csv_path} row {empty_ids[0] + 1}: empty {schema.id_col}")
+        raise DataError(f"{csv_path} line {empty_ids.iloc[0]}: empty {schema.id_col}")
 
     index_rows: list[dict[str, Any]] = []
     image_paths: dict[str, Path] = {}
+    spelled: dict[Path, tuple[str, int]] = {}
     for image_id, image_rows in rows.groupby(schema.id_col, sort=True):
-        first_row = int(image_rows["_row"].iloc[0])
-        path = image_path(train_dir, image_id, image_ext)
+        first_line = int(image_rows["_line"].iloc[0])
+        path = image_path(train_dir, image_id, image_ext, f"{csv_path} line {first_line}: {schema.id_col}")
+        _check_one_spelling(spelled, path, image_id, first_line, csv_path)
         if not path.is_file():
-            raise DataError(f"{csv_path} row {first_row}: image of id {image_id!r} not found at {path}")
+            raise DataError(f"{csv_path} line {first_line}: image of id {image_id!r} not found at {path}")
         try:
             height, width = image_size(path)
         except DataError as exc:
-            raise DataError(f"{csv_path} row {first_row} (id {image_id}): {exc}") from None
+            raise DataError(f"{csv_path} line {first_line} (id {image_id}): {exc}") from None
         if has_sizes:
             _check_csv_sizes(image_rows, schema, csv_path, image_id, (height, width))
         n_foreground_rows = int((image_rows[schema.rle_col].str.strip() != "").sum())
@@ -272,14 +359,26 @@ def _read_train_table(cfg: Mapping[str, Any]) -> _TrainTable:
     return _TrainTable(csv_path, schema, rows, pd.DataFrame(index_rows, columns=INDEX_COLUMNS), image_paths)
 
 
+def _check_one_spelling(spelled: dict[Path, tuple[str, int]], path: Path, image_id: str, line: int,
+                        csv_path: Path) -> None:
+    """Two ids naming one file (``X`` and ``X.png``, ``X`` and ``./X``) would become two records of the
+    same image, each with part of its instances and the rest labelled background."""
+    if path in spelled:
+        other_id, other_line = spelled[path]
+        first, second = sorted([(other_line, other_id), (line, image_id)])
+        raise DataError(f"{csv_path} line {first[0]} (id {first[1]!r}) and line {second[0]} (id {second[1]!r}) "
+                        f"name the same image {path}; spell each id one way")
+    spelled[path] = (image_id, line)
+
+
 def _check_csv_sizes(image_rows: pd.DataFrame, schema: Schema, csv_path: Path, image_id: str,
                      image_shape: tuple[int, int]) -> None:
     """Every row's height/width must equal the image's: a mismatch means the RLE would decode wrongly."""
-    for row, height_text, width_text in zip(image_rows["_row"], image_rows[schema.height_col], image_rows[schema.width_col]):
-        csv_shape = (_positive_int(height_text, csv_path, row, schema.height_col),
-                     _positive_int(width_text, csv_path, row, schema.width_col))
+    for line, height_text, width_text in zip(image_rows["_line"], image_rows[schema.height_col], image_rows[schema.width_col]):
+        csv_shape = (_positive_int(height_text, csv_path, line, schema.height_col),
+                     _positive_int(width_text, csv_path, line, schema.width_col))
         if csv_shape != image_shape:
-            raise DataError(f"{csv_path} row {row} (id {image_id}): CSV size {csv_shape[0]}x{csv_shape[1]} "
+            raise DataError(f"{csv_path} line {line} (id {image_id}): CSV size {csv_shape[0]}x{csv_shape[1]} "
                             f"(height x width) differs from the image size {image_shape[0]}x{image_shape[1]}")
 
 
@@ -314,7 +413,7 @@ def load_records(cfg: Mapping[str, Any], *, progress: bool = True) -> list[Image
                       disable=not progress):
         image_rows = rows_by_id[entry.id]
         image_rows = image_rows[image_rows[schema.rle_col].str.strip() != ""]
-        wheres = [f"{csv_path} row {row} (id {entry.id})" for row in image_rows["_row"]]
+        wheres = [f"{csv_path} line {line} (id {entry.id})" for line in image_rows["_line"]]
         shape = (int(entry.height), int(entry.width))
         labels, overlap = rle.decode_labels(image_rows[schema.rle_col].tolist(), shape, schema.rle_order, wheres=wheres)
         if binary:
@@ -351,12 +450,14 @@ def list_test_images(cfg: Mapping[str, Any]) -> list[tuple[str, Path]]:
         id_col = schema_from_config(cfg).submission_cols[0]
         sample = read_csv(sample_path, "sample submission")
         _require_columns(sample, sample_path, [id_col])
-        first_rows = sample.assign(_row=np.arange(1, len(sample) + 1)).drop_duplicates(id_col)
+        first_rows = sample.assign(_line=csv_lines(sample)).drop_duplicates(id_col)
         images = []
-        for image_id, row in sorted(zip(first_rows[id_col], first_rows["_row"])):
-            path = image_path(test_dir, image_id, image_ext)
+        spelled: dict[Path, tuple[str, int]] = {}
+        for image_id, line in sorted(zip(first_rows[id_col], first_rows["_line"])):
+            path = image_path(test_dir, image_id, image_ext, f"{sample_path} line {line}: {id_col}")
+            _check_one_spelling(spelled, path, image_id, int(line), sample_path)
             if not path.is_file():
-                raise DataError(f"{sample_path} row {row}: test image of id {image_id!r} not found at {path}")
+                raise DataError(f"{sample_path} line {line}: test image of id {image_id!r} not found at {path}")
             images.append((image_id, path))
         source = str(sample_path)
     else:

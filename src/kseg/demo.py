@@ -8,6 +8,7 @@ CPU epochs can separate them and reach a meaningful score.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import pandas as pd
 
 from kseg import rle
 from kseg.errors import DataError
-from kseg.files import atomic_path
+from kseg.files import atomic_path, is_temporary, write_json
 
 __all__ = ["make_demo_data", "CELL_TYPES", "TRAIN_COLUMNS"]
 
@@ -29,6 +30,8 @@ _REFERENCE_AREA = 520 * 704
 _MIN_OBJECT_PIXELS = 15
 # Share of cells placed next to an earlier cell rather than anywhere.
 _COLONY_FRACTION = 0.6
+# The list of files a demo generation wrote, so a rerun knows which files it may replace.
+MANIFEST = ".kseg-demo.json"
 
 
 @dataclass(frozen=True)
@@ -217,24 +220,59 @@ def _make_split(rng: np.random.Generator, folder: Path, n_images: int, height: i
     return sorted(image_ids), frame
 
 
+def _demo_files(root: Path) -> set[str]:
+    """Files (relative to ``root``) that earlier demo generations wrote, per the manifest."""
+    manifest = root / MANIFEST
+    if not manifest.is_file():
+        return set()
+    try:
+        files = json.loads(manifest.read_text()).get("files", [])
+    except (UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        return set()
+    return {str(name) for name in files} if isinstance(files, list) else set()
+
+
+def _foreign_files(root: Path) -> list[str]:
+    """Files under ``root`` that no earlier demo generation wrote, relative to root."""
+    ours = _demo_files(root)
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*")
+                  if not p.is_dir() and p.name != MANIFEST and not is_temporary(p.name)
+                  and str(p.relative_to(root)) not in ours)
+
+
 def make_demo_data(root: str | Path, seed: int = 0, n_train: int = 24, n_test: int = 6, height: int = 520,
-                   width: int = 704) -> Path:
+                   width: int = 704, *, force: bool = False) -> Path:
     """Write a synthetic Sartorius competition into ``root`` and return ``root``; same seed, same bytes.
 
     Layout: ``train.csv`` (the nine Sartorius columns, row-major RLE), ``train/*.png``, ``test/*.png``,
     ``sample_submission.csv`` (``id,predicted`` with empty predictions) and ``test_truth.csv`` (the
-    test annotations in train.csv format, to score demo submissions). Files of the same names are
-    overwritten; every file is written atomically.
+    test annotations in train.csv format, to score demo submissions). Every file is written atomically
+    and listed in ``.kseg-demo.json``: a later generation replaces those, but refuses (DataError) a
+    folder holding any other file, such as a real competition's train.csv, unless ``force``.
     """
     if n_train < 1 or n_test < 1 or height < 16 or width < 16:
         raise DataError(f"demo data needs n_train, n_test >= 1 and images of at least 16x16 pixels; got "
                         f"n_train={n_train}, n_test={n_test}, height={height}, width={width}")
     root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise DataError(f"demo data folder {root} is an existing file, not a folder")
+    if root.is_dir() and not force:
+        foreign = _foreign_files(root)
+        if foreign:
+            shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+            raise DataError(f"{root} holds files kseg did not write ({shown}); choose an empty folder, or pass "
+                            f"--force to overwrite files of the demo's names")
     rng = np.random.default_rng(seed)
     used_ids: set[str] = set()
-    _, train = _make_split(rng, root / "train", n_train, height, width, used_ids)
+    earlier = _demo_files(root) if root.is_dir() else set()
+    train_ids, train = _make_split(rng, root / "train", n_train, height, width, used_ids)
     test_ids, test = _make_split(rng, root / "test", n_test, height, width, used_ids)
     _write_csv(root / "train.csv", train)
     _write_csv(root / "test_truth.csv", test)
     _write_csv(root / "sample_submission.csv", pd.DataFrame({"id": test_ids, "predicted": [""] * len(test_ids)}))
+    written = {"train.csv", "test_truth.csv", "sample_submission.csv",
+               *(f"train/{image_id}.png" for image_id in train_ids), *(f"test/{image_id}.png" for image_id in test_ids)}
+    # Images of an earlier seed stay kseg's: a later generation may still replace them.
+    kept = {name for name in earlier if (root / name).is_file()}
+    write_json(root / MANIFEST, {"files": sorted(written | kept)})
     return root

@@ -4,9 +4,16 @@ Images of one group (Sartorius ``sample_id``: one well, photographed several tim
 duplicates; if they straddle folds the out-of-fold score is optimistic and post-processing is tuned
 on leaked images. So folds are grouped, and stratified by class so each fold sees every cell type.
 When the data lacks groups or classes the next best splitter is used and a warning says so.
+
+Every read checks that the file still fits the config: its folds are exactly ``0..n_splits-1``, the
+sidecar ``folds.meta.json`` that ``kseg folds`` writes next to it records the same ``n_splits``, seed and
+group column, and no group spans two folds (``folds.allow_group_leak: true`` turns that error into a
+warning that names the groups).
 """
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -17,9 +24,14 @@ from sklearn.model_selection import GroupKFold, KFold, StratifiedGroupKFold, Str
 from kseg import config as config_module
 from kseg import data
 from kseg.errors import DataError
-from kseg.files import atomic_path
+from kseg.files import atomic_path, write_json
 
-__all__ = ["make_folds", "fold_table", "command_folds", "read_folds"]
+__all__ = ["make_folds", "fold_table", "command_folds", "read_folds", "sidecar_path"]
+
+# ASCII digits only: str.isdigit() accepts '²' or '٣', which int() or pandas then reject.
+_FOLD_NUMBER = re.compile(r"[0-9]+")
+# Groups named in a leak error or warning; the count says how many more there are.
+_SHOWN_GROUPS = 5
 
 _MISSING_CLASS = "(none)"
 
@@ -103,24 +115,49 @@ def fold_table(frame: pd.DataFrame, folds: pd.DataFrame) -> pd.DataFrame:
     return table.astype(int)
 
 
+def sidecar_path(folds_file: str | Path) -> Path:
+    """``folds.meta.json`` next to ``folds.csv``: the settings the folds were made with."""
+    return Path(folds_file).with_suffix(".meta.json")
+
+
+def _settings(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """What makes a folds file: a change of any of these makes a different split."""
+    schema = data.schema_from_config(cfg)
+    return {"n_splits": cfg["folds"]["n_splits"], "seed": cfg["folds"]["seed"], "group_col": schema.group_col,
+            "class_col": schema.class_col}
+
+
 def command_folds(cfg: Mapping[str, Any]) -> Path:
-    """Assign folds from train.csv (no mask decoding), write ``folds.csv`` atomically, print the table."""
+    """Assign folds from train.csv (no mask decoding), write ``folds.csv`` atomically, print the table.
+
+    The settings go to the sidecar (:func:`sidecar_path`) so a later read can tell a stale file.
+    """
+    path = config_module.folds_path(cfg)
+    if path.is_dir():
+        raise DataError(f"folds.file {path} is a folder; it must name a CSV file")
     frame = data.read_index(cfg)
     folds = make_folds(frame, cfg["folds"]["n_splits"], cfg["folds"]["seed"])
-    path = config_module.folds_path(cfg)
     with atomic_path(path) as tmp:
         folds.to_csv(tmp, index=False)
+    write_json(sidecar_path(path), _settings(cfg))
     print(fold_table(frame, folds).to_string())
     print(f"wrote {path}")
     return path
 
 
-def read_folds(path: str | Path, ids: Iterable[str]) -> pd.DataFrame:
+def read_folds(path: str | Path, ids: Iterable[str], *, cfg: Mapping[str, Any] | None = None,
+               groups: Mapping[str, str | None] | None = None) -> pd.DataFrame:
     """``id, fold`` of exactly ``ids`` (sorted); every id must have one integer fold in the file.
 
-    Ids in the file but not in ``ids`` are ignored, so training on a subset of images works.
+    Ids in the file but not in ``ids`` are ignored, so training on a subset of images works. With
+    ``cfg``, the file must match the config (folds ``0..n_splits-1``; the sidecar's n_splits, seed and
+    group column): a stale file would train the wrong folds. With ``groups`` (group of each id, ``None``
+    for none), a group in two folds is an error naming the groups, or a warning when
+    ``folds.allow_group_leak`` is true: leaked near-duplicates make the OOF score optimistic.
     """
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"folds file {path} is a folder, not a CSV file (check folds.file)")
     if not path.is_file():
         raise DataError(f"folds file not found: {path} (create it with `kseg folds`)")
     table = data.read_csv(path, "folds file")
@@ -128,17 +165,65 @@ def read_folds(path: str | Path, ids: Iterable[str]) -> pd.DataFrame:
     if missing_columns:
         raise DataError(f"{path}: missing column(s) {', '.join(missing_columns)}; the file has columns "
                         f"{', '.join(map(str, table.columns))}")
-    for row, value in enumerate(table["fold"], start=1):
-        if not value.strip().isdigit():
-            raise DataError(f"{path} row {row}: fold is {value!r}, not a non-negative integer")
-    duplicated = table.index[table["id"].duplicated()]
-    if len(duplicated):
-        row = duplicated[0] + 1
-        raise DataError(f"{path} row {row}: id {table['id'].iloc[row - 1]!r} appears more than once")
+    lines = data.csv_lines(table)
+    for line, value in zip(lines, table["fold"]):
+        if not _FOLD_NUMBER.fullmatch(value.strip()):
+            raise DataError(f"{path} line {line}: fold is {value!r}, not a non-negative integer")
+    duplicated = table["id"].duplicated().to_numpy()
+    if duplicated.any():
+        position = int(np.flatnonzero(duplicated)[0])
+        raise DataError(f"{path} line {lines[position]}: id {table['id'].iloc[position]!r} appears more than once")
+    fold_numbers = table["fold"].str.strip().astype(int)
+    if cfg is not None:
+        _check_matches_config(path, cfg, sorted(set(fold_numbers.tolist())))
     wanted = sorted(set(ids))
-    fold_of = dict(zip(table["id"], table["fold"].astype(int)))
+    fold_of = dict(zip(table["id"], fold_numbers))
     missing = [image_id for image_id in wanted if image_id not in fold_of]
     if missing:
         raise DataError(f"{path}: {len(missing)} training image(s) have no fold, e.g. {', '.join(missing[:5])}; "
                         f"the folds file is stale, recreate it with `kseg folds`")
-    return pd.DataFrame({"id": wanted, "fold": [fold_of[image_id] for image_id in wanted]})
+    result = pd.DataFrame({"id": wanted, "fold": [fold_of[image_id] for image_id in wanted]})
+    if groups is not None:
+        allow = bool(cfg is not None and cfg["folds"].get("allow_group_leak"))
+        _check_groups(path, result, groups, allow)
+    return result
+
+
+def _check_matches_config(path: Path, cfg: Mapping[str, Any], fold_numbers: list[int]) -> None:
+    """The folds of the file against ``folds.n_splits``, and the sidecar's settings against the config."""
+    n_splits = cfg["folds"]["n_splits"]
+    if fold_numbers != list(range(n_splits)):
+        raise DataError(f"{path}: has folds {', '.join(map(str, fold_numbers))} but folds.n_splits is {n_splits} "
+                        f"(expected folds 0..{n_splits - 1}); the folds file is stale: recreate it with `kseg folds` "
+                        f"or set folds.n_splits to match")
+    sidecar = sidecar_path(path)
+    if not sidecar.is_file():
+        return  # a hand-written folds file: only its folds and groups can be checked
+    try:
+        made_with = json.loads(sidecar.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"{sidecar}: not readable JSON ({exc}); delete it and run `kseg folds`") from None
+    wanted = _settings(cfg)
+    changed = [f"{key} {made_with.get(key)!r} -> {wanted[key]!r}" for key in ("n_splits", "seed", "group_col")
+               if isinstance(made_with, dict) and made_with.get(key) != wanted[key]]
+    if changed:
+        raise DataError(f"{path} was made with other settings than the config ({'; '.join(changed)}, see {sidecar}); "
+                        f"recreate it with `kseg folds` (trained folds then need retraining)")
+
+
+def _check_groups(path: Path, folds: pd.DataFrame, groups: Mapping[str, str | None], allow: bool) -> None:
+    """Error (or, when allowed, a warning) naming the groups whose images are in more than one fold."""
+    group = folds["id"].map(lambda image_id: groups.get(image_id))
+    known = group.notna()
+    folds_of_group = folds["fold"][known].groupby(group[known]).unique()
+    leaks = {str(name): sorted(int(f) for f in values) for name, values in folds_of_group.items() if len(values) > 1}
+    if not leaks:
+        return
+    shown = "; ".join(f"{name!r} in folds {', '.join(map(str, found))}"
+                      for name, found in sorted(leaks.items())[:_SHOWN_GROUPS])
+    more = f" and {len(leaks) - _SHOWN_GROUPS} more" if len(leaks) > _SHOWN_GROUPS else ""
+    message = (f"{path}: {len(leaks)} of {folds_of_group.size} groups have images in more than one fold "
+               f"({shown}{more}); near-duplicate images then leak into validation")
+    if not allow:
+        raise DataError(f"{message}. Recreate the file with `kseg folds`, or set folds.allow_group_leak: true")
+    print(f"WARNING: {message}; continuing because folds.allow_group_leak is true")

@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from kseg.errors import ConfigError, DataError
-from kseg.rle import decode_labels
+from kseg.errors import ConfigError, DataError, SubmissionError
+from kseg.rle import decode, decode_labels
 
 if TYPE_CHECKING:
     from kseg.data import Schema
@@ -35,11 +35,16 @@ THRESHOLDS = np.round(np.arange(0.5, 1.0, 0.05), 2)
 
 @dataclass
 class ScoreReport:
-    """Mean score over images, each image's score, and the mean per class (empty without a class column)."""
+    """Mean score over images, each image's score, and the mean per class (empty without a class column).
+
+    ``overlaps``: pixels claimed by more than one predicted instance, per image, when overlapping
+    predictions were scored anyway (``allow_overlap=True``); Kaggle rejects such a file.
+    """
 
     score: float
     per_image: dict[str, float] = field(default_factory=dict)
     per_class: dict[str, float] = field(default_factory=dict)
+    overlaps: dict[str, int] = field(default_factory=dict)
 
 
 def _check_same_shape(truth: np.ndarray, pred: np.ndarray) -> None:
@@ -301,7 +306,7 @@ def _require_columns(frame: pd.DataFrame, columns: list[str], name: str) -> None
         raise DataError(f"{name}: missing column(s) {missing}; it has {list(frame.columns)}")
 
 
-def _positive_size(value: object, name: str, row: int, image_id: str, column: str) -> int:
+def _positive_size(value: object, name: str, line: int, image_id: str, column: str) -> int:
     # CSVs read as text give '520', read with inferred dtypes 520 or 520.0: all mean the same size.
     try:
         number = float(str(value).strip())
@@ -309,7 +314,7 @@ def _positive_size(value: object, name: str, row: int, image_id: str, column: st
         number = 0.0
     size = int(number) if number.is_integer() else 0
     if size < 1:
-        raise DataError(f"{name} row {row} (id {image_id}): column {column!r} is {value!r}, not a positive integer")
+        raise DataError(f"{name} line {line} (id {image_id}): column {column!r} is {value!r}, not a positive integer")
     return size
 
 
@@ -325,6 +330,7 @@ def _image_shapes(
     schema: Schema,
     shapes: Mapping[str, tuple[int, int]] | None,
     truth_name: str,
+    truth_lines: np.ndarray,
 ) -> dict[str, tuple[int, int]]:
     """Each image's (height, width): from the truth's size columns when it has them, else from ``shapes``."""
     height_col, width_col = schema.height_col, schema.width_col
@@ -334,8 +340,8 @@ def _image_shapes(
         for image_id, rows in rows_by_id.items():
             first = int(rows[0])
             result[image_id] = (
-                _positive_size(heights[first], truth_name, first + 1, image_id, height_col),
-                _positive_size(widths[first], truth_name, first + 1, image_id, width_col),
+                _positive_size(heights[first], truth_name, int(truth_lines[first]), image_id, height_col),
+                _positive_size(widths[first], truth_name, int(truth_lines[first]), image_id, width_col),
             )
         return result
     if shapes is None:
@@ -356,6 +362,7 @@ def score_frames(
     truth_name: str = "truth",
     pred_name: str = "prediction",
     progress: bool = False,
+    allow_overlap: bool = False,
 ) -> ScoreReport:
     """Score a prediction frame (``schema.submission_cols``) against a truth frame (``schema`` id/RLE columns).
 
@@ -363,8 +370,13 @@ def score_frames(
     a prediction id absent from the truth is an error (it usually means the wrong file). task="instance":
     the competition's instance score per image. task="binary": the Dice of the union of each image's
     masks (the Carvana / Severstal style). Overlapping masks follow ``decode_labels`` (first row wins).
-    ``truth_name``/``pred_name`` (e.g. file names) and 1-based row numbers appear in error messages.
+    ``truth_name``/``pred_name`` (e.g. file names) and file line numbers (see ``data.csv_lines``) appear in
+    error messages. With task="instance", predicted instances that overlap (a duplicated row, say) are a
+    SubmissionError, as on Kaggle, which rejects the file; with ``allow_overlap`` they are scored (first row wins) and counted in
+    ``ScoreReport.overlaps``.
     """
+    from kseg.data import csv_lines  # lazily: data imports OpenCV, this module stays numpy-only
+
     if task not in ("instance", "binary"):
         raise DataError(f"task must be 'instance' or 'binary', got {task!r}")
     pred_id_col, pred_rle_col = schema.submission_cols
@@ -377,25 +389,36 @@ def score_frames(
     pred_ids = pred_df[pred_id_col].astype(str).to_numpy()
     truth_rows = _rows_by_id(truth_ids)
     pred_rows = _rows_by_id(pred_ids)
+    truth_lines, pred_lines = csv_lines(truth_df), csv_lines(pred_df)
     unknown = sorted(set(pred_rows) - set(truth_rows))
     if unknown:
-        first_row = int(pred_rows[unknown[0]][0]) + 1
+        first_line = int(pred_lines[pred_rows[unknown[0]][0]])
         raise DataError(f"{pred_name}: {len(unknown)} id(s) not in {truth_name}, e.g. {unknown[:5]} "
-                        f"(first at row {first_row})")
-    image_shapes = _image_shapes(truth_df, truth_rows, schema, shapes, truth_name)
+                        f"(first at line {first_line})")
+    image_shapes = _image_shapes(truth_df, truth_rows, schema, shapes, truth_name, truth_lines)
     truth_rles = truth_df[schema.rle_col].to_numpy(object)
     pred_rles = pred_df[pred_rle_col].to_numpy(object)
     empty_rows = np.empty(0, dtype=np.int64)
 
-    def labels_of(rles: np.ndarray, rows: np.ndarray, name: str, image_id: str) -> np.ndarray:
-        wheres = [f"{name} row {row + 1} (id {image_id})" for row in rows.tolist()]
-        labels, _ = decode_labels(rles[rows].tolist(), image_shapes[image_id], schema.rle_order, wheres=wheres)
-        return labels
+    def labels_of(rles: np.ndarray, rows: np.ndarray, name: str, lines: np.ndarray, image_id: str) -> tuple[np.ndarray, int]:
+        wheres = [f"{name} line {lines[row]} (id {image_id})" for row in rows.tolist()]
+        return decode_labels(rles[rows].tolist(), image_shapes[image_id], schema.rle_order, wheres=wheres)
 
     per_image: dict[str, float] = {}
+    overlaps: dict[str, int] = {}
     for image_id, rows in tqdm(truth_rows.items(), total=len(truth_rows), desc="scoring", disable=not progress):
-        truth = labels_of(truth_rles, rows, truth_name, image_id)
-        pred = labels_of(pred_rles, pred_rows.get(image_id, empty_rows), pred_name, image_id)
+        truth, _ = labels_of(truth_rles, rows, truth_name, truth_lines, image_id)
+        image_pred_rows = pred_rows.get(image_id, empty_rows)
+        pred, overlap = labels_of(pred_rles, image_pred_rows, pred_name, pred_lines, image_id)
+        if overlap and task == "instance":  # binary: the rows of an image are unioned, overlap is fine
+            if not allow_overlap:
+                line = _first_overlapping_line(pred_rles[image_pred_rows], pred_lines[image_pred_rows],
+                                               image_shapes[image_id], schema.rle_order)
+                raise SubmissionError(
+                    f"{pred_name} line {line} (id {image_id}): the instance overlaps an earlier instance of the "
+                    f"image ({overlap} pixels claimed twice in the image); Kaggle rejects overlapping "
+                    f"predictions (kseg score --allow-overlap scores them anyway, first row wins)")
+            overlaps[image_id] = overlap
         per_image[image_id] = dice(truth > 0, pred > 0) if task == "binary" else image_score(truth, pred)
 
     per_class: dict[str, float] = {}
@@ -404,4 +427,17 @@ def score_frames(
         image_classes = pd.Series({image_id: str(classes[rows[0]]) for image_id, rows in truth_rows.items()})
         class_means = pd.Series(per_image).groupby(image_classes).mean()
         per_class = {str(cls): float(mean) for cls, mean in class_means.items()}
-    return ScoreReport(score=float(np.mean(list(per_image.values()))), per_image=per_image, per_class=per_class)
+    return ScoreReport(score=float(np.mean(list(per_image.values()))), per_image=per_image, per_class=per_class,
+                       overlaps=overlaps)
+
+
+def _first_overlapping_line(rles: np.ndarray, lines: np.ndarray, shape: tuple[int, int], order: str) -> int:
+    """Line of the first prediction row whose mask shares a pixel with an earlier row of its image (the
+    error path only: one decode per row)."""
+    claimed = np.zeros(shape, dtype=bool)
+    for value, line in zip(rles.tolist(), lines.tolist()):
+        mask = decode(value, shape, order)
+        if np.any(mask & claimed):
+            return int(line)
+        claimed |= mask
+    return int(lines[0])

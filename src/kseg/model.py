@@ -18,7 +18,7 @@ import numpy as np
 from .errors import ConfigError
 from .files import atomic_path
 
-__all__ = ["ARCHITECTURES", "LOSSES", "build_model", "save_weights", "build_loss", "preprocess_fn", "channel_weights"]
+__all__ = ["ARCHITECTURES", "LOSSES", "check_model_config", "build_model", "save_weights", "build_loss", "preprocess_fn", "channel_weights"]
 
 ARCHITECTURES = ("Unet", "FPN", "Linknet")
 LOSSES = ("bce_dice", "bce_jaccard", "focal_dice", "focal_jaccard", "bce")
@@ -39,6 +39,12 @@ def _check_backbone(sm: Any, backbone: str) -> None:
 def _check_arch(arch: str) -> None:
     if arch not in ARCHITECTURES:
         raise ConfigError(f"unknown model.arch {arch!r}; valid architectures: {', '.join(ARCHITECTURES)}")
+
+
+def check_model_config(cfg: Mapping[str, Any]) -> None:
+    """Reject an unknown ``model.arch`` or ``model.backbone`` before any stage runs (``kseg run`` calls it)."""
+    _check_arch(cfg["model"]["arch"])
+    _check_backbone(_segmentation_models(), cfg["model"]["backbone"])
 
 
 def _existing_file(value: Any, key: str) -> Path:

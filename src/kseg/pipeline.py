@@ -4,18 +4,27 @@ Each stage records a fingerprint of the config sections it depends on (its own a
 ``<output.dir>/stages/<stage>.json``. A stage whose fingerprint matches is skipped; a changed config redoes
 it and everything after it; ``--force`` redoes all. An interrupted training stage with the same fingerprint
 resumes instead of starting over.
+
+The whole config is checked before any stage runs, and retraining never deletes trained folds: the
+``fold{K}`` folders kseg wrote (exactly those names) move to ``superseded/<time>/`` in the run folder.
 """
 from __future__ import annotations
 
+import inspect
 import json
-import shutil
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
 
 from .config import Config, data_path, fingerprint, folds_path, output_dir, submission_path
+from .errors import ConfigError
 from .files import write_json
+
+# The fold folders train writes; anything else in the run folder (fold7_my_notes/) is the user's.
+FOLD_DIR = re.compile(r"fold\d+")
+SUPERSEDED = "superseded"
 
 
 @dataclass(frozen=True)
@@ -38,7 +47,68 @@ def _marker(cfg: Config, stage: str) -> Path:
 
 def _read_marker(cfg: Config, stage: str) -> dict:
     path = _marker(cfg, stage)
-    return json.loads(path.read_text()) if path.is_file() else {}
+    if not path.is_file():
+        return {}
+    try:
+        marker = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return {}  # a damaged marker means "not finished": the stage runs again
+    return marker if isinstance(marker, dict) else {}
+
+
+def check_config(cfg: Config) -> None:
+    """Every check a stage would make of its config section, before any stage runs or any file moves.
+
+    A typo found by the fourth stage would otherwise come after hours of training (or, before, after
+    the old folds were removed).
+    """
+    from .augment import build_augment
+    from .data import schema_from_config
+    from .demo import make_demo_data
+    from .model import check_model_config
+    from .search import check_search_config
+    from .train import check_train_config
+
+    schema_from_config(cfg)
+    demo = cfg["data"]["demo"]
+    if demo is not None:
+        accepted = set(inspect.signature(make_demo_data).parameters) - {"root", "force"}
+        if not isinstance(demo, Mapping) or set(demo) - accepted:
+            raise ConfigError(f"data.demo must be null or a mapping of {', '.join(sorted(accepted))}, got {demo!r}")
+    check_train_config(cfg)
+    build_augment(cfg["train"]["augment"], cfg["train"]["size"], train=True)
+    check_search_config(cfg, cfg["data"]["task"])
+    wanted = cfg["predict"]["folds"]
+    if wanted != "all":
+        outside = [k for k in (wanted if isinstance(wanted, list) else [wanted]) if not 0 <= k < cfg["folds"]["n_splits"]]
+        if outside:
+            raise ConfigError(f"predict.folds {wanted!r}: fold(s) {outside} do not exist with folds.n_splits="
+                              f"{cfg['folds']['n_splits']}")
+    out = output_dir(cfg)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"output.dir {out} is an existing file, not a folder")
+    check_model_config(cfg)  # last: it imports TensorFlow
+
+
+def set_aside_folds(run_dir: Path) -> Path | None:
+    """Move the ``fold{K}`` folders of an earlier training to ``superseded/<time>/``; returns that folder.
+
+    Hours of training are not destroyed because the config changed: delete the folder by hand when the
+    new run is better. Only kseg's exact names move.
+    """
+    fold_dirs = sorted(d for d in run_dir.iterdir() if d.is_dir() and FOLD_DIR.fullmatch(d.name)) if run_dir.is_dir() else []
+    if not fold_dirs:
+        return None
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    target = run_dir / SUPERSEDED / stamp
+    suffix = 1
+    while target.exists():
+        suffix += 1
+        target = run_dir / SUPERSEDED / f"{stamp}-{suffix}"
+    target.mkdir(parents=True)
+    for fold_dir in fold_dirs:
+        fold_dir.rename(target / fold_dir.name)
+    return target
 
 
 def ensure_demo_data(cfg: Config) -> None:
@@ -63,9 +133,9 @@ def _run_train(cfg: Config, resume: bool) -> None:
     from .train import command_train
 
     if not resume:
-        for fold_dir in sorted(d for d in output_dir(cfg).glob("fold[0-9]*") if d.is_dir()):
-            print(f"[train] config changed or --force: removing {fold_dir}")
-            shutil.rmtree(fold_dir)
+        moved = set_aside_folds(output_dir(cfg))
+        if moved is not None:
+            print(f"[train] config changed or --force: the earlier folds moved to {moved}")
     command_train(cfg, "all", resume=resume)
 
 
@@ -87,7 +157,9 @@ RUNNERS: dict[str, Callable[[Config, bool], None]] = {
 
 
 def command_run(cfg: Config, force: bool = False) -> Path:
-    """Run every stage that is not up to date, then validate the submission and print a summary."""
+    """Check the whole config, run every stage that is not up to date, then validate the submission and
+    print a summary."""
+    check_config(cfg)
     ensure_demo_data(cfg)
     output_dir(cfg).mkdir(parents=True, exist_ok=True)
     timings: dict[str, str] = {}

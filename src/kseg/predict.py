@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 from .config import Config, output_dir, submission_path
 from .data import image_size, list_test_images, read_image, schema_from_config
 from .errors import ConfigError, SubmissionError
-from .files import atomic_path
+from .files import atomic_path, child_path
 from .plots import save_overlays
 from .postprocess import instances_from_probs, predict_class
 from .submission import submission_frame, validate_submission
@@ -99,7 +99,8 @@ def command_predict(cfg: Config, out: Path | None = None) -> Path:
         cls = predict_class(probs, classes) if classes else None
         predictions[image_id] = instances_from_probs(probs, params_for(chosen, cls), task)
         if i < N_OVERLAYS:
-            save_overlays(overlay_dir / f"{image_id}.png", image, {f"prediction ({cls or task})": predictions[image_id]})
+            overlay = child_path(overlay_dir, f"{image_id}.png", "overlay of test image id")
+            save_overlays(overlay, image, {f"prediction ({cls or task})": predictions[image_id]})
 
     frame = submission_frame(predictions, schema, schema.rle_order)
     expected = {image_id: image_size(path) for image_id, path in tests}

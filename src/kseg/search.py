@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from kseg import config as config_module
 from kseg.data import ImageRecord, load_records
 from kseg.errors import ConfigError, DataError
-from kseg.files import atomic_path, write_json
+from kseg.files import atomic_path, child_path, write_json
 from kseg.folds import read_folds
 from kseg.metric import dice, image_score
 from kseg.targets import read_channels
@@ -42,7 +42,7 @@ from kseg.postprocess import (
     validate_params,
 )
 
-__all__ = ["Grid", "read_grid", "score_grid", "command_search"]
+__all__ = ["Grid", "read_grid", "check_search_config", "score_grid", "command_search"]
 
 OOF_KEYS = ("plain", "tta")
 
@@ -106,6 +106,16 @@ def read_grid(cfg: Mapping[str, Any], task: str) -> Grid:
         min_areas=tuple(int(v) for v in axes["min_area"]),
         fill_holes=bool(default.get("fill_holes", False)),
     )
+
+
+def check_search_config(cfg: Mapping[str, Any], task: str) -> int:
+    """Reject a bad ``postprocess`` section before any work (``kseg run`` calls it up front); returns n_jobs."""
+    read_grid(cfg, task)
+    validate_params(cfg["postprocess"]["default"], task)
+    n_jobs = cfg["postprocess"]["n_jobs"]
+    if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs == 0:
+        raise ConfigError(f"postprocess.n_jobs must be a non-zero integer (-1 = all cores), got {n_jobs!r}")
+    return n_jobs
 
 
 def score_grid(truth: np.ndarray, probs: np.ndarray, grid: Grid) -> np.ndarray:
@@ -185,7 +195,8 @@ def _final_one(image: _OofImage, key: str, chosen: Mapping[str, Any], default: M
 
 def _oof_images(cfg: Mapping[str, Any], records: Sequence[ImageRecord], run_dir: Path) -> list[_OofImage]:
     """OOF images of every trained fold (a fold counts as trained when ``fold{K}/oof`` exists)."""
-    folds = read_folds(config_module.folds_path(cfg), [record.id for record in records])
+    folds = read_folds(config_module.folds_path(cfg), [record.id for record in records], cfg=cfg,
+                       groups={record.id: record.group for record in records})
     fold_of = dict(zip(folds["id"], folds["fold"].astype(int)))
     trained = sorted(k for k in set(fold_of.values()) if (run_dir / f"fold{k}" / "oof").is_dir())
     if not trained:
@@ -198,7 +209,7 @@ def _oof_images(cfg: Mapping[str, Any], records: Sequence[ImageRecord], run_dir:
         fold = fold_of[record.id]
         if fold not in trained:
             continue
-        path = run_dir / f"fold{fold}" / "oof" / f"{record.id}.npz"
+        path = child_path(run_dir / f"fold{fold}" / "oof", f"{record.id}.npz", "OOF file of image id")
         if not path.is_file():
             raise DataError(f"{path} not found: fold {fold} has OOF predictions but none for image {record.id}")
         images.append(_OofImage(record.id, fold, record.cls, path, np.asarray(record.labels)))
@@ -266,9 +277,7 @@ def command_search(cfg: Mapping[str, Any], use_tta: bool | None = None) -> dict:
     if use_tta is None:
         use_tta = list(cfg["tta"]) != ["identity"]
     key = "tta" if use_tta else "plain"
-    n_jobs = cfg["postprocess"]["n_jobs"]
-    if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs == 0:
-        raise ConfigError(f"postprocess.n_jobs must be a non-zero integer (-1 = all cores), got {n_jobs!r}")
+    n_jobs = check_search_config(cfg, task)
 
     images = _oof_images(cfg, load_records(cfg), run_dir)
     points = grid.points()

@@ -2,7 +2,7 @@
 
 A submission that fails on Kaggle costs one of the day's submissions and, for a kernel competition,
 an hour of GPU time; every rule Kaggle enforces (header, ids, RLE syntax, runs inside the image,
-non-overlapping instances) is therefore checked locally first, with the row number of each problem.
+non-overlapping instances) is therefore checked locally first, with the file line of each problem.
 """
 from __future__ import annotations
 
@@ -89,49 +89,52 @@ def validate_submission(path: str | Path, schema: Schema, expected: Mapping[str,
     id_col, rle_col = schema.submission_cols
     if frame.empty:
         problems.append(f"{path}: no data rows")
-    rows_of: dict[str, list[int]] = {}
-    first_row_of: dict[tuple[str, str], int] = {}
-    for row, (image_id, value) in enumerate(zip(frame[id_col], frame[rle_col]), start=1):
+    lines = data.csv_lines(frame)
+    values = frame[rle_col].tolist()
+    positions_of: dict[str, list[int]] = {}
+    first_line_of: dict[tuple[str, str], int] = {}
+    for position, (line, image_id, value) in enumerate(zip(lines.tolist(), frame[id_col], values)):
         if image_id not in expected:
-            problems.append(f"row {row}: unknown id {image_id!r} (not a test image)")
+            problems.append(f"line {line}: unknown id {image_id!r} (not a test image)")
             continue
         key = (image_id, value.strip())
-        if key in first_row_of:
-            problems.append(f"row {row}: duplicate of row {first_row_of[key]} (id {image_id}, "
+        if key in first_line_of:
+            problems.append(f"line {line}: duplicate of line {first_line_of[key]} (id {image_id}, "
                             f"value '{_abbreviate(value)}')")
             continue
-        first_row_of[key] = row
-        rows_of.setdefault(image_id, []).append(row)
-    problems.extend(f"missing id {image_id!r}: no row for this test image" for image_id in sorted(set(expected) - set(rows_of)))
-    for image_id, rows in rows_of.items():
-        problems.extend(_image_problems(frame[rle_col], image_id, rows, expected[image_id], schema.rle_order, task))
+        first_line_of[key] = line
+        positions_of.setdefault(image_id, []).append(position)
+    problems.extend(f"missing id {image_id!r}: no row for this test image" for image_id in sorted(set(expected) - set(positions_of)))
+    for image_id, positions in positions_of.items():
+        rows = [(int(lines[p]), values[p]) for p in positions]
+        problems.extend(_image_problems(rows, image_id, expected[image_id], schema.rle_order, task))
     if len(problems) > MAX_PROBLEMS:
         problems = problems[:MAX_PROBLEMS] + [f"... and {len(problems) - MAX_PROBLEMS} more"]
     return problems
 
 
-def _image_problems(values: pd.Series, image_id: str, rows: list[int], shape: tuple[int, int],
+def _image_problems(rows: list[tuple[int, str]], image_id: str, shape: tuple[int, int],
                     order: str, task: str) -> list[str]:
-    """Problems among the rows of one image: empty-vs-instance mix, bad RLE, overlap, binary row count."""
+    """Problems among the ``(line, value)`` rows of one image: empty-vs-instance mix, bad RLE, overlap,
+    binary row count."""
     problems: list[str] = []
-    empty_rows = [row for row in rows if values.iloc[row - 1].strip() == ""]
-    instance_rows = [row for row in rows if values.iloc[row - 1].strip() != ""]
+    empty_rows = [(line, value) for line, value in rows if value.strip() == ""]
+    instance_rows = [(line, value) for line, value in rows if value.strip() != ""]
     if empty_rows and instance_rows:
-        problems.append(f"row {empty_rows[0]}: id {image_id!r} has an empty prediction but also "
-                        f"{len(instance_rows)} non-empty row(s) (first: row {instance_rows[0]})")
+        problems.append(f"line {empty_rows[0][0]}: id {image_id!r} has an empty prediction but also "
+                        f"{len(instance_rows)} non-empty row(s) (first: line {instance_rows[0][0]})")
     if task == "binary" and len(rows) > 1:
-        problems.append(f"row {rows[1]}: id {image_id!r} has {len(rows)} rows; task binary expects exactly one row per image")
+        problems.append(f"line {rows[1][0]}: id {image_id!r} has {len(rows)} rows; task binary expects exactly one row per image")
     claimed = np.zeros(shape, dtype=bool)
-    for row in instance_rows:
-        value = values.iloc[row - 1]
+    for line, value in instance_rows:
         try:
             mask = rle.decode(value, shape, order)
         except RLEError as exc:
-            problems.append(f"row {row} (id {image_id!r}): {exc} (value '{_abbreviate(value)}')")
+            problems.append(f"line {line} (id {image_id!r}): {exc} (value '{_abbreviate(value)}')")
             continue
         overlap = int(np.count_nonzero(mask & claimed))
         if overlap:
-            problems.append(f"row {row}: id {image_id!r} instance overlaps earlier instances of the image in "
+            problems.append(f"line {line}: id {image_id!r} instance overlaps earlier instances of the image in "
                             f"{overlap} pixels (value '{_abbreviate(value)}')")
         claimed |= mask
     return problems

@@ -34,7 +34,7 @@ from . import config as config_module
 from .augment import build_augment, seed_pipeline
 from .data import ImageRecord, load_records, read_image
 from .errors import ConfigError
-from .files import atomic_path, write_json, write_text
+from .files import atomic_path, child_path, write_json, write_text
 from .folds import command_folds, read_folds
 from .metric import dice, image_score
 from .normalize import check_norm_config, input_normaliser
@@ -523,6 +523,7 @@ def _write_oof(model: Any, cache: SampleCache, records: Sequence[ImageRecord], i
     tile, views = cfg["predict"]["tile"], list(cfg["tta"])
     others = [view for view in views if view != "identity"]
     for index in tqdm(indices, desc=f"OOF {oof_dir.parent.name}", disable=not cfg["train"]["verbose"]):
+        oof_path = child_path(oof_dir, f"{records[index].id}.npz", "OOF file of image id")
         image = preprocess(cache.images[index])
         plain = predict_image(model.predict_on_batch, image, ["identity"], tile=tile)
         if not others:
@@ -534,7 +535,7 @@ def _write_oof(model: Any, cache: SampleCache, records: Sequence[ImageRecord], i
         plain, tta = restore_probabilities(plain, shape), restore_probabilities(tta, shape)
         as_uint8 = {name: np.round(np.clip(probs, 0.0, 1.0) * 255).astype(np.uint8)
                     for name, probs in (("plain", plain), ("tta", tta))}
-        with atomic_path(oof_dir / f"{records[index].id}.npz") as tmp, open(tmp, "wb") as handle:
+        with atomic_path(oof_path) as tmp, open(tmp, "wb") as handle:
             np.savez_compressed(handle, **as_uint8)
 
 
@@ -632,7 +633,7 @@ def _fold_assignment(cfg: Config, records: Sequence[ImageRecord]) -> np.ndarray:
     path = config_module.folds_path(cfg)
     if not path.is_file():
         command_folds(cfg)
-    folds = read_folds(path, [record.id for record in records])
+    folds = read_folds(path, [record.id for record in records], cfg=cfg, groups={r.id: r.group for r in records})
     run_copy = config_module.output_dir(cfg) / "folds.csv"
     if path.resolve() != run_copy.resolve():
         with atomic_path(run_copy) as tmp:
