@@ -133,7 +133,7 @@ def test_oof_and_overlay_paths_stay_in_their_folders(tmp_path: Path, monkeypatch
     cfg = config(competition(tmp_path / "comp", [train_row("a")]), "tta=[identity]")
     model = SimpleNamespace(predict_on_batch=lambda batch: np.zeros((*batch.shape[:3], 2), np.float32))
     cache = SimpleNamespace(images=[np.zeros((*SHAPE, 3), np.uint8)] * 2)
-    records = [SimpleNamespace(id="good"), SimpleNamespace(id=str(tmp_path / "escaped"))]
+    records = [SimpleNamespace(id="good", shape=SHAPE), SimpleNamespace(id=str(tmp_path / "escaped"), shape=SHAPE)]
     oof_dir = tmp_path / "run" / "fold0" / "oof"
     train._write_oof(model, cache, records, [0], cfg, lambda image: image.astype(np.float32), oof_dir)
     assert (oof_dir / "good.npz").is_file()
@@ -430,7 +430,7 @@ def test_random_ids_never_read_or_write_outside(tmp_path: Path, monkeypatch, ima
     oof_dir = root / "run" / "fold0" / "oof"
     try:
         train._write_oof(model, SimpleNamespace(images=[np.zeros((*SHAPE, 3), np.uint8)]),
-                         [SimpleNamespace(id=image_id)], [0], cfg, lambda image: image.astype(np.float32), oof_dir)
+                         [SimpleNamespace(id=image_id, shape=SHAPE)], [0], cfg, lambda image: image.astype(np.float32), oof_dir)
     except KsegError:
         pass
     overlay_dir = root / "run" / "test_overlays"
