@@ -10,9 +10,13 @@ import pytest
 
 from benchmarks.real_sets import MARKER, SETS, SHARED, prepare
 from kseg.config import load_config
+import numpy as np
+
+from benchmarks.baselines import TrainBudget, fit_otsu_watershed, notebook_input, train_for_budget
+from benchmarks.bench_real import kseg_budget_overrides
 from kseg.data import load_records, read_csv, schema_from_config
 
-pytestmark = pytest.mark.skipif(not SHARED.is_dir(), reason=f"{SHARED} not found (real data is not shipped)")
+needs_data = pytest.mark.skipif(not SHARED.is_dir(), reason=f"{SHARED} not found (real data is not shipped)")
 CONFIGS = Path(__file__).parents[1] / "configs" / "real"
 
 
@@ -27,6 +31,7 @@ def prepared(tmp_path_factory) -> dict[str, Path]:
     return {name: prepare(name, base / name, quick=True) for name in SETS}
 
 
+@needs_data
 @pytest.mark.parametrize("name", list(SETS))
 def test_prepared_set_loads_and_holds_out_by_group(prepared, name):
     root = prepared[name]
@@ -51,6 +56,7 @@ def test_prepared_set_loads_and_holds_out_by_group(prepared, name):
     assert (info["n_train"], info["n_test"]) == (len(train), len(test))
 
 
+@needs_data
 def test_prepare_is_idempotent_and_full_mode_copies_source_bytes(tmp_path):
     """Full mode (phase: 15 uint16 frames) copies the source PNGs and RLE rows unchanged; a rerun is a no-op."""
     root = prepare("phase_cells_usiigaci", tmp_path / "phase")
@@ -67,8 +73,58 @@ def test_prepare_is_idempotent_and_full_mode_copies_source_bytes(tmp_path):
     assert [r.shape for r in test] == [(1022, 1024)] * 5
 
 
+@needs_data
 def test_prepare_refuses_a_foreign_folder(tmp_path):
     (tmp_path / "x").mkdir()
     (tmp_path / "x" / "mine.txt").write_text("keep me")
     with pytest.raises(FileExistsError):
         prepare("sartorius_mini", tmp_path / "x", quick=True)
+
+
+class _FakeModel:
+    """Counts steps and records the learning rate, like a compiled Keras model would receive them."""
+
+    def __init__(self) -> None:
+        self.steps, self.lrs = 0, []
+        model = self
+
+        class _LR:
+            def assign(self, value: float) -> None:
+                model.lrs.append(value)
+
+        self.optimizer = type("Opt", (), {"learning_rate": _LR()})()
+
+    def train_on_batch(self, x, y) -> None:
+        self.steps += 1
+
+
+def test_budget_loop_stops_at_the_step_cap_or_the_time():
+    batches = iter(lambda: (None, None), 0)
+    capped = train_for_budget(_FakeModel(), batches, TrainBudget(seconds=60, max_steps=3), cosine=True)
+    assert capped.steps == 3 and capped.model.lrs[0] == pytest.approx(1e-3)
+    timed = train_for_budget(_FakeModel(), batches, TrainBudget(seconds=0.05), cosine=True)
+    assert timed.steps >= 1 and timed.seconds >= 0.05 and timed.model.lrs[-1] < 1e-4
+
+
+def test_notebook_input_inverts_dark_objects_on_bright_ground():
+    image = np.full((32, 32, 3), 220, np.uint8)
+    image[10:14, 10:14] = 30  # a dark nucleus on a bright background
+    x = notebook_input(image)
+    assert x[12, 12, 0] > x[0, 0, 0] and abs(float(x.mean())) < 1e-5 and float(x.std()) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_classical_fit_finds_the_polarity():
+    labels = np.zeros((64, 64), np.int32)
+    labels[8:20, 8:20], labels[30:44, 30:44] = 1, 2
+    image = np.repeat(np.where(labels > 0, 40, 200).astype(np.uint8)[..., None], 3, axis=2)
+    fitted = fit_otsu_watershed([image], [labels])
+    assert fitted["bright_objects"] is False and fitted["score"] > 0.9
+
+
+@pytest.mark.parametrize("quick", [False, True])
+def test_kseg_budget_overrides_load_on_every_real_config(quick):
+    sets = kseg_budget_overrides(900, quick)
+    assert all("=" in s for s in sets)
+    for path in sorted(CONFIGS.glob("*.yaml")):
+        cfg = load_config(path, sets)
+        assert cfg["model"]["encoder_weights"] is None and cfg["train"]["epochs"] >= 1
