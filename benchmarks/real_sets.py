@@ -27,7 +27,7 @@ import hashlib
 import json
 import shutil
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping
 
@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from kseg import rle
-from kseg.data import read_csv
+from kseg.data import image_path, read_csv
 from kseg.files import atomic_path, write_json
 
 REPO = Path(__file__).resolve().parents[1]
@@ -68,7 +68,8 @@ class RealSet:
     benchmark reports scores per value of (magnification, source) without making it a kseg class.
     ``stain`` picks the classical baseline's input channel (``hed``: haematoxylin for H&E).
     ``split_col`` names the set's own split column when the held-out part is the authors' split; groups
-    may then occur on both sides (the authors chose so), the images never do.
+    may then occur on both sides (the authors chose so), the images never do. ``needs`` marks a set that is
+    prepared but not on the scoreboard yet.
     """
 
     name: str
@@ -78,8 +79,8 @@ class RealSet:
     report_col: str | None = None
     stain: str = "gray"
     split_col: str | None = None
-    note: str = ""
-    extra: Mapping[str, object] = field(default_factory=dict)
+    # What kseg (or the scoreboard) still lacks to train and score this set; None when it runs today.
+    needs: str | None = None
 
 
 # ------------------------------------------------------------------------------------------ writing
@@ -90,35 +91,50 @@ def _center_crop(array: np.ndarray, size: int) -> np.ndarray:
     return array[top:top + size, left:left + size]
 
 
+def instance_rows(labels: np.ndarray, order: str) -> list[dict[str, str]]:
+    """One RLE row per instance id (DSB / Sartorius); an empty crop gets one empty row (DSB convention)."""
+    return [{"rle": s} for s in rle.encode_labels(labels, order).values()] or [{"rle": ""}]
+
+
+def binary_rows(labels: np.ndarray, order: str) -> list[dict[str, str]]:
+    """One row per image holding its foreground (TGS)."""
+    return [{"rle": rle.encode(labels > 0, order)}]
+
+
 def _write_from_csv(source: Path, root: Path, frame: pd.DataFrame, schema: Mapping[str, object], split: Split,
-                    quick: bool) -> None:
+                    quick: bool, ext: str = ".png", mask_dir: str = "masks",
+                    encode: Callable[[np.ndarray, str], list[dict[str, str]]] = instance_rows) -> None:
     """Copy the images and the source RLE rows of each side; add the group column.
 
-    Quick mode decodes the source label PNG (``masks/<id>.png``), crops it and the image to the centre
-    ``QUICK_SIZE`` square and re-encodes the rows with :mod:`kseg.rle` (an empty crop gets one empty row,
-    the DSB convention for an image without objects).
+    Quick mode decodes the source label PNG (``<mask_dir>/<id>.png``), crops it and the image to the centre
+    ``QUICK_SIZE`` square and re-encodes the rows with ``encode`` (label crop, order → rows with ``rle``
+    and any other column to set, e.g. a class id); the other columns come from the image's first row.
     """
     import cv2
 
-    id_col, rle_col = str(schema["id_col"]), str(schema["rle_col"])
-    h_col, w_col, order = str(schema["height_col"]), str(schema["width_col"]), str(schema["rle_order"])
+    id_col, rle_col, order = str(schema["id_col"]), str(schema["rle_col"]), str(schema["rle_order"])
+    size_cols = [schema.get("height_col"), schema.get("width_col")]
     frame = frame.assign(**{GROUP_COL: frame[id_col].map(split.group)})
     for side, ids, csv_name in (("train", split.train, "train.csv"), ("test", split.test, "test_truth.csv")):
         (root / side).mkdir(parents=True, exist_ok=True)
         parts = []
         for image_id in ids:
             rows = frame[frame[id_col] == image_id]
+            src, dst = image_path(source / "train", image_id, ext), image_path(root / side, image_id, ext)
             if not quick:
-                shutil.copyfile(source / "train" / f"{image_id}.png", root / side / f"{image_id}.png")
+                shutil.copyfile(src, dst)
                 parts.append(rows)
                 continue
-            image = _center_crop(cv2.imread(str(source / "train" / f"{image_id}.png"), cv2.IMREAD_UNCHANGED), QUICK_SIZE)
-            labels = _center_crop(cv2.imread(str(source / "masks" / f"{image_id}.png"), cv2.IMREAD_UNCHANGED), QUICK_SIZE)
-            cv2.imwrite(str(root / side / f"{image_id}.png"), image)
-            encoded = list(rle.encode_labels(labels, order).values()) or [""]
+            mask = image_path(source / mask_dir, image_id.removesuffix(ext), ".png")
+            labels = _center_crop(cv2.imread(str(mask), cv2.IMREAD_UNCHANGED), QUICK_SIZE)
+            cv2.imwrite(str(dst), _center_crop(cv2.imread(str(src), cv2.IMREAD_UNCHANGED), QUICK_SIZE))
+            encoded = encode(labels, order)
             meta = rows.iloc[[0] * len(encoded)].reset_index(drop=True)
-            meta[rle_col] = encoded
-            meta[h_col], meta[w_col] = str(labels.shape[0]), str(labels.shape[1])
+            for column, values in pd.DataFrame(encoded).rename(columns={"rle": rle_col}).items():
+                meta[column] = values.to_numpy()
+            for column, value in zip(size_cols, labels.shape):
+                if column:
+                    meta[column] = str(value)
             parts.append(meta)
         with atomic_path(root / csv_name) as tmp:
             pd.concat(parts, ignore_index=True).to_csv(tmp, index=False)
@@ -152,6 +168,10 @@ DSB_SCHEMA = {"preset": "dsb2018", "group_col": GROUP_COL}
 SARTORIUS_SCHEMA = {"preset": "sartorius", "group_col": GROUP_COL}
 _DSB_COLUMNS = {"id_col": "ImageId", "rle_col": "EncodedPixels", "height_col": "Height", "width_col": "Width",
                 "rle_order": "F"}
+_TGS_COLUMNS = {"id_col": "id", "rle_col": "rle_mask", "rle_order": "F"}
+TGS_SCHEMA = {**_TGS_COLUMNS, "group_col": GROUP_COL, "submission_cols": ["id", "rle_mask"]}
+_SEVERSTAL_COLUMNS = {"id_col": "ImageId", "rle_col": "EncodedPixels", "rle_order": "F"}
+SEVERSTAL_SCHEMA = {**_SEVERSTAL_COLUMNS, "class_col": "ClassId", "group_col": GROUP_COL}
 _SARTORIUS_COLUMNS = {"id_col": "id", "rle_col": "annotation", "height_col": "height", "width_col": "width",
                       "rle_order": "C"}
 
@@ -248,6 +268,42 @@ def build_sartorius(source: Path, root: Path, quick: bool) -> Split:
     return _write_from_labels(root, tiles["0030fd0e6378"], tiles["0f08d640930b"])
 
 
+POLYP_TEST_EVERY = 5
+
+
+def build_polyps(source: Path, root: Path, quick: bool) -> Split:
+    """Kvasir-SEG polyps, binary, TGS schema, JPEG frames copied as they are. SOURCE.md knows no patient or
+    video id, so each image is its own group; held out: every 5th id in sorted order (200 of 998)."""
+    frame = read_csv(source / "train.csv")
+    ids = _image_ids(frame, "id")
+    test = set(ids[::POLYP_TEST_EVERY])
+    split = Split([i for i in ids if i not in test], sorted(test), {i: i for i in ids})
+    _write_from_csv(source, root, frame, _TGS_COLUMNS, split, quick, ext=".jpg", encode=binary_rows)
+    return split
+
+
+CAMVID_TEST_SEQUENCE = "Seq05VD"
+
+
+def _camvid_rows(labels: np.ndarray, order: str) -> list[dict[str, str]]:
+    """One row per class present: ClassId k is label value k-1, 11 is void (no row), Severstal style."""
+    return [{"rle": rle.encode(labels == value, order), "ClassId": str(value + 1)}
+            for value in range(11) if (labels == value).any()]
+
+
+def build_camvid(source: Path, root: Path, quick: bool) -> Split:
+    """CamVid, 11 exclusive classes + void, Severstal schema. Group = ``sequence``; held out: the whole
+    Seq05VD sequence (35 images, upstream test-only), 111 training images in the other 3 sequences."""
+    frame = read_csv(source / "train.csv")
+    first = frame.drop_duplicates("ImageId").set_index("ImageId")
+    group = first["sequence"].to_dict()
+    ids = sorted(group)
+    split = Split([i for i in ids if group[i] != CAMVID_TEST_SEQUENCE], [i for i in ids if group[i] == CAMVID_TEST_SEQUENCE],
+                  group)
+    _write_from_csv(source, root, frame, _SEVERSTAL_COLUMNS, split, quick, mask_dir="labels", encode=_camvid_rows)
+    return split
+
+
 SETS: dict[str, RealSet] = {s.name: s for s in (
     RealSet("isbi2012_membrane", "instance", TILE_SCHEMA, build_isbi),
     RealSet("sartorius_mini", "instance", TILE_SCHEMA, build_sartorius),
@@ -255,6 +311,10 @@ SETS: dict[str, RealSet] = {s.name: s for s in (
             split_col="train_testset_split"),
     RealSet("he_nuclei", "instance", DSB_SCHEMA, build_he, report_col="source", stain="hed"),
     RealSet("phase_cells_usiigaci", "instance", SARTORIUS_SCHEMA, build_phase, split_col="split"),
+    RealSet("polyps_kvasir", "binary", TGS_SCHEMA, build_polyps,
+            needs="binary rows on the scoreboard (Dice; Otsu or all-empty baseline; issue 12's binary task)"),
+    RealSet("camvid_multiclass", "multiclass", SEVERSTAL_SCHEMA, build_camvid,
+            needs="a multi-class exclusive task in kseg (mean IoU; issue 12); no config until kseg has one"),
 )}
 
 
