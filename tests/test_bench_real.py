@@ -141,3 +141,19 @@ def test_kseg_budget_overrides_load_on_every_real_config(quick):
     for path in sorted(CONFIGS.glob("*.yaml")):
         cfg = load_config(path, sets)
         assert cfg["model"]["encoder_weights"] is None and cfg["train"]["epochs"] >= 1
+
+
+def test_set_table_names_the_baselines_kseg_does_not_beat():
+    from benchmarks.bench_real import Row, set_table
+
+    rows = [Row("classical: Otsu (x)", 0.30, 0.7, {"a": 0.2, "b": 0.4}, 1.0, "dark objects"),
+            Row("plain notebook U-Net (y)", 0.10, 0.5, {"a": 0.1, "b": 0.1}, 60.0),
+            Row("notebook fg+border U-Net (z)", 0.35, 0.8, {"a": 0.3, "b": 0.4}, 60.0),
+            Row("**kseg run, shipped defaults**", 0.32, 0.8, {"a": 0.3, "b": 0.34}, 70.0)]
+    facts = {"n_train": 4, "n_test": 2, "budget": TrainBudget(seconds=60), "overrides": ["train.epochs=1"],
+             "classes": ["a", "b"]}
+    text = set_table("toy", rows, facts, 60, quick=False)
+    assert "| method | mAP@[.5:.95] | fg Dice | mAP a | mAP b | time | notes |" in text
+    assert "| **kseg run, shipped defaults** | 0.3200 | 0.8000 | 0.3000 | 0.3400 | 70s |  |" in text
+    assert "**kseg does not beat** notebook fg+border U-Net on this set." in text
+    assert "`train.epochs=1`" in text and "60 s of training" in text
