@@ -183,7 +183,7 @@ def _kseg_stage_rows(cfg: Config, test: TestSet) -> list[Row]:
 
 
 def evaluate_set(name: str, budget_seconds: float, quick: bool, resume: bool = False,
-                 stages: bool = True) -> tuple[list[Row], dict]:
+                 stages: bool = True, crop: int = 256, batch: int = 8) -> tuple[list[Row], dict]:
     """All rows of one set, and facts for the table header (split sizes, budgets). ``stages=False`` skips
     the stage rows: they predict every test image again with every fold and view (on 1024x1280 images on
     this CPU, about as long as kseg's own prediction)."""
@@ -197,7 +197,7 @@ def evaluate_set(name: str, budget_seconds: float, quick: bool, resume: bool = F
     test = _test_set(cfg, spec.report_col)
     train_records = load_records(cfg, progress=False)
     train_images = [read_image(r.image_path) for r in train_records]
-    budget = QUICK_BUDGET if quick else TrainBudget(seconds=budget_seconds)
+    budget = QUICK_BUDGET if quick else TrainBudget(seconds=budget_seconds, size=crop, batch=batch)
     rows: list[Row] = []
 
     start = time.perf_counter()
@@ -274,7 +274,7 @@ def _section(tables: Sequence[str]) -> str:
 
 
 def run(quick: bool = False, sets: Sequence[str] = DEFAULT_SETS, budget_seconds: float = DEFAULT_BUDGET,
-        resume: bool = False, stages: bool = True) -> str:
+        resume: bool = False, stages: bool = True, crop: int = 256, batch: int = 8) -> str:
     """The section for BENCHMARKS.md. Full runs keep each set's table in ``results/real/<set>.md`` and the
     section holds every set's latest table, so ``--sets`` reruns some sets without losing the others."""
     if not SHARED.is_dir():
@@ -286,7 +286,7 @@ def run(quick: bool = False, sets: Sequence[str] = DEFAULT_SETS, budget_seconds:
             continue
         start = time.perf_counter()
         print(f"[bench_real] {name} ...", flush=True)
-        rows, facts = evaluate_set(name, budget_seconds, quick, resume, stages)
+        rows, facts = evaluate_set(name, budget_seconds, quick, resume, stages, crop, batch)
         tables[name] = set_table(name, rows, facts, budget_seconds, quick) + \
             f"\n\n_({name}: {time.perf_counter() - start:.0f} s in all)_"
         if not quick:
@@ -305,6 +305,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget", type=float, default=DEFAULT_BUDGET, help="training seconds per trained row")
     parser.add_argument("--quick", action="store_true", help="128 px crops, 2 steps; printed only")
     parser.add_argument("--resume", action="store_true", help="keep the kseg run of an interrupted full run")
+    parser.add_argument("--crop", type=int, default=256, help="the baselines' crop size")
+    parser.add_argument("--batch", type=int, default=8, help="the baselines' crops per step")
     parser.add_argument("--no-stages", action="store_true", help="skip the kseg stage rows (saves a full re-prediction)")
     args = parser.parse_args(argv)
     sets = [s for s in args.sets.split(",") if s]
@@ -312,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown set(s) {', '.join(unknown)}; known: {', '.join(SETS)}")
     start = time.perf_counter()
-    section = run(args.quick, sets, args.budget, args.resume, not args.no_stages)
+    section = run(args.quick, sets, args.budget, args.resume, not args.no_stages, args.crop, args.batch)
     if args.quick:
         return 0
     from . import run as bench_run
