@@ -1,221 +1,328 @@
-"""Does each stage help on real data? ISBI 2012 (EM, cells separated by membranes) and Sartorius (phase
-contrast, touching neurons), held-out test images, the competition metric (mAP over IoU 0.50:0.05:0.95).
+"""The real-data scoreboard (issues 8 and 16): on every real set, held-out test images, the same wall-clock
+training budget for every trained row, kseg with its *shipped defaults* against the baselines a user
+would otherwise run.
 
-Same run, same test images: a classical Otsu + watershed baseline, a plain notebook-style U-Net (one split,
-foreground only, threshold 0.5, connected components, no TTA) with the same backbone and the same number
-of training steps as ONE kseg fold, then kseg adding one stage at a time.
+Rows per set, in one run: classical Otsu + distance watershed (tuned on the training images); the plain
+notebook U-Net (foreground only, threshold 0.5, connected components); the notebook fg+border U-Net of
+issue 8 (from scratch, standardised and polarity-corrected input, cosine LR, watershed, 4-flip TTA);
+``kseg run`` on ``configs/real/<set>.yaml`` with only the budget overrides of
+:func:`kseg_budget_overrides`, scored on its own submission; then the kseg stages recomputed from that
+run's fold models (fold 0 with default post-processing, + OOF search, + TTA, + fold ensemble).
+Metric: mAP@[.5:.95] (``kseg.metric.image_score``) and foreground Dice, averaged over test images, and
+mAP per value of the set's class / report column.
+
+``python -m benchmarks.bench_real --sets he_nuclei,phase_cells_usiigaci --budget 600`` runs some sets,
+keeps each set's table in ``benchmarks/results/real/<set>.md`` and reassembles BENCHMARKS.md;
+``--quick`` (128 px crops, 2 steps, printed only) checks that everything runs.
 """
 from __future__ import annotations
 
+import argparse
 import copy
+import json
+import shutil
+import subprocess
+import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
-from skimage.measure import label
 
-import kseg  # noqa: F401
+import kseg  # noqa: F401  (sets the Keras 2 environment before any TensorFlow import)
 from kseg import rle
-from kseg.config import load_config
-from kseg.data import load_records, read_image
-from kseg.files import atomic_path
-from kseg.folds import command_folds
+from kseg.config import DEFAULTS, Config, load_config, submission_path
+from kseg.data import load_records, read_csv, read_image, schema_from_config
+from kseg.files import write_text
 from kseg.metric import dice, image_score
 from kseg.model import preprocess_fn
+from kseg.pipeline import command_run
 from kseg.postprocess import instances_from_probs, predict_class
 from kseg.predict import load_fold_models, params_for, read_postprocess
-from kseg.search import command_search
 from kseg.targets import read_channels
-from kseg.train import command_train
 from kseg.tta import predict_image
 
-from .baselines import fit_otsu_watershed, otsu_watershed, predict_plain_unet, train_plain_unet
+from .baselines import (TrainBudget, fit_otsu_watershed, otsu_watershed, predict_fgborder_unet, predict_plain_unet,
+                        train_fgborder_unet, train_plain_unet)
+from .real_sets import REPO, SETS, SHARED, prepare
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared" / "data"
 WORK = REPO / "runs" / "bench_real"
-COLUMNS = ["id", "annotation", "height", "width", "group"]
+CONFIGS = REPO / "configs" / "real"
+RESULTS = Path(__file__).parent / "results"
+SET_RESULTS = RESULTS / "real"
+DEFAULT_SETS = ("isbi2012_membrane", "sartorius_mini", "fluo_nuclei_sbsst265", "he_nuclei", "phase_cells_usiigaci")
+# 5 sets x 3 trained rows x 420 s = 105 min of training, the rest of the 2 h goes to prediction and search.
+DEFAULT_BUDGET = 420
+
+# kseg's budget mapping. One training step (resnet18 U-Net, batch 8, 256 px crops) took 3.8 s on the 2-core CPU
+# (bench_train: 2.1 img/s); the rest of a run (OOF prediction, search, test prediction) gets ~40 %.
+SECONDS_PER_STEP = 3.8
+TRAIN_SHARE = 0.6
+STEPS_PER_EPOCH = 10
+QUICK_BUDGET = TrainBudget(seconds=60, size=64, batch=2, max_steps=2)
 
 
-@dataclass(frozen=True)
-class Budget:
-    size: int
-    epochs: int
-    steps: int
-    batch: int
-    folds: int
+def kseg_budget_overrides(budget_seconds: float, quick: bool = False) -> list[str]:
+    """The only ``--set`` overrides kseg gets: its training length for the wall-clock budget (all folds
+    together), a from-scratch resnet18 (no internet for ImageNet weights here), quiet logs. Everything else
+    is kseg's default. The lead adjusts this mapping when the defaults change (e.g. ``train.iterations``)."""
+    common = ["model.encoder_weights=null", "model.backbone=resnet18", "train.verbose=0"]
+    if quick:
+        return common + ["train.size=64", "train.epochs=1", "train.steps_per_epoch=2", "train.batch_size=2"]
+    folds = DEFAULTS["folds"]["n_splits"]
+    steps_per_fold = max(STEPS_PER_EPOCH, int(budget_seconds * TRAIN_SHARE / SECONDS_PER_STEP / folds))
+    return common + ["train.size=256", f"train.epochs={steps_per_fold // STEPS_PER_EPOCH}",
+                     f"train.steps_per_epoch={STEPS_PER_EPOCH}"]
 
 
-def _write_competition(root: Path, train: dict[str, tuple[np.ndarray, np.ndarray, str]],
-                       test: dict[str, tuple[np.ndarray, np.ndarray, str]]) -> None:
-    """A kseg-readable competition folder: images, row-major RLE CSVs with a group column."""
-    import cv2
+@dataclass
+class Row:
+    """One scoreboard row: mean scores over the test images, mAP per class, wall time, what it did."""
 
-    for split, items, csv_name in (("train", train, "train.csv"), ("test", test, "test_truth.csv")):
-        (root / split).mkdir(parents=True, exist_ok=True)
-        rows = []
-        for image_id, (image, labels, group) in items.items():
-            cv2.imwrite(str(root / split / f"{image_id}.png"), image)
-            encoded = rle.encode_labels(labels, "C")
-            h, w = labels.shape
-            rows += [(image_id, s, h, w, group) for s in encoded.values()] or [(image_id, "", h, w, group)]
-        with atomic_path(root / csv_name) as tmp:
-            pd.DataFrame(rows, columns=COLUMNS).to_csv(tmp, index=False)
+    method: str
+    score: float
+    dice: float
+    per_class: dict[str, float] = field(default_factory=dict)
+    seconds: float | None = None
+    note: str = ""
 
 
-def build_isbi(root: Path, quick: bool) -> None:
-    """30 consecutive EM slices in 5 blocks of 6 (a block is a group: neighbours are near-duplicates).
-    Instances are the cells: connected components of the interior label. The last block is the test set."""
-    import cv2
+@dataclass
+class TestSet:
+    """The held-out images as every row sees them (uint8 RGB from ``read_image``) with truth and class."""
 
-    src = SHARED / "isbi2012_membrane" / "train"
-    items = {}
-    for i in range(30):
-        image = cv2.imread(str(src / "image" / f"{i}.png"), cv2.IMREAD_GRAYSCALE)
-        interior = cv2.imread(str(src / "label" / f"{i}.png"), cv2.IMREAD_GRAYSCALE) > 127
-        if quick:
-            image, interior = image[:128, :128], interior[:128, :128]
-        items[f"slice{i:02d}"] = (image, label(interior, connectivity=1), f"block{i // 6}")
-    test = {k: v for k, v in items.items() if v[2] == "block4"}
-    _write_competition(root, {k: v for k, v in items.items() if k not in test}, test)
+    images: list[np.ndarray]
+    truths: list[np.ndarray]
+    classes: list[str | None]
 
+    def row(self, method: str, preds: Sequence[np.ndarray], seconds: float | None = None, note: str = "") -> Row:
+        scores = [image_score(t, p) for t, p in zip(self.truths, preds)]
+        return self.row_from_scores(method, scores, [dice(t > 0, p > 0) for t, p in zip(self.truths, preds)],
+                                    seconds, note)
 
-def build_sartorius(root: Path, quick: bool) -> None:
-    """The two fully annotated real images, each cut into 4 tiles of 260x352 so that folds exist:
-    0030fd0e6378 (395 cells) is the training set (a tile is a group), 0f08d640930b (105 cells) the test."""
-    import cv2
-
-    src = SHARED / "sartorius_mini"
-    sources = {"0030fd0e6378": "train.csv", "0f08d640930b": "train_0f08d640930b_DERIVED.csv"}
-    tiles: dict[str, dict] = {"0030fd0e6378": {}, "0f08d640930b": {}}
-    for image_id, csv_name in sources.items():
-        frame = pd.read_csv(src / csv_name)
-        labels, _ = rle.decode_labels(frame["annotation"].tolist(), (520, 704), "C")
-        image = cv2.imread(str(src / "train" / f"{image_id}.png"), cv2.IMREAD_GRAYSCALE)
-        for r in range(2):
-            for c in range(2):
-                window = (slice(r * 260, (r + 1) * 260), slice(c * 352, (c + 1) * 352))
-                tile_labels, tile_image = labels[window], image[window]
-                if quick:
-                    tile_labels, tile_image = tile_labels[:128, :128], tile_image[:128, :128]
-                tile_id = f"{image_id}_{r}{c}"
-                tiles[image_id][tile_id] = (tile_image, tile_labels, tile_id)
-    _write_competition(root, tiles["0030fd0e6378"], tiles["0f08d640930b"])
+    def row_from_scores(self, method: str, scores: Sequence[float], dices: Sequence[float],
+                        seconds: float | None = None, note: str = "") -> Row:
+        per_class = {}
+        if len(set(self.classes)) > 1:
+            per_class = {str(k): float(v) for k, v in pd.Series(scores).groupby(pd.Series(self.classes)).mean().items()}
+        return Row(method, float(np.mean(scores)), float(np.mean(dices)), per_class, seconds, note)
 
 
-def _config(name: str, root: Path, budget: Budget, quick: bool, work: Path):
-    grid = ("{fg_threshold: [0.4, 0.5], seed_threshold: [0.5, 0.7], min_area: [0, 20]}" if quick else
-            "{fg_threshold: [0.3, 0.4, 0.5, 0.6], seed_threshold: [0.3, 0.5, 0.6, 0.7, 0.8], min_area: [0, 20, 50, 100]}")
-    return load_config(None, [
-        f"name={name}", f"data.root={root}", "data.test_dir=test", "data.test_truth=test_truth.csv",
-        "data.schema={id_col: id, rle_col: annotation, height_col: height, width_col: width, rle_order: C, "
-        "group_col: group, submission_cols: [id, predicted]}",
-        f"folds.n_splits={budget.folds}", "model.backbone=resnet18", "model.encoder_weights=null",
-        f"train.size={budget.size}", f"train.epochs={budget.epochs}", f"train.steps_per_epoch={budget.steps}",
-        f"train.batch_size={budget.batch}", "train.early_stopping=100", "train.verbose=0",
-        f"postprocess.grid={grid}", "tta=[identity, hflip, vflip, hvflip]",
-        f"output.dir={work / 'run'}",
-    ])
+def _side_config(cfg: Config, csv: str, folder: str) -> Config:
+    """The same config reading another CSV/folder pair (the held-out truth is loaded like training data)."""
+    other = copy.deepcopy(cfg)
+    other["data"].update(train_csv=csv, train_dir=folder)
+    return other
 
 
-def _test_records(cfg):
-    """The held-out test images with their truth, loaded (and validated) like training data."""
-    test_cfg = copy.deepcopy(cfg)
-    test_cfg["data"].update(train_csv="test_truth.csv", train_dir="test")
-    return load_records(test_cfg, progress=False)
+def _test_set(cfg: Config, report_col: str | None) -> TestSet:
+    records = load_records(_side_config(cfg, "test_truth.csv", "test"), progress=False)
+    classes: list[str | None] = [r.cls for r in records]
+    if report_col is not None:
+        frame = read_csv(Path(cfg["data"]["root"]) / "test_truth.csv")
+        first = frame.drop_duplicates(schema_from_config(cfg).id_col).set_index(schema_from_config(cfg).id_col)
+        classes = [str(first.loc[r.id, report_col]) for r in records]
+    return TestSet([read_image(r.image_path) for r in records], [r.labels for r in records], classes)
 
 
-def _mean_scores(truths: list[np.ndarray], preds: list[np.ndarray]) -> tuple[float, float]:
-    """(competition metric, foreground Dice) averaged over images."""
-    return (float(np.mean([image_score(t, p) for t, p in zip(truths, preds)])),
-            float(np.mean([dice(t > 0, p > 0) for t, p in zip(truths, preds)])))
+def _submission_labels(cfg: Config, ids: Sequence[str], shapes: Sequence[tuple[int, int]]) -> list[np.ndarray]:
+    """kseg's submission decoded back to label images, in the order of the test records."""
+    schema = schema_from_config(cfg)
+    id_col, rle_col = schema.submission_cols
+    frame = read_csv(submission_path(cfg))
+    groups = {k: v[rle_col].tolist() for k, v in frame.groupby(id_col)}
+    return [rle.decode_labels([s for s in groups.get(i, []) if s.strip()], shape, schema.rle_order)[0]
+            for i, shape in zip(ids, shapes)]
 
 
-def evaluate_dataset(name: str, build: Callable[[Path, bool], None], budget: Budget,
-                     quick: bool) -> tuple[list[tuple], dict]:
-    """Rows (method, mAP, Dice, time) on the held-out test images, and the OOF search report."""
-    work = WORK / ("quick" if quick else "full") / name
-    root = work / "data"
-    build(root, quick)  # deterministic: a rerun rebuilds the same files
-    cfg = _config(name, root, budget, quick, work)
-    tests = _test_records(cfg)
-    truths = [r.labels for r in tests]
-    images = [read_image(r.image_path) for r in tests]
-    rows: list[tuple] = []
+def _stage_seconds(cfg: Config) -> float:
+    """Seconds of every kseg stage of the run, from its own stage markers."""
+    stages = Path(cfg["output"]["dir"]) / "stages"
+    return sum(json.loads(p.read_text()).get("seconds", 0.0) for p in stages.glob("*.json"))
 
-    train_records = load_records(cfg, progress=False)
-    fitted = fit_otsu_watershed([read_image(r.image_path) for r in train_records], [r.labels for r in train_records])
-    start = time.perf_counter()
-    preds = [otsu_watershed(image, fitted["bright_objects"], fitted["min_area"]) for image in images]
-    rows.append(("Otsu + watershed (classical, tuned on train)", *_mean_scores(truths, preds),
-                 f"{time.perf_counter() - start:.1f}s"))
 
-    start = time.perf_counter()
-    plain = train_plain_unet([read_image(r.image_path) for r in train_records], [r.labels > 0 for r in train_records],
-                             "resnet18", budget.size, budget.epochs, budget.steps, budget.batch, 1e-3, seed=42)
-    preds = [predict_plain_unet(plain, image) for image in images]
-    rows.append(("plain notebook U-Net (1 split, fg only, thr 0.5, CC, no TTA)", *_mean_scores(truths, preds),
-                 f"{time.perf_counter() - start:.0f}s"))
-
-    start = time.perf_counter()
-    command_folds(cfg)
-    command_train(cfg, "all", resume=True)  # a rerun after an interruption keeps the folds already trained
-    train_seconds = time.perf_counter() - start
-    searched = command_search(cfg)
+def _kseg_stage_rows(cfg: Config, test: TestSet) -> list[Row]:
+    """Each stage added alone, from the run's fold models: one image at a time, so the K x views
+    probability maps of large images are never all in memory."""
     models = load_fold_models(cfg)
     preprocess = preprocess_fn(cfg)
-    _, classes = read_channels(Path(cfg["output"]["dir"]), cfg["data"]["task"])
+    task = cfg["data"]["task"]
+    _, classes = read_channels(Path(cfg["output"]["dir"]), task)
     chosen = read_postprocess(cfg)
     default = cfg["postprocess"]["default"]
-    per_fold_plain, per_fold_tta = [], []
-    for image in images:
-        x = preprocess(image)
-        per_fold_plain.append([predict_image(fn, x, ["identity"]) for fn in models])
-        per_fold_tta.append([predict_image(fn, x, cfg["tta"]) for fn in models])
 
     def instances(probs: np.ndarray, params: dict | None) -> np.ndarray:
         cls = predict_class(probs, classes) if classes else None
-        return instances_from_probs(probs, params or params_for(chosen, cls), cfg["data"]["task"])
+        return instances_from_probs(probs, params or params_for(chosen, cls), task)
 
-    variants = [
-        ("kseg, fold 0 only, no TTA, default post-processing", lambda p, t: instances(p[0], default)),
-        ("+ OOF-searched post-processing", lambda p, t: instances(p[0], None)),
-        ("+ TTA (4 flips)", lambda p, t: instances(t[0], None)),
-        (f"+ fold ensemble ({len(models)} folds) = full kseg", lambda p, t: instances(np.mean(t, axis=0), None)),
-        ("(full kseg without TTA)", lambda p, t: instances(np.mean(p, axis=0), None)),
+    variants: list[tuple[str, Callable[[list, list], np.ndarray]]] = [
+        ("kseg stage: fold 0 only, no TTA, default post-processing", lambda p, t: instances(p[0], default)),
+        ("kseg stage: + OOF-searched post-processing", lambda p, t: instances(p[0], None)),
+        ("kseg stage: + TTA", lambda p, t: instances(t[0], None)),
+        (f"kseg stage: + fold ensemble ({len(models)} folds)", lambda p, t: instances(np.mean(t, axis=0), None)),
+        ("kseg stage: fold ensemble without TTA", lambda p, t: instances(np.mean(p, axis=0), None)),
     ]
-    for title, make in variants:
-        preds = [make(p, t) for p, t in zip(per_fold_plain, per_fold_tta)]
-        rows.append((title, *_mean_scores(truths, preds), f"{train_seconds:.0f}s train" if "full" in title else ""))
-    return rows, searched
+    scores: dict[str, list[float]] = {title: [] for title, _ in variants}
+    dices: dict[str, list[float]] = {title: [] for title, _ in variants}
+    for image, truth in zip(test.images, test.truths):
+        x = preprocess(image)
+        # One forward pass per fold and view: the TTA mean is the mean of the views (kseg merges by mean),
+        # and the identity view is the no-TTA prediction.
+        views = [[predict_image(fn, x, [v], tile=cfg["predict"]["tile"]) for v in cfg["tta"]] for fn in models]
+        tta = [np.mean(per_view, axis=0) for per_view in views]
+        plain = ([per_view[cfg["tta"].index("identity")] for per_view in views] if "identity" in cfg["tta"] else
+                 [predict_image(fn, x, ["identity"], tile=cfg["predict"]["tile"]) for fn in models])
+        for title, make in variants:
+            pred = make(plain, tta)
+            scores[title].append(image_score(truth, pred))
+            dices[title].append(dice(truth > 0, pred > 0))
+    return [test.row_from_scores(title, scores[title], dices[title]) for title, _ in variants]
 
 
-def run(quick: bool = False) -> str:
+def evaluate_set(name: str, budget_seconds: float, quick: bool, resume: bool = False,
+                 stages: bool = True, crop: int = 256, batch: int = 8) -> tuple[list[Row], dict]:
+    """All rows of one set, and facts for the table header (split sizes, budgets). ``stages=False`` skips
+    the stage rows: they predict every test image again with every fold and view (on 1024x1280 images on
+    this CPU, about as long as kseg's own prediction)."""
+    spec = SETS[name]
+    work = WORK / ("quick" if quick else "full") / name
+    root = prepare(name, work / "data" if quick else None, quick=quick)
+    if not resume:
+        shutil.rmtree(work / "kseg", ignore_errors=True)  # nothing from an earlier run may leak in
+    overrides = kseg_budget_overrides(budget_seconds, quick)
+    cfg = load_config(CONFIGS / f"{name}.yaml", [f"data.root={root}", f"output.dir={work / 'kseg'}", *overrides])
+    test = _test_set(cfg, spec.report_col)
+    train_records = load_records(cfg, progress=False)
+    train_images = [read_image(r.image_path) for r in train_records]
+    budget = QUICK_BUDGET if quick else TrainBudget(seconds=budget_seconds, size=crop, batch=batch)
+    rows: list[Row] = []
+
+    start = time.perf_counter()
+    fitted = fit_otsu_watershed(train_images, [r.labels for r in train_records], spec.stain)
+    preds = [otsu_watershed(image, fitted["bright_objects"], fitted["min_area"], spec.stain) for image in test.images]
+    rows.append(test.row(f"classical: Otsu + distance watershed ({'haematoxylin' if spec.stain == 'hed' else 'gray'}, "
+                         "tuned on train)", preds, time.perf_counter() - start,
+                         f"{'bright' if fitted['bright_objects'] else 'dark'} objects, min area {fitted['min_area']}"))
+
+    start = time.perf_counter()
+    plain = train_plain_unet(train_images, [r.labels > 0 for r in train_records], budget)
+    preds = [predict_plain_unet(plain.model, image) for image in test.images]
+    rows.append(test.row("plain notebook U-Net (resnet18, fg only, thr 0.5, CC)", preds, time.perf_counter() - start,
+                         f"{plain.steps} steps in {plain.seconds:.0f}s"))
+
+    start = time.perf_counter()
+    fgb = train_fgborder_unet(train_images, [r.labels for r in train_records], budget)
+    preds = [predict_fgborder_unet(fgb.model, image) for image in test.images]
+    rows.append(test.row("notebook fg+border U-Net (standardised, inverted, cosine, watershed, 4-flip TTA)", preds,
+                         time.perf_counter() - start, f"{fgb.steps} steps in {fgb.seconds:.0f}s"))
+
+    command_run(cfg)
+    tests = load_records(_side_config(cfg, "test_truth.csv", "test"), progress=False)
+    preds = _submission_labels(cfg, [r.id for r in tests], [r.shape for r in tests])
+    rows.append(test.row("**kseg run, shipped defaults**", preds, _stage_seconds(cfg), "all folds, searched, TTA"))
+    if stages:
+        rows += _kseg_stage_rows(cfg, test)
+    facts = {"n_train": len(train_records), "n_test": len(test.images), "budget": budget, "overrides": overrides,
+             "classes": sorted({str(c) for c in test.classes}) if len(set(test.classes)) > 1 else []}
+    return rows, facts
+
+
+def _commit() -> str:
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
+                               capture_output=True, text=True).stdout.strip()
+        return head + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def set_table(name: str, rows: list[Row], facts: dict, budget_seconds: float, quick: bool) -> str:
+    """The markdown of one set: what ran where, then one row per method."""
+    from .run import machine_line
+
+    budget: TrainBudget = facts["budget"]
+    classes = facts["classes"]
+    header = ["method", "mAP@[.5:.95]", "fg Dice", *(f"mAP {c}" for c in classes), "time", "notes"]
+    lines = [f"### {name}", "",
+             f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, commit `{_commit()}`, {machine_line()}"
+             f"{', QUICK smoke run' if quick else ''}. "
+             f"{facts['n_train']} training / {facts['n_test']} held-out images. "
+             + (f"Quick: the baselines train at most {budget.max_steps} steps of {budget.batch} x {budget.size} px crops. "
+                if quick else
+                f"Every trained row gets {budget_seconds:.0f} s of training: the baselines train on {budget.size} px "
+                f"crops, batch {budget.batch}, until the time is spent; kseg trains all its folds within it. ")
+             + f"kseg's only overrides: `{' '.join(facts['overrides'])}`.", "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        cells = [row.method, f"{row.score:.4f}", f"{row.dice:.4f}", *(f"{row.per_class.get(c, float('nan')):.4f}" for c in classes),
+                 "" if row.seconds is None else f"{row.seconds:.0f}s", row.note]
+        lines.append("| " + " | ".join(cells) + " |")
+    kseg = next(r for r in rows if r.method.startswith("**kseg"))
+    others = [r for r in rows[:3] if r.score >= kseg.score]
+    lines += ["", "kseg beats every baseline on this set." if not others else
+              "**kseg does not beat** " + ", ".join(r.method.split(" (")[0] for r in others) + " on this set."]
+    return "\n".join(lines)
+
+
+def _section(tables: Sequence[str]) -> str:
+    return "\n\n".join(["## Real-data scoreboard", __doc__.split("\n\n")[1].replace("\n", " "), *tables])
+
+
+def run(quick: bool = False, sets: Sequence[str] = DEFAULT_SETS, budget_seconds: float = DEFAULT_BUDGET,
+        resume: bool = False, stages: bool = True, crop: int = 256, batch: int = 8) -> str:
+    """The section for BENCHMARKS.md. Full runs keep each set's table in ``results/real/<set>.md`` and the
+    section holds every set's latest table, so ``--sets`` reruns some sets without losing the others."""
     if not SHARED.is_dir():
-        return f"## Real data\n\nSkipped: {SHARED} not found (the real-data folder is not shipped with kseg)."
-    budgets = {
-        "isbi2012": Budget(size=64, epochs=1, steps=2, batch=2, folds=2) if quick else
-        Budget(size=256, epochs=6, steps=10, batch=8, folds=4),
-        "sartorius": Budget(size=64, epochs=1, steps=2, batch=2, folds=2) if quick else
-        Budget(size=256, epochs=6, steps=10, batch=8, folds=4),
-    }
-    builders = {"isbi2012": build_isbi, "sartorius": build_sartorius}
-    out = ["## Real data: does each stage help?", "", __doc__.strip().replace("\n", " "), ""]
-    for name, build in builders.items():
-        b = budgets[name]
-        rows, oof = evaluate_dataset(name, build, b, quick)
-        out += [f"### {name}", "",
-                f"Training budget per model: {b.epochs} epochs x {b.steps} steps x batch {b.batch} at {b.size}px, "
-                f"resnet18 U-Net from scratch (no ImageNet weights here); kseg: {b.folds} group folds.", "",
-                "| method | mAP@[.5:.95] | foreground Dice | time |", "|---|---|---|---|"]
-        out += [f"| {t} | {s:.4f} | {d:.4f} | {tm} |" for t, s, d, tm in rows]
-        out += ["", f"Out-of-fold on the training images (what the search sees): default parameters with TTA "
-                f"{oof['oof_score_default']:.4f}, searched without TTA {oof['oof_score_plain']:.4f}, "
-                f"searched with TTA {oof['oof_score']:.4f}.", ""]
-    out.append("Balanced sampling cannot be measured on these two real sets: each has a single class "
-               "(EM cells; shsy5y) and no empty images. Its effect is shown per class on the demo data "
-               "(bench_train).")
-    return "\n".join(out)
+        return f"## Real-data scoreboard\n\nSkipped: {SHARED} not found (the real-data folder is not shipped with kseg)."
+    tables = {}
+    for name in sets:
+        if SETS[name].needs:  # prepared, but neither kseg nor these rows handle its task yet
+            tables[name] = f"### {name}\n\nNot on the scoreboard yet: needs {SETS[name].needs}."
+            continue
+        start = time.perf_counter()
+        print(f"[bench_real] {name} ...", flush=True)
+        rows, facts = evaluate_set(name, budget_seconds, quick, resume, stages, crop, batch)
+        tables[name] = set_table(name, rows, facts, budget_seconds, quick) + \
+            f"\n\n_({name}: {time.perf_counter() - start:.0f} s in all)_"
+        if not quick:
+            write_text(SET_RESULTS / f"{name}.md", tables[name] + "\n")
+        print(tables[name], flush=True)
+    if not quick:
+        tables = {p.stem: p.read_text().strip() for p in sorted(SET_RESULTS.glob("*.md"))}
+        tables.update({n: f"### {n}\n\nNot on the scoreboard yet: needs {s.needs}." for n, s in SETS.items() if s.needs})
+    order = list(SETS)
+    return _section([tables[n] for n in sorted(tables, key=lambda n: (order.index(n) if n in order else len(order), n))])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sets", default=",".join(DEFAULT_SETS), help=f"comma-separated, from {', '.join(SETS)}")
+    parser.add_argument("--budget", type=float, default=DEFAULT_BUDGET, help="training seconds per trained row")
+    parser.add_argument("--quick", action="store_true", help="128 px crops, 2 steps; printed only")
+    parser.add_argument("--resume", action="store_true", help="keep the kseg run of an interrupted full run")
+    parser.add_argument("--crop", type=int, default=256, help="the baselines' crop size")
+    parser.add_argument("--batch", type=int, default=8, help="the baselines' crops per step")
+    parser.add_argument("--no-stages", action="store_true", help="skip the kseg stage rows (saves a full re-prediction)")
+    args = parser.parse_args(argv)
+    sets = [s for s in args.sets.split(",") if s]
+    unknown = [s for s in sets if s not in SETS]
+    if unknown:
+        parser.error(f"unknown set(s) {', '.join(unknown)}; known: {', '.join(SETS)}")
+    start = time.perf_counter()
+    section = run(args.quick, sets, args.budget, args.resume, not args.no_stages, args.crop, args.batch)
+    if args.quick:
+        return 0
+    from . import run as bench_run
+
+    stamp = f"_(bench_real: {time.perf_counter() - start:.0f} s, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC)_"
+    write_text(RESULTS / "bench_real.md", f"{section}\n\n{stamp}\n")
+    return bench_run.main(["--out", str(REPO / "BENCHMARKS.md"), "--only"])  # reassemble BENCHMARKS.md from every section
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -15,6 +15,9 @@ from kseg.config import load_config
 from kseg.data import load_records, read_image
 
 CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
+REAL_CONFIGS = sorted((Path(__file__).parents[1] / "configs" / "real").glob("*.yaml"))
+# What a real-data config may set: the scoreboard measures kseg's defaults for everything else.
+REAL_ALLOWED = {"name", "data", "output"}
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
@@ -22,6 +25,24 @@ def test_shipped_config_loads(path):
     cfg = load_config(path)
     assert cfg["data"]["schema"]["preset"] in ("sartorius", "dsb2018")
     assert cfg["train"]["size"] % 32 == 0
+
+
+@pytest.mark.parametrize("path", REAL_CONFIGS, ids=lambda p: p.name)
+def test_real_config_loads_and_sets_only_data(path):
+    import yaml
+
+    cfg = load_config(path)
+    raw = yaml.safe_load(path.read_text())
+    assert set(raw) <= REAL_ALLOWED, f"{path.name} sets {set(raw) - REAL_ALLOWED}: those must come from the defaults"
+    assert cfg["data"]["root"] == f"data/real/{path.stem}"
+    assert cfg["data"]["test_truth"] and cfg["data"]["schema"]["group_col"] == "group"
+
+
+def test_every_real_set_has_a_config():
+    from benchmarks.real_sets import SETS
+    from kseg.targets import TASKS
+
+    assert sorted(p.stem for p in REAL_CONFIGS) == sorted(n for n, s in SETS.items() if s.task in TASKS)
 
 
 def _dsb_competition(root: Path) -> dict[str, np.ndarray]:

@@ -1,0 +1,159 @@
+"""Each real set prepares into a folder kseg reads, with a held-out part that shares no image (and, unless
+the set's own split column decides, no group) with training. Skipped where ../shared/data is absent."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from benchmarks.real_sets import MARKER, SETS, SHARED, prepare
+from kseg.config import load_config
+import numpy as np
+
+from benchmarks.baselines import TrainBudget, fit_otsu_watershed, notebook_input, train_for_budget
+from benchmarks.bench_real import kseg_budget_overrides
+from kseg.data import load_records, read_csv, schema_from_config
+
+needs_data = pytest.mark.skipif(not SHARED.is_dir(), reason=f"{SHARED} not found (real data is not shipped)")
+CONFIGS = Path(__file__).parents[1] / "configs" / "real"
+
+
+def _config(name: str, root: Path, side: str):
+    csv, folder = ("train.csv", "train") if side == "train" else ("test_truth.csv", "test")
+    return load_config(CONFIGS / f"{name}.yaml", [f"data.root={root}", f"data.train_csv={csv}", f"data.train_dir={folder}"])
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory) -> dict[str, Path]:
+    base = tmp_path_factory.mktemp("real")
+    return {name: prepare(name, base / name, quick=True) for name in SETS}
+
+
+@needs_data
+@pytest.mark.parametrize("name", list(SETS))
+def test_prepared_set_loads_and_holds_out_by_group(prepared, name):
+    root = prepared[name]
+    if not (CONFIGS / f"{name}.yaml").is_file():  # a task kseg lacks (multi-class): the folder and split only
+        return _check_without_config(name, root)
+    train = load_records(_config(name, root, "train"), progress=False)
+    test = load_records(_config(name, root, "test"), progress=False)
+    assert train and test and sum(r.n_instances for r in train) > 0
+    train_ids, test_ids = {r.id for r in train}, {r.id for r in test}
+    assert not train_ids & test_ids
+    ext = _config(name, root, "train")["data"]["image_ext"]
+    assert {p.stem for p in (root / "test").glob(f"*{ext}")} == test_ids
+    assert {p.stem for p in (root / "train").glob(f"*{ext}")} == train_ids
+    assert all(r.group for r in train + test)
+    spec = SETS[name]
+    if spec.split_col is None:
+        assert not {r.group for r in train} & {r.group for r in test}
+    else:  # the authors' split decides: every image is on the side its split column names
+        schema = schema_from_config(_config(name, root, "train"))
+        for csv, side in (("train.csv", train_ids), ("test_truth.csv", test_ids)):
+            frame = read_csv(root / csv)
+            values = set(frame.drop_duplicates(schema.id_col)[spec.split_col])
+            assert len(values) == 1 and set(frame[schema.id_col]) == side
+    info = json.loads((root / MARKER).read_text())
+    assert (info["n_train"], info["n_test"]) == (len(train), len(test))
+
+
+def _check_without_config(name: str, root: Path) -> None:
+    spec = SETS[name]
+    id_col = spec.schema["id_col"]
+    train, test = read_csv(root / "train.csv"), read_csv(root / "test_truth.csv")
+    assert set(train[id_col]) == {p.name for p in (root / "train").iterdir()}
+    assert set(test[id_col]) == {p.name for p in (root / "test").iterdir()}
+    assert not set(train[id_col]) & set(test[id_col]) and not set(train["group"]) & set(test["group"])
+    assert spec.needs
+
+
+@needs_data
+def test_prepare_is_idempotent_and_full_mode_copies_source_bytes(tmp_path):
+    """Full mode (phase: 15 uint16 frames) copies the source PNGs and RLE rows unchanged; a rerun is a no-op."""
+    root = prepare("phase_cells_usiigaci", tmp_path / "phase")
+    stamp = (root / MARKER).stat().st_mtime_ns
+    assert prepare("phase_cells_usiigaci", tmp_path / "phase") == root
+    assert (root / MARKER).stat().st_mtime_ns == stamp  # up to date: not rebuilt
+    image = next((root / "test").glob("*.png"))
+    assert image.read_bytes() == (SHARED / "phase_cells_usiigaci" / "train" / image.name).read_bytes()
+    source = read_csv(SHARED / "phase_cells_usiigaci" / "train.csv")
+    written = pd.concat([read_csv(root / "train.csv"), read_csv(root / "test_truth.csv")])
+    assert sorted(written["annotation"]) == sorted(source["annotation"])
+    assert (written["group"] == written["sample_id"]).all()
+    test = load_records(_config("phase_cells_usiigaci", root, "test"), progress=False)
+    assert [r.shape for r in test] == [(1022, 1024)] * 5
+
+
+@needs_data
+def test_prepare_refuses_a_foreign_folder(tmp_path):
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "mine.txt").write_text("keep me")
+    with pytest.raises(FileExistsError):
+        prepare("sartorius_mini", tmp_path / "x", quick=True)
+
+
+class _FakeModel:
+    """Counts steps and records the learning rate, like a compiled Keras model would receive them."""
+
+    def __init__(self) -> None:
+        self.steps, self.lrs = 0, []
+        model = self
+
+        class _LR:
+            def assign(self, value: float) -> None:
+                model.lrs.append(value)
+
+        self.optimizer = type("Opt", (), {"learning_rate": _LR()})()
+
+    def train_on_batch(self, x, y) -> None:
+        self.steps += 1
+
+
+def test_budget_loop_stops_at_the_step_cap_or_the_time():
+    batches = iter(lambda: (None, None), 0)
+    capped = train_for_budget(_FakeModel(), batches, TrainBudget(seconds=60, max_steps=3), cosine=True)
+    assert capped.steps == 3 and capped.model.lrs[0] == pytest.approx(1e-3)
+    timed = train_for_budget(_FakeModel(), batches, TrainBudget(seconds=0.05), cosine=True)
+    assert timed.steps >= 1 and timed.seconds >= 0.05 and timed.model.lrs[-1] < 1e-4
+
+
+def test_notebook_input_inverts_dark_objects_on_bright_ground():
+    image = np.full((32, 32, 3), 220, np.uint8)
+    image[10:14, 10:14] = 30  # a dark nucleus on a bright background
+    x = notebook_input(image)
+    assert x[12, 12, 0] > x[0, 0, 0] and abs(float(x.mean())) < 1e-5 and float(x.std()) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_classical_fit_finds_the_polarity():
+    labels = np.zeros((64, 64), np.int32)
+    labels[8:20, 8:20], labels[30:44, 30:44] = 1, 2
+    image = np.repeat(np.where(labels > 0, 40, 200).astype(np.uint8)[..., None], 3, axis=2)
+    fitted = fit_otsu_watershed([image], [labels])
+    assert fitted["bright_objects"] is False and fitted["score"] > 0.9
+
+
+@pytest.mark.parametrize("quick", [False, True])
+def test_kseg_budget_overrides_load_on_every_real_config(quick):
+    sets = kseg_budget_overrides(900, quick)
+    assert all("=" in s for s in sets)
+    for path in sorted(CONFIGS.glob("*.yaml")):
+        cfg = load_config(path, sets)
+        assert cfg["model"]["encoder_weights"] is None and cfg["train"]["epochs"] >= 1
+
+
+def test_set_table_names_the_baselines_kseg_does_not_beat():
+    from benchmarks.bench_real import Row, set_table
+
+    rows = [Row("classical: Otsu (x)", 0.30, 0.7, {"a": 0.2, "b": 0.4}, 1.0, "dark objects"),
+            Row("plain notebook U-Net (y)", 0.10, 0.5, {"a": 0.1, "b": 0.1}, 60.0),
+            Row("notebook fg+border U-Net (z)", 0.35, 0.8, {"a": 0.3, "b": 0.4}, 60.0),
+            Row("**kseg run, shipped defaults**", 0.32, 0.8, {"a": 0.3, "b": 0.34}, 70.0)]
+    facts = {"n_train": 4, "n_test": 2, "budget": TrainBudget(seconds=60), "overrides": ["train.epochs=1"],
+             "classes": ["a", "b"]}
+    text = set_table("toy", rows, facts, 60, quick=False)
+    assert "| method | mAP@[.5:.95] | fg Dice | mAP a | mAP b | time | notes |" in text
+    assert "| **kseg run, shipped defaults** | 0.3200 | 0.8000 | 0.3000 | 0.3400 | 70s |  |" in text
+    assert "**kseg does not beat** notebook fg+border U-Net on this set." in text
+    assert "`train.epochs=1`" in text and "60 s of training" in text
