@@ -176,8 +176,11 @@ _SARTORIUS_COLUMNS = {"id_col": "id", "rle_col": "annotation", "height_col": "he
                       "rle_order": "C"}
 
 
+FLUO_TEST_EVERY = 3
+
+
 def build_fluo(source: Path, root: Path, quick: bool) -> Split:
-    """S-BSST265 fluorescence nuclei. Held out: the authors' ``train_testset_split == test`` (37 images,
+    """S-BSST265 fluorescence nuclei. Held out: every third of the authors' ``train_testset_split == test`` (37 images,
     which include the 10x and 40x magnifications that training lacks: that is their test design).
     Group = ``diagnosis|preparation`` (SOURCE.md: images of one preparation probably share slides); it
     drives kseg's folds inside the 42 training images (5 groups). The authors' split puts some groups on
@@ -185,7 +188,9 @@ def build_fluo(source: Path, root: Path, quick: bool) -> Split:
     frame = read_csv(source / "train.csv")
     first = frame.drop_duplicates("ImageId").set_index("ImageId")
     group = (first["diagnosis"] + "|" + first["preparation"]).to_dict()
-    test = sorted(first.index[first["train_testset_split"] == "test"])
+    # Every third of the authors' 37 test images (1024x1280 each: five fold models x 4 TTA views on all of them
+    # would take most of the scoreboard's CPU time); sorted ids, so every diagnosis stays represented.
+    test = sorted(first.index[first["train_testset_split"] == "test"])[::FLUO_TEST_EVERY]
     train = sorted(first.index[first["train_testset_split"] == "train"])
     split = Split(train, test, group)
     _write_from_csv(source, root, frame, _DSB_COLUMNS, split, quick)

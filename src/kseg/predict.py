@@ -71,11 +71,27 @@ def params_for(chosen: dict, cls: str | None) -> dict:
     return chosen.get("per_class", {}).get(cls, chosen["default"]) if cls is not None else chosen["default"]
 
 
-def command_predict(cfg: Config, out: Path | None = None) -> Path:
-    """Write the submission for every test image; it is validated before it replaces ``out``."""
+def model_input(cfg: Config) -> Callable[[np.ndarray], np.ndarray]:
+    """uint8 RGB image → what the run's models take: normalised as ``model.input_norm`` says, at the scale of
+    the run's ``plan.json``, through the backbone's preprocessing. The models' probabilities come back at
+    that scale; ``plan.restore_probabilities`` brings them to the image's size. Training caches exactly
+    the first two steps (``train.SampleCache``), so train, OOF, prediction and kernels see the same input."""
     from .model import preprocess_fn
     from .normalize import input_normaliser
-    from .plan import read_plan, rescale_image, restore_probabilities
+    from .plan import read_plan, rescale_image
+
+    preprocess, normalise = preprocess_fn(cfg), input_normaliser(cfg)
+    scale = read_plan(output_dir(cfg)).scale
+
+    def prepare(image: np.ndarray) -> np.ndarray:
+        return preprocess(rescale_image(normalise(image), scale))
+
+    return prepare
+
+
+def command_predict(cfg: Config, out: Path | None = None) -> Path:
+    """Write the submission for every test image; it is validated before it replaces ``out``."""
+    from .plan import restore_probabilities
 
     out = Path(out) if out else submission_path(cfg)
     schema = schema_from_config(cfg)
@@ -84,17 +100,14 @@ def command_predict(cfg: Config, out: Path | None = None) -> Path:
     _, classes = read_channels(output_dir(cfg), task)
     chosen = read_postprocess(cfg)
     models = load_fold_models(cfg)
-    preprocess = preprocess_fn(cfg)
-    normalise = input_normaliser(cfg)
-    scale = read_plan(output_dir(cfg)).scale
+    prepare = model_input(cfg)
     overlay_dir = output_dir(cfg) / "test_overlays"
     print(f"predicting {len(tests)} test images with {len(models)} fold models x {len(cfg['tta'])} TTA views")
 
     predictions: dict[str, np.ndarray] = {}
     for i, (image_id, path) in enumerate(tqdm(tests, desc="predict", unit="img")):
         image = read_image(path)
-        prepared = preprocess(rescale_image(normalise(image), scale))
-        probs = restore_probabilities(predict_ensemble(models, prepared, cfg["tta"], tile=cfg["predict"]["tile"]),
+        probs = restore_probabilities(predict_ensemble(models, prepare(image), cfg["tta"], tile=cfg["predict"]["tile"]),
                                       image.shape[:2])
         cls = predict_class(probs, classes) if classes else None
         predictions[image_id] = instances_from_probs(probs, params_for(chosen, cls), task)
