@@ -146,3 +146,25 @@ def test_bad_window_is_a_config_error(ct_path: Path, window: object) -> None:
 def test_uint8_needs_a_window(ct_path: Path) -> None:
     with pytest.raises(ValueError, match="as_uint8 needs a window"):
         read_dicom(ct_path, as_uint8=True)
+
+
+def test_read_image_dispatches_dicom_and_stretches_modality_units_to_rgb(ct_path, siim_path):
+    """A competition folder of .dcm images loads like PNGs: uint8 RGB, size from the header."""
+    from kseg.data import image_size, read_image
+
+    ct = ct_path
+    image = read_image(ct)
+    assert image.shape == (512, 512, 3) and image.dtype == np.uint8
+    assert image_size(ct) == (512, 512)
+    assert image.min() == 0 and image.max() == 255 and len(np.unique(image[..., 0])) > 100
+    siim = siim_path
+    assert read_image(siim).shape == (1024, 1024, 3) and image_size(siim) == (1024, 1024)
+
+
+def test_image_size_of_a_broken_dicom_names_the_file(tmp_path):
+    from kseg.data import image_size
+
+    broken = tmp_path / "broken.dcm"
+    broken.write_bytes(b"not a dicom file at all" * 10)
+    with pytest.raises(DataError, match="broken.dcm: not a readable DICOM file"):
+        image_size(broken)

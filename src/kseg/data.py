@@ -44,6 +44,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
 }
 
+DICOM_SUFFIXES = (".dcm", ".dicom")
 # Percentiles of a 16-bit or float image that become 0 and 255 when it is read as uint8.
 HIGH_DEPTH_PERCENTILES = (0.1, 99.9)
 
@@ -106,21 +107,30 @@ def read_image(path: str | Path) -> np.ndarray:
 
     Gray is replicated to three channels, alpha is dropped, and 16-bit or float images are stretched
     per image from their 0.1 to 99.9 percentiles to 0..255 (their absolute range differs between microscopes
-    and files).
+    and files). DICOM files (``.dcm``) are read with ``kseg.dicom.read_dicom`` in modality units (CT in HU
+    after RescaleSlope/Intercept, MONOCHROME1 inverted) and stretched the same way.
     """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"image not found: {path}")
-    pixels = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if pixels is None:
-        raise DataError(f"{path}: not a readable image (OpenCV could not decode it)")
-    check_complete_image(path)
+    if path.suffix.lower() in DICOM_SUFFIXES:
+        from kseg.dicom import read_dicom
+
+        # Modality units (HU for CT, rescale applied), kept at full depth until the percentile stretch below.
+        pixels = np.asarray(read_dicom(path))
+    else:
+        pixels = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        if pixels is None:
+            raise DataError(f"{path}: not a readable image (OpenCV could not decode it)")
+        check_complete_image(path)
+        if pixels.ndim == 3 and pixels.shape[2] in (3, 4):
+            pixels = cv2.cvtColor(pixels[:, :, :3], cv2.COLOR_BGR2RGB)
     if pixels.ndim == 3 and pixels.shape[2] == 1:
         pixels = pixels[:, :, 0]
     if pixels.ndim == 2:
         pixels = np.repeat(pixels[:, :, None], 3, axis=2)
     elif pixels.ndim == 3 and pixels.shape[2] in (3, 4):
-        pixels = cv2.cvtColor(pixels[:, :, :3], cv2.COLOR_BGR2RGB)
+        pixels = pixels[:, :, :3]
     else:
         raise DataError(f"{path}: unsupported image layout {pixels.shape}; expected gray, RGB or RGBA")
     if pixels.dtype != np.uint8:
@@ -183,6 +193,10 @@ def image_size(path: str | Path) -> tuple[int, int]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"image not found: {path}")
+    if path.suffix.lower() in DICOM_SUFFIXES:
+        from kseg.dicom import dicom_size
+
+        return dicom_size(path)
     try:
         with Image.open(path) as image:
             width, height = image.size

@@ -18,7 +18,7 @@ import numpy as np
 
 from kseg.errors import ConfigError, DataError
 
-__all__ = ["Window", "read_dicom"]
+__all__ = ["Window", "read_dicom", "dicom_size"]
 
 # (center, width) in modality units, as DICOM's WindowCenter/WindowWidth; "file" uses those tags.
 Window = Union[tuple[float, float], Literal["file"]]
@@ -160,3 +160,18 @@ def _invert_stored(ds: Any, values: np.ndarray) -> np.ndarray:
         return ((low + high) - clipped).astype(values.dtype)
     ends = _modality_values(ds, np.array([low, high], dtype=np.int64))
     return (np.float32(float(ends.min()) + float(ends.max())) - values).astype(np.float32)
+
+
+def dicom_size(path: str | Path) -> tuple[int, int]:
+    """``(height, width)`` from the DICOM header (Rows, Columns) without decoding the pixel data."""
+    path = Path(path)
+    try:
+        import pydicom
+
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        return int(ds.Rows), int(ds.Columns)
+    except ImportError:
+        raise DataError(f"{path}: reading DICOM needs pydicom (pip install pydicom)") from None
+    except Exception as exc:  # a damaged or non-DICOM file: one clear line, whatever pydicom raised
+        raise DataError(f"{path}: not a readable DICOM file ({_one_line(exc)})") from None
+
