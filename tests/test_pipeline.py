@@ -115,3 +115,39 @@ def test_predict_before_training_is_one_clear_error(tmp_path, capsys):
     assert main(["predict", *_args(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "channels.json" in err and "Traceback" not in err
+
+
+@pytest.fixture(scope="module")
+def learned_run(tmp_path_factory) -> Path:
+    """A run long enough to learn the demo cells (still about a minute on 2 CPU cores)."""
+    root = tmp_path_factory.mktemp("learned")
+    extra = ["data.demo={seed: 5, n_train: 8, n_test: 3, height: 160, width: 192}", "folds.n_splits=2",
+             "train.size=96", "train.epochs=4", "train.steps_per_epoch=12", "train.batch_size=4", "train.verbose=0",
+             "tta=[identity, hflip]", f"data.root={root / 'data'}", f"output.dir={root / 'run'}",
+             f"output.submission={root / 'submission.csv'}"]
+    assert main(["run", "--config", "configs/demo.yaml", *[a for s in extra for a in ("--set", s)]]) == 0
+    return root
+
+
+def test_trained_pipeline_beats_otsu_watershed_on_its_data(learned_run, capsys):
+    """The point of kseg: the whole pipeline must score above the classical baseline on held-out images."""
+    import numpy as np
+
+    from benchmarks.baselines import fit_otsu_watershed, otsu_watershed
+    from kseg.data import load_records, read_image
+
+    root = learned_run
+    cfg = load_config("configs/demo.yaml", [f"data.root={root / 'data'}"])
+    train = load_records(cfg, progress=False)
+    cfg["data"].update(train_csv="test_truth.csv", train_dir="test")
+    test = load_records(cfg, progress=False)
+    fitted = fit_otsu_watershed([read_image(r.image_path) for r in train], [r.labels for r in train])
+    from kseg.metric import image_score
+
+    otsu = float(np.mean([image_score(r.labels, otsu_watershed(read_image(r.image_path), fitted["bright_objects"],
+                                                                 fitted["min_area"])) for r in test]))
+    capsys.readouterr()
+    assert main(["score", str(root / "data" / "test_truth.csv"), str(root / "submission.csv"),
+                 "--schema", "sartorius", "--json"]) == 0
+    kseg_score = json.loads(capsys.readouterr().out)["score"]
+    assert kseg_score > otsu, (kseg_score, otsu)

@@ -193,7 +193,7 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
     return cfg
 
 
-def _is_int(value: Any) -> bool:
+def is_int(value: Any) -> bool:
     """An integer that is not a bool (YAML ``true`` is an ``int`` to Python, and would run one epoch)."""
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -221,10 +221,10 @@ def _validate_values(cfg: Config) -> None:
         raise ConfigError(f"data.image_ext must be a file extension such as '.png' (or '' when ids carry it), "
                           f"got {cfg['data']['image_ext']!r}")
     n_splits = cfg["folds"]["n_splits"]
-    if not _is_int(n_splits) or n_splits < 2:
+    if not is_int(n_splits) or n_splits < 2:
         raise ConfigError(f"folds.n_splits must be an integer >= 2, got {n_splits!r}")
     seed = cfg["folds"]["seed"]
-    if not _is_int(seed) or seed < 0:
+    if not is_int(seed) or seed < 0:
         raise ConfigError(f"folds.seed must be a non-negative integer, got {seed!r}")
     for dotted in _BOOLS:
         value = get(cfg, dotted)
@@ -232,11 +232,11 @@ def _validate_values(cfg: Config) -> None:
             raise ConfigError(f"{dotted} must be true or false, got {value!r}")
     for key in ("epochs", "batch_size", "size"):
         value = cfg["train"][key]
-        if not _is_int(value) or value < 1:
+        if not is_int(value) or value < 1:
             raise ConfigError(f"train.{key} must be a positive integer, got {value!r}")
     wanted = cfg["predict"]["folds"]
-    if not (wanted == "all" or _is_int(wanted)
-            or (isinstance(wanted, list) and wanted and all(_is_int(k) for k in wanted))):
+    if not (wanted == "all" or is_int(wanted)
+            or (isinstance(wanted, list) and wanted and all(is_int(k) for k in wanted))):
         raise ConfigError(f"predict.folds must be 'all', a fold index or a list of fold indices, got {wanted!r}")
     if not isinstance(cfg["tta"], list) or not cfg["tta"]:
         raise ConfigError(f"tta must be a non-empty list of view names, got {cfg['tta']!r}")

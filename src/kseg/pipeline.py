@@ -193,6 +193,27 @@ def command_run(cfg: Config, force: bool = False) -> Path:
     return submission
 
 
+def _training_lines(run: Path) -> list[str]:
+    """The plan's scale and, over every fold and epoch, how many training images each class got."""
+    import pandas as pd
+
+    lines = []
+    plan_path = run / "plan.json"
+    if plan_path.is_file():
+        lines.append(f"plan: {json.loads(plan_path.read_text())['plan']['reason']}")
+    drawn: dict[str, int] = {}
+    for history_path in sorted(run.glob("fold*/history.csv")):
+        history = pd.read_csv(history_path)
+        for column in history.columns:
+            if column.startswith("drawn_") and column != "drawn_empty":
+                drawn[column[len("drawn_"):]] = drawn.get(column[len("drawn_"):], 0) + int(history[column].sum())
+    if drawn:
+        total = sum(drawn.values()) or 1
+        lines.append("training images drawn per class (all folds): "
+                     + ", ".join(f"{cls} {n} ({n / total:.0%})" for cls, n in sorted(drawn.items())))
+    return lines
+
+
 def print_summary(cfg: Config, timings: dict[str, str], submission: Path) -> None:
     """OOF score per fold and class, TTA gain, chosen parameters, stage times, test score if known."""
     pp_path = output_dir(cfg) / "postprocess.json"
@@ -213,6 +234,7 @@ def print_summary(cfg: Config, timings: dict[str, str], submission: Path) -> Non
         lines.append(f"chosen parameters: default {pp['default']}")
         for cls, params in sorted(pp.get("per_class", {}).items()):
             lines.append(f"  {cls}: {params}")
+    lines += _training_lines(output_dir(cfg))
     truth = data_path(cfg, "test_truth")
     if truth is not None and truth.is_file():
         from .metric import score_frames

@@ -134,15 +134,11 @@ class Sampler:
 
 # ------------------------------------------------------------------------------------------------ config
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def check_train_config(cfg: Config) -> None:
     """Reject bad ``train.*``/``tta`` values before any data is read or any model is built."""
     train = cfg["train"]
     size = train["size"]
-    if not _is_int(size) or size < STRIDE or size % STRIDE:
+    if not config_module.is_int(size) or size < STRIDE or size % STRIDE:
         raise ConfigError(f"train.size must be a multiple of {STRIDE} (the encoder halves the image 5 times), "
                           f"got {size!r}")
     if train["scheduler"] not in SCHEDULERS:
@@ -154,11 +150,11 @@ def check_train_config(cfg: Config) -> None:
         raise ConfigError(f"train.warmup must be a share of the training steps in [0, 1), got {warmup!r}")
     for key in ("early_stopping", "steps_per_epoch", "min_steps_per_epoch", "workers", "val_images"):
         value = train[key]
-        if value is not None and (not _is_int(value) or value < 1):
+        if value is not None and (not config_module.is_int(value) or value < 1):
             raise ConfigError(f"train.{key} must be a positive integer or null, got {value!r}")
     if not isinstance(train["lr"], (int, float)) or isinstance(train["lr"], bool) or not train["lr"] > 0:
         raise ConfigError(f"train.lr must be a positive number, got {train['lr']!r}")
-    if not _is_int(train["seed"]) or train["seed"] < 0:
+    if not config_module.is_int(train["seed"]) or train["seed"] < 0:
         raise ConfigError(f"train.seed must be a non-negative integer, got {train['seed']!r}")
     power, fraction = train["sampler"]["class_power"], train["sampler"]["empty_fraction"]
     if not isinstance(power, (int, float)) or isinstance(power, bool) or not math.isfinite(power):
@@ -645,7 +641,7 @@ def _fold_assignment(cfg: Config, records: Sequence[ImageRecord]) -> np.ndarray:
 def _folds_to_train(fold: int | str, available: Sequence[int]) -> list[int]:
     if fold == "all":
         return list(available)
-    if _is_int(fold) and fold in available:
+    if config_module.is_int(fold) and fold in available:
         return [fold]
     raise ConfigError(f"fold {fold!r} is not in the folds file; available folds: "
                       f"{', '.join(map(str, available))} or 'all'")
