@@ -111,8 +111,12 @@ def test_infer_kernel_datasets_hold_what_predict_needs(cfg, tmp_path, fake_wheel
     assert load_config(code / "config.yaml") == cfg
     files = sorted(str(p.relative_to(weights)) for p in weights.rglob("*") if p.is_file())
     assert files == ["channels.json", "config.yaml", "dataset-metadata.json", "fold0/best.weights.h5",
-                     "fold1/best.weights.h5", "folds.csv", "postprocess.json"]
-    assert (weights / "fold1" / "best.weights.h5").read_bytes() == (run_dir / "fold1" / "best.weights.h5").read_bytes()
+                     "fold1/best.weights.h5", "folds.csv", "kseg-dataset.json", "postprocess.json"]
+    copied, original = weights / "fold1" / "best.weights.h5", run_dir / "fold1" / "best.weights.h5"
+    assert copied.read_bytes() == original.read_bytes()
+    assert copied.stat().st_ino != original.stat().st_ino  # a copy, not a hard link into the training run
+    for folder in (code, weights):
+        assert _json(folder / "kseg-dataset.json")["id"] == f"{OWNER}/{folder.name}"
 
 
 def test_train_kernel_is_a_gpu_kernel_without_weights_dataset(cfg, tmp_path, fake_wheels):
@@ -150,9 +154,22 @@ def test_fold_fan_out_feeds_the_inference_kernel(cfg, tmp_path, fake_wheels):
     assert meta["dataset_sources"] == [f"{OWNER}/unit-demo-kseg-code"]
 
 
-def test_competition_defaults_to_the_data_root_folder(cfg, tmp_path, fake_wheels):
+def test_competition_comes_from_the_kaggle_competition_key(cfg, tmp_path, fake_wheels):
+    cfg["kaggle"]["competition"] = "another-competition"
     kernel = build_kernel(cfg, "infer", owner=OWNER, out_root=tmp_path / "kernels", wheels=fake_wheels)
+    assert _json(kernel / "kernel-metadata.json")["competition_sources"] == ["another-competition"]
+    kernel = _build_infer(cfg, tmp_path, fake_wheels)  # --competition wins over the key
     assert _json(kernel / "kernel-metadata.json")["competition_sources"] == [COMPETITION]
+
+
+@pytest.mark.parametrize("value, message", [
+    (None, "kaggle.competition is not set"),
+    ("Not A Slug", "kaggle.competition 'Not A Slug' is not a Kaggle competition slug"),
+])
+def test_build_needs_a_valid_kaggle_competition_key(cfg, tmp_path, fake_wheels, value, message):
+    cfg["kaggle"]["competition"] = value  # data.root's folder name is never guessed as the slug
+    with pytest.raises(ConfigError, match=message):
+        build_kernel(cfg, "infer", owner=OWNER, out_root=tmp_path / "kernels", wheels=fake_wheels)
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -269,7 +286,9 @@ from pathlib import Path
 
 root = Path(os.environ["KSEG_KAGGLE_ROOT"])
 assert Path.cwd() == (root / "working").resolve(), Path.cwd()
-images = sorted((root / "input" / "{COMPETITION}" / "test").glob("*.png"))
+competition = [p for p in (root / "input" / "competitions" / "{COMPETITION}", root / "input" / "{COMPETITION}")
+               if p.is_dir()][0]
+images = sorted((competition / "test").glob("*.png"))
 rows = ["id,predicted"] + [f"{{p.stem}},1 10" for p in images]
 (root / "working" / "submission.csv").write_text("\\n".join(rows) + "\\n")
 """
@@ -287,6 +306,56 @@ def test_run_local_accepts_a_kernel_that_writes_a_valid_submission(tmp_path, com
     assert report.returncode == 0 and report.exit_code == 0 and report.problems == []
     assert report.submission_path == tmp_path / "kernels" / ".run-local" / "tiny-kernel" / "working" / "submission.csv"
     assert 200 <= report.peak_mem_mb < 300  # the kernel's own peak, not the test process's size
+
+
+KERNEL_SEES_KAGGLE_LIKE_ENVIRONMENT = """
+import os, sys
+from pathlib import Path
+
+root = Path(os.environ["KSEG_KAGGLE_ROOT"])
+assert Path(os.environ["HOME"]) == root / "home", os.environ["HOME"]
+assert os.environ["PYTHONPATH"] == str(root / "guard"), os.environ["PYTHONPATH"]
+leaked = sorted(k for k in os.environ if k.startswith(("XDG_", "PIP_", "KERAS_", "KAGGLE_", "VIRTUAL_ENV")))
+assert not leaked, leaked
+for target in (root / "input" / "competitions" / "{competition}" / "test" / "new.png", root / "input" / "new.txt"):
+    try:
+        target.write_text("x")
+    except OSError as exc:
+        print("read-only:", target.name, exc.errno)
+    else:
+        sys.exit(f"wrote into {{target}}")
+"""
+
+
+@pytest.mark.skipif(not kernels.read_only_mounts_work(), reason="unshare -rnm bind mounts are not available here")
+def test_run_local_gives_a_read_only_input_and_a_fresh_environment(tmp_path, competition_dir, monkeypatch):
+    for name, value in (("HOME", str(tmp_path)), ("XDG_CACHE_HOME", str(tmp_path / "cache")),
+                        ("PIP_INDEX_URL", "http://example.invalid"), ("KERAS_HOME", str(tmp_path)),
+                        ("PYTHONPATH", str(REPO / "src"))):
+        monkeypatch.setenv(name, value)
+    script = KERNEL_SEES_KAGGLE_LIKE_ENVIRONMENT.format(competition=COMPETITION) + WRITE_SUBMISSION
+    report = run_local(_hand_kernel(tmp_path, script), competition_dir, timeout=60)
+    assert report.ok, report.summary()
+    assert report.stdout_tail.count("read-only:") == 2 and "read-only (bind mounts)" in report.input_mode
+    assert sorted(p.name for p in (competition_dir / "test").iterdir()) == ["0030fd0e6378.png", "0f08d640930b.png"]
+
+
+def test_run_local_resolves_a_relative_kernel_path(tmp_path, competition_dir, monkeypatch):
+    kernel = _hand_kernel(tmp_path, WRITE_SUBMISSION)
+    monkeypatch.chdir(tmp_path)
+    report = run_local(Path("kernels") / kernel.name, Path(competition_dir.name), timeout=60)
+    assert report.ok, report.summary()
+    assert report.submission_path == kernel.parent / ".run-local" / kernel.name / "working" / "submission.csv"
+
+
+def test_run_local_scale_test_repeats_the_test_images_and_estimates_the_run_time(tmp_path, competition_dir):
+    report = run_local(_hand_kernel(tmp_path, WRITE_SUBMISSION), competition_dir, timeout=60, scale_test=3)
+    assert report.ok, report.summary()
+    ids = [line.split(",")[0] for line in report.submission_path.read_text().splitlines()[1:]]
+    assert len(ids) == 6 and "0030fd0e6378__x2" in ids
+    assert "scale test: 6 test images (3x the public set)" in report.summary()
+    assert "of the 9 h limit" in report.summary()
+    assert sorted(p.name for p in (competition_dir / "test").iterdir()) == ["0030fd0e6378.png", "0f08d640930b.png"]
 
 
 def test_run_local_reports_a_missing_submission(tmp_path, competition_dir):
@@ -383,24 +452,60 @@ def _calls(kernel: Path) -> list[list[str]]:
     return [json.loads(line) for line in log.read_text().splitlines()]
 
 
-def test_generated_infer_kernel_maps_kaggle_paths_and_predicts(cfg, tmp_path, fake_wheels, competition_dir):
+def _mounted(kernel: Path, layout: str, kind: str, ref: str) -> Path:
+    """Where run-local mounted an input of ``kernel`` under ``layout``."""
+    return kernel.parent / ".run-local" / kernel.name / "input" / kernels.input_mount(layout, kind, ref)
+
+
+@pytest.mark.parametrize("layout", kernels.LAYOUTS)
+def test_generated_infer_kernel_maps_kaggle_paths_and_predicts(cfg, tmp_path, fake_wheels, competition_dir, layout):
     kernel = _build_infer(cfg, tmp_path, fake_wheels)
     _use_fake_kseg(kernel.parent)
-    report = run_local(kernel, competition_dir, timeout=120)
+    report = run_local(kernel, competition_dir, timeout=120, layout=layout)
     assert report.ok, report.summary()
     (call,) = _calls(kernel)
     root = kernel.parent / ".run-local" / kernel.name
-    assert call[0] == "predict" and call[call.index("--config") + 1] == str(root / "input" / "unit-demo-kseg-code" / "config.yaml")
+    code = _mounted(kernel, layout, "dataset", f"{OWNER}/unit-demo-kseg-code")
+    data_root = _mounted(kernel, layout, "competition", COMPETITION)
+    assert call[0] == "predict" and call[call.index("--config") + 1] == str(code / "config.yaml")
+    for kind, ref, path in (("competition", COMPETITION, data_root), ("dataset", f"{OWNER}/unit-demo-kseg-code", code),
+                            ("dataset", f"{OWNER}/unit-demo-kseg-weights",
+                             _mounted(kernel, layout, "dataset", f"{OWNER}/unit-demo-kseg-weights"))):
+        assert f"kseg kernel: {kind} {ref} found at {path}" in report.stdout_tail
+    assert f"kseg fake from {code / 'kseg'} (the code dataset" in report.stdout_tail
     sets = [call[i + 1] for i, arg in enumerate(call) if arg == "--set"]
-    for expected in (f"data.root={root / 'input' / COMPETITION}", f"output.dir={root / 'working' / 'run'}",
+    for expected in (f"data.root={data_root}", f"output.dir={root / 'working' / 'run'}",
                      f"output.submission={root / 'working' / 'submission.csv'}", "model.encoder_weights=null",
                      "data.demo=null"):
         assert expected in sets
     run_files = _json(root / "working" / "run_files.json")
     assert "fold0/best.weights.h5" in run_files and "postprocess.json" in run_files
-    assert "dataset-metadata.json" not in run_files
+    assert "dataset-metadata.json" not in run_files and "kseg-dataset.json" not in run_files
     pythonpath = (root / "working" / "pythonpath.txt").read_text().split(os.pathsep)
-    assert pythonpath[0] == str(root / "input" / "unit-demo-kseg-code") and str(root / "guard") in pythonpath
+    assert pythonpath[0] == str(code) and str(root / "guard") in pythonpath
+
+
+def test_generated_kernel_finds_an_input_by_its_marker_and_names_a_missing_one(cfg, tmp_path, fake_wheels,
+                                                                              competition_dir):
+    kernel = _build_infer(cfg, tmp_path, fake_wheels)
+    _use_fake_kseg(kernel.parent)
+    meta = _json(kernel / "kernel-metadata.json")
+    weights_ref = f"{OWNER}/unit-demo-kseg-weights"
+    # Attached under another name (a fork, a renamed dataset): only its kseg-dataset.json identifies it.
+    meta["dataset_sources"] = [f"{OWNER}/unit-demo-kseg-code", f"{OWNER}/renamed-weights"]
+    (kernel / "kernel-metadata.json").write_text(json.dumps(meta))
+    report = run_local(kernel, competition_dir, timeout=120,
+                       extra_datasets={"renamed-weights": kernel.parent / "unit-demo-kseg-weights"})
+    assert report.ok, report.summary()
+    found = _mounted(kernel, "current", "dataset", f"{OWNER}/renamed-weights")
+    assert f"dataset {weights_ref} found at {found} (by its kseg-dataset.json)" in report.stdout_tail
+
+    meta["dataset_sources"] = [f"{OWNER}/unit-demo-kseg-code"]
+    (kernel / "kernel-metadata.json").write_text(json.dumps(meta))
+    report = run_local(kernel, competition_dir, timeout=120)
+    assert not report.ok
+    assert f"kseg kernel: dataset {weights_ref} not found (looked at" in report.stderr_tail
+    assert "attached inputs:" in report.stderr_tail and "datasets/tester/unit-demo-kseg-code" in report.stderr_tail
 
 
 def _write_wheel(folder: Path) -> Path:
@@ -440,13 +545,16 @@ def test_generated_train_kernel_trains_its_fold(cfg, tmp_path, fake_wheels, comp
     _use_fake_kseg(kernel.parent)
     report = run_local(kernel, competition_dir, timeout=120)
     assert report.ok, report.summary()
-    assert [c[:3] for c in _calls(kernel)] == [["folds", "--config", str(
-        kernel.parent / ".run-local" / kernel.name / "input" / "unit-demo-kseg-code" / "config.yaml")],
-        ["train", "--fold", "1"]]
+    code = _mounted(kernel, "current", "dataset", f"{OWNER}/unit-demo-kseg-code")
+    assert [c[:3] for c in _calls(kernel)] == [["folds", "--config", str(code / "config.yaml")],
+                                               ["train", "--fold", "1"]]
     assert "train.verbose=2" in _calls(kernel)[1]
+    marker = kernel.parent / ".run-local" / kernel.name / "working" / "kseg-dataset.json"
+    assert _json(marker)["id"] == f"{OWNER}/unit-demo-train-fold1"  # lets the infer kernel find this output
 
 
-def test_generated_infer_kernel_gathers_train_kernel_outputs(cfg, tmp_path, fake_wheels, competition_dir):
+@pytest.mark.parametrize("layout", kernels.LAYOUTS)
+def test_generated_infer_kernel_gathers_train_kernel_outputs(cfg, tmp_path, fake_wheels, competition_dir, layout):
     kernel = _build_infer(cfg, tmp_path, fake_wheels, from_kernels=True)
     _use_fake_kseg(kernel.parent)
     outputs = {}
@@ -456,8 +564,11 @@ def test_generated_infer_kernel_gathers_train_kernel_outputs(cfg, tmp_path, fake
         (out / "run" / f"fold{fold}" / "best.weights.h5").write_bytes(b"w")
         (out / "run" / "channels.json").write_text("{}")
         outputs[f"unit-demo-train-fold{fold}"] = out
-    report = run_local(kernel, competition_dir, timeout=120, extra_datasets=outputs)
+    report = run_local(kernel, competition_dir, timeout=120, extra_datasets=outputs, layout=layout)
     assert report.ok, report.summary()
+    for fold in (0, 1):
+        ref = f"{OWNER}/unit-demo-train-fold{fold}"
+        assert f"kseg kernel: kernel {ref} found at {_mounted(kernel, layout, 'kernel', ref)}" in report.stdout_tail
     assert [c[0] for c in _calls(kernel)] == ["search", "predict"]  # no postprocess.json yet → search OOF
     root = kernel.parent / ".run-local" / kernel.name
     assert _json(root / "working" / "run_files.json") == [
@@ -472,8 +583,11 @@ def test_run_local_without_train_kernel_outputs_says_how_to_fetch_them(cfg, tmp_
 
 # --------------------------------------------------------------------------------------------- push
 
+# Replays the kaggle 2.2.4 CLI's output (strings from kaggle/api/kaggle_api_extended.py and kaggle/cli.py):
+# `datasets status --format json` prints {"status": ..., "current_version_number": ...}; a missing dataset is
+# requests' 404 HTTPError printed on stderr with exit code 1; CLI error lines still exit 0.
 FAKE_KAGGLE = f'''#!{sys.executable}
-"""Records its argv; datasets exist once created (or when listed in FAKE_KAGGLE_EXISTING)."""
+"""Records its argv; datasets exist once created (or when listed in FAKE_KAGGLE_EXISTING, at version 2)."""
 import json, os, sys
 from pathlib import Path
 
@@ -481,21 +595,51 @@ state = Path(os.environ["FAKE_KAGGLE_STATE"])
 with open(state / "calls.log", "a") as log:
     log.write(json.dumps(sys.argv[1:]) + "\\n")
 args = sys.argv[1:]
-existing = os.environ.get("FAKE_KAGGLE_EXISTING", "").split(",")
+env = os.environ.get
+
+
+def dataset(slug):
+    path = state / f"dataset-{{slug}}.json"
+    if path.exists():
+        return path, json.loads(path.read_text())
+    if slug in env("FAKE_KAGGLE_EXISTING", "").split(","):
+        return path, {{"version": 2, "queue": []}}
+    return path, None
+
+
 if args[:2] == ["datasets", "status"]:
-    slug = args[2].split("/")[1]
-    if slug in existing or (state / ("created-" + slug)).exists():
-        print("ready")
-        sys.exit(0)
-    print("404 Client Error: Not Found")
-    sys.exit(1)
-if args[:2] == ["datasets", "create"]:
-    (state / ("created-" + Path(args[3]).name)).touch()
-    print("Your private Dataset is being created.")
+    if env("FAKE_KAGGLE_STATUS_ERROR") == "401":
+        print("Authentication required to call the Kaggle API.")  # print_auth_help(), then exit(1)
+        sys.exit(1)
+    if env("FAKE_KAGGLE_STATUS_ERROR") == "500":
+        print("500 Server Error: Internal Server Error for url: https://www.kaggle.com/api/v1/"
+              "datasets.DatasetApiService/GetDatasetStatus", file=sys.stderr)
+        sys.exit(1)
+    path, info = dataset(args[2].split("/")[1])
+    if info is None:
+        print("404 Client Error: Not Found for url: https://www.kaggle.com/api/v1/"
+              "datasets.DatasetApiService/GetDatasetStatus", file=sys.stderr)
+        sys.exit(1)
+    status = info["queue"].pop(0) if info["queue"] else info.get("final", "ready")
+    path.write_text(json.dumps(info))
+    print(json.dumps({{"status": status, "current_version_number": info["version"]}}))
+if args[:2] in (["datasets", "create"], ["datasets", "version"]):
+    slug = Path(args[3]).name
+    path, info = dataset(slug)
+    info = {{"version": (info or {{"version": 0}})["version"] + 1, "final": env("FAKE_KAGGLE_FINAL", "ready"),
+             "queue": [s for s in env("FAKE_KAGGLE_PROCESSING", "").split(",") if s]}}
+    path.write_text(json.dumps(info))
+    if args[1] == "create":
+        print("Your private Dataset is being created. Please check progress at https://www.kaggle.com/datasets/x")
+    else:
+        print("Dataset version is being created. Please check progress at https://www.kaggle.com/datasets/x")
 if args[:2] == ["kernels", "push"]:
-    if os.environ.get("FAKE_KAGGLE_PUSH_ERROR"):
+    if env("FAKE_KAGGLE_PUSH_ERROR"):
         print("Kernel push error: Notebook not found")
     else:
+        if env("FAKE_KAGGLE_INVALID_SOURCE"):
+            print("The following are not valid " + env("FAKE_KAGGLE_INVALID_SOURCE") + " sources and could not be "
+                  "added to the kernel: ['" + env("FAKE_KAGGLE_INVALID_REF", "x/y") + "']")
         print("Kernel version 3 successfully pushed.  Please check progress at https://www.kaggle.com/code/x")
 '''
 
@@ -528,19 +672,23 @@ def test_push_creates_missing_datasets_then_pushes_the_kernel(cfg, tmp_path, fak
     kernel = _build_infer(cfg, tmp_path, fake_wheels)
     assert push(kernel, sleep=_no_sleep) == 0
     code, weights = (str(kernel.parent / f"unit-demo-kseg-{k}") for k in ("code", "weights"))
-    assert [json.loads(line) for line in fake_kaggle.read_text().splitlines()] == [
-        ["datasets", "status", f"{OWNER}/unit-demo-kseg-code"],
+    status = ["--format", "json"]
+    assert _kaggle_calls(fake_kaggle) == [
+        ["datasets", "status", f"{OWNER}/unit-demo-kseg-code", *status],
         ["datasets", "create", "-p", code, "-r", "zip"],
-        ["datasets", "status", f"{OWNER}/unit-demo-kseg-code"],
-        ["datasets", "status", f"{OWNER}/unit-demo-kseg-weights"],
+        ["datasets", "status", f"{OWNER}/unit-demo-kseg-code", *status],
+        ["datasets", "status", f"{OWNER}/unit-demo-kseg-weights", *status],
         ["datasets", "create", "-p", weights, "-r", "zip"],
-        ["datasets", "status", f"{OWNER}/unit-demo-kseg-weights"],
+        ["datasets", "status", f"{OWNER}/unit-demo-kseg-weights", *status],
         ["kernels", "push", "-p", str(kernel)],
     ]
     out = capsys.readouterr().out
     assert (f"kaggle competitions submit {COMPETITION} -k {OWNER}/unit-demo-infer -f submission.csv -v 3"
             in out)
     assert SECRET not in out
+    # The kernel runs on the versions just uploaded, whatever is newest when Kaggle schedules it.
+    assert _json(kernel / "kernel-metadata.json")["dataset_sources"] == [
+        f"{OWNER}/unit-demo-kseg-code/1", f"{OWNER}/unit-demo-kseg-weights/1"]
 
 
 def test_push_versions_datasets_that_exist(cfg, tmp_path, fake_wheels, fake_kaggle, monkeypatch):
@@ -548,12 +696,76 @@ def test_push_versions_datasets_that_exist(cfg, tmp_path, fake_wheels, fake_kagg
     monkeypatch.setenv("FAKE_KAGGLE_EXISTING", "unit-demo-kseg-code,unit-demo-kseg-weights")
     kernel = _build_infer(cfg, tmp_path, fake_wheels)
     assert push(kernel, sleep=_no_sleep) == 0
-    calls = [json.loads(line) for line in fake_kaggle.read_text().splitlines()]
+    calls = _kaggle_calls(fake_kaggle)
     versions = [c for c in calls if c[:2] == ["datasets", "version"]]
     assert [c[3] for c in versions] == [str(kernel.parent / "unit-demo-kseg-code"),
                                         str(kernel.parent / "unit-demo-kseg-weights")]
     assert all(c[4:7] == ["-r", "zip", "-m"] and c[7].startswith("kseg ") for c in versions)
     assert not any(c[:2] == ["datasets", "create"] for c in calls) and calls[-1][:2] == ["kernels", "push"]
+    assert _json(kernel / "kernel-metadata.json")["dataset_sources"] == [
+        f"{OWNER}/unit-demo-kseg-code/3", f"{OWNER}/unit-demo-kseg-weights/3"]
+    assert push(kernel, sleep=_no_sleep) == 0  # a pinned kernel pushes again: its sources are re-pinned
+    assert _json(kernel / "kernel-metadata.json")["dataset_sources"] == [
+        f"{OWNER}/unit-demo-kseg-code/4", f"{OWNER}/unit-demo-kseg-weights/4"]
+
+
+def _kaggle_calls(log: Path) -> list[list[str]]:
+    return [json.loads(line) for line in log.read_text().splitlines()]
+
+
+def test_push_waits_for_the_new_version_to_be_ready(cfg, tmp_path, fake_wheels, fake_kaggle, monkeypatch, capsys):
+    monkeypatch.setenv("KAGGLE_API_TOKEN", SECRET)
+    monkeypatch.setenv("FAKE_KAGGLE_EXISTING", "unit-demo-kseg-code,unit-demo-kseg-weights")
+    monkeypatch.setenv("FAKE_KAGGLE_PROCESSING", "not_yet_persisted,blobs_received,blobs_decompressed")
+    waits: list[float] = []
+    assert push(_build_infer(cfg, tmp_path, fake_wheels), sleep=waits.append) == 0
+    assert waits == [kernels.DATASET_POLL_S] * 6  # three processing states per dataset, then ready
+    assert "dataset tester/unit-demo-kseg-weights version 3 is ready" in capsys.readouterr().out
+
+
+def test_push_stops_when_kaggle_fails_to_process_a_dataset(cfg, tmp_path, fake_wheels, fake_kaggle, monkeypatch,
+                                                           capsys):
+    monkeypatch.setenv("KAGGLE_API_TOKEN", SECRET)
+    monkeypatch.setenv("FAKE_KAGGLE_FINAL", "failed")
+    assert push(_build_infer(cfg, tmp_path, fake_wheels), sleep=_no_sleep) == 1
+    assert "status failed (version 1)" in capsys.readouterr().out
+    assert not any(c[:2] == ["kernels", "push"] for c in _kaggle_calls(fake_kaggle))
+
+
+def test_push_does_not_push_the_kernel_when_the_wait_times_out(cfg, tmp_path, fake_wheels, fake_kaggle,
+                                                               monkeypatch, capsys):
+    monkeypatch.setenv("KAGGLE_API_TOKEN", SECRET)
+    monkeypatch.setenv("FAKE_KAGGLE_PROCESSING", ",".join(["blobs_received"] * 10))
+    kernel = _build_infer(cfg, tmp_path, fake_wheels)
+    waits: list[float] = []
+    assert push(kernel, sleep=waits.append, dataset_timeout=30) == 1
+    assert len(waits) == 3 and "not ready after 30s (last status: blobs_received" in capsys.readouterr().out
+    assert not any(c[:2] == ["kernels", "push"] for c in _kaggle_calls(fake_kaggle))
+    assert push(kernel, sleep=waits.append, dataset_timeout=30, push_on_timeout=True) == 0
+    assert _kaggle_calls(fake_kaggle)[-1][:2] == ["kernels", "push"]
+    assert _json(kernel / "kernel-metadata.json")["dataset_sources"] == [  # not ready: nothing to pin
+        f"{OWNER}/unit-demo-kseg-code", f"{OWNER}/unit-demo-kseg-weights"]
+
+
+@pytest.mark.parametrize("error, shown", [("401", "Authentication required"), ("500", "500 Server Error")])
+def test_push_treats_a_failed_status_as_an_error_not_a_missing_dataset(cfg, tmp_path, fake_wheels, fake_kaggle,
+                                                                       monkeypatch, capsys, error, shown):
+    monkeypatch.setenv("KAGGLE_API_TOKEN", SECRET)
+    monkeypatch.setenv("FAKE_KAGGLE_STATUS_ERROR", error)
+    assert push(_build_infer(cfg, tmp_path, fake_wheels), sleep=_no_sleep) == 1
+    assert shown in capsys.readouterr().out
+    assert [c[:2] for c in _kaggle_calls(fake_kaggle)] == [["datasets", "status"]]  # no create
+
+
+@pytest.mark.parametrize("kind", ["dataset", "competition", "kernel"])
+def test_push_fails_when_kaggle_drops_an_invalid_source(cfg, tmp_path, fake_wheels, fake_kaggle, monkeypatch,
+                                                        capsys, kind):
+    monkeypatch.setenv("KAGGLE_API_TOKEN", SECRET)
+    monkeypatch.setenv("FAKE_KAGGLE_INVALID_SOURCE", kind)
+    assert push(_build_infer(cfg, tmp_path, fake_wheels), sleep=_no_sleep) == 1
+    out = capsys.readouterr().out
+    assert f"The following are not valid {kind} sources" in out and "kaggle kernels push failed" in out
+    assert "competitions submit" not in out
 
 
 def test_push_without_credentials_stops_before_any_call(cfg, tmp_path, fake_wheels, fake_kaggle):

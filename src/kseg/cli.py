@@ -118,14 +118,16 @@ def _cmd_kernel_run_local(args: argparse.Namespace) -> int:
             raise KsegError(f"--extra expects SLUG=DIR, got '{item}'")
         extra[slug] = Path(folder)
     report = run_local(Path(args.kernel_dir), Path(args.input), timeout=args.timeout, extra_datasets=extra or None,
-                       python=Path(args.python) if args.python else None)
+                       python=Path(args.python) if args.python else None, layout=args.layout,
+                       scale_test=args.scale_test, time_limit=args.time_limit)
     return 0 if report.ok else 1
 
 
 def _cmd_kernel_push(args: argparse.Namespace) -> int:
     from .kernels import push
 
-    return push(Path(args.kernel_dir), dry_run=args.dry_run)
+    return push(Path(args.kernel_dir), dry_run=args.dry_run, dataset_timeout=args.dataset_timeout,
+                push_on_timeout=args.push_on_timeout)
 
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
@@ -183,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kind", choices=["infer", "train"], default="infer")
     p.add_argument("--fold", help="fold index, or 'all' for one training kernel per fold")
     p.add_argument("--owner", required=True, help="your Kaggle user name")
-    p.add_argument("--competition", help="competition slug (default: the folder name of data.root)")
+    p.add_argument("--competition", help="competition slug (default: the config's kaggle.competition)")
     p.add_argument("--gpu", action=argparse.BooleanOptionalAction, default=None,
                    help="enable the GPU (default: on for train kernels, off for inference)")
     p.add_argument("--out-root", default="kernels")
@@ -195,11 +197,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", required=True, help="folder holding the competition data")
     p.add_argument("--timeout", type=float, default=9 * 3600, help="wall-clock limit in seconds (Kaggle: 9 h)")
     p.add_argument("--python", help="interpreter of a clean venv built from kernels/kaggle-image-requirements.txt")
-    p.add_argument("--extra", action="append", metavar="SLUG=DIR", help="mount DIR as /kaggle/input/SLUG")
+    p.add_argument("--extra", action="append", metavar="SLUG=DIR", help="mount DIR as the input SLUG")
+    p.add_argument("--layout", choices=["current", "legacy"], default="current",
+                   help="how inputs are mounted: current (competitions/, datasets/OWNER/, notebooks/OWNER/) or "
+                        "legacy (all at /kaggle/input/SLUG)")
+    p.add_argument("--scale-test", type=int, default=1, metavar="N",
+                   help="repeat the test images N times under new ids: memory and run time of a larger hidden set")
+    p.add_argument("--time-limit", type=float, default=9 * 3600,
+                   help="the competition's run-time limit in seconds, for the --scale-test estimate (default 9 h)")
     p = add("push", _cmd_kernel_push, "upload datasets and push the kernel with the kaggle CLI", config=False,
             parent=ksub)
     p.add_argument("kernel_dir")
     p.add_argument("--dry-run", action="store_true", help="print the kaggle commands without running them")
+    p.add_argument("--dataset-timeout", type=float, default=600,
+                   help="seconds to wait for each uploaded dataset version to be ready (default 600)")
+    p.add_argument("--push-on-timeout", action="store_true",
+                   help="push the kernel even if a dataset is not ready in time (it may see the old version)")
     return parser
 
 
