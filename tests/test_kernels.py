@@ -218,6 +218,45 @@ def test_bundled_requirements_pin_the_installed_versions():
     assert [p.split("==")[0] for p in pins] == list(BUNDLED) and all(p.split("==")[1] for p in pins)
 
 
+def test_extra_tf_keras_minors_are_bundled_besides_the_pinned_one():
+    assert kernels.tf_keras_requirements(["segmentation-models==1.0.1", "tf-keras==2.21.0"]) == [
+        "tf-keras==2.18.*", "tf-keras==2.19.*", "tf-keras==2.20.*"]
+
+
+def _kernel_functions(cfg: dict, tmp_path: Path, wheels: list[Path]) -> dict:
+    """The generated kernel.py's functions, without running its main()."""
+    script = (_build_infer(cfg, tmp_path, wheels) / "kernel.py").read_text()
+    namespace: dict = {"__name__": "kseg_kernel_under_test"}
+    exec(compile(script, "kernel.py", "exec"), namespace)
+    return namespace
+
+
+TF_KERAS_WHEELS = ["segmentation_models-1.0.1-py3-none-any.whl", "tf_keras-2.18.0-py3-none-any.whl",
+                   "tf_keras-2.19.0-py3-none-any.whl", "tf_keras-2.20.1-py3-none-any.whl",
+                   "tf_keras-2.21.0-py3-none-any.whl"]
+
+
+@pytest.mark.parametrize("tf_version, image_tf_keras, expected", [
+    ("2.19.1", "2.19.0", None),                                       # the image's own one matches
+    ("2.19.1", None, "tf_keras-2.19.0-py3-none-any.whl"),             # none on the image
+    ("2.20.0", "2.18.0", "tf_keras-2.20.1-py3-none-any.whl"),         # the image's one is for another TF
+    ("2.21.0", "2.21.0", None),
+])
+def test_kernel_picks_the_tf_keras_matching_the_images_tensorflow(cfg, tmp_path, fake_wheels, tf_version,
+                                                                   image_tf_keras, expected):
+    plan = _kernel_functions(cfg, tmp_path, fake_wheels)["tf_keras_plan"]
+    assert plan(tf_version, image_tf_keras, TF_KERAS_WHEELS) == expected
+
+
+def test_kernel_names_both_versions_when_no_tf_keras_fits(cfg, tmp_path, fake_wheels):
+    plan = _kernel_functions(cfg, tmp_path, fake_wheels)["tf_keras_plan"]
+    with pytest.raises(SystemExit, match=r"TensorFlow 2\.17\.1 and tf-keras 2\.16\.0, and the code dataset bundles "
+                                         r"tf-keras 2\.18\.0, 2\.19\.0, 2\.20\.1, 2\.21\.0; .* minor version 2\.17"):
+        plan("2.17.1", "2.16.0", TF_KERAS_WHEELS)
+    with pytest.raises(SystemExit, match="TensorFlow is not installed"):
+        plan(None, None, TF_KERAS_WHEELS)
+
+
 # ---------------------------------------------------------------------------------------- validation
 
 def test_validate_kernel_dir_lists_every_problem(cfg, tmp_path, fake_wheels):

@@ -305,18 +305,33 @@ def bundled_requirements() -> list[str]:
     return pins
 
 
+def tf_keras_requirements(pins: Sequence[str]) -> list[str]:
+    """``tf-keras==X.Y.*`` for each minor of :data:`TF_KERAS_MINORS` other than the pinned one, so the kernel
+    finds a tf-keras matching whatever TensorFlow the Kaggle image has."""
+    pinned = next((p.split("==")[1] for p in pins if p.startswith("tf-keras==")), "")
+    return [f"tf-keras=={minor}.*" for minor in TF_KERAS_MINORS if not pinned.startswith(minor + ".")]
+
+
 def download_wheels(requirements: Sequence[str], dest: Path) -> list[Path]:
-    """``pip download`` the wheels (no dependencies: every needed one is listed) into ``dest``."""
+    """``pip download`` the wheels (no dependencies: every needed one is listed) into ``dest``; the extra
+    tf-keras minors one command each (pip refuses two versions of one package in one resolve). All are
+    pure ``py3-none-any`` wheels, so they install on the image's Python (3.12 today) too."""
     dest.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet",
-           "-d", str(dest), *requirements]
-    print("downloading wheels:", " ".join(requirements), flush=True)
-    result = subprocess.run(cmd, capture_output=True, text=True)
-    if result.returncode != 0:
-        tail = "\n".join(result.stderr.strip().splitlines()[-5:])
-        raise ConfigError(f"pip could not download {', '.join(requirements)} into {dest} (needs the package "
-                          f"index once; afterwards the kernel installs offline):\n{tail}")
+    for batch in [list(requirements), *([spec] for spec in tf_keras_requirements(requirements))]:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet",
+               "-d", str(dest), *batch]
+        print("downloading wheels:", " ".join(batch), flush=True)
+        result = subprocess.run(cmd, capture_output=True, text=True)
+        if result.returncode != 0:
+            tail = "\n".join(result.stderr.strip().splitlines()[-5:])
+            raise ConfigError(f"pip could not download {', '.join(batch)} into {dest} (needs the package "
+                              f"index once; afterwards the kernel installs offline):\n{tail}")
     return sorted(dest.glob("*.whl"))
+
+
+def _tf_keras_minors(wheel_dir: Path) -> list[str]:
+    return sorted({".".join(p.name.split("-")[1].split(".")[:2]) for p in wheel_dir.glob("tf_keras-*.whl")},
+                  key=lambda v: tuple(int(x) for x in v.split(".") if x.isdigit()))
 
 
 def _wheel_name(dist: str) -> str:
@@ -388,6 +403,8 @@ def build_code_dataset(cfg: Config, names: KernelNames, out_root: Path,
     if missing:
         raise ConfigError(f"{wheel_dir}: no wheel for {', '.join(missing)}; the offline kernel could not "
                           "install it")
+    minors = _tf_keras_minors(wheel_dir)
+    print(f"tf-keras wheels for TensorFlow {', '.join(minors)} (the kernel uses the one matching the image)")
     for key, path in _asset_files(cfg).items():
         _copy_file(path, root / "assets" / path.name)
     write_text(root / "config.yaml", dump(cfg))
