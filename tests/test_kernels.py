@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from kseg import kernels
+from kseg import kaggle_cli, kernels
+from kseg.cli import main
 from kseg.config import dump, load_config
-from kseg.errors import ConfigError, DataError
+from kseg.errors import ConfigError, DataError, KaggleError
 from kseg.kernels import (
     BUNDLED, NETWORK_GUARD_MESSAGE, build_kernel, build_train_kernels, bundled_requirements, push, run_local,
     slugify, validate_dataset_dir, validate_kernel_dir,
@@ -680,6 +681,58 @@ if args[:2] == ["kernels", "push"]:
             print("The following are not valid " + env("FAKE_KAGGLE_INVALID_SOURCE") + " sources and could not be "
                   "added to the kernel: ['" + env("FAKE_KAGGLE_INVALID_REF", "x/y") + "']")
         print("Kernel version 3 successfully pushed.  Please check progress at https://www.kaggle.com/code/x")
+
+
+def next_of(name, default):
+    """The next value of a comma-separated sequence in env var `name`, its last value repeating."""
+    path = state / f"seq-{{name}}"
+    seen = int(path.read_text()) if path.exists() else 0
+    path.write_text(str(seen + 1))
+    values = env(name, default).split(",")
+    return values[min(seen, len(values) - 1)]
+
+
+if args[:2] == ["kernels", "status"]:
+    status = next_of("FAKE_KAGGLE_KERNEL_STATUS", "COMPLETE")
+    print(f'{{args[2]}} has status "KernelWorkerStatus.{{status}}"')
+    if status == "ERROR":
+        print('Failure message: "Your notebook tried to allocate more memory than is available."')
+if args[:2] == ["kernels", "logs"]:
+    print('[{{"stream_name":"stdout","time":1.5,"data":"kseg kernel: competition found\\n"}}]')
+if args[:2] == ["kernels", "output"]:
+    out = Path(args[args.index("-p") + 1])
+    (out / "run" / "fold0").mkdir(parents=True, exist_ok=True)
+    (out / "run" / "fold0" / "best.weights.h5").write_bytes(b"w")
+    print("Output file downloaded to " + str(out / "run" / "fold0" / "best.weights.h5"))
+    print("Kernel log downloaded to " + str(out / (args[2].split("/")[1] + ".log")) + " ")
+if args[:2] == ["competitions", "list"]:
+    slug = args[args.index("--search") + 1]
+    print(json.dumps([{{"ref": "https://www.kaggle.com/competitions/" + slug, "deadline": "2030-01-01T23:59:00",
+                        "category": "Featured", "reward": "$75,000", "teamCount": 1505,
+                        "userHasEntered": env("FAKE_KAGGLE_ENTERED", "1") == "1", "userRank": None}}], indent=2))
+if args[:2] == ["competitions", "download"]:
+    import zipfile
+    out = Path(args[args.index("-p") + 1])
+    with zipfile.ZipFile(out / (args[2] + ".zip"), "w") as archive:
+        archive.writestr("train.csv", "id,annotation\\n")
+        archive.writestr("test/abc.png", "png")
+if args[:2] == ["competitions", "submit"]:
+    (state / "submitted.json").write_text(json.dumps(args))
+    print("Successfully submitted to Sartorius - Cell Instance Segmentation")
+    print("4 submissions remaining today.")
+if args[:2] == ["competitions", "submissions"]:
+    submitted = json.loads((state / "submitted.json").read_text()) if (state / "submitted.json").exists() else None
+    if submitted is None:
+        print("No submissions found")
+    else:
+        status = next_of("FAKE_KAGGLE_SUBMISSION_STATUS", "COMPLETE")
+        print(json.dumps([{{"ref": 41234567, "fileName": "submission.csv", "date": "2026-12-01T22:00:00",
+                            "description": submitted[submitted.index("-m") + 1],
+                            "status": "SubmissionStatus." + status,
+                            "publicScore": "0.312" if status == "COMPLETE" else None, "privateScore": None}},
+                          {{"ref": 41000000, "fileName": "submission.csv", "date": "2026-11-30T10:00:00",
+                            "description": "older", "status": "SubmissionStatus.COMPLETE",
+                            "publicScore": "0.250", "privateScore": None}}], indent=2))
 '''
 
 
@@ -882,12 +935,87 @@ def test_push_refuses_an_invalid_kernel_before_any_call(cfg, tmp_path, fake_whee
     assert not fake_kaggle.exists()
 
 
+def test_push_many_uploads_a_shared_dataset_once(cfg, tmp_path, fake_wheels, fake_kaggle, monkeypatch, capsys):
+    monkeypatch.setenv("KAGGLE_API_TOKEN", SECRET)
+    folds = build_train_kernels(cfg, OWNER, tmp_path / "kernels", COMPETITION, wheels=fake_wheels)
+    assert main(["kernel", "push", *map(str, folds)]) == 0
+    calls = _kaggle_calls(fake_kaggle)
+    assert [c[:2] for c in calls].count(["datasets", "create"]) == 1  # the code dataset, once for both folds
+    assert [c for c in calls if c[:2] == ["kernels", "push"]] == [["kernels", "push", "-p", str(k)] for k in folds]
+    for kernel in folds:
+        assert _json(kernel / "kernel-metadata.json")["dataset_sources"] == [f"{OWNER}/unit-demo-kseg-code/1"]
+    assert "was uploaded by this command already" in capsys.readouterr().out
+
+
+def test_kernel_status_waits_until_the_run_ends(cfg, tmp_path, fake_wheels, fake_kaggle, monkeypatch, capsys):
+    monkeypatch.setenv("KAGGLE_API_TOKEN", SECRET)
+    monkeypatch.setenv("FAKE_KAGGLE_KERNEL_STATUS", "QUEUED,RUNNING,COMPLETE")
+    kernel = _build_infer(cfg, tmp_path, fake_wheels)
+    waits: list[float] = []
+    assert kaggle_cli.command_status(str(kernel), wait=True, sleep=waits.append, interval=5) == 0
+    assert waits == [5, 5]
+    assert [c for c in _kaggle_calls(fake_kaggle)] == [["kernels", "status", f"{OWNER}/unit-demo-infer"]] * 3
+    assert f"{OWNER}/unit-demo-infer: complete" in capsys.readouterr().out
+
+
+def test_kernel_status_reports_a_failed_run_with_its_message(fake_kaggle, monkeypatch, capsys):
+    monkeypatch.setenv("KAGGLE_API_TOKEN", SECRET)
+    monkeypatch.setenv("FAKE_KAGGLE_KERNEL_STATUS", "RUNNING,ERROR")
+    assert main(["kernel", "status", f"{OWNER}/some-kernel"]) == 0  # still running
+    assert main(["kernel", "status", f"{OWNER}/some-kernel", "--wait", "--interval", "0.01"]) == 2
+    assert "ended with status error: Your notebook tried to allocate more memory" in capsys.readouterr().err
+
+
+def test_kernel_logs_and_output_for_run_local(cfg, tmp_path, fake_wheels, fake_kaggle, monkeypatch, capsys):
+    monkeypatch.setenv("KAGGLE_API_TOKEN", SECRET)
+    (kernel,) = build_train_kernels(cfg, OWNER, tmp_path / "kernels", COMPETITION, folds=[0], wheels=fake_wheels)
+    assert main(["kernel", "logs", str(kernel)]) == 0
+    assert "kseg kernel: competition found" in capsys.readouterr().out
+    dest = kaggle_cli.command_output(str(kernel), wait=True, sleep=_no_sleep)
+    assert dest == kernel.parent / "outputs" / kernel.name  # where run-local looks for a train kernel's output
+    assert (dest / "run" / "fold0" / "best.weights.h5").is_file()
+    assert _kaggle_calls(fake_kaggle)[-1] == ["kernels", "output", f"{OWNER}/{kernel.name}", "-p", str(dest), "-o"]
+
+
+def test_kaggle_download_checks_the_rules_and_unzips_into_data_root(tmp_path, fake_kaggle, monkeypatch, capsys):
+    monkeypatch.setenv("KAGGLE_API_TOKEN", SECRET)
+    root = tmp_path / "data" / COMPETITION
+    args = ["kaggle", "download", "--config", str(REPO / "configs" / "sartorius.yaml"), "--set", f"data.root={root}"]
+    monkeypatch.setenv("FAKE_KAGGLE_ENTERED", "0")
+    assert main(args) == 2
+    assert f"accept them at https://www.kaggle.com/competitions/{COMPETITION}/rules" in capsys.readouterr().err
+    assert not any(c[:2] == ["competitions", "download"] for c in _kaggle_calls(fake_kaggle))
+    monkeypatch.setenv("FAKE_KAGGLE_ENTERED", "1")
+    assert main(args) == 0
+    assert (root / "train.csv").is_file() and (root / "test" / "abc.png").is_file()
+    assert not (root / f"{COMPETITION}.zip").exists()
+    assert _kaggle_calls(fake_kaggle)[-1] == ["competitions", "download", COMPETITION, "-p", str(root)]
+
+
+def test_kaggle_submit_waits_for_the_score(cfg, tmp_path, fake_wheels, fake_kaggle, monkeypatch):
+    monkeypatch.setenv("KAGGLE_API_TOKEN", SECRET)
+    monkeypatch.setenv("FAKE_KAGGLE_SUBMISSION_STATUS", "PENDING,PENDING,COMPLETE")
+    kernel = _build_infer(cfg, tmp_path, fake_wheels)
+    waits: list[float] = []
+    score = kaggle_cli.command_submit(cfg, str(kernel), 3, competition=COMPETITION, sleep=waits.append, interval=60)
+    assert score == pytest.approx(0.312) and waits == [60, 60]
+    submit = [c for c in _kaggle_calls(fake_kaggle) if c[:2] == ["competitions", "submit"]]
+    assert submit == [["competitions", "submit", COMPETITION, "-k", f"{OWNER}/unit-demo-infer", "-f", "submission.csv",
+                       "-v", "3", "-m", f"kseg {OWNER}/unit-demo-infer v3"]]
+
+
+def test_kaggle_submit_fails_when_scoring_fails(cfg, tmp_path, fake_wheels, fake_kaggle, monkeypatch):
+    monkeypatch.setenv("KAGGLE_API_TOKEN", SECRET)
+    monkeypatch.setenv("FAKE_KAGGLE_SUBMISSION_STATUS", "ERROR")
+    with pytest.raises(KaggleError, match="could not score submission 41234567"):
+        kaggle_cli.command_submit(cfg, f"{OWNER}/unit-demo-infer", 3, competition=COMPETITION, sleep=_no_sleep)
+
+
 # ------------------------------------------------------------------------------------ end to end (TF)
 
 def trained_demo_run(tmp_path: Path) -> dict:
     """A tiny real run of configs/demo.yaml (64x64 demo images, 1 epoch of fold 0 of 2), stage by stage
     through the kseg CLI as a user would. Search is skipped: predict then uses postprocess.default."""
-    from kseg.cli import main
 
     data = tmp_path / "kseg-demo"
     overrides = [

@@ -124,10 +124,37 @@ def _cmd_kernel_run_local(args: argparse.Namespace) -> int:
 
 
 def _cmd_kernel_push(args: argparse.Namespace) -> int:
-    from .kernels import push
+    from .kernels import push_many
 
-    return push(Path(args.kernel_dir), dry_run=args.dry_run, dataset_timeout=args.dataset_timeout,
-                push_on_timeout=args.push_on_timeout)
+    return push_many([Path(d) for d in args.kernel_dir], dry_run=args.dry_run, dataset_timeout=args.dataset_timeout,
+                     push_on_timeout=args.push_on_timeout)
+
+
+def _cmd_kernel_follow(args: argparse.Namespace) -> int:
+    from . import kaggle_cli
+
+    poll = {"interval": args.interval, "timeout": args.wait_timeout}
+    if args.kernel_command == "status":
+        return kaggle_cli.command_status(args.kernel, wait=args.wait, **poll)
+    if args.kernel_command == "logs":
+        return kaggle_cli.command_logs(args.kernel, wait=args.wait, **poll)
+    kaggle_cli.command_output(args.kernel, Path(args.path) if args.path else None, wait=args.wait, **poll)
+    return 0
+
+
+def _cmd_kaggle_download(args: argparse.Namespace) -> int:
+    from .kaggle_cli import command_download
+
+    command_download(_config(args), args.competition, force=args.force)
+    return 0
+
+
+def _cmd_kaggle_submit(args: argparse.Namespace) -> int:
+    from .kaggle_cli import command_submit
+
+    command_submit(_config(args), args.kernel, args.version, competition=args.competition, file_name=args.file,
+                   message=args.message, wait=not args.no_wait, interval=args.interval, timeout=args.wait_timeout)
+    return 0
 
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
@@ -205,14 +232,44 @@ def build_parser() -> argparse.ArgumentParser:
                    help="repeat the test images N times under new ids: memory and run time of a larger hidden set")
     p.add_argument("--time-limit", type=float, default=9 * 3600,
                    help="the competition's run-time limit in seconds, for the --scale-test estimate (default 9 h)")
-    p = add("push", _cmd_kernel_push, "upload datasets and push the kernel with the kaggle CLI", config=False,
+    p = add("push", _cmd_kernel_push, "upload datasets and push the kernel(s) with the kaggle CLI", config=False,
             parent=ksub)
-    p.add_argument("kernel_dir")
+    p.add_argument("kernel_dir", nargs="+", help="kernel folder(s), e.g. kernels/NAME-train-fold* for every fold")
     p.add_argument("--dry-run", action="store_true", help="print the kaggle commands without running them")
     p.add_argument("--dataset-timeout", type=float, default=600,
                    help="seconds to wait for each uploaded dataset version to be ready (default 600)")
     p.add_argument("--push-on-timeout", action="store_true",
                    help="push the kernel even if a dataset is not ready in time (it may see the old version)")
+
+    def add_wait(p: argparse.ArgumentParser, flag: bool = True) -> None:
+        if flag:
+            p.add_argument("--wait", action="store_true", help="wait until the kernel's run has ended")
+        p.add_argument("--interval", type=float, default=30, help="seconds between polls (default 30)")
+        p.add_argument("--wait-timeout", type=float, default=12 * 3600, help="give up after this many seconds")
+
+    for verb, text in (("status", "status of a pushed kernel's latest run"),
+                       ("logs", "log of a pushed kernel's latest run"),
+                       ("output", "download a pushed kernel's output (default: kernels/outputs/SLUG, for run-local)")):
+        p = add(verb, _cmd_kernel_follow, text, config=False, parent=ksub)
+        p.add_argument("kernel", help="built kernel folder or OWNER/SLUG")
+        add_wait(p)
+        if verb == "output":
+            p.add_argument("-p", "--path", help="destination folder")
+
+    kaggle = sub.add_parser("kaggle", help="competition data and submissions with the kaggle CLI")
+    gsub = kaggle.add_subparsers(dest="kaggle_command", required=True)
+    p = add("download", _cmd_kaggle_download, "download and unzip the competition data into data.root", parent=gsub)
+    p.add_argument("--competition", help="competition slug (default: kaggle.competition)")
+    p.add_argument("--force", action="store_true", help="download again even if the archive is present")
+    p = add("submit", _cmd_kaggle_submit, "submit a kernel version to the code competition and fetch its score",
+            parent=gsub)
+    p.add_argument("--kernel", required=True, help="built kernel folder or OWNER/SLUG")
+    p.add_argument("--version", required=True, type=int, help="kernel version (printed by kseg kernel push)")
+    p.add_argument("--file", default="submission.csv", help="output file of the kernel (default submission.csv)")
+    p.add_argument("-m", "--message", help="submission description (default: kseg OWNER/SLUG vN)")
+    p.add_argument("--competition", help="competition slug (default: kaggle.competition)")
+    p.add_argument("--no-wait", action="store_true", help="do not wait for the score")
+    add_wait(p, flag=False)
     return parser
 
 

@@ -1115,7 +1115,7 @@ def _pin_dataset_sources(kernel_dir: Path, meta: dict[str, Any], pinned: Mapping
 
 def push(kernel_dir: Path, dry_run: bool = False, runner: Runner = subprocess.run, *,
          sleep: Callable[[float], None] = time.sleep, dataset_timeout: float = DATASET_READY_TIMEOUT_S,
-         push_on_timeout: bool = False) -> int:
+         push_on_timeout: bool = False, uploaded: dict[str, str] | None = None) -> int:
     """Upload the kernel's datasets (create, or a new version when they exist) then push the kernel, with
     the ``kaggle`` CLI found on PATH. Returns the exit code.
 
@@ -1124,6 +1124,8 @@ def push(kernel_dir: Path, dry_run: bool = False, runner: Runner = subprocess.ru
     commands and runs none. Credentials are never printed. Each uploaded dataset is waited for until its
     new version is ``ready`` (``dataset_timeout`` seconds); on ``failed`` or a timeout the kernel is not
     pushed (``push_on_timeout`` pushes it anyway), and ready versions are pinned in ``dataset_sources``.
+    ``uploaded`` (``owner/slug`` → pinned ref) holds the datasets :func:`push_many` already uploaded, which
+    are not uploaded again.
     """
     kernel_dir = Path(kernel_dir)
     problems = validate_kernel_dir(kernel_dir)
@@ -1161,7 +1163,12 @@ def push(kernel_dir: Path, dry_run: bool = False, runner: Runner = subprocess.ru
         return 0
 
     pinned: dict[str, str] = {}
+    uploaded = {} if uploaded is None else uploaded
     for ref, folder in datasets:
+        if _base_ref(ref) in uploaded:
+            print(f"dataset {_base_ref(ref)} was uploaded by this command already")
+            pinned[ref] = uploaded[_base_ref(ref)]
+            continue
         try:
             before = dataset_state(runner, kaggle, ref)
         except KaggleError as exc:
@@ -1191,16 +1198,33 @@ def push(kernel_dir: Path, dry_run: bool = False, runner: Runner = subprocess.ru
                       "the push again when the dataset is ready, or pass --push-on-timeout")
                 return 1
             print("warning: pushing anyway (--push-on-timeout); the kernel may see the previous version")
+            uploaded[_base_ref(ref)] = _base_ref(ref)
             continue
-        if version is not None:
-            pinned[ref] = f"{_base_ref(ref)}/{version}"
-    if pinned:
+        pinned[ref] = uploaded[_base_ref(ref)] = f"{_base_ref(ref)}/{version}" if version else _base_ref(ref)
+    if any(ref != new for ref, new in pinned.items()):
         _pin_dataset_sources(kernel_dir, meta, pinned)
     ok, output = _run_cli(runner, push_cmd)
     if not ok:
         print(f"error: kaggle kernels push failed for {meta['id']}")
         return 1
     _print_next_steps(kernel_dir, meta, output)
+    return 0
+
+
+def push_many(kernel_dirs: Sequence[Path], dry_run: bool = False, runner: Runner = subprocess.run,
+              **options: Any) -> int:
+    """Push several kernels in one command (``kseg kernel push kernels/NAME-train-fold*``): a dataset they
+    share, the code dataset, is uploaded and waited for once. Stops at the first failure."""
+    uploaded: dict[str, str] = {}
+    for position, kernel_dir in enumerate(kernel_dirs, start=1):
+        if len(kernel_dirs) > 1:
+            print(f"=== {position}/{len(kernel_dirs)}: {kernel_dir}", flush=True)
+        code = push(kernel_dir, dry_run, runner, uploaded=uploaded, **options)
+        if code != 0:
+            left = [str(k) for k in kernel_dirs[position:]]
+            if left:
+                print(f"error: stopped; not pushed: {', '.join(left)}")
+            return code
     return 0
 
 
