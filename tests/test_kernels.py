@@ -258,6 +258,30 @@ def test_kernel_names_both_versions_when_no_tf_keras_fits(cfg, tmp_path, fake_wh
         plan(None, None, TF_KERAS_WHEELS)
 
 
+@pytest.mark.parametrize("accelerator, shape, gpu, tpu", [
+    ("gpu-p100", "NvidiaTeslaP100", True, False), ("gpu", "NvidiaTeslaT4", True, False),
+    ("tpu", "Tpu1VmV38", False, True), ("none", None, False, False),
+])
+def test_accelerator_sets_the_machine_shape(cfg, tmp_path, fake_wheels, accelerator, shape, gpu, tpu):
+    kernel = build_kernel(cfg, "train", 0, OWNER, tmp_path / "kernels", COMPETITION, wheels=fake_wheels,
+                          accelerator=accelerator)
+    meta = _json(kernel / "kernel-metadata.json")
+    assert (meta.get("machine_shape"), meta["enable_gpu"], meta["enable_tpu"]) == (shape, gpu, tpu)
+    assert validate_kernel_dir(kernel) == []
+
+
+def test_build_rejects_an_unknown_accelerator(cfg, tmp_path, fake_wheels):
+    with pytest.raises(ConfigError, match="--accelerator 'a100' must be one of none, gpu"):
+        _build_infer(cfg, tmp_path, fake_wheels, accelerator="a100")
+
+
+def test_inference_kernel_gets_the_gpu_when_the_config_asks(cfg, tmp_path, fake_wheels):
+    cfg["kaggle"]["infer_gpu"] = True
+    assert _json(_build_infer(cfg, tmp_path, fake_wheels) / "kernel-metadata.json")["enable_gpu"] is True
+    kernel = _build_infer(cfg, tmp_path, fake_wheels, enable_gpu=False)  # --no-gpu wins
+    assert _json(kernel / "kernel-metadata.json")["enable_gpu"] is False
+
+
 # ---------------------------------------------------------------------------------------- validation
 
 def test_validate_kernel_dir_lists_every_problem(cfg, tmp_path, fake_wheels):
@@ -933,6 +957,13 @@ def test_push_refuses_an_invalid_kernel_before_any_call(cfg, tmp_path, fake_whee
     with pytest.raises(ConfigError, match="code_file 'kernel.py' not found"):
         push(kernel)
     assert not fake_kaggle.exists()
+
+
+def test_push_passes_the_session_timeout(cfg, tmp_path, fake_wheels, fake_kaggle, monkeypatch):
+    monkeypatch.setenv("KAGGLE_API_TOKEN", SECRET)
+    kernel = _build_infer(cfg, tmp_path, fake_wheels, session_timeout=7200)
+    assert push(kernel, sleep=_no_sleep) == 0
+    assert _kaggle_calls(fake_kaggle)[-1] == ["kernels", "push", "-p", str(kernel), "-t", "7200"]
 
 
 def test_push_many_uploads_a_shared_dataset_once(cfg, tmp_path, fake_wheels, fake_kaggle, monkeypatch, capsys):

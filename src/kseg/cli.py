@@ -100,11 +100,13 @@ def _cmd_kernel_build(args: argparse.Namespace) -> int:
     if args.fold == "all":
         if args.kind != "train":
             raise KsegError("--fold all builds one training kernel per fold: use it with --kind train")
-        build_train_kernels(cfg, args.owner, out_root, args.competition)
+        build_train_kernels(cfg, args.owner, out_root, args.competition, enable_gpu=args.gpu,
+                            accelerator=args.accelerator, session_timeout=args.session_timeout)
         return 0
     fold = None if args.fold is None else int(args.fold)
     build_kernel(cfg, kind=args.kind, fold=fold, owner=args.owner, out_root=out_root,
-                 competition=args.competition, from_kernels=args.from_kernels, enable_gpu=args.gpu)
+                 competition=args.competition, from_kernels=args.from_kernels, enable_gpu=args.gpu,
+                 accelerator=args.accelerator, session_timeout=args.session_timeout)
     return 0
 
 
@@ -214,7 +216,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--owner", required=True, help="your Kaggle user name")
     p.add_argument("--competition", help="competition slug (default: the config's kaggle.competition)")
     p.add_argument("--gpu", action=argparse.BooleanOptionalAction, default=None,
-                   help="enable the GPU (default: on for train kernels, off for inference)")
+                   help="enable the GPU (default: on for train kernels; for inference kaggle.infer_gpu)")
+    p.add_argument("--accelerator",
+                   help="machine_shape in the metadata: gpu/gpu-t4 = NvidiaTeslaT4, gpu-p100, tpu, none = CPU")
+    p.add_argument("--session-timeout", type=int, metavar="SECONDS",
+                   help="stop the Kaggle run after this many seconds (kaggle kernels push -t)")
     p.add_argument("--out-root", default="kernels")
     p.add_argument("--from-kernels", action="store_true",
                    help="infer kernel ensembles the per-fold train kernels' outputs")

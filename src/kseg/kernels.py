@@ -64,6 +64,11 @@ LAYOUTS = ("current", "legacy")
 LANGUAGES = ("python", "r", "rmarkdown")
 KERNEL_TYPES = ("script", "notebook")
 KERNEL_FLAGS = ("is_private", "enable_gpu", "enable_tpu", "enable_internet")
+# `--accelerator` of `kseg kernel build` → the metadata's machine_shape (the values kagglesdk's
+# ApiSaveKernelRequest documents); the kaggle CLI sends machine_shape, which overrides enable_gpu/enable_tpu.
+ACCELERATORS: dict[str, str | None] = {"none": None, "gpu": "NvidiaTeslaT4", "gpu-t4": "NvidiaTeslaT4",
+                                       "gpu-p100": "NvidiaTeslaP100", "tpu": "Tpu1VmV38"}
+MACHINE_SHAPES = frozenset(shape for shape in ACCELERATORS.values() if shape)
 MIN_KERNEL_TITLE = 5
 MIN_KERNEL_SLUG = 5
 DATASET_TITLE_RANGE = (6, 50)
@@ -218,6 +223,9 @@ def kernel_metadata_problems(meta: Mapping[str, Any], folder: Path | None = None
             problems.append("enable_internet must be written explicitly (the kaggle CLI defaults it to true)")
         elif value is not None and value not in (True, False, "true", "false"):
             problems.append(f"{flag} must be true or false, got {value!r}")
+    shape = meta.get("machine_shape")
+    if shape not in (None, "") and shape not in MACHINE_SHAPES:
+        problems.append(f"machine_shape {shape!r} must be one of {', '.join(sorted(MACHINE_SHAPES))}")
     for key in ("dataset_sources", "competition_sources", "kernel_sources", "model_sources"):
         if not isinstance(meta.get(key, []), list):
             problems.append(f"{key} must be a list, got {meta.get(key)!r}")
@@ -485,17 +493,25 @@ def print_folder_sizes(folders: Sequence[Path]) -> None:
 def build_kernel(cfg: Config, kind: str, fold: int | None = None, owner: str = "",
                  out_root: Path = Path("kernels"), competition: str | None = None, *,
                  from_kernels: bool = False, enable_gpu: bool | None = None,
-                 wheels: Sequence[Path] | None = None) -> Path:
+                 wheels: Sequence[Path] | None = None, accelerator: str | None = None,
+                 session_timeout: int | None = None) -> Path:
     """Write the kernel folder and the datasets it reads under ``out_root``; return the kernel folder.
 
     ``kind="train"`` with ``fold=K``: a GPU kernel training fold K, whose output ``run/fold{K}`` holds that
     fold's weights. ``kind="infer"``: the offline submission kernel, ensembling the folds of
     ``predict.folds`` from the local run (weights dataset) or, ``from_kernels=True``, from the outputs of
     the per-fold train kernels (listed as kernel sources). ``enable_gpu`` defaults to True for train and
-    False for infer. ``wheels`` replaces the pip download (see :func:`build_code_dataset`).
+    False for infer unless ``kaggle.infer_gpu`` is set. ``accelerator`` (a key of :data:`ACCELERATORS`)
+    writes the metadata's ``machine_shape`` and the matching GPU/TPU flags; ``session_timeout`` (seconds)
+    is passed to ``kaggle kernels push -t`` by :func:`push`. ``wheels`` replaces the pip download (see
+    :func:`build_code_dataset`).
     """
     if kind not in KINDS:
         raise ConfigError(f"kernel kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    if accelerator is not None and accelerator not in ACCELERATORS:
+        raise ConfigError(f"--accelerator {accelerator!r} must be one of {', '.join(ACCELERATORS)}")
+    if session_timeout is not None and (not isinstance(session_timeout, int) or session_timeout < 1):
+        raise ConfigError(f"--session-timeout must be a positive number of seconds, got {session_timeout!r}")
     names = KernelNames.for_config(cfg, owner)
     competition = _competition_slug(cfg, competition)
     n_splits = cfg["folds"]["n_splits"]
@@ -534,11 +550,17 @@ def build_kernel(cfg: Config, kind: str, fold: int | None = None, owner: str = "
         "assets": {} if kind == "infer" else {key: f"assets/{p.name}" for key, p in _asset_files(cfg).items()},
         "overrides": overrides,
     }
+    if enable_gpu is None:
+        enable_gpu = kind == "train" or bool((cfg.get("kaggle") or {}).get("infer_gpu"))
+    shape = ACCELERATORS[accelerator] if accelerator is not None else None
+    if accelerator is not None:
+        enable_gpu = shape is not None and shape.startswith("Nvidia")
     metadata = {
         "id": names.ref(slug), "title": title_for(slug), "code_file": CODE_FILE,
         "language": "python", "kernel_type": "script", "is_private": True,
-        "enable_gpu": (kind == "train") if enable_gpu is None else bool(enable_gpu),
-        "enable_tpu": False, "enable_internet": internet,
+        "enable_gpu": bool(enable_gpu), "enable_tpu": shape is not None and shape.startswith("Tpu"),
+        "enable_internet": internet,
+        **({"machine_shape": shape} if shape else {}),
         "dataset_sources": [names.ref(d.name) for d in datasets],
         "competition_sources": [competition],
         "kernel_sources": [names.ref(k) for k in train_kernels],
@@ -548,6 +570,7 @@ def build_kernel(cfg: Config, kind: str, fold: int | None = None, owner: str = "
     write_text(kernel_dir / CODE_FILE, _kernel_script(settings))
     write_json(kernel_dir / KERNEL_METADATA, metadata)
     write_json(kernel_dir / SIDECAR, {**settings, "kseg_version": kseg.__version__, "folds": folds,
+                                      "session_timeout": session_timeout,
                                       "built_at": time.strftime("%Y-%m-%d %H:%M:%S")})
     problems = validate_kernel_dir(kernel_dir) + [p for d in datasets for p in validate_dataset_dir(d)]
     _raise_if(problems, "the built kernel would be rejected by Kaggle")
@@ -558,10 +581,12 @@ def build_kernel(cfg: Config, kind: str, fold: int | None = None, owner: str = "
 
 def build_train_kernels(cfg: Config, owner: str, out_root: Path = Path("kernels"),
                         competition: str | None = None, folds: Sequence[int] | None = None, *,
-                        wheels: Sequence[Path] | None = None) -> list[Path]:
-    """One train kernel per fold (default: every fold), the fan-out that ``--from-kernels`` gathers."""
+                        wheels: Sequence[Path] | None = None, **options: Any) -> list[Path]:
+    """One train kernel per fold (default: every fold), the fan-out that ``--from-kernels`` gathers;
+    ``options`` (accelerator, session_timeout, enable_gpu) as for :func:`build_kernel`."""
     chosen = list(range(cfg["folds"]["n_splits"])) if folds is None else list(folds)
-    return [build_kernel(cfg, "train", fold, owner, out_root, competition, wheels=wheels) for fold in chosen]
+    return [build_kernel(cfg, "train", fold, owner, out_root, competition, wheels=wheels, **options)
+            for fold in chosen]
 
 
 # ---------------------------------------------------------------------------------------- run-local
@@ -1151,6 +1176,10 @@ def push(kernel_dir: Path, dry_run: bool = False, runner: Runner = subprocess.ru
         print(f"note: this kernel reads the output of kernel {ref}: push it and let it finish first")
     stamp = time.strftime("%Y-%m-%d %H:%M:%S")
     push_cmd = [kaggle, "kernels", "push", "-p", str(kernel_dir)]
+    sidecar_path = kernel_dir / SIDECAR
+    timeout_s = json.loads(sidecar_path.read_text()).get("session_timeout") if sidecar_path.is_file() else None
+    if timeout_s:
+        push_cmd += ["-t", str(int(timeout_s))]
     if dry_run:
         print("dry run: these commands would run, in order")
         for ref, folder in datasets:
