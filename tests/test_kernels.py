@@ -598,6 +598,8 @@ def test_generated_kernel_installs_a_missing_package_offline_without_touching_th
     report = run_local(kernel, competition_dir, timeout=120)
     assert report.ok, report.summary()
     assert "installing offline: kseg-fake-dep" in report.stdout_tail
+    log = kernel.parent / ".run-local" / kernel.name / "kernel-stdout.log"
+    assert "installing offline: kseg-fake-dep" in log.read_text()  # the full log, not only its tail
     installed = Path((kernel.parent / ".run-local" / kernel.name / "working" / "fake_dep.txt").read_text())
     tmp = kernel.parent / ".run-local" / kernel.name / "tmp"
     assert installed.parent.parent.parent == tmp and installed.parts[-3].startswith("kseg-wheels-")
@@ -1070,3 +1072,34 @@ def test_end_to_end_demo_kernel_runs_offline_and_submits(tmp_path, fake_wheels):
                           wheels=fake_wheels)
     report = run_local(kernel, Path(cfg["data"]["root"]), timeout=900)
     assert report.ok, report.summary()
+
+
+@pytest.mark.slow  # ensurepip takes seconds
+def test_clean_env_builds_the_kaggle_image_venv_once(tmp_path):
+    requirements = tmp_path / "image.txt"
+    requirements.write_text("# nothing beyond the standard library\n")
+    python = kernels.kaggle_image_venv(tmp_path / "venvs", requirements, base_python=Path(sys.executable))
+    assert python.is_file() and (python.parents[1] / ".complete").is_file()
+    stamp = (python.parents[1] / ".complete").stat().st_mtime_ns
+    assert kernels.kaggle_image_venv(tmp_path / "venvs", requirements, base_python=Path(sys.executable)) == python
+    assert (python.parents[1] / ".complete").stat().st_mtime_ns == stamp  # cached, not rebuilt
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("KSEG_KAGGLE_IMAGE_PYTHON"),
+                    reason="set KSEG_KAGGLE_IMAGE_PYTHON to a venv built from kernels/kaggle-image-requirements.txt "
+                           "(kseg kernel run-local --clean-env builds one) and KSEG_WHEELS to the real bundled wheels")
+def test_end_to_end_demo_kernel_on_the_kaggle_image_stand_in(tmp_path):
+    """The same kernel on the stand-in image (Python 3.12, another TensorFlow, no segmentation-models):
+    the offline install of the real bundled wheels and the tf-keras choice are exercised for real."""
+    pytest.importorskip("kseg.train")
+    cfg = trained_demo_run(tmp_path)
+    wheels = sorted(Path(os.environ["KSEG_WHEELS"]).glob("*.whl")) if os.environ.get("KSEG_WHEELS") else None
+    kernel = build_kernel(cfg, "infer", owner=OWNER, out_root=tmp_path / "kernels", competition="kseg-demo",
+                          wheels=wheels)
+    report = run_local(kernel, Path(cfg["data"]["root"]), timeout=1800,
+                       python=Path(os.environ["KSEG_KAGGLE_IMAGE_PYTHON"]))
+    assert report.ok, report.summary()
+    assert "installing offline: segmentation-models" in (tmp_path / "kernels" / ".run-local" / kernel.name /
+                                                          "kernel-stdout.log").read_text()
+

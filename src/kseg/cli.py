@@ -111,7 +111,13 @@ def _cmd_kernel_build(args: argparse.Namespace) -> int:
 
 
 def _cmd_kernel_run_local(args: argparse.Namespace) -> int:
-    from .kernels import run_local
+    from .kernels import IMAGE_VENVS_DIR, kaggle_image_venv, run_local
+
+    if args.clean_env:
+        if args.python:
+            raise KsegError("--clean-env builds its own interpreter: drop --python")
+        args.python = str(kaggle_image_venv(Path(args.kernel_dir).resolve().parent / IMAGE_VENVS_DIR,
+                                            base_python=Path(args.base_python) if args.base_python else None))
 
     extra = {}
     for item in args.extra or ():
@@ -230,6 +236,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", required=True, help="folder holding the competition data")
     p.add_argument("--timeout", type=float, default=9 * 3600, help="wall-clock limit in seconds (Kaggle: 9 h)")
     p.add_argument("--python", help="interpreter of a clean venv built from kernels/kaggle-image-requirements.txt")
+    p.add_argument("--clean-env", action="store_true",
+                   help="build (once, cached) and use a fresh venv from kernels/kaggle-image-requirements.txt")
+    p.add_argument("--base-python", help="interpreter for --clean-env (default: python3.12 on PATH)")
     p.add_argument("--extra", action="append", metavar="SLUG=DIR", help="mount DIR as the input SLUG")
     p.add_argument("--layout", choices=["current", "legacy"], default="current",
                    help="how inputs are mounted: current (competitions/, datasets/OWNER/, notebooks/OWNER/) or "

@@ -52,6 +52,9 @@ CODE_FILE = "kernel.py"
 # Where run-local looks for a downloaded train-kernel output (`kaggle kernels output ... -p`).
 OUTPUTS_DIR = "outputs"
 LOCAL_RUNS_DIR = ".run-local"
+# The "Kaggle image" stand-in (see kernels/README.md) and where run-local --clean-env caches its venvs.
+KAGGLE_IMAGE_REQUIREMENTS = Path(__file__).resolve().parents[2] / "kernels" / "kaggle-image-requirements.txt"
+IMAGE_VENVS_DIR = ".kaggle-image-venvs"
 # Written into each dataset kseg builds (and into a train kernel's output), so the kernel finds its inputs by
 # content wherever Kaggle mounts them.
 MARKER = "kseg-dataset.json"
@@ -820,12 +823,14 @@ def _scaled_competition(source: Path, cfg: Config, factor: int, dest: Path) -> P
     return dest
 
 
-def _pump(stream: IO[str], sink: IO[str] | None, tail: collections.deque) -> None:
-    for line in stream:
-        tail.append(line.rstrip("\n"))
-        if sink is not None:
-            sink.write(line)
-            sink.flush()
+def _pump(stream: IO[str], sink: IO[str] | None, tail: collections.deque, log: Path) -> None:
+    with open(log, "w") as full:  # the whole stream, like the log Kaggle keeps of a run
+        for line in stream:
+            tail.append(line.rstrip("\n"))
+            full.write(line)
+            if sink is not None:
+                sink.write(line)
+                sink.flush()
 
 
 # Runs the kernel as its child and records the children's peak RSS. A process forked from this (large)
@@ -843,17 +848,17 @@ def _run_process(cmd: list[str], cwd: Path, env: Mapping[str, str], timeout: flo
                  echo: bool) -> tuple[int | None, float, float | None, str, str]:
     """Run ``cmd`` below the launcher in its own process group, streaming its output; return (exit code
     or None when killed at ``timeout``, wall seconds, peak RSS in MB or None when killed, stdout tail,
-    stderr tail)."""
+    stderr tail). The full streams go to ``kernel-stdout.log`` and ``kernel-stderr.log`` next to ``stats``."""
     tails = {name: collections.deque(maxlen=TAIL_LINES) for name in ("out", "err")}
     stats.unlink(missing_ok=True)
     start = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-c", _LAUNCHER, str(stats), *cmd], cwd=cwd, env=dict(env),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace",
                             start_new_session=True)
-    pumps = [threading.Thread(target=_pump, args=(proc.stdout, sys.stdout if echo else None, tails["out"]),
-                              daemon=True),
-             threading.Thread(target=_pump, args=(proc.stderr, sys.stderr if echo else None, tails["err"]),
-                              daemon=True)]
+    pumps = [threading.Thread(target=_pump, args=(proc.stdout, sys.stdout if echo else None, tails["out"],
+                                                  stats.parent / "kernel-stdout.log"), daemon=True),
+             threading.Thread(target=_pump, args=(proc.stderr, sys.stderr if echo else None, tails["err"],
+                                                  stats.parent / "kernel-stderr.log"), daemon=True)]
     for thread in pumps:
         thread.start()
     code: int | None
@@ -868,6 +873,41 @@ def _run_process(cmd: list[str], cwd: Path, env: Mapping[str, str], timeout: flo
         thread.join(5)
     peak_mb = int(stats.read_text()) / 1024 if code is not None and stats.is_file() else None  # KiB on Linux
     return code, wall, peak_mb, "\n".join(tails["out"]), "\n".join(tails["err"])
+
+
+def kaggle_image_venv(cache_root: Path, requirements: Path = KAGGLE_IMAGE_REQUIREMENTS,
+                      base_python: Path | None = None) -> Path:
+    """The python of a fresh venv built from ``requirements`` by ``base_python`` (default: ``python3.12``
+    on PATH, Kaggle's version, else this interpreter): a "Kaggle image" without kseg's bundled packages,
+    in which a run-local proves the kernel's offline install. Cached under ``cache_root`` by the hash of
+    the requirements and the interpreter, so only the first build needs the package index."""
+    import hashlib
+
+    if not Path(requirements).is_file():
+        raise ConfigError(f"requirements file {requirements} not found (kernels/kaggle-image-requirements.txt)")
+    base = Path(base_python) if base_python else Path(shutil.which("python3.12") or sys.executable)
+    probe = subprocess.run([str(base), "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                           capture_output=True, text=True)
+    if probe.returncode != 0:
+        raise ConfigError(f"base interpreter {base} does not run: {_last_line(probe.stderr or probe.stdout)}")
+    version = probe.stdout.strip()
+    if version != "3.12":
+        print(f"warning: the venv uses Python {version} ({base}); Kaggle's image runs 3.12 (--base-python)")
+    key = hashlib.sha1(Path(requirements).read_bytes() + str(base).encode()).hexdigest()[:12]
+    venv = Path(cache_root) / f"py{version}-{key}"
+    python = venv / "bin" / "python"
+    if (venv / ".complete").is_file():
+        return python
+    if venv.exists():
+        shutil.rmtree(venv)
+    print(f"building the Kaggle-image venv {venv} from {requirements} (Python {version}; needs the index once)")
+    for cmd in ([str(base), "-m", "venv", str(venv)],
+                [str(python), "-m", "pip", "install", "--quiet", "-r", str(requirements)]):
+        result = subprocess.run(cmd, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise ConfigError(f"{shlex.join(cmd)} failed: {_last_line(result.stderr or result.stdout)}")
+    (venv / ".complete").write_text(version + "\n")
+    return python
 
 
 def _validation_config(kernel_dir: Path, inputs: Sequence[tuple[str, str, Path]], input_dir: Path) -> Config:
