@@ -422,6 +422,18 @@ def test_run_local_scale_test_repeats_the_test_images_and_estimates_the_run_time
     assert sorted(p.name for p in (competition_dir / "test").iterdir()) == ["0030fd0e6378.png", "0f08d640930b.png"]
 
 
+def test_scale_test_repeats_the_sample_submission_too(tmp_path, competition_dir):
+    (competition_dir / "sample_submission.csv").write_text("id,predicted\n0030fd0e6378,\n0f08d640930b,\n")
+    (competition_dir / "train.csv").write_text("id,annotation\n")
+    cfg = load_config(None, ["data.schema.preset=sartorius", "data.sample_submission=sample_submission.csv"])
+    scaled = kernels._scaled_competition(competition_dir, cfg, 2, tmp_path / "scaled")
+    assert (scaled / "sample_submission.csv").read_text().split() == [
+        "id,predicted", "0030fd0e6378,", "0030fd0e6378__x1,", "0f08d640930b,", "0f08d640930b__x1,"]
+    assert sorted(p.name for p in (scaled / "test").iterdir()) == [
+        "0030fd0e6378.png", "0030fd0e6378__x1.png", "0f08d640930b.png", "0f08d640930b__x1.png"]
+    assert (scaled / "train.csv").resolve() == (competition_dir / "train.csv").resolve()
+
+
 def test_run_local_reports_a_missing_submission(tmp_path, competition_dir):
     report = run_local(_hand_kernel(tmp_path, "print('no output')\n"), competition_dir, timeout=60)
     assert not report.ok and report.exit_code == 1 and report.submission_path is None
