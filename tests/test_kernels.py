@@ -561,6 +561,18 @@ def test_generated_infer_kernel_maps_kaggle_paths_and_predicts(cfg, tmp_path, fa
     assert pythonpath[0] == str(code) and str(root / "guard") in pythonpath
 
 
+def test_generated_kernel_refuses_a_kseg_that_is_not_the_code_datasets(cfg, tmp_path, fake_wheels, competition_dir):
+    kernel = _build_infer(cfg, tmp_path, fake_wheels)
+    _use_fake_kseg(kernel.parent)
+    # The code dataset lost its package; another kseg (here next to kernel.py, on sys.path like a developer's
+    # editable install) would be imported instead.
+    shutil.move(kernel.parent / "unit-demo-kseg-code" / "kseg", kernel / "kseg")
+    report = run_local(kernel, competition_dir, timeout=120)
+    assert not report.ok
+    code = _mounted(kernel, "current", "dataset", f"{OWNER}/unit-demo-kseg-code")
+    assert f"imported kseg from {kernel / 'kseg'}, not from the code dataset {code / 'kseg'}" in report.stderr_tail
+
+
 def test_generated_kernel_finds_an_input_by_its_marker_and_names_a_missing_one(cfg, tmp_path, fake_wheels,
                                                                               competition_dir):
     kernel = _build_infer(cfg, tmp_path, fake_wheels)
