@@ -5,15 +5,16 @@ A code competition scores a notebook that runs with the internet off and writes
 ``/kaggle/working/submission.csv``. Everything the kernel needs therefore travels as Kaggle datasets, and
 everything is checked here first, because a failed Kaggle run costs an hour and a submission slot.
 
-Layout written under ``out_root`` (default ``kernels/``); Kaggle mounts each dataset and kernel output at
-``/kaggle/input/<slug>``:
+Layout written under ``out_root`` (default ``kernels/``); Kaggle mounts the inputs under ``/kaggle/input`` in
+one of the layouts of :data:`LAYOUTS`, and the kernel finds each (or its ``kseg-dataset.json``) in any:
 
 - ``<name>-infer/`` and ``<name>-train-fold{K}/``: ``kernel-metadata.json``, ``kernel.py`` (the entry point)
   and ``kseg-kernel.json`` (what kseg built, read by run-local and push; Kaggle uploads only ``kernel.py``).
 - ``<name>-kseg-code/``: dataset with ``kseg/`` (this package's source), ``wheels/`` (packages the Kaggle
-  image lacks), ``config.yaml`` (the resolved experiment) and ``assets/`` (local encoder weight files).
+  image lacks, tf-keras for each of :data:`TF_KERAS_MINORS`), ``config.yaml`` (the resolved experiment),
+  ``assets/`` (local encoder weight files) and ``kseg-dataset.json``.
 - ``<name>-kseg-weights/``: dataset with ``fold{K}/best.weights.h5``, ``postprocess.json``,
-  ``channels.json``, ``config.yaml``, ``folds.csv`` and ``env.json`` of the run.
+  ``channels.json``, ``config.yaml``, ``folds.csv`` and ``env.json`` of the run (copies), and the marker.
 """
 from __future__ import annotations
 
