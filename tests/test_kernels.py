@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from kseg import kernels
+from kseg import kaggle_cli, kernels
+from kseg.cli import main
 from kseg.config import dump, load_config
-from kseg.errors import ConfigError, DataError
+from kseg.errors import ConfigError, DataError, KaggleError
 from kseg.kernels import (
     BUNDLED, NETWORK_GUARD_MESSAGE, build_kernel, build_train_kernels, bundled_requirements, push, run_local,
     slugify, validate_dataset_dir, validate_kernel_dir,
@@ -111,8 +112,12 @@ def test_infer_kernel_datasets_hold_what_predict_needs(cfg, tmp_path, fake_wheel
     assert load_config(code / "config.yaml") == cfg
     files = sorted(str(p.relative_to(weights)) for p in weights.rglob("*") if p.is_file())
     assert files == ["channels.json", "config.yaml", "dataset-metadata.json", "fold0/best.weights.h5",
-                     "fold1/best.weights.h5", "folds.csv", "postprocess.json"]
-    assert (weights / "fold1" / "best.weights.h5").read_bytes() == (run_dir / "fold1" / "best.weights.h5").read_bytes()
+                     "fold1/best.weights.h5", "folds.csv", "kseg-dataset.json", "postprocess.json"]
+    copied, original = weights / "fold1" / "best.weights.h5", run_dir / "fold1" / "best.weights.h5"
+    assert copied.read_bytes() == original.read_bytes()
+    assert copied.stat().st_ino != original.stat().st_ino  # a copy, not a hard link into the training run
+    for folder in (code, weights):
+        assert _json(folder / "kseg-dataset.json")["id"] == f"{OWNER}/{folder.name}"
 
 
 def test_train_kernel_is_a_gpu_kernel_without_weights_dataset(cfg, tmp_path, fake_wheels):
@@ -150,9 +155,22 @@ def test_fold_fan_out_feeds_the_inference_kernel(cfg, tmp_path, fake_wheels):
     assert meta["dataset_sources"] == [f"{OWNER}/unit-demo-kseg-code"]
 
 
-def test_competition_defaults_to_the_data_root_folder(cfg, tmp_path, fake_wheels):
+def test_competition_comes_from_the_kaggle_competition_key(cfg, tmp_path, fake_wheels):
+    cfg["kaggle"]["competition"] = "another-competition"
     kernel = build_kernel(cfg, "infer", owner=OWNER, out_root=tmp_path / "kernels", wheels=fake_wheels)
+    assert _json(kernel / "kernel-metadata.json")["competition_sources"] == ["another-competition"]
+    kernel = _build_infer(cfg, tmp_path, fake_wheels)  # --competition wins over the key
     assert _json(kernel / "kernel-metadata.json")["competition_sources"] == [COMPETITION]
+
+
+@pytest.mark.parametrize("value, message", [
+    (None, "kaggle.competition is not set"),
+    ("Not A Slug", "kaggle.competition 'Not A Slug' is not a Kaggle competition slug"),
+])
+def test_build_needs_a_valid_kaggle_competition_key(cfg, tmp_path, fake_wheels, value, message):
+    cfg["kaggle"]["competition"] = value  # data.root's folder name is never guessed as the slug
+    with pytest.raises(ConfigError, match=message):
+        build_kernel(cfg, "infer", owner=OWNER, out_root=tmp_path / "kernels", wheels=fake_wheels)
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -199,6 +217,69 @@ def test_build_refuses_a_code_dataset_missing_a_wheel(cfg, tmp_path, fake_wheels
 def test_bundled_requirements_pin_the_installed_versions():
     pins = bundled_requirements()
     assert [p.split("==")[0] for p in pins] == list(BUNDLED) and all(p.split("==")[1] for p in pins)
+
+
+def test_extra_tf_keras_minors_are_bundled_besides_the_pinned_one():
+    assert kernels.tf_keras_requirements(["segmentation-models==1.0.1", "tf-keras==2.21.0"]) == [
+        "tf-keras==2.18.*", "tf-keras==2.19.*", "tf-keras==2.20.*"]
+
+
+def _kernel_functions(cfg: dict, tmp_path: Path, wheels: list[Path]) -> dict:
+    """The generated kernel.py's functions, without running its main()."""
+    script = (_build_infer(cfg, tmp_path, wheels) / "kernel.py").read_text()
+    namespace: dict = {"__name__": "kseg_kernel_under_test"}
+    exec(compile(script, "kernel.py", "exec"), namespace)
+    return namespace
+
+
+TF_KERAS_WHEELS = ["segmentation_models-1.0.1-py3-none-any.whl", "tf_keras-2.18.0-py3-none-any.whl",
+                   "tf_keras-2.19.0-py3-none-any.whl", "tf_keras-2.20.1-py3-none-any.whl",
+                   "tf_keras-2.21.0-py3-none-any.whl"]
+
+
+@pytest.mark.parametrize("tf_version, image_tf_keras, expected", [
+    ("2.19.1", "2.19.0", None),                                       # the image's own one matches
+    ("2.19.1", None, "tf_keras-2.19.0-py3-none-any.whl"),             # none on the image
+    ("2.20.0", "2.18.0", "tf_keras-2.20.1-py3-none-any.whl"),         # the image's one is for another TF
+    ("2.21.0", "2.21.0", None),
+])
+def test_kernel_picks_the_tf_keras_matching_the_images_tensorflow(cfg, tmp_path, fake_wheels, tf_version,
+                                                                   image_tf_keras, expected):
+    plan = _kernel_functions(cfg, tmp_path, fake_wheels)["tf_keras_plan"]
+    assert plan(tf_version, image_tf_keras, TF_KERAS_WHEELS) == expected
+
+
+def test_kernel_names_both_versions_when_no_tf_keras_fits(cfg, tmp_path, fake_wheels):
+    plan = _kernel_functions(cfg, tmp_path, fake_wheels)["tf_keras_plan"]
+    with pytest.raises(SystemExit, match=r"TensorFlow 2\.17\.1 and tf-keras 2\.16\.0, and the code dataset bundles "
+                                         r"tf-keras 2\.18\.0, 2\.19\.0, 2\.20\.1, 2\.21\.0; .* minor version 2\.17"):
+        plan("2.17.1", "2.16.0", TF_KERAS_WHEELS)
+    with pytest.raises(SystemExit, match="TensorFlow is not installed"):
+        plan(None, None, TF_KERAS_WHEELS)
+
+
+@pytest.mark.parametrize("accelerator, shape, gpu, tpu", [
+    ("gpu-p100", "NvidiaTeslaP100", True, False), ("gpu", "NvidiaTeslaT4", True, False),
+    ("tpu", "Tpu1VmV38", False, True), ("none", None, False, False),
+])
+def test_accelerator_sets_the_machine_shape(cfg, tmp_path, fake_wheels, accelerator, shape, gpu, tpu):
+    kernel = build_kernel(cfg, "train", 0, OWNER, tmp_path / "kernels", COMPETITION, wheels=fake_wheels,
+                          accelerator=accelerator)
+    meta = _json(kernel / "kernel-metadata.json")
+    assert (meta.get("machine_shape"), meta["enable_gpu"], meta["enable_tpu"]) == (shape, gpu, tpu)
+    assert validate_kernel_dir(kernel) == []
+
+
+def test_build_rejects_an_unknown_accelerator(cfg, tmp_path, fake_wheels):
+    with pytest.raises(ConfigError, match="--accelerator 'a100' must be one of none, gpu"):
+        _build_infer(cfg, tmp_path, fake_wheels, accelerator="a100")
+
+
+def test_inference_kernel_gets_the_gpu_when_the_config_asks(cfg, tmp_path, fake_wheels):
+    cfg["kaggle"]["infer_gpu"] = True
+    assert _json(_build_infer(cfg, tmp_path, fake_wheels) / "kernel-metadata.json")["enable_gpu"] is True
+    kernel = _build_infer(cfg, tmp_path, fake_wheels, enable_gpu=False)  # --no-gpu wins
+    assert _json(kernel / "kernel-metadata.json")["enable_gpu"] is False
 
 
 # ---------------------------------------------------------------------------------------- validation
@@ -269,7 +350,9 @@ from pathlib import Path
 
 root = Path(os.environ["KSEG_KAGGLE_ROOT"])
 assert Path.cwd() == (root / "working").resolve(), Path.cwd()
-images = sorted((root / "input" / "{COMPETITION}" / "test").glob("*.png"))
+competition = [p for p in (root / "input" / "competitions" / "{COMPETITION}", root / "input" / "{COMPETITION}")
+               if p.is_dir()][0]
+images = sorted((competition / "test").glob("*.png"))
 rows = ["id,predicted"] + [f"{{p.stem}},1 10" for p in images]
 (root / "working" / "submission.csv").write_text("\\n".join(rows) + "\\n")
 """
@@ -287,6 +370,68 @@ def test_run_local_accepts_a_kernel_that_writes_a_valid_submission(tmp_path, com
     assert report.returncode == 0 and report.exit_code == 0 and report.problems == []
     assert report.submission_path == tmp_path / "kernels" / ".run-local" / "tiny-kernel" / "working" / "submission.csv"
     assert 200 <= report.peak_mem_mb < 300  # the kernel's own peak, not the test process's size
+
+
+KERNEL_SEES_KAGGLE_LIKE_ENVIRONMENT = """
+import os, sys
+from pathlib import Path
+
+root = Path(os.environ["KSEG_KAGGLE_ROOT"])
+assert Path(os.environ["HOME"]) == root / "home", os.environ["HOME"]
+assert os.environ["PYTHONPATH"] == str(root / "guard"), os.environ["PYTHONPATH"]
+leaked = sorted(k for k in os.environ if k.startswith(("XDG_", "PIP_", "KERAS_", "KAGGLE_", "VIRTUAL_ENV")))
+assert not leaked, leaked
+for target in (root / "input" / "competitions" / "{competition}" / "test" / "new.png", root / "input" / "new.txt"):
+    try:
+        target.write_text("x")
+    except OSError as exc:
+        print("read-only:", target.name, exc.errno)
+    else:
+        sys.exit(f"wrote into {{target}}")
+"""
+
+
+@pytest.mark.skipif(not kernels.read_only_mounts_work(), reason="unshare -rnm bind mounts are not available here")
+def test_run_local_gives_a_read_only_input_and_a_fresh_environment(tmp_path, competition_dir, monkeypatch):
+    for name, value in (("HOME", str(tmp_path)), ("XDG_CACHE_HOME", str(tmp_path / "cache")),
+                        ("PIP_INDEX_URL", "http://example.invalid"), ("KERAS_HOME", str(tmp_path)),
+                        ("PYTHONPATH", str(REPO / "src"))):
+        monkeypatch.setenv(name, value)
+    script = KERNEL_SEES_KAGGLE_LIKE_ENVIRONMENT.format(competition=COMPETITION) + WRITE_SUBMISSION
+    report = run_local(_hand_kernel(tmp_path, script), competition_dir, timeout=60)
+    assert report.ok, report.summary()
+    assert report.stdout_tail.count("read-only:") == 2 and "read-only (bind mounts)" in report.input_mode
+    assert sorted(p.name for p in (competition_dir / "test").iterdir()) == ["0030fd0e6378.png", "0f08d640930b.png"]
+
+
+def test_run_local_resolves_a_relative_kernel_path(tmp_path, competition_dir, monkeypatch):
+    kernel = _hand_kernel(tmp_path, WRITE_SUBMISSION)
+    monkeypatch.chdir(tmp_path)
+    report = run_local(Path("kernels") / kernel.name, Path(competition_dir.name), timeout=60)
+    assert report.ok, report.summary()
+    assert report.submission_path == kernel.parent / ".run-local" / kernel.name / "working" / "submission.csv"
+
+
+def test_run_local_scale_test_repeats_the_test_images_and_estimates_the_run_time(tmp_path, competition_dir):
+    report = run_local(_hand_kernel(tmp_path, WRITE_SUBMISSION), competition_dir, timeout=60, scale_test=3)
+    assert report.ok, report.summary()
+    ids = [line.split(",")[0] for line in report.submission_path.read_text().splitlines()[1:]]
+    assert len(ids) == 6 and "0030fd0e6378__x2" in ids
+    assert "scale test: 6 test images (3x the public set)" in report.summary()
+    assert "of the 9 h limit" in report.summary()
+    assert sorted(p.name for p in (competition_dir / "test").iterdir()) == ["0030fd0e6378.png", "0f08d640930b.png"]
+
+
+def test_scale_test_repeats_the_sample_submission_too(tmp_path, competition_dir):
+    (competition_dir / "sample_submission.csv").write_text("id,predicted\n0030fd0e6378,\n0f08d640930b,\n")
+    (competition_dir / "train.csv").write_text("id,annotation\n")
+    cfg = load_config(None, ["data.schema.preset=sartorius", "data.sample_submission=sample_submission.csv"])
+    scaled = kernels._scaled_competition(competition_dir, cfg, 2, tmp_path / "scaled")
+    assert (scaled / "sample_submission.csv").read_text().split() == [
+        "id,predicted", "0030fd0e6378,", "0030fd0e6378__x1,", "0f08d640930b,", "0f08d640930b__x1,"]
+    assert sorted(p.name for p in (scaled / "test").iterdir()) == [
+        "0030fd0e6378.png", "0030fd0e6378__x1.png", "0f08d640930b.png", "0f08d640930b__x1.png"]
+    assert (scaled / "train.csv").resolve() == (competition_dir / "train.csv").resolve()
 
 
 def test_run_local_reports_a_missing_submission(tmp_path, competition_dir):
@@ -383,24 +528,72 @@ def _calls(kernel: Path) -> list[list[str]]:
     return [json.loads(line) for line in log.read_text().splitlines()]
 
 
-def test_generated_infer_kernel_maps_kaggle_paths_and_predicts(cfg, tmp_path, fake_wheels, competition_dir):
+def _mounted(kernel: Path, layout: str, kind: str, ref: str) -> Path:
+    """Where run-local mounted an input of ``kernel`` under ``layout``."""
+    return kernel.parent / ".run-local" / kernel.name / "input" / kernels.input_mount(layout, kind, ref)
+
+
+@pytest.mark.parametrize("layout", kernels.LAYOUTS)
+def test_generated_infer_kernel_maps_kaggle_paths_and_predicts(cfg, tmp_path, fake_wheels, competition_dir, layout):
     kernel = _build_infer(cfg, tmp_path, fake_wheels)
     _use_fake_kseg(kernel.parent)
-    report = run_local(kernel, competition_dir, timeout=120)
+    report = run_local(kernel, competition_dir, timeout=120, layout=layout)
     assert report.ok, report.summary()
     (call,) = _calls(kernel)
     root = kernel.parent / ".run-local" / kernel.name
-    assert call[0] == "predict" and call[call.index("--config") + 1] == str(root / "input" / "unit-demo-kseg-code" / "config.yaml")
+    code = _mounted(kernel, layout, "dataset", f"{OWNER}/unit-demo-kseg-code")
+    data_root = _mounted(kernel, layout, "competition", COMPETITION)
+    assert call[0] == "predict" and call[call.index("--config") + 1] == str(code / "config.yaml")
+    for kind, ref, path in (("competition", COMPETITION, data_root), ("dataset", f"{OWNER}/unit-demo-kseg-code", code),
+                            ("dataset", f"{OWNER}/unit-demo-kseg-weights",
+                             _mounted(kernel, layout, "dataset", f"{OWNER}/unit-demo-kseg-weights"))):
+        assert f"kseg kernel: {kind} {ref} found at {path}" in report.stdout_tail
+    assert f"kseg fake from {code / 'kseg'} (the code dataset" in report.stdout_tail
     sets = [call[i + 1] for i, arg in enumerate(call) if arg == "--set"]
-    for expected in (f"data.root={root / 'input' / COMPETITION}", f"output.dir={root / 'working' / 'run'}",
+    for expected in (f"data.root={data_root}", f"output.dir={root / 'working' / 'run'}",
                      f"output.submission={root / 'working' / 'submission.csv'}", "model.encoder_weights=null",
                      "data.demo=null"):
         assert expected in sets
     run_files = _json(root / "working" / "run_files.json")
     assert "fold0/best.weights.h5" in run_files and "postprocess.json" in run_files
-    assert "dataset-metadata.json" not in run_files
+    assert "dataset-metadata.json" not in run_files and "kseg-dataset.json" not in run_files
     pythonpath = (root / "working" / "pythonpath.txt").read_text().split(os.pathsep)
-    assert pythonpath[0] == str(root / "input" / "unit-demo-kseg-code") and str(root / "guard") in pythonpath
+    assert pythonpath[0] == str(code) and str(root / "guard") in pythonpath
+
+
+def test_generated_kernel_refuses_a_kseg_that_is_not_the_code_datasets(cfg, tmp_path, fake_wheels, competition_dir):
+    kernel = _build_infer(cfg, tmp_path, fake_wheels)
+    _use_fake_kseg(kernel.parent)
+    # The code dataset lost its package; another kseg (here next to kernel.py, on sys.path like a developer's
+    # editable install) would be imported instead.
+    shutil.move(kernel.parent / "unit-demo-kseg-code" / "kseg", kernel / "kseg")
+    report = run_local(kernel, competition_dir, timeout=120)
+    assert not report.ok
+    code = _mounted(kernel, "current", "dataset", f"{OWNER}/unit-demo-kseg-code")
+    assert f"imported kseg from {kernel / 'kseg'}, not from the code dataset {code / 'kseg'}" in report.stderr_tail
+
+
+def test_generated_kernel_finds_an_input_by_its_marker_and_names_a_missing_one(cfg, tmp_path, fake_wheels,
+                                                                              competition_dir):
+    kernel = _build_infer(cfg, tmp_path, fake_wheels)
+    _use_fake_kseg(kernel.parent)
+    meta = _json(kernel / "kernel-metadata.json")
+    weights_ref = f"{OWNER}/unit-demo-kseg-weights"
+    # Attached under another name (a fork, a renamed dataset): only its kseg-dataset.json identifies it.
+    meta["dataset_sources"] = [f"{OWNER}/unit-demo-kseg-code", f"{OWNER}/renamed-weights"]
+    (kernel / "kernel-metadata.json").write_text(json.dumps(meta))
+    report = run_local(kernel, competition_dir, timeout=120,
+                       extra_datasets={"renamed-weights": kernel.parent / "unit-demo-kseg-weights"})
+    assert report.ok, report.summary()
+    found = _mounted(kernel, "current", "dataset", f"{OWNER}/renamed-weights")
+    assert f"dataset {weights_ref} found at {found} (by its kseg-dataset.json)" in report.stdout_tail
+
+    meta["dataset_sources"] = [f"{OWNER}/unit-demo-kseg-code"]
+    (kernel / "kernel-metadata.json").write_text(json.dumps(meta))
+    report = run_local(kernel, competition_dir, timeout=120)
+    assert not report.ok
+    assert f"kseg kernel: dataset {weights_ref} not found (looked at" in report.stderr_tail
+    assert "attached inputs:" in report.stderr_tail and "datasets/tester/unit-demo-kseg-code" in report.stderr_tail
 
 
 def _write_wheel(folder: Path) -> Path:
@@ -429,6 +622,8 @@ def test_generated_kernel_installs_a_missing_package_offline_without_touching_th
     report = run_local(kernel, competition_dir, timeout=120)
     assert report.ok, report.summary()
     assert "installing offline: kseg-fake-dep" in report.stdout_tail
+    log = kernel.parent / ".run-local" / kernel.name / "kernel-stdout.log"
+    assert "installing offline: kseg-fake-dep" in log.read_text()  # the full log, not only its tail
     installed = Path((kernel.parent / ".run-local" / kernel.name / "working" / "fake_dep.txt").read_text())
     tmp = kernel.parent / ".run-local" / kernel.name / "tmp"
     assert installed.parent.parent.parent == tmp and installed.parts[-3].startswith("kseg-wheels-")
@@ -440,13 +635,16 @@ def test_generated_train_kernel_trains_its_fold(cfg, tmp_path, fake_wheels, comp
     _use_fake_kseg(kernel.parent)
     report = run_local(kernel, competition_dir, timeout=120)
     assert report.ok, report.summary()
-    assert [c[:3] for c in _calls(kernel)] == [["folds", "--config", str(
-        kernel.parent / ".run-local" / kernel.name / "input" / "unit-demo-kseg-code" / "config.yaml")],
-        ["train", "--fold", "1"]]
+    code = _mounted(kernel, "current", "dataset", f"{OWNER}/unit-demo-kseg-code")
+    assert [c[:3] for c in _calls(kernel)] == [["folds", "--config", str(code / "config.yaml")],
+                                               ["train", "--fold", "1"]]
     assert "train.verbose=2" in _calls(kernel)[1]
+    marker = kernel.parent / ".run-local" / kernel.name / "working" / "kseg-dataset.json"
+    assert _json(marker)["id"] == f"{OWNER}/unit-demo-train-fold1"  # lets the infer kernel find this output
 
 
-def test_generated_infer_kernel_gathers_train_kernel_outputs(cfg, tmp_path, fake_wheels, competition_dir):
+@pytest.mark.parametrize("layout", kernels.LAYOUTS)
+def test_generated_infer_kernel_gathers_train_kernel_outputs(cfg, tmp_path, fake_wheels, competition_dir, layout):
     kernel = _build_infer(cfg, tmp_path, fake_wheels, from_kernels=True)
     _use_fake_kseg(kernel.parent)
     outputs = {}
@@ -456,8 +654,11 @@ def test_generated_infer_kernel_gathers_train_kernel_outputs(cfg, tmp_path, fake
         (out / "run" / f"fold{fold}" / "best.weights.h5").write_bytes(b"w")
         (out / "run" / "channels.json").write_text("{}")
         outputs[f"unit-demo-train-fold{fold}"] = out
-    report = run_local(kernel, competition_dir, timeout=120, extra_datasets=outputs)
+    report = run_local(kernel, competition_dir, timeout=120, extra_datasets=outputs, layout=layout)
     assert report.ok, report.summary()
+    for fold in (0, 1):
+        ref = f"{OWNER}/unit-demo-train-fold{fold}"
+        assert f"kseg kernel: kernel {ref} found at {_mounted(kernel, layout, 'kernel', ref)}" in report.stdout_tail
     assert [c[0] for c in _calls(kernel)] == ["search", "predict"]  # no postprocess.json yet → search OOF
     root = kernel.parent / ".run-local" / kernel.name
     assert _json(root / "working" / "run_files.json") == [
@@ -472,8 +673,11 @@ def test_run_local_without_train_kernel_outputs_says_how_to_fetch_them(cfg, tmp_
 
 # --------------------------------------------------------------------------------------------- push
 
+# Replays the kaggle 2.2.4 CLI's output (strings from kaggle/api/kaggle_api_extended.py and kaggle/cli.py):
+# `datasets status --format json` prints {"status": ..., "current_version_number": ...}; a missing dataset is
+# requests' 404 HTTPError printed on stderr with exit code 1; CLI error lines still exit 0.
 FAKE_KAGGLE = f'''#!{sys.executable}
-"""Records its argv; datasets exist once created (or when listed in FAKE_KAGGLE_EXISTING)."""
+"""Records its argv; datasets exist once created (or when listed in FAKE_KAGGLE_EXISTING, at version 2)."""
 import json, os, sys
 from pathlib import Path
 
@@ -481,22 +685,104 @@ state = Path(os.environ["FAKE_KAGGLE_STATE"])
 with open(state / "calls.log", "a") as log:
     log.write(json.dumps(sys.argv[1:]) + "\\n")
 args = sys.argv[1:]
-existing = os.environ.get("FAKE_KAGGLE_EXISTING", "").split(",")
+env = os.environ.get
+
+
+def dataset(slug):
+    path = state / f"dataset-{{slug}}.json"
+    if path.exists():
+        return path, json.loads(path.read_text())
+    if slug in env("FAKE_KAGGLE_EXISTING", "").split(","):
+        return path, {{"version": 2, "queue": []}}
+    return path, None
+
+
 if args[:2] == ["datasets", "status"]:
-    slug = args[2].split("/")[1]
-    if slug in existing or (state / ("created-" + slug)).exists():
-        print("ready")
-        sys.exit(0)
-    print("404 Client Error: Not Found")
-    sys.exit(1)
-if args[:2] == ["datasets", "create"]:
-    (state / ("created-" + Path(args[3]).name)).touch()
-    print("Your private Dataset is being created.")
+    if env("FAKE_KAGGLE_STATUS_ERROR") == "401":
+        print("Authentication required to call the Kaggle API.")  # print_auth_help(), then exit(1)
+        sys.exit(1)
+    if env("FAKE_KAGGLE_STATUS_ERROR") == "500":
+        print("500 Server Error: Internal Server Error for url: https://www.kaggle.com/api/v1/"
+              "datasets.DatasetApiService/GetDatasetStatus", file=sys.stderr)
+        sys.exit(1)
+    path, info = dataset(args[2].split("/")[1])
+    if info is None:
+        print("404 Client Error: Not Found for url: https://www.kaggle.com/api/v1/"
+              "datasets.DatasetApiService/GetDatasetStatus", file=sys.stderr)
+        sys.exit(1)
+    status = info["queue"].pop(0) if info["queue"] else info.get("final", "ready")
+    path.write_text(json.dumps(info))
+    print(json.dumps({{"status": status, "current_version_number": info["version"]}}))
+if args[:2] in (["datasets", "create"], ["datasets", "version"]):
+    slug = Path(args[3]).name
+    path, info = dataset(slug)
+    info = {{"version": (info or {{"version": 0}})["version"] + 1, "final": env("FAKE_KAGGLE_FINAL", "ready"),
+             "queue": [s for s in env("FAKE_KAGGLE_PROCESSING", "").split(",") if s]}}
+    path.write_text(json.dumps(info))
+    if args[1] == "create":
+        print("Your private Dataset is being created. Please check progress at https://www.kaggle.com/datasets/x")
+    else:
+        print("Dataset version is being created. Please check progress at https://www.kaggle.com/datasets/x")
 if args[:2] == ["kernels", "push"]:
-    if os.environ.get("FAKE_KAGGLE_PUSH_ERROR"):
+    if env("FAKE_KAGGLE_PUSH_ERROR"):
         print("Kernel push error: Notebook not found")
     else:
+        if env("FAKE_KAGGLE_INVALID_SOURCE"):
+            print("The following are not valid " + env("FAKE_KAGGLE_INVALID_SOURCE") + " sources and could not be "
+                  "added to the kernel: ['" + env("FAKE_KAGGLE_INVALID_REF", "x/y") + "']")
         print("Kernel version 3 successfully pushed.  Please check progress at https://www.kaggle.com/code/x")
+
+
+def next_of(name, default):
+    """The next value of a comma-separated sequence in env var `name`, its last value repeating."""
+    path = state / f"seq-{{name}}"
+    seen = int(path.read_text()) if path.exists() else 0
+    path.write_text(str(seen + 1))
+    values = env(name, default).split(",")
+    return values[min(seen, len(values) - 1)]
+
+
+if args[:2] == ["kernels", "status"]:
+    status = next_of("FAKE_KAGGLE_KERNEL_STATUS", "COMPLETE")
+    print(f'{{args[2]}} has status "KernelWorkerStatus.{{status}}"')
+    if status == "ERROR":
+        print('Failure message: "Your notebook tried to allocate more memory than is available."')
+if args[:2] == ["kernels", "logs"]:
+    print('[{{"stream_name":"stdout","time":1.5,"data":"kseg kernel: competition found\\n"}}]')
+if args[:2] == ["kernels", "output"]:
+    out = Path(args[args.index("-p") + 1])
+    (out / "run" / "fold0").mkdir(parents=True, exist_ok=True)
+    (out / "run" / "fold0" / "best.weights.h5").write_bytes(b"w")
+    print("Output file downloaded to " + str(out / "run" / "fold0" / "best.weights.h5"))
+    print("Kernel log downloaded to " + str(out / (args[2].split("/")[1] + ".log")) + " ")
+if args[:2] == ["competitions", "list"]:
+    slug = args[args.index("--search") + 1]
+    print(json.dumps([{{"ref": "https://www.kaggle.com/competitions/" + slug, "deadline": "2030-01-01T23:59:00",
+                        "category": "Featured", "reward": "$75,000", "teamCount": 1505,
+                        "userHasEntered": env("FAKE_KAGGLE_ENTERED", "1") == "1", "userRank": None}}], indent=2))
+if args[:2] == ["competitions", "download"]:
+    import zipfile
+    out = Path(args[args.index("-p") + 1])
+    with zipfile.ZipFile(out / (args[2] + ".zip"), "w") as archive:
+        archive.writestr("train.csv", "id,annotation\\n")
+        archive.writestr("test/abc.png", "png")
+if args[:2] == ["competitions", "submit"]:
+    (state / "submitted.json").write_text(json.dumps(args))
+    print("Successfully submitted to Sartorius - Cell Instance Segmentation")
+    print("4 submissions remaining today.")
+if args[:2] == ["competitions", "submissions"]:
+    submitted = json.loads((state / "submitted.json").read_text()) if (state / "submitted.json").exists() else None
+    if submitted is None:
+        print("No submissions found")
+    else:
+        status = next_of("FAKE_KAGGLE_SUBMISSION_STATUS", "COMPLETE")
+        print(json.dumps([{{"ref": 41234567, "fileName": "submission.csv", "date": "2026-12-01T22:00:00",
+                            "description": submitted[submitted.index("-m") + 1],
+                            "status": "SubmissionStatus." + status,
+                            "publicScore": "0.312" if status == "COMPLETE" else None, "privateScore": None}},
+                          {{"ref": 41000000, "fileName": "submission.csv", "date": "2026-11-30T10:00:00",
+                            "description": "older", "status": "SubmissionStatus.COMPLETE",
+                            "publicScore": "0.250", "privateScore": None}}], indent=2))
 '''
 
 
@@ -528,19 +814,23 @@ def test_push_creates_missing_datasets_then_pushes_the_kernel(cfg, tmp_path, fak
     kernel = _build_infer(cfg, tmp_path, fake_wheels)
     assert push(kernel, sleep=_no_sleep) == 0
     code, weights = (str(kernel.parent / f"unit-demo-kseg-{k}") for k in ("code", "weights"))
-    assert [json.loads(line) for line in fake_kaggle.read_text().splitlines()] == [
-        ["datasets", "status", f"{OWNER}/unit-demo-kseg-code"],
+    status = ["--format", "json"]
+    assert _kaggle_calls(fake_kaggle) == [
+        ["datasets", "status", f"{OWNER}/unit-demo-kseg-code", *status],
         ["datasets", "create", "-p", code, "-r", "zip"],
-        ["datasets", "status", f"{OWNER}/unit-demo-kseg-code"],
-        ["datasets", "status", f"{OWNER}/unit-demo-kseg-weights"],
+        ["datasets", "status", f"{OWNER}/unit-demo-kseg-code", *status],
+        ["datasets", "status", f"{OWNER}/unit-demo-kseg-weights", *status],
         ["datasets", "create", "-p", weights, "-r", "zip"],
-        ["datasets", "status", f"{OWNER}/unit-demo-kseg-weights"],
+        ["datasets", "status", f"{OWNER}/unit-demo-kseg-weights", *status],
         ["kernels", "push", "-p", str(kernel)],
     ]
     out = capsys.readouterr().out
     assert (f"kaggle competitions submit {COMPETITION} -k {OWNER}/unit-demo-infer -f submission.csv -v 3"
             in out)
     assert SECRET not in out
+    # The kernel runs on the versions just uploaded, whatever is newest when Kaggle schedules it.
+    assert _json(kernel / "kernel-metadata.json")["dataset_sources"] == [
+        f"{OWNER}/unit-demo-kseg-code/1", f"{OWNER}/unit-demo-kseg-weights/1"]
 
 
 def test_push_versions_datasets_that_exist(cfg, tmp_path, fake_wheels, fake_kaggle, monkeypatch):
@@ -548,12 +838,76 @@ def test_push_versions_datasets_that_exist(cfg, tmp_path, fake_wheels, fake_kagg
     monkeypatch.setenv("FAKE_KAGGLE_EXISTING", "unit-demo-kseg-code,unit-demo-kseg-weights")
     kernel = _build_infer(cfg, tmp_path, fake_wheels)
     assert push(kernel, sleep=_no_sleep) == 0
-    calls = [json.loads(line) for line in fake_kaggle.read_text().splitlines()]
+    calls = _kaggle_calls(fake_kaggle)
     versions = [c for c in calls if c[:2] == ["datasets", "version"]]
     assert [c[3] for c in versions] == [str(kernel.parent / "unit-demo-kseg-code"),
                                         str(kernel.parent / "unit-demo-kseg-weights")]
     assert all(c[4:7] == ["-r", "zip", "-m"] and c[7].startswith("kseg ") for c in versions)
     assert not any(c[:2] == ["datasets", "create"] for c in calls) and calls[-1][:2] == ["kernels", "push"]
+    assert _json(kernel / "kernel-metadata.json")["dataset_sources"] == [
+        f"{OWNER}/unit-demo-kseg-code/3", f"{OWNER}/unit-demo-kseg-weights/3"]
+    assert push(kernel, sleep=_no_sleep) == 0  # a pinned kernel pushes again: its sources are re-pinned
+    assert _json(kernel / "kernel-metadata.json")["dataset_sources"] == [
+        f"{OWNER}/unit-demo-kseg-code/4", f"{OWNER}/unit-demo-kseg-weights/4"]
+
+
+def _kaggle_calls(log: Path) -> list[list[str]]:
+    return [json.loads(line) for line in log.read_text().splitlines()]
+
+
+def test_push_waits_for_the_new_version_to_be_ready(cfg, tmp_path, fake_wheels, fake_kaggle, monkeypatch, capsys):
+    monkeypatch.setenv("KAGGLE_API_TOKEN", SECRET)
+    monkeypatch.setenv("FAKE_KAGGLE_EXISTING", "unit-demo-kseg-code,unit-demo-kseg-weights")
+    monkeypatch.setenv("FAKE_KAGGLE_PROCESSING", "not_yet_persisted,blobs_received,blobs_decompressed")
+    waits: list[float] = []
+    assert push(_build_infer(cfg, tmp_path, fake_wheels), sleep=waits.append) == 0
+    assert waits == [kernels.DATASET_POLL_S] * 6  # three processing states per dataset, then ready
+    assert "dataset tester/unit-demo-kseg-weights version 3 is ready" in capsys.readouterr().out
+
+
+def test_push_stops_when_kaggle_fails_to_process_a_dataset(cfg, tmp_path, fake_wheels, fake_kaggle, monkeypatch,
+                                                           capsys):
+    monkeypatch.setenv("KAGGLE_API_TOKEN", SECRET)
+    monkeypatch.setenv("FAKE_KAGGLE_FINAL", "failed")
+    assert push(_build_infer(cfg, tmp_path, fake_wheels), sleep=_no_sleep) == 1
+    assert "status failed (version 1)" in capsys.readouterr().out
+    assert not any(c[:2] == ["kernels", "push"] for c in _kaggle_calls(fake_kaggle))
+
+
+def test_push_does_not_push_the_kernel_when_the_wait_times_out(cfg, tmp_path, fake_wheels, fake_kaggle,
+                                                               monkeypatch, capsys):
+    monkeypatch.setenv("KAGGLE_API_TOKEN", SECRET)
+    monkeypatch.setenv("FAKE_KAGGLE_PROCESSING", ",".join(["blobs_received"] * 10))
+    kernel = _build_infer(cfg, tmp_path, fake_wheels)
+    waits: list[float] = []
+    assert push(kernel, sleep=waits.append, dataset_timeout=30) == 1
+    assert len(waits) == 3 and "not ready after 30s (last status: blobs_received" in capsys.readouterr().out
+    assert not any(c[:2] == ["kernels", "push"] for c in _kaggle_calls(fake_kaggle))
+    assert push(kernel, sleep=waits.append, dataset_timeout=30, push_on_timeout=True) == 0
+    assert _kaggle_calls(fake_kaggle)[-1][:2] == ["kernels", "push"]
+    assert _json(kernel / "kernel-metadata.json")["dataset_sources"] == [  # not ready: nothing to pin
+        f"{OWNER}/unit-demo-kseg-code", f"{OWNER}/unit-demo-kseg-weights"]
+
+
+@pytest.mark.parametrize("error, shown", [("401", "Authentication required"), ("500", "500 Server Error")])
+def test_push_treats_a_failed_status_as_an_error_not_a_missing_dataset(cfg, tmp_path, fake_wheels, fake_kaggle,
+                                                                       monkeypatch, capsys, error, shown):
+    monkeypatch.setenv("KAGGLE_API_TOKEN", SECRET)
+    monkeypatch.setenv("FAKE_KAGGLE_STATUS_ERROR", error)
+    assert push(_build_infer(cfg, tmp_path, fake_wheels), sleep=_no_sleep) == 1
+    assert shown in capsys.readouterr().out
+    assert [c[:2] for c in _kaggle_calls(fake_kaggle)] == [["datasets", "status"]]  # no create
+
+
+@pytest.mark.parametrize("kind", ["dataset", "competition", "kernel"])
+def test_push_fails_when_kaggle_drops_an_invalid_source(cfg, tmp_path, fake_wheels, fake_kaggle, monkeypatch,
+                                                        capsys, kind):
+    monkeypatch.setenv("KAGGLE_API_TOKEN", SECRET)
+    monkeypatch.setenv("FAKE_KAGGLE_INVALID_SOURCE", kind)
+    assert push(_build_infer(cfg, tmp_path, fake_wheels), sleep=_no_sleep) == 1
+    out = capsys.readouterr().out
+    assert f"The following are not valid {kind} sources" in out and "kaggle kernels push failed" in out
+    assert "competitions submit" not in out
 
 
 def test_push_without_credentials_stops_before_any_call(cfg, tmp_path, fake_wheels, fake_kaggle):
@@ -631,12 +985,94 @@ def test_push_refuses_an_invalid_kernel_before_any_call(cfg, tmp_path, fake_whee
     assert not fake_kaggle.exists()
 
 
+def test_push_passes_the_session_timeout(cfg, tmp_path, fake_wheels, fake_kaggle, monkeypatch):
+    monkeypatch.setenv("KAGGLE_API_TOKEN", SECRET)
+    kernel = _build_infer(cfg, tmp_path, fake_wheels, session_timeout=7200)
+    assert push(kernel, sleep=_no_sleep) == 0
+    assert _kaggle_calls(fake_kaggle)[-1] == ["kernels", "push", "-p", str(kernel), "-t", "7200"]
+
+
+def test_push_many_uploads_a_shared_dataset_once(cfg, tmp_path, fake_wheels, fake_kaggle, monkeypatch, capsys):
+    monkeypatch.setenv("KAGGLE_API_TOKEN", SECRET)
+    folds = build_train_kernels(cfg, OWNER, tmp_path / "kernels", COMPETITION, wheels=fake_wheels)
+    assert main(["kernel", "push", *map(str, folds)]) == 0
+    calls = _kaggle_calls(fake_kaggle)
+    assert [c[:2] for c in calls].count(["datasets", "create"]) == 1  # the code dataset, once for both folds
+    assert [c for c in calls if c[:2] == ["kernels", "push"]] == [["kernels", "push", "-p", str(k)] for k in folds]
+    for kernel in folds:
+        assert _json(kernel / "kernel-metadata.json")["dataset_sources"] == [f"{OWNER}/unit-demo-kseg-code/1"]
+    assert "was uploaded by this command already" in capsys.readouterr().out
+
+
+def test_kernel_status_waits_until_the_run_ends(cfg, tmp_path, fake_wheels, fake_kaggle, monkeypatch, capsys):
+    monkeypatch.setenv("KAGGLE_API_TOKEN", SECRET)
+    monkeypatch.setenv("FAKE_KAGGLE_KERNEL_STATUS", "QUEUED,RUNNING,COMPLETE")
+    kernel = _build_infer(cfg, tmp_path, fake_wheels)
+    waits: list[float] = []
+    assert kaggle_cli.command_status(str(kernel), wait=True, sleep=waits.append, interval=5) == 0
+    assert waits == [5, 5]
+    assert [c for c in _kaggle_calls(fake_kaggle)] == [["kernels", "status", f"{OWNER}/unit-demo-infer"]] * 3
+    assert f"{OWNER}/unit-demo-infer: complete" in capsys.readouterr().out
+
+
+def test_kernel_status_reports_a_failed_run_with_its_message(fake_kaggle, monkeypatch, capsys):
+    monkeypatch.setenv("KAGGLE_API_TOKEN", SECRET)
+    monkeypatch.setenv("FAKE_KAGGLE_KERNEL_STATUS", "RUNNING,ERROR")
+    assert main(["kernel", "status", f"{OWNER}/some-kernel"]) == 0  # still running
+    assert main(["kernel", "status", f"{OWNER}/some-kernel", "--wait", "--interval", "0.01"]) == 2
+    assert "ended with status error: Your notebook tried to allocate more memory" in capsys.readouterr().err
+
+
+def test_kernel_logs_and_output_for_run_local(cfg, tmp_path, fake_wheels, fake_kaggle, monkeypatch, capsys):
+    monkeypatch.setenv("KAGGLE_API_TOKEN", SECRET)
+    (kernel,) = build_train_kernels(cfg, OWNER, tmp_path / "kernels", COMPETITION, folds=[0], wheels=fake_wheels)
+    assert main(["kernel", "logs", str(kernel)]) == 0
+    assert "kseg kernel: competition found" in capsys.readouterr().out
+    dest = kaggle_cli.command_output(str(kernel), wait=True, sleep=_no_sleep)
+    assert dest == kernel.parent / "outputs" / kernel.name  # where run-local looks for a train kernel's output
+    assert (dest / "run" / "fold0" / "best.weights.h5").is_file()
+    assert _kaggle_calls(fake_kaggle)[-1] == ["kernels", "output", f"{OWNER}/{kernel.name}", "-p", str(dest), "-o"]
+
+
+def test_kaggle_download_checks_the_rules_and_unzips_into_data_root(tmp_path, fake_kaggle, monkeypatch, capsys):
+    monkeypatch.setenv("KAGGLE_API_TOKEN", SECRET)
+    root = tmp_path / "data" / COMPETITION
+    args = ["kaggle", "download", "--config", str(REPO / "configs" / "sartorius.yaml"), "--set", f"data.root={root}"]
+    monkeypatch.setenv("FAKE_KAGGLE_ENTERED", "0")
+    assert main(args) == 2
+    assert f"accept them at https://www.kaggle.com/competitions/{COMPETITION}/rules" in capsys.readouterr().err
+    assert not any(c[:2] == ["competitions", "download"] for c in _kaggle_calls(fake_kaggle))
+    monkeypatch.setenv("FAKE_KAGGLE_ENTERED", "1")
+    assert main(args) == 0
+    assert (root / "train.csv").is_file() and (root / "test" / "abc.png").is_file()
+    assert not (root / f"{COMPETITION}.zip").exists()
+    assert _kaggle_calls(fake_kaggle)[-1] == ["competitions", "download", COMPETITION, "-p", str(root)]
+
+
+def test_kaggle_submit_waits_for_the_score(cfg, tmp_path, fake_wheels, fake_kaggle, monkeypatch):
+    monkeypatch.setenv("KAGGLE_API_TOKEN", SECRET)
+    monkeypatch.setenv("FAKE_KAGGLE_SUBMISSION_STATUS", "PENDING,PENDING,COMPLETE")
+    kernel = _build_infer(cfg, tmp_path, fake_wheels)
+    waits: list[float] = []
+    score = kaggle_cli.command_submit(cfg, str(kernel), 3, competition=COMPETITION, sleep=waits.append, interval=60)
+    assert score == pytest.approx(0.312) and waits == [60, 60]
+    submit = [c for c in _kaggle_calls(fake_kaggle) if c[:2] == ["competitions", "submit"]]
+    assert submit == [["competitions", "submit", COMPETITION, "-k", f"{OWNER}/unit-demo-infer", "-f", "submission.csv",
+                       "-v", "3", "-m", f"kseg {OWNER}/unit-demo-infer v3"]]
+
+
+def test_kaggle_submit_fails_when_scoring_fails(cfg, tmp_path, fake_wheels, fake_kaggle, monkeypatch):
+    monkeypatch.setenv("KAGGLE_API_TOKEN", SECRET)
+    monkeypatch.setenv("FAKE_KAGGLE_SUBMISSION_STATUS", "ERROR")
+    with pytest.raises(KaggleError, match="could not score submission 41234567"):
+        kaggle_cli.command_submit(cfg, f"{OWNER}/unit-demo-infer", 3, competition=COMPETITION, sleep=_no_sleep)
+
+
 # ------------------------------------------------------------------------------------ end to end (TF)
 
 def trained_demo_run(tmp_path: Path) -> dict:
     """A tiny real run of configs/demo.yaml (64x64 demo images, 1 epoch of fold 0 of 2), stage by stage
     through the kseg CLI as a user would. Search is skipped: predict then uses postprocess.default."""
-    from kseg.cli import main
 
     data = tmp_path / "kseg-demo"
     overrides = [
@@ -660,3 +1096,37 @@ def test_end_to_end_demo_kernel_runs_offline_and_submits(tmp_path, fake_wheels):
                           wheels=fake_wheels)
     report = run_local(kernel, Path(cfg["data"]["root"]), timeout=900)
     assert report.ok, report.summary()
+
+
+@pytest.mark.slow  # ensurepip takes seconds
+def test_clean_env_builds_the_kaggle_image_venv_once(tmp_path):
+    requirements = tmp_path / "image.txt"
+    requirements.write_text("# nothing beyond the standard library\n")
+    python = kernels.kaggle_image_venv(tmp_path / "venvs", requirements, base_python=Path(sys.executable))
+    assert python.is_file() and (python.parents[1] / ".complete").is_file()
+    stamp = (python.parents[1] / ".complete").stat().st_mtime_ns
+    assert kernels.kaggle_image_venv(tmp_path / "venvs", requirements, base_python=Path(sys.executable)) == python
+    assert (python.parents[1] / ".complete").stat().st_mtime_ns == stamp  # cached, not rebuilt
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("KSEG_KAGGLE_IMAGE_PYTHON"),
+                    reason="set KSEG_KAGGLE_IMAGE_PYTHON to a venv built from kernels/kaggle-image-requirements.txt "
+                           "(kseg kernel run-local --clean-env builds one) and KSEG_WHEELS to the real bundled wheels")
+def test_end_to_end_demo_kernel_on_the_kaggle_image_stand_in(tmp_path):
+    """The same kernel on the stand-in image (Python 3.12, another TensorFlow, no segmentation-models):
+    the offline install of the real bundled wheels and the tf-keras choice are exercised for real."""
+    pytest.importorskip("kseg.train")
+    cfg = trained_demo_run(tmp_path)
+    wheels = sorted(Path(os.environ["KSEG_WHEELS"]).glob("*.whl")) if os.environ.get("KSEG_WHEELS") else None
+    kernel = build_kernel(cfg, "infer", owner=OWNER, out_root=tmp_path / "kernels", competition="kseg-demo",
+                          wheels=wheels)
+    report = run_local(kernel, Path(cfg["data"]["root"]), timeout=1800,
+                       python=Path(os.environ["KSEG_KAGGLE_IMAGE_PYTHON"]))
+    assert report.ok, report.summary()
+    log = (tmp_path / "kernels" / ".run-local" / kernel.name / "kernel-stdout.log").read_text()
+    installed = next(line for line in log.splitlines() if line.startswith("installing offline:"))
+    assert "segmentation-models" in installed and "keras-applications" in installed
+    # Either the image's own tf-keras matches its TensorFlow, or the bundled wheel of that minor is installed.
+    assert "kseg kernel: the image's tf-keras" in log or "tf_keras-" in installed
+

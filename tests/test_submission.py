@@ -91,6 +91,33 @@ def test_frame_rejects_negative_labels() -> None:
         submission.submission_frame({"x": -np.ones((4, 4), np.int32)}, SARTORIUS)
 
 
+@pytest.mark.parametrize("schema", [SARTORIUS, DSB], ids=["row-major", "column-major"])
+def test_streaming_writer_writes_the_same_csv_as_the_frame(tmp_path: Path, schema: Schema) -> None:
+    predictions = label_images()
+    framed = submission.write_submission(submission.submission_frame(predictions, schema), tmp_path / "frame.csv")
+    target = tmp_path / "streamed.csv"
+    with submission.SubmissionWriter(target, schema) as writer:
+        for image_id in sorted(predictions):
+            writer.add(image_id, predictions[image_id])
+            writer.flush()  # rows are on disk as soon as each image is added: nothing waits in memory
+            assert writer.tmp_path.read_text().count(f"\n{image_id},") >= 1
+            assert not target.exists()
+    assert target.read_text() == framed.read_text()
+    assert (writer.n_images, writer.n_rows, writer.n_instances) == (2, 4, 3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["frame.csv", "streamed.csv"]
+
+
+def test_streaming_writer_keeps_the_previous_submission_on_failure(tmp_path: Path) -> None:
+    target = tmp_path / "submission.csv"
+    target.write_text("id,predicted\nold,\n")
+    with pytest.raises(SubmissionError, match="id 'bad' must be a 2-D integer label image"):
+        with submission.SubmissionWriter(target, SARTORIUS) as writer:
+            writer.add("cells", label_images()["cells"])
+            writer.add("bad", np.zeros((4, 4), np.float32))
+    assert target.read_text() == "id,predicted\nold,\n"
+    assert [path.name for path in tmp_path.iterdir()] == ["submission.csv"]
+
+
 # --- one test per validator rule --------------------------------------------------------------------------------
 
 def test_valid_file_has_no_problems(tmp_path: Path) -> None:

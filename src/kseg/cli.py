@@ -113,16 +113,24 @@ def _cmd_kernel_build(args: argparse.Namespace) -> int:
     if args.fold == "all":
         if args.kind != "train":
             raise KsegError("--fold all builds one training kernel per fold: use it with --kind train")
-        build_train_kernels(cfg, args.owner, out_root, args.competition)
+        build_train_kernels(cfg, args.owner, out_root, args.competition, enable_gpu=args.gpu,
+                            accelerator=args.accelerator, session_timeout=args.session_timeout)
         return 0
     fold = None if args.fold is None else _fold_arg(args.fold)
     build_kernel(cfg, kind=args.kind, fold=fold, owner=args.owner, out_root=out_root,
-                 competition=args.competition, from_kernels=args.from_kernels, enable_gpu=args.gpu)
+                 competition=args.competition, from_kernels=args.from_kernels, enable_gpu=args.gpu,
+                 accelerator=args.accelerator, session_timeout=args.session_timeout)
     return 0
 
 
 def _cmd_kernel_run_local(args: argparse.Namespace) -> int:
-    from .kernels import run_local
+    from .kernels import IMAGE_VENVS_DIR, kaggle_image_venv, run_local
+
+    if args.clean_env:
+        if args.python:
+            raise KsegError("--clean-env builds its own interpreter: drop --python")
+        args.python = str(kaggle_image_venv(Path(args.kernel_dir).resolve().parent / IMAGE_VENVS_DIR,
+                                            base_python=Path(args.base_python) if args.base_python else None))
 
     extra = {}
     for item in args.extra or ():
@@ -131,14 +139,43 @@ def _cmd_kernel_run_local(args: argparse.Namespace) -> int:
             raise KsegError(f"--extra expects SLUG=DIR, got '{item}'")
         extra[slug] = Path(folder)
     report = run_local(Path(args.kernel_dir), Path(args.input), timeout=args.timeout, extra_datasets=extra or None,
-                       python=Path(args.python) if args.python else None)
+                       python=Path(args.python) if args.python else None, layout=args.layout,
+                       scale_test=args.scale_test, time_limit=args.time_limit)
     return 0 if report.ok else 1
 
 
 def _cmd_kernel_push(args: argparse.Namespace) -> int:
-    from .kernels import push
+    from .kernels import push_many
 
-    return push(Path(args.kernel_dir), dry_run=args.dry_run)
+    return push_many([Path(d) for d in args.kernel_dir], dry_run=args.dry_run, dataset_timeout=args.dataset_timeout,
+                     push_on_timeout=args.push_on_timeout)
+
+
+def _cmd_kernel_follow(args: argparse.Namespace) -> int:
+    from . import kaggle_cli
+
+    poll = {"interval": args.interval, "timeout": args.wait_timeout}
+    if args.kernel_command == "status":
+        return kaggle_cli.command_status(args.kernel, wait=args.wait, **poll)
+    if args.kernel_command == "logs":
+        return kaggle_cli.command_logs(args.kernel, wait=args.wait, **poll)
+    kaggle_cli.command_output(args.kernel, Path(args.path) if args.path else None, wait=args.wait, **poll)
+    return 0
+
+
+def _cmd_kaggle_download(args: argparse.Namespace) -> int:
+    from .kaggle_cli import command_download
+
+    command_download(_config(args), args.competition, force=args.force)
+    return 0
+
+
+def _cmd_kaggle_submit(args: argparse.Namespace) -> int:
+    from .kaggle_cli import command_submit
+
+    command_submit(_config(args), args.kernel, args.version, competition=args.competition, file_name=args.file,
+                   message=args.message, wait=not args.no_wait, interval=args.interval, timeout=args.wait_timeout)
+    return 0
 
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
@@ -199,9 +236,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kind", choices=["infer", "train"], default="infer")
     p.add_argument("--fold", help="fold index, or 'all' for one training kernel per fold")
     p.add_argument("--owner", required=True, help="your Kaggle user name")
-    p.add_argument("--competition", help="competition slug (default: the folder name of data.root)")
+    p.add_argument("--competition", help="competition slug (default: the config's kaggle.competition)")
     p.add_argument("--gpu", action=argparse.BooleanOptionalAction, default=None,
-                   help="enable the GPU (default: on for train kernels, off for inference)")
+                   help="enable the GPU (default: on for train kernels; for inference kaggle.infer_gpu)")
+    p.add_argument("--accelerator",
+                   help="machine_shape in the metadata: gpu/gpu-t4 = NvidiaTeslaT4, gpu-p100, tpu, none = CPU")
+    p.add_argument("--session-timeout", type=int, metavar="SECONDS",
+                   help="stop the Kaggle run after this many seconds (kaggle kernels push -t)")
     p.add_argument("--out-root", default="kernels")
     p.add_argument("--from-kernels", action="store_true",
                    help="infer kernel ensembles the per-fold train kernels' outputs")
@@ -211,11 +252,55 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", required=True, help="folder holding the competition data")
     p.add_argument("--timeout", type=float, default=9 * 3600, help="wall-clock limit in seconds (Kaggle: 9 h)")
     p.add_argument("--python", help="interpreter of a clean venv built from kernels/kaggle-image-requirements.txt")
-    p.add_argument("--extra", action="append", metavar="SLUG=DIR", help="mount DIR as /kaggle/input/SLUG")
-    p = add("push", _cmd_kernel_push, "upload datasets and push the kernel with the kaggle CLI", config=False,
+    p.add_argument("--clean-env", action="store_true",
+                   help="build (once, cached) and use a fresh venv from kernels/kaggle-image-requirements.txt")
+    p.add_argument("--base-python", help="interpreter for --clean-env (default: python3.12 on PATH)")
+    p.add_argument("--extra", action="append", metavar="SLUG=DIR", help="mount DIR as the input SLUG")
+    p.add_argument("--layout", choices=["current", "legacy"], default="current",
+                   help="how inputs are mounted: current (competitions/, datasets/OWNER/, notebooks/OWNER/) or "
+                        "legacy (all at /kaggle/input/SLUG)")
+    p.add_argument("--scale-test", type=int, default=1, metavar="N",
+                   help="repeat the test images N times under new ids: memory and run time of a larger hidden set")
+    p.add_argument("--time-limit", type=float, default=9 * 3600,
+                   help="the competition's run-time limit in seconds, for the --scale-test estimate (default 9 h)")
+    p = add("push", _cmd_kernel_push, "upload datasets and push the kernel(s) with the kaggle CLI", config=False,
             parent=ksub)
-    p.add_argument("kernel_dir")
+    p.add_argument("kernel_dir", nargs="+", help="kernel folder(s), e.g. kernels/NAME-train-fold* for every fold")
     p.add_argument("--dry-run", action="store_true", help="print the kaggle commands without running them")
+    p.add_argument("--dataset-timeout", type=float, default=600,
+                   help="seconds to wait for each uploaded dataset version to be ready (default 600)")
+    p.add_argument("--push-on-timeout", action="store_true",
+                   help="push the kernel even if a dataset is not ready in time (it may see the old version)")
+
+    def add_wait(p: argparse.ArgumentParser, flag: bool = True) -> None:
+        if flag:
+            p.add_argument("--wait", action="store_true", help="wait until the kernel's run has ended")
+        p.add_argument("--interval", type=float, default=30, help="seconds between polls (default 30)")
+        p.add_argument("--wait-timeout", type=float, default=12 * 3600, help="give up after this many seconds")
+
+    for verb, text in (("status", "status of a pushed kernel's latest run"),
+                       ("logs", "log of a pushed kernel's latest run"),
+                       ("output", "download a pushed kernel's output (default: kernels/outputs/SLUG, for run-local)")):
+        p = add(verb, _cmd_kernel_follow, text, config=False, parent=ksub)
+        p.add_argument("kernel", help="built kernel folder or OWNER/SLUG")
+        add_wait(p)
+        if verb == "output":
+            p.add_argument("-p", "--path", help="destination folder")
+
+    kaggle = sub.add_parser("kaggle", help="competition data and submissions with the kaggle CLI")
+    gsub = kaggle.add_subparsers(dest="kaggle_command", required=True)
+    p = add("download", _cmd_kaggle_download, "download and unzip the competition data into data.root", parent=gsub)
+    p.add_argument("--competition", help="competition slug (default: kaggle.competition)")
+    p.add_argument("--force", action="store_true", help="download again even if the archive is present")
+    p = add("submit", _cmd_kaggle_submit, "submit a kernel version to the code competition and fetch its score",
+            parent=gsub)
+    p.add_argument("--kernel", required=True, help="built kernel folder or OWNER/SLUG")
+    p.add_argument("--version", required=True, type=int, help="kernel version (printed by kseg kernel push)")
+    p.add_argument("--file", default="submission.csv", help="output file of the kernel (default submission.csv)")
+    p.add_argument("-m", "--message", help="submission description (default: kseg OWNER/SLUG vN)")
+    p.add_argument("--competition", help="competition slug (default: kaggle.competition)")
+    p.add_argument("--no-wait", action="store_true", help="do not wait for the score")
+    add_wait(p, flag=False)
     return parser
 
 

@@ -116,6 +116,9 @@ DEFAULTS: Config = {
     "tta": ["identity", "hflip", "vflip", "hvflip"],
     "predict": {"folds": "all", "batch_size": 4, "tile": None},
     "output": {"dir": "runs/experiment", "submission": None},
+    # Kaggle kernels: the competition slug (checked by `kseg kernel build`), and whether the inference
+    # kernel asks for a GPU (training kernels always do).
+    "kaggle": {"competition": None, "infer_gpu": False},
 }
 
 # Below these dotted keys any user mapping or list is accepted as is.

@@ -19,3 +19,7 @@ class RLEError(DataError):
 
 class SubmissionError(KsegError):
     """A submission file is invalid."""
+
+
+class KaggleError(KsegError):
+    """The kaggle CLI or the Kaggle server refused or failed a request (the message quotes its output)."""

@@ -12,10 +12,10 @@ from tqdm.auto import tqdm
 from .config import Config, output_dir, submission_path
 from .data import image_size, list_test_images, read_image, schema_from_config
 from .errors import ConfigError, SubmissionError
-from .files import atomic_path, child_path
+from .files import child_path
 from .plots import save_overlays
 from .postprocess import instances_from_probs, predict_class
-from .submission import submission_frame, validate_submission
+from .submission import SubmissionWriter, validate_submission
 from .targets import read_channels
 from .tta import predict_ensemble
 
@@ -104,24 +104,23 @@ def command_predict(cfg: Config, out: Path | None = None) -> Path:
     overlay_dir = output_dir(cfg) / "test_overlays"
     print(f"predicting {len(tests)} test images with {len(models)} fold models x {len(cfg['tta'])} TTA views")
 
-    predictions: dict[str, np.ndarray] = {}
-    for i, (image_id, path) in enumerate(tqdm(tests, desc="predict", unit="img")):
-        image = read_image(path)
-        probs = restore_probabilities(predict_ensemble(models, prepare(image), cfg["tta"], tile=cfg["predict"]["tile"]),
-                                      image.shape[:2])
-        cls = predict_class(probs, classes) if classes else None
-        predictions[image_id] = instances_from_probs(probs, params_for(chosen, cls), task)
-        if i < N_OVERLAYS:
-            overlay = child_path(overlay_dir, f"{image_id}.png", "overlay of test image id")
-            save_overlays(overlay, image, {f"prediction ({cls or task})": predictions[image_id]})
-
-    frame = submission_frame(predictions, schema, schema.rle_order)
     expected = {image_id: image_size(path) for image_id, path in tests}
-    with atomic_path(out) as tmp:
-        frame.to_csv(tmp, index=False)
-        problems = validate_submission(tmp, schema, expected, task)
+    # Rows are streamed image by image: no label image outlives its loop turn (memory flat in the test set).
+    with SubmissionWriter(out, schema) as writer:
+        for i, (image_id, path) in enumerate(tqdm(tests, desc="predict", unit="img")):
+            image = read_image(path)
+            probs = restore_probabilities(
+                predict_ensemble(models, prepare(image), cfg["tta"], tile=cfg["predict"]["tile"]), image.shape[:2])
+            cls = predict_class(probs, classes) if classes else None
+            labels = instances_from_probs(probs, params_for(chosen, cls), task)
+            writer.add(image_id, labels)
+            if i < N_OVERLAYS:
+                overlay = child_path(overlay_dir, f"{image_id}.png", "overlay of test image id")
+                save_overlays(overlay, image, {f"prediction ({cls or task})": labels})
+        writer.flush()
+        problems = validate_submission(writer.tmp_path, schema, expected, task)
         if problems:
             raise SubmissionError(f"the submission for {out} failed validation:\n  " + "\n  ".join(problems))
-    n_instances = int((frame[schema.submission_cols[1]] != "").sum())
-    print(f"submission written: {out} ({len(frame)} rows, {len(tests)} images, {n_instances} instances; valid)")
+    print(f"submission written: {out} ({writer.n_rows} rows, {writer.n_images} images, "
+          f"{writer.n_instances} instances; valid)")
     return out

@@ -6,8 +6,11 @@ non-overlapping instances) is therefore checked locally first, with the file lin
 """
 from __future__ import annotations
 
+import contextlib
+import csv
 from pathlib import Path
-from typing import Any, Mapping
+from types import TracebackType
+from typing import IO, Any, Mapping
 
 import numpy as np
 import pandas as pd
@@ -18,7 +21,8 @@ from kseg.data import Schema
 from kseg.errors import DataError, RLEError, SubmissionError
 from kseg.files import atomic_path
 
-__all__ = ["submission_frame", "write_submission", "validate_submission", "command_validate", "MAX_PROBLEMS"]
+__all__ = ["submission_frame", "write_submission", "SubmissionWriter", "validate_submission", "command_validate",
+           "MAX_PROBLEMS"]
 
 # Enough to see the pattern of a systematic mistake without flooding the terminal.
 MAX_PROBLEMS = 50
@@ -34,17 +38,64 @@ def submission_frame(predictions: Mapping[str, np.ndarray], schema: Schema, orde
     ids: list[str] = []
     rles: list[str] = []
     for image_id in sorted(predictions):
-        labels = np.asarray(predictions[image_id])
-        if labels.ndim != 2 or not (np.issubdtype(labels.dtype, np.integer) or labels.dtype == bool):
-            raise SubmissionError(f"prediction of id {image_id!r} must be a 2-D integer label image, "
-                                  f"got {labels.dtype} array of shape {labels.shape}")
-        if np.issubdtype(labels.dtype, np.signedinteger) and labels.size and labels.min() < 0:
-            raise SubmissionError(f"prediction of id {image_id!r} has negative label {labels.min()}")
-        encoded = rle.encode_labels(labels, order)
-        instance_rles = [encoded[label] for label in sorted(encoded)] or [""]
+        instance_rles = image_rles(image_id, predictions[image_id], order)
         ids.extend([image_id] * len(instance_rles))
         rles.extend(instance_rles)
     return pd.DataFrame({id_col: ids, rle_col: rles}, columns=[id_col, rle_col])
+
+
+def image_rles(image_id: str, labels: np.ndarray, order: str) -> list[str]:
+    """The RLE of each instance of one label image in label order, or ``[""]`` when it has none."""
+    labels = np.asarray(labels)
+    if labels.ndim != 2 or not (np.issubdtype(labels.dtype, np.integer) or labels.dtype == bool):
+        raise SubmissionError(f"prediction of id {image_id!r} must be a 2-D integer label image, "
+                              f"got {labels.dtype} array of shape {labels.shape}")
+    if np.issubdtype(labels.dtype, np.signedinteger) and labels.size and labels.min() < 0:
+        raise SubmissionError(f"prediction of id {image_id!r} has negative label {labels.min()}")
+    encoded = rle.encode_labels(labels, order)
+    return [encoded[label] for label in sorted(encoded)] or [""]
+
+
+class SubmissionWriter:
+    """Write a submission image by image: each label image is encoded and appended as it comes, so memory
+    stays that of one image however large Kaggle's hidden test set is (10-100x the public one).
+
+    Use as a context manager: rows go to a temporary file next to ``path``, which replaces ``path`` only when
+    the block succeeds; :meth:`flush` makes the rows readable at :attr:`tmp_path` for validation first.
+    """
+
+    def __init__(self, path: str | Path, schema: Schema, order: str | None = None) -> None:
+        self.path = Path(path)
+        self.schema = schema
+        self.order = order or schema.rle_order
+        self.n_images = self.n_rows = self.n_instances = 0
+        self._stack = contextlib.ExitStack()
+        self._file: IO[str] | None = None
+
+    def __enter__(self) -> "SubmissionWriter":
+        self.tmp_path = self._stack.enter_context(atomic_path(self.path))
+        self._file = self._stack.enter_context(open(self.tmp_path, "w", newline=""))
+        self._csv = csv.writer(self._file, lineterminator="\n")
+        self._csv.writerow(self.schema.submission_cols)
+        return self
+
+    def add(self, image_id: str, labels: np.ndarray) -> int:
+        """Append the rows of one image; returns its number of instances."""
+        rles = image_rles(image_id, labels, self.order)
+        self._csv.writerows([image_id, value] for value in rles)
+        n_instances = sum(1 for value in rles if value)
+        self.n_images += 1
+        self.n_rows += len(rles)
+        self.n_instances += n_instances
+        return n_instances
+
+    def flush(self) -> None:
+        assert self._file is not None, "SubmissionWriter.flush() outside its with-block"
+        self._file.flush()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> bool:
+        return bool(self._stack.__exit__(exc_type, exc, tb))
 
 
 def write_submission(frame: pd.DataFrame, path: str | Path) -> Path:
