@@ -449,3 +449,15 @@ def test_random_ids_never_read_or_write_outside(tmp_path: Path, monkeypatch, ima
 def test_bad_fold_argument_is_one_line(tmp_path: Path, capsys, fold: str) -> None:
     err = cli_error(capsys, ["train", "--config", str(config_file(tmp_path / "c.yaml", "{}")), "--fold", fold])
     assert "--fold expects a fold index" in err
+
+
+def test_prediction_ensembles_only_kseg_fold_folders(tmp_path):
+    """A user's fold7_my_notes/best.weights.h5 next to the run's folds never joins the ensemble."""
+    from kseg.config import load_config
+    from kseg.predict import fold_weight_files
+
+    for name in ("fold0", "fold1", "fold10", "fold7_my_notes", "fold2019-results"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "best.weights.h5").write_bytes(b"")
+    cfg = load_config(None, [f"output.dir={tmp_path}"])
+    assert [p.parent.name for p in fold_weight_files(cfg)] == ["fold0", "fold1", "fold10"]

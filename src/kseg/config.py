@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import re
 import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -260,6 +261,10 @@ def data_path(cfg: Config, key: str) -> Path | None:
         return None
     value = Path(value)
     return value if value.is_absolute() else Path(cfg["data"]["root"]) / value
+
+
+# The names of the fold folders kseg writes into output.dir; nothing else there is a fold of kseg's.
+FOLD_DIR = re.compile(r"fold\d+")
 
 
 def output_dir(cfg: Config) -> Path:

@@ -12,18 +12,16 @@ from __future__ import annotations
 
 import inspect
 import json
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping
 
-from .config import Config, data_path, fingerprint, folds_path, output_dir, submission_path
+from .config import FOLD_DIR, Config, data_path, fingerprint, folds_path, output_dir, submission_path
 from .errors import ConfigError
 from .files import write_json
 
 # The fold folders train writes; anything else in the run folder (fold7_my_notes/) is the user's.
-FOLD_DIR = re.compile(r"fold\d+")
 SUPERSEDED = "superseded"
 
 

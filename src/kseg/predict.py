@@ -9,7 +9,7 @@ from typing import Callable
 import numpy as np
 from tqdm.auto import tqdm
 
-from .config import Config, output_dir, submission_path
+from .config import FOLD_DIR, Config, output_dir, submission_path
 from .data import image_size, list_test_images, read_image, schema_from_config
 from .errors import ConfigError, SubmissionError
 from .files import child_path
@@ -28,7 +28,9 @@ def fold_weight_files(cfg: Config) -> list[Path]:
     root = output_dir(cfg)
     wanted = cfg["predict"]["folds"]
     if wanted == "all":
-        files = sorted(root.glob("fold*/best.weights.h5"))
+        # Only kseg's own fold folders (fold0, fold1, ...): a user's fold7_notes/ must not join the ensemble.
+        files = sorted((d / "best.weights.h5" for d in root.glob("fold*") if FOLD_DIR.fullmatch(d.name)
+                        and (d / "best.weights.h5").is_file()), key=lambda f: int(f.parent.name[len("fold"):]))
     else:
         indices = wanted if isinstance(wanted, list) else [wanted]
         files = [root / f"fold{int(k)}" / "best.weights.h5" for k in indices]

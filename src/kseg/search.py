@@ -13,7 +13,6 @@ Parameters are chosen per ground-truth class, but the reported OOF score applies
 from __future__ import annotations
 
 import itertools
-import json
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
