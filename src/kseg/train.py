@@ -4,10 +4,11 @@ For each fold the model trains on the other folds and validates on this one. Ima
 normalised (``model.input_norm``) and their targets built once per run and kept in memory (competition
 images are small), so an epoch only samples, crops and augments. Training length is counted in optimizer
 steps (``steps_per_epoch``, with a floor for small folds) under a per-step warm-up + cosine schedule, and
-the checkpoint kept is the one with the best competition metric on the whole validation images. Sampling is class-balanced on request; augmentation runs in the tf.data
-threads with a per-sample seed, so a run is reproducible regardless of thread scheduling. After
-training, the best weights predict every validation image at full resolution, without and with TTA;
-those out-of-fold (OOF) probabilities are what the post-processing search is tuned on.
+the checkpoint kept is the one with the best competition metric on the whole validation images.
+Sampling is class-balanced on request; augmentation runs in the tf.data threads with a per-sample seed,
+so a run is reproducible regardless of thread scheduling. After training, the best weights predict every
+validation image at full resolution, without and with TTA; those out-of-fold (OOF) probabilities are what
+the post-processing search is tuned on.
 
 TensorFlow is imported inside the functions that need it, so the sampler can be used (and tested)
 without it.
@@ -38,7 +39,8 @@ from .files import atomic_path, child_path, write_json, write_text
 from .folds import command_folds, read_folds
 from .metric import dice, image_score
 from .normalize import check_norm_config, input_normaliser
-from .plan import check_plan_config, fingerprint, make_plan, rescale_image, rescale_labels, restore_probabilities, write_plan
+from .plan import (check_plan_config, fingerprint, make_plan, rescale_image, rescale_labels, restore_probabilities,
+                   write_plan)
 from .postprocess import instances_from_probs, validate_params
 from .targets import channel_names, make_targets
 from .tta import VIEWS, predict_image
