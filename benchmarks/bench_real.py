@@ -265,7 +265,9 @@ def set_table(name: str, rows: list[Row], facts: dict, budget_seconds: float, qu
              + (f"Quick: the baselines train at most {budget.max_steps} steps of {budget.batch} x {budget.size} px crops. "
                 if quick else
                 f"Every trained row gets {budget_seconds:.0f} s of training: the baselines train on {budget.size} px "
-                f"crops, batch {budget.batch}, until the time is spent; kseg trains all its folds within it. ")
+                f"crops, batch {budget.batch}, until the time is spent; kseg gets as many optimizer steps of the same "
+                f"network, crops and batch as the plain U-Net made in that time, over its {KSEG_FOLDS} folds; its "
+                "validation, OOF, search and prediction come on top (its row's time). ")
              + f"kseg's only overrides: `{' '.join(facts['overrides'])}`.", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
