@@ -1400,7 +1400,7 @@ def _version(*dists):
         try:
             return importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:
-            pass
+            continue
     return None
 
 
