@@ -18,14 +18,13 @@ import numpy as np
 
 from .errors import ConfigError
 
-__all__ = ["NORMS", "INVERT_MODES", "normalise_image", "input_normaliser", "check_norm_config"]
+__all__ = ["NORMS", "normalise_image", "input_normaliser", "check_norm_config"]
 
 # none: the pixels as read; percentile: per channel, [p_low, p_high] -> [0, 255] (stardist's
 # normalize(x, 1, 99.8)); standardize: per channel z-score, +-3 sigma -> [0, 255].
 NORMS = ("none", "percentile", "standardize")
-# false: never; true: always; auto: per image, when the normalised image is mostly bright (objects
-# are then usually dark on a bright ground: brightfield, H&E) so that every image shows bright objects.
-INVERT_MODES = (False, True, "auto")
+# model.invert: false never; true always; auto per image, when the normalised image is mostly bright (objects
+# are then usually dark on a bright ground: brightfield, H&E), so that every image shows bright objects.
 PERCENTILES = (1.0, 99.8)
 AUTO_INVERT_MEDIAN = 0.5
 _SIGMAS = 3.0

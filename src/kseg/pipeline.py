@@ -21,7 +21,7 @@ from .config import FOLD_DIR, Config, data_path, fingerprint, folds_path, output
 from .errors import ConfigError
 from .files import write_json
 
-# The fold folders train writes; anything else in the run folder (fold7_my_notes/) is the user's.
+# Where retraining moves the earlier fold folders (config.FOLD_DIR names; fold7_my_notes/ is the user's and stays).
 SUPERSEDED = "superseded"
 
 

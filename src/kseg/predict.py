@@ -13,6 +13,8 @@ from .config import FOLD_DIR, Config, output_dir, submission_path
 from .data import image_size, list_test_images, read_image, schema_from_config
 from .errors import ConfigError, SubmissionError
 from .files import child_path
+from .normalize import input_normaliser
+from .plan import read_plan, rescale_image, restore_probabilities
 from .plots import save_overlays
 from .postprocess import instances_from_probs, predict_class
 from .submission import SubmissionWriter, validate_submission
@@ -79,8 +81,6 @@ def model_input(cfg: Config) -> Callable[[np.ndarray], np.ndarray]:
     that scale; ``plan.restore_probabilities`` brings them to the image's size. Training caches exactly
     the first two steps (``train.SampleCache``), so train, OOF, prediction and kernels see the same input."""
     from .model import preprocess_fn
-    from .normalize import input_normaliser
-    from .plan import read_plan, rescale_image
 
     preprocess, normalise = preprocess_fn(cfg), input_normaliser(cfg)
     scale = read_plan(output_dir(cfg)).scale
@@ -93,8 +93,6 @@ def model_input(cfg: Config) -> Callable[[np.ndarray], np.ndarray]:
 
 def command_predict(cfg: Config, out: Path | None = None) -> Path:
     """Write the submission for every test image; it is validated before it replaces ``out``."""
-    from .plan import restore_probabilities
-
     out = Path(out) if out else submission_path(cfg)
     schema = schema_from_config(cfg)
     task = cfg["data"]["task"]
