@@ -18,7 +18,7 @@ import numpy as np
 from .errors import ConfigError
 from .files import atomic_path
 
-__all__ = ["ARCHITECTURES", "LOSSES", "check_model_config", "build_model", "save_weights", "build_loss", "preprocess_fn", "channel_weights"]
+__all__ = ["ARCHITECTURES", "LOSSES", "check_model_config", "build_model", "save_weights", "load_weights", "build_loss", "preprocess_fn", "channel_weights"]
 
 ARCHITECTURES = ("Unet", "FPN", "Linknet")
 LOSSES = ("bce_dice", "bce_jaccard", "focal_dice", "focal_jaccard", "bce")
@@ -244,6 +244,36 @@ def save_weights(model: Any, path: str | Path) -> Path:
         finally:
             staging.unlink(missing_ok=True)
     return path
+
+
+class _ArrayStore:
+    """A weights store that hands out numpy arrays instead of h5py datasets (see :func:`load_weights`)."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+
+    def get(self, path: str) -> dict[str, np.ndarray]:
+        return {key: value[()] for key, value in self.store.get(path).items()}
+
+
+def load_weights(model: Any, path: str | Path) -> None:
+    """Load a :func:`save_weights` file into a compiled model's layers, under any strategy and dtype policy.
+
+    ``model.load_weights`` also restores the optimizer and the compiled metrics' running totals. The file
+    has no optimizer state, and a ``LossScaleOptimizer`` (mixed_float16) crashes on the mismatch while
+    formatting its warning; a metric total is a SUM-synchronised variable under MirroredStrategy, whose
+    cross-replica assign divides the raw h5py dataset by the replica count and fails. Neither is state
+    worth restoring, so both are skipped, and values are read as numpy arrays before they are assigned.
+    """
+    from tf_keras.src.saving import saving_lib
+
+    skipped = {id(tracked) for tracked in (getattr(model, "optimizer", None), *model.metrics) if tracked is not None}
+    store = saving_lib.H5IOStore(str(path), mode="r")
+    try:
+        saving_lib._load_state(model, weights_store=_ArrayStore(store), assets_store=None, inner_path="",
+                               visited_trackables=skipped)
+    finally:
+        store.close()
 
 
 def channel_weights(cfg: Mapping[str, Any], n_channels: int) -> np.ndarray | None:
