@@ -67,6 +67,8 @@ DEFAULTS: Config = {
     "train": {
         "size": 256,
         "epochs": 30,
+        # Per replica (one GPU or TPU core): the global batch is batch_size x replicas, and train.lr is scaled
+        # by sqrt(replicas) (see train.scaled_lr).
         "batch_size": 8,
         # null: one pass over the fold's images, but at least min_steps_per_epoch steps (crops are drawn with
         # replacement), so a 30-image fold still gets enough optimizer steps and a 10,000-image one one pass.
@@ -93,6 +95,12 @@ DEFAULTS: Config = {
         "border_width": 2,
         "seed": 42,
         "workers": None,
+        # auto: a TPU when one is attached, else every GPU (MirroredStrategy) when there are several, else the
+        # one device; default: one device; mirrored: every GPU, or every logical CPU device without one;
+        # tpu: TPUStrategy (an error without a TPU).
+        "strategy": "auto",
+        # true: mixed_float16 on a GPU, mixed_bfloat16 on a TPU, float32 on a CPU (which gains nothing from it,
+        # and says so); mixed_float16 or mixed_bfloat16 forces that policy on any device.
         "mixed_precision": False,
         "sampler": {"class_power": 0.5, "empty_fraction": None},
         "augment": [
@@ -205,7 +213,7 @@ def is_int(value: Any) -> bool:
 # Paths the pipeline cannot do without, and paths that may be null (unset).
 _REQUIRED_PATHS = ("data.root", "data.train_csv", "data.train_dir", "data.test_dir", "output.dir")
 _OPTIONAL_PATHS = ("data.sample_submission", "data.test_truth", "folds.file", "output.submission")
-_BOOLS = ("postprocess.per_class", "folds.allow_group_leak", "model.encoder_freeze", "train.mixed_precision")
+_BOOLS = ("postprocess.per_class", "folds.allow_group_leak", "model.encoder_freeze")
 
 
 def _validate_values(cfg: Config) -> None:

@@ -10,6 +10,9 @@ so a run is reproducible regardless of thread scheduling. After training, the be
 validation image at full resolution, without and with TTA; those out-of-fold (OOF) probabilities are what
 the post-processing search is tuned on.
 
+``train.strategy`` picks the devices (a TPU, every GPU, or one device) and ``train.mixed_precision`` the dtype
+policy; ``train.batch_size`` is per replica and the learning rate follows :func:`scaled_lr`.
+
 TensorFlow is imported inside the functions that need it, so the sampler can be used (and tested)
 without it.
 """
@@ -54,6 +57,8 @@ Config = Mapping[str, Any]
 STRIDE = 32  # five 2x downsamplings in every segmentation_models encoder
 SCHEDULERS = ("plateau", "cosine", None)
 MONITORS = {"val_score": "max", "val_loss": "min"}
+STRATEGIES = ("auto", "default", "mirrored", "tpu")
+MIXED_POLICIES = ("mixed_float16", "mixed_bfloat16")
 EMPTY = "empty"
 ENV_PACKAGES = ("tensorflow", "tf_keras", "segmentation_models", "albumentations", "numpy")
 
@@ -147,6 +152,11 @@ def check_train_config(cfg: Config) -> None:
         raise ConfigError(f"train.scheduler must be one of plateau, cosine or null, got {train['scheduler']!r}")
     if train["monitor"] not in MONITORS:
         raise ConfigError(f"train.monitor must be one of {', '.join(MONITORS)}, got {train['monitor']!r}")
+    if train["strategy"] not in STRATEGIES:
+        raise ConfigError(f"train.strategy must be one of {', '.join(STRATEGIES)}, got {train['strategy']!r}")
+    mixed = train["mixed_precision"]
+    if not (isinstance(mixed, bool) or mixed in MIXED_POLICIES):
+        raise ConfigError(f"train.mixed_precision must be true, false, {' or '.join(MIXED_POLICIES)}, got {mixed!r}")
     warmup = train["warmup"]
     if isinstance(warmup, bool) or not isinstance(warmup, (int, float)) or not 0.0 <= warmup < 1.0:
         raise ConfigError(f"train.warmup must be a share of the training steps in [0, 1), got {warmup!r}")
@@ -213,8 +223,9 @@ def _parallel_calls(cfg: Config) -> int:
 
 
 def train_dataset(cache: SampleCache, sampler: Sampler, cfg: Config,
-                  preprocess: Callable[[np.ndarray], np.ndarray]) -> Any:
-    """tf.data pipeline of augmented ``train.size`` crops: one epoch = ``sampler.epoch_size`` samples.
+                  preprocess: Callable[[np.ndarray], np.ndarray], replicas: int = 1) -> Any:
+    """tf.data pipeline of augmented ``train.size`` crops: one epoch = ``sampler.epoch_size`` samples, in global
+    batches of ``train.batch_size`` x ``replicas`` (Keras splits each one over the replicas).
 
     The generator yields only (index, seed) pairs; decoding was done once in the cache, and the crop,
     augmentation and preprocessing run in parallel tf.data threads. Each thread has its own
@@ -251,20 +262,32 @@ def train_dataset(cache: SampleCache, sampler: Sampler, cfg: Config,
     dataset = tf.data.Dataset.from_generator(generate, output_signature=signature)
     dataset = dataset.apply(tf.data.experimental.assert_cardinality(sampler.epoch_size))
     dataset = dataset.map(load_tensors, num_parallel_calls=_parallel_calls(cfg))
-    return dataset.batch(cfg["train"]["batch_size"], drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    # The sampler, not a file list, is the source: a strategy must not try to shard it by files (it would
+    # also drop the cardinality on the way).
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    dataset = dataset.with_options(options)
+    return dataset.batch(cfg["train"]["batch_size"] * replicas, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
 
 # ------------------------------------------------------------------------------------------------ model
 
-def compile_model(model: Any, cfg: Config, n_channels: int) -> None:
-    """Adam at ``train.lr``, the configured loss, and soft Dice of the foreground channel as a metric."""
+def compile_model(model: Any, cfg: Config, n_channels: int, replicas: int = 1) -> None:
+    """Adam at ``train.lr`` scaled for ``replicas``, the configured loss, and soft Dice of the foreground
+    channel as a metric.
+
+    Neither XLA nor ``steps_per_execution`` is offered: XLA has no kernel for the gradient of the nearest-
+    neighbour upsampling every segmentation_models decoder uses (``ResizeNearestNeighborGrad``, on CPU and
+    GPU), so ``jit_compile=True`` fails at the first step; and with ``steps_per_execution`` > 1, tf_keras'
+    ``predict_on_batch`` (validation, OOF) reads that many batches from its one batch and fails.
+    """
     import segmentation_models as sm
     import tf_keras as keras
 
     from .model import build_loss
 
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=cfg["train"]["lr"]),
+        optimizer=keras.optimizers.Adam(learning_rate=scaled_lr(cfg["train"]["lr"], replicas)),
         loss=build_loss(cfg, n_channels),
         metrics=[sm.metrics.FScore(class_indexes=[0], name="fg_dice")],
     )
@@ -281,37 +304,104 @@ def _tpu_strategy(tf: Any) -> Any:
     return tf.distribute.TPUStrategy(resolver)
 
 
-def _distribution(mixed_precision: bool) -> Any:
-    """TPU → TPUStrategy, several GPUs → MirroredStrategy, else the default; also sets dtype policy and
-    determinism. Mixed precision only pays off on a GPU; on CPU, ops are made deterministic so that a
-    seed fully determines a run (GPU kernels such as resize gradients have no deterministic version)."""
+def _strategy(name: str) -> Any:
+    """The ``train.strategy`` named; ``auto`` takes a TPU, else several GPUs, else the one device there is."""
+    import tensorflow as tf
+
+    if name in ("auto", "tpu"):
+        strategy = _tpu_strategy(tf)
+        if strategy is not None:
+            return strategy
+        if name == "tpu":
+            raise ConfigError("train.strategy is tpu, but no TPU is attached (TPUClusterResolver found none); "
+                              "use auto, default or mirrored")
+    gpus = tf.config.list_logical_devices("GPU")
+    if name == "mirrored":
+        # Every logical CPU device without a GPU: one on a plain CPU, more when they were configured (tests).
+        devices = gpus or tf.config.list_logical_devices("CPU")
+        return tf.distribute.MirroredStrategy([device.name for device in devices])
+    return tf.distribute.MirroredStrategy() if name == "auto" and len(gpus) > 1 else tf.distribute.get_strategy()
+
+
+def _dtype_policy(mixed_precision: bool | str, strategy: Any, has_gpu: bool) -> str:
+    """The Keras dtype policy for ``train.mixed_precision`` on this hardware (see config.DEFAULTS)."""
+    import tensorflow as tf
+
+    if isinstance(mixed_precision, str):
+        return mixed_precision
+    if not mixed_precision:
+        return "float32"
+    if isinstance(strategy, tf.distribute.TPUStrategy):
+        return "mixed_bfloat16"
+    if has_gpu:
+        return "mixed_float16"
+    print("[train] train.mixed_precision: no GPU or TPU, so training runs in float32 (a CPU gains nothing from "
+          "float16); set it to mixed_float16 or mixed_bfloat16 to force a policy")
+    return "float32"
+
+
+@dataclass(frozen=True)
+class Accelerator:
+    """What a run trains on: the tf.distribute strategy and the Keras dtype policy set for it."""
+
+    strategy: Any
+    policy: str
+
+    @property
+    def replicas(self) -> int:
+        return int(self.strategy.num_replicas_in_sync)
+
+    def describe(self, train_cfg: Config) -> dict[str, Any]:
+        """Strategy, replicas, batches and learning rate, as printed and written to state.json/done.json."""
+        return {"strategy": type(self.strategy).__name__, "replicas": self.replicas,
+                "batch_per_replica": train_cfg["batch_size"], "global_batch": train_cfg["batch_size"] * self.replicas,
+                "lr": scaled_lr(train_cfg["lr"], self.replicas), "dtype_policy": self.policy}
+
+
+def _accelerator(train_cfg: Config) -> Accelerator:
+    """Create ``train.strategy``, set the dtype policy, and make CPU runs deterministic.
+
+    On CPU, ops are made deterministic so that a seed fully determines a run (GPU kernels such as resize
+    gradients have no deterministic version). Under mixed_float16, ``compile`` wraps the optimizer in a
+    LossScaleOptimizer; the sigmoid layer and so the loss stay float32 (model.build_model).
+    """
     import tensorflow as tf
     import tf_keras as keras
 
-    gpus = tf.config.list_physical_devices("GPU")
-    strategy = _tpu_strategy(tf)
-    if strategy is None:
-        strategy = tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
-    keras.mixed_precision.set_global_policy("mixed_float16" if mixed_precision and gpus else "float32")
-    if not gpus and not isinstance(strategy, tf.distribute.TPUStrategy):
+    strategy = _strategy(train_cfg["strategy"])
+    has_gpu = bool(tf.config.list_physical_devices("GPU"))
+    policy = _dtype_policy(train_cfg["mixed_precision"], strategy, has_gpu)
+    keras.mixed_precision.set_global_policy(policy)
+    if not has_gpu and not isinstance(strategy, tf.distribute.TPUStrategy):
         tf.config.experimental.enable_op_determinism()
-    print(f"[train] {type(strategy).__name__} with {strategy.num_replicas_in_sync} replica(s), "
-          f"dtype policy {keras.mixed_precision.global_policy().name}")
-    return strategy
+    accelerator = Accelerator(strategy, policy)
+    print(f"[train] {type(strategy).__name__} with {accelerator.replicas} replica(s), dtype policy {policy}")
+    return accelerator
 
 
 # -------------------------------------------------------------------------------------------- schedule
 
-def steps_per_epoch(train_cfg: Config, n_train: int) -> int:
+def steps_per_epoch(train_cfg: Config, n_train: int, replicas: int = 1) -> int:
     """``train.steps_per_epoch``, or one pass over ``n_train`` images but at least ``min_steps_per_epoch``.
 
     An epoch of one pass collapses on small competitions (27 images at batch 8 are 3 steps, so 25 epochs
     train 75 steps) and the floor keeps the number of optimizer steps meaningful there; on large sets the
     pass dominates, as usual. Crops are drawn with replacement, so any batch size works with any fold.
+    A step takes ``batch_size`` crops on each of ``replicas`` devices, so more replicas make the pass shorter.
     """
     if train_cfg["steps_per_epoch"]:
         return int(train_cfg["steps_per_epoch"])
-    return max(math.ceil(n_train / train_cfg["batch_size"]), int(train_cfg["min_steps_per_epoch"] or 1))
+    return max(math.ceil(n_train / (train_cfg["batch_size"] * replicas)), int(train_cfg["min_steps_per_epoch"] or 1))
+
+
+def scaled_lr(lr: float, replicas: int) -> float:
+    """The learning rate for ``replicas`` replicas: ``train.lr`` (tuned for one replica's batch) x sqrt(replicas).
+
+    The global batch grows with the replicas. Linear scaling (Goyal et al., 2017) is SGD's rule; Adam's
+    update is normalised by the gradient's second moment, and the rule that keeps its noise scale is the
+    square root (Malladi et al., 2022). One replica keeps ``train.lr`` exactly.
+    """
+    return float(lr) * math.sqrt(replicas)
 
 
 def lr_at_step(step: int, total_steps: int, base_lr: float, warmup: float) -> float:
@@ -335,6 +425,25 @@ def _read_lr(optimizer: Any) -> float:
 
 
 # ---------------------------------------------------------------------------------------------- validation
+
+def _predict_fn(model: Any) -> Callable[[np.ndarray], np.ndarray]:
+    """``model.predict_on_batch`` for a batch of any size under the model's strategy.
+
+    Keras splits a batch over the replicas, so a batch smaller than the replica count (one validation image)
+    leaves a replica an empty batch, on which the compiled BatchNorm fails. The batch is padded with copies of
+    its last image to a multiple of the replicas, which run in parallel (no extra time), and cut back.
+    """
+    replicas = int(model.distribute_strategy.num_replicas_in_sync)
+    if replicas == 1:
+        return model.predict_on_batch
+
+    def predict(batch: np.ndarray) -> np.ndarray:
+        batch = np.asarray(batch)
+        padded = np.concatenate([batch, np.repeat(batch[-1:], -len(batch) % replicas, axis=0)])
+        return np.asarray(model.predict_on_batch(padded))[:len(batch)]
+
+    return predict
+
 
 def _spread(items: list, count: int | None) -> list:
     """``count`` items evenly spread over ``items`` (all of them when ``count`` is None or not smaller)."""
@@ -367,9 +476,9 @@ class Validator:
         import tensorflow as tf
 
         losses, soft_dice, scores = [], [], []
+        predict = _predict_fn(model)
         for index in self.indices:
-            probs = predict_image(model.predict_on_batch, self.preprocess(self.cache.images[index]), ["identity"],
-                                  tile=self.tile)
+            probs = predict_image(predict, self.preprocess(self.cache.images[index]), ["identity"], tile=self.tile)
             target = self.cache.targets[index].astype(np.float32)
             losses.append(float(self.loss(tf.constant(target[None]), tf.constant(probs[None]))))
             overlap = float((probs[..., 0] * target[..., 0]).sum())
@@ -423,11 +532,14 @@ class FoldRecorder:
     """End-of-epoch bookkeeping of one fold, all written atomically so an interruption loses at most an epoch:
     the validation scores (added to the epoch's logs, so early stopping and the LR plateau see them),
     ``history.csv`` (metrics, learning rate, images drawn per class), ``curves.png``, ``last.weights.h5``,
-    ``best.weights.h5`` (best ``train.monitor``) and ``state.json`` (what ``--resume`` needs)."""
+    ``best.weights.h5`` (best ``train.monitor``) and ``state.json`` (what ``--resume`` needs, and ``setup``:
+    the accelerator the fold trains on, see :meth:`Accelerator.describe`)."""
 
     def __init__(self, fold_dir: Path, model: Any, sampler: Sampler, validator: Validator, monitor: str,
-                 history: pd.DataFrame, epochs_done: int, best_value: float | None, best_epoch: int | None) -> None:
+                 history: pd.DataFrame, epochs_done: int, best_value: float | None, best_epoch: int | None,
+                 setup: Mapping[str, Any] | None = None) -> None:
         self.fold_dir, self.model, self.sampler, self.validator = fold_dir, model, sampler, validator
+        self.setup = dict(setup or {})
         self.monitor, self.mode = monitor, MONITORS[monitor]
         self.rows = history.to_dict("records")
         self.epochs_done = epochs_done
@@ -464,6 +576,7 @@ class FoldRecorder:
         write_json(self.fold_dir / "state.json", {
             "epoch": self.epochs_done, "monitor": self.monitor, "best_value": self.best_value,
             "best_epoch": self.best_epoch, "lr": _read_lr(self.model.optimizer), "stopped_early": self.stopped_early,
+            **self.setup,
         })
 
 
@@ -483,22 +596,23 @@ class _StepSchedule:
         self.optimizer.learning_rate.assign(lr)
 
 
-def _callbacks(cfg: Config, recorder: FoldRecorder, steps: int) -> list:
-    """The recorder first: it adds the validation scores to the logs the later callbacks read."""
+def _callbacks(cfg: Config, recorder: FoldRecorder, steps: int, lr: float) -> list:
+    """The recorder first: it adds the validation scores to the logs the later callbacks read. ``lr`` is the
+    base learning rate, ``train.lr`` scaled for the replicas."""
     import tf_keras as keras
 
     train = cfg["train"]
     monitor, mode = recorder.monitor, recorder.mode
     callbacks: list = [keras.callbacks.LambdaCallback(on_epoch_end=recorder.on_epoch_end)]
     if train["scheduler"] == "cosine":
-        schedule = _StepSchedule(recorder.model.optimizer, steps, train["epochs"], train["lr"], train["warmup"])
+        schedule = _StepSchedule(recorder.model.optimizer, steps, train["epochs"], lr, train["warmup"])
         callbacks.append(keras.callbacks.LambdaCallback(on_epoch_begin=schedule.on_epoch_begin,
                                                         on_train_batch_begin=schedule.on_train_batch_begin))
     elif train["scheduler"] == "plateau":
         # Halve the learning rate well before early stopping would give up.
         patience = max(1, train["early_stopping"] // 2) if train["early_stopping"] else 3
         callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode=mode, factor=0.5, patience=patience,
-                                                           min_lr=train["lr"] / 64, verbose=train["verbose"]))
+                                                           min_lr=lr / 64, verbose=train["verbose"]))
     if train["early_stopping"]:
         # On resume the baseline is the best value so far, so patience counts from the resumed epoch.
         stopper = keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=train["early_stopping"],
@@ -520,14 +634,15 @@ def _write_oof(model: Any, cache: SampleCache, records: Sequence[ImageRecord], i
     """
     tile, views = cfg["predict"]["tile"], list(cfg["tta"])
     others = [view for view in views if view != "identity"]
+    predict = _predict_fn(model)
     for index in tqdm(indices, desc=f"OOF {oof_dir.parent.name}", disable=not cfg["train"]["verbose"]):
         oof_path = child_path(oof_dir, f"{records[index].id}.npz", "OOF file of image id")
         image = preprocess(cache.images[index])
-        plain = predict_image(model.predict_on_batch, image, ["identity"], tile=tile)
+        plain = predict_image(predict, image, ["identity"], tile=tile)
         if not others:
             tta = plain
         else:
-            rest = predict_image(model.predict_on_batch, image, others, tile=tile)
+            rest = predict_image(predict, image, others, tile=tile)
             tta = (rest * len(others) + plain * (len(views) - len(others))) / len(views)
         shape = records[index].shape
         plain, tta = restore_probabilities(plain, shape), restore_probabilities(tta, shape)
@@ -547,19 +662,21 @@ def _read_state(fold_dir: Path) -> dict | None:
 
 
 def _train_fold(cfg: Config, fold: int, records: Sequence[ImageRecord], fold_of: np.ndarray, cache: SampleCache,
-                n_channels: int, strategy: Any, resume: bool) -> Path:
+                n_channels: int, accelerator: Accelerator, resume: bool) -> Path:
     import tf_keras as keras
 
-    from .model import build_model, preprocess_fn
+    from .model import build_model, load_weights, preprocess_fn
 
     train_cfg = cfg["train"]
     fold_dir = config_module.output_dir(cfg) / f"fold{fold}"
     train_indices = np.flatnonzero(fold_of != fold)
     val_indices = np.flatnonzero(fold_of == fold)
-    batch_size = train_cfg["batch_size"]
-    steps = steps_per_epoch(train_cfg, len(train_indices))
+    replicas = accelerator.replicas
+    setup = accelerator.describe(train_cfg)
+    steps = steps_per_epoch(train_cfg, len(train_indices), replicas)
     print(f"\n[train] fold {fold}: {len(train_indices)} training images, {len(val_indices)} validation images, "
-          f"{steps} steps of {batch_size}")
+          f"{steps} steps of {setup['global_batch']} ({setup['batch_per_replica']} per replica x {replicas} "
+          f"replica(s)), lr {setup['lr']:.3g}")
 
     keras.utils.set_random_seed(train_cfg["seed"])
     state = _read_state(fold_dir) if resume else None
@@ -567,18 +684,21 @@ def _train_fold(cfg: Config, fold: int, records: Sequence[ImageRecord], fold_of:
         for marker in ("done.json", "state.json"):
             (fold_dir / marker).unlink(missing_ok=True)
     initial_epoch = state["epoch"] if state else 0
-    with strategy.scope():
+    with accelerator.strategy.scope():
         model = build_model(cfg, n_channels)
-        compile_model(model, cfg, n_channels)
+        compile_model(model, cfg, n_channels, replicas)
     if state:
-        model.load_weights(str(fold_dir / "last.weights.h5"))
+        load_weights(model, fold_dir / "last.weights.h5")
         model.optimizer.learning_rate.assign(state["lr"])
         print(f"[train] fold {fold}: resuming after epoch {initial_epoch} "
               f"(best {state['monitor']} {state['best_value']})")
+        if state.get("replicas", replicas) != replicas:
+            print(f"[train] fold {fold}: it trained on {state['replicas']} replica(s), now {replicas}: the global "
+                  f"batch, the steps per epoch and the learning rate schedule change from here")
 
     sampler = Sampler(train_indices, [records[i].cls for i in train_indices],
                       [records[i].n_instances == 0 for i in train_indices], train_cfg["sampler"]["class_power"],
-                      train_cfg["sampler"]["empty_fraction"], train_cfg["seed"], fold, steps * batch_size)
+                      train_cfg["sampler"]["empty_fraction"], train_cfg["seed"], fold, steps * setup["global_batch"])
     sampler.next_epoch = initial_epoch
     preprocess = preprocess_fn(cfg)
     history_path = fold_dir / "history.csv"
@@ -589,23 +709,24 @@ def _train_fold(cfg: Config, fold: int, records: Sequence[ImageRecord], fold_of:
     resumable = state is not None and state.get("monitor") == monitor
     validator = Validator(cache, records, val_indices, cfg, preprocess, model.loss)
     recorder = FoldRecorder(fold_dir, model, sampler, validator, monitor, history, initial_epoch,
-                            state["best_value"] if resumable else None, state["best_epoch"] if resumable else None)
+                            state["best_value"] if resumable else None, state["best_epoch"] if resumable else None,
+                            setup)
     finished = state is not None and (state["stopped_early"] or initial_epoch >= train_cfg["epochs"])
     if not finished:
         fold_dir.mkdir(parents=True, exist_ok=True)
         model.fit(
-            train_dataset(cache, sampler, cfg, preprocess),
+            train_dataset(cache, sampler, cfg, preprocess, replicas),
             epochs=train_cfg["epochs"], initial_epoch=initial_epoch, verbose=train_cfg["verbose"],
-            callbacks=_callbacks(cfg, recorder, steps),
+            callbacks=_callbacks(cfg, recorder, steps, setup["lr"]),
         )
         recorder.write_state()  # records whether early stopping ended the fold
 
     best = fold_dir / "best.weights.h5"
-    model.load_weights(str(best))
+    load_weights(model, best)
     _write_oof(model, cache, records, val_indices, cfg, preprocess, fold_dir / "oof")
     write_json(fold_dir / "done.json", {
         "fold": fold, "epochs": recorder.epochs_done, "steps_per_epoch": steps, "best_epoch": recorder.best_epoch,
-        "monitor": monitor, "best_value": recorder.best_value, "oof_images": len(val_indices),
+        "monitor": monitor, "best_value": recorder.best_value, "oof_images": len(val_indices), **setup,
     })
     return best
 
@@ -683,9 +804,15 @@ def command_train(cfg: Config, fold: int | str = "all", resume: bool = False) ->
         cache = SampleCache.from_records(records, task, classes, cfg["train"]["border_width"],
                                          progress=bool(cfg["train"]["verbose"]), normalise=input_normaliser(cfg),
                                          scale=plan.scale)
-        strategy = _distribution(bool(cfg["train"]["mixed_precision"]))
-        for k in pending:
-            start = time.perf_counter()
-            _train_fold(cfg, k, records, fold_of, cache, len(channels), strategy, resume)
-            print(f"[train] fold {k} finished in {time.perf_counter() - start:.0f}s")
+        import tf_keras as keras
+
+        previous_policy = keras.mixed_precision.global_policy()
+        accelerator = _accelerator(cfg["train"])
+        try:
+            for k in pending:
+                start = time.perf_counter()
+                _train_fold(cfg, k, records, fold_of, cache, len(channels), accelerator, resume)
+                print(f"[train] fold {k} finished in {time.perf_counter() - start:.0f}s")
+        finally:  # the policy is global: prediction and search later in the same process build float32 models
+            keras.mixed_precision.set_global_policy(previous_policy)
     return [out / f"fold{k}" / "best.weights.h5" for k in requested]
