@@ -131,7 +131,8 @@ def test_oof_and_overlay_paths_stay_in_their_folders(tmp_path: Path, monkeypatch
     from kseg import predict, train
 
     cfg = config(competition(tmp_path / "comp", [train_row("a")]), "tta=[identity]")
-    model = SimpleNamespace(predict_on_batch=lambda batch: np.zeros((*batch.shape[:3], 2), np.float32))
+    model = SimpleNamespace(predict_on_batch=lambda batch: np.zeros((*batch.shape[:3], 2), np.float32),
+                            distribute_strategy=SimpleNamespace(num_replicas_in_sync=1))
     cache = SimpleNamespace(images=[np.zeros((*SHAPE, 3), np.uint8)] * 2)
     records = [SimpleNamespace(id="good", shape=SHAPE), SimpleNamespace(id=str(tmp_path / "escaped"), shape=SHAPE)]
     oof_dir = tmp_path / "run" / "fold0" / "oof"
