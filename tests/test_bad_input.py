@@ -125,14 +125,19 @@ def test_climbing_test_id_is_an_error_for_listing_and_validate(tmp_path: Path, c
     assert "leads outside" in cli_error(capsys, args)
 
 
+def stand_in_model() -> SimpleNamespace:
+    """What train._write_oof asks of a model: a batch prediction (2 channels of zeros) and its replica count."""
+    return SimpleNamespace(predict_on_batch=lambda batch: np.zeros((*batch.shape[:3], 2), np.float32),
+                           distribute_strategy=SimpleNamespace(num_replicas_in_sync=1))
+
+
 def test_oof_and_overlay_paths_stay_in_their_folders(tmp_path: Path, monkeypatch) -> None:
     """train._write_oof and predict's overlays build paths from ids: a bad id is an error, a good one
     is written inside (the model is a stand-in, nothing here needs TensorFlow)."""
     from kseg import predict, train
 
     cfg = config(competition(tmp_path / "comp", [train_row("a")]), "tta=[identity]")
-    model = SimpleNamespace(predict_on_batch=lambda batch: np.zeros((*batch.shape[:3], 2), np.float32),
-                            distribute_strategy=SimpleNamespace(num_replicas_in_sync=1))
+    model = stand_in_model()
     cache = SimpleNamespace(images=[np.zeros((*SHAPE, 3), np.uint8)] * 2)
     records = [SimpleNamespace(id="good", shape=SHAPE), SimpleNamespace(id=str(tmp_path / "escaped"), shape=SHAPE)]
     oof_dir = tmp_path / "run" / "fold0" / "oof"
@@ -427,7 +432,7 @@ def test_random_ids_never_read_or_write_outside(tmp_path: Path, monkeypatch, ima
         submission.command_validate(root / "sub.csv", cfg)
     except KsegError:
         pass
-    model = SimpleNamespace(predict_on_batch=lambda batch: np.zeros((*batch.shape[:3], 2), np.float32))
+    model = stand_in_model()
     oof_dir = root / "run" / "fold0" / "oof"
     try:
         train._write_oof(model, SimpleNamespace(images=[np.zeros((*SHAPE, 3), np.uint8)]),
