@@ -136,11 +136,26 @@ def test_classical_fit_finds_the_polarity():
 
 @pytest.mark.parametrize("quick", [False, True])
 def test_kseg_budget_overrides_load_on_every_real_config(quick):
-    sets = kseg_budget_overrides(900, quick)
+    sets = kseg_budget_overrides(900, 0.5, quick)
     assert all("=" in s for s in sets)
     for path in sorted(CONFIGS.glob("*.yaml")):
         cfg = load_config(path, sets)
-        assert cfg["model"]["encoder_weights"] is None and cfg["train"]["epochs"] >= 1
+        assert cfg["model"]["encoder_weights"] is None and cfg["model"]["arch"] == "unet_scratch"
+        assert cfg["train"]["epochs"] >= 1
+
+
+def test_kseg_budget_is_the_steps_its_network_makes_in_the_budget():
+    cfg = load_config(CONFIGS / "he_nuclei.yaml", kseg_budget_overrides(600, 0.5))
+    # 600 s at 0.5 s per step = 1200 steps over 3 folds and 4 epochs.
+    assert cfg["folds"]["n_splits"] == 3 and cfg["train"]["epochs"] == 4 and cfg["train"]["steps_per_epoch"] == 100
+
+
+def test_kseg_seconds_per_step_times_the_configured_network():
+    from benchmarks.bench_real import kseg_seconds_per_step
+
+    cfg = load_config(CONFIGS / "he_nuclei.yaml", [*kseg_budget_overrides(60, 1.0, quick=True), "model.scratch.filters=4",
+                                                   "model.scratch.depth=2"])
+    assert 0.0 < kseg_seconds_per_step(cfg, 2, size=32, batch=2, repeats=1) < 10.0
 
 
 def test_set_table_names_the_baselines_kseg_does_not_beat():

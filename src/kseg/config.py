@@ -51,9 +51,12 @@ DEFAULTS: Config = {
     # allow_group_leak: a folds file with a group in two folds is a warning instead of an error.
     "folds": {"n_splits": 5, "seed": 42, "file": None, "allow_group_leak": False},
     "model": {
+        # Unet, FPN or Linknet: segmentation_models with `backbone` and its `encoder_weights`;
+        # unet_scratch: kseg's own U-Net for training from scratch (unet.py), shaped by `scratch`.
         "arch": "Unet",
         "backbone": "resnet34",
         "encoder_weights": "imagenet",
+        "scratch": {"filters": 16, "depth": 4, "residual": False, "se": False, "attention": False},
         "init_from": None,
         "encoder_freeze": False,
         # Keras' default 0.99 leaves BatchNorm's inference statistics wrong after short runs (see model.py).

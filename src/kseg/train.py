@@ -550,7 +550,7 @@ def _train_fold(cfg: Config, fold: int, records: Sequence[ImageRecord], fold_of:
                 n_channels: int, strategy: Any, resume: bool) -> Path:
     import tf_keras as keras
 
-    from .model import build_model, preprocess_fn
+    from .model import build_model, describe_model, preprocess_fn
 
     train_cfg = cfg["train"]
     fold_dir = config_module.output_dir(cfg) / f"fold{fold}"
@@ -570,6 +570,7 @@ def _train_fold(cfg: Config, fold: int, records: Sequence[ImageRecord], fold_of:
     with strategy.scope():
         model = build_model(cfg, n_channels)
         compile_model(model, cfg, n_channels)
+    print(f"[train] fold {fold}: {describe_model(model)}")
     if state:
         model.load_weights(str(fold_dir / "last.weights.h5"))
         model.optimizer.learning_rate.assign(state["lr"])
