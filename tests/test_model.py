@@ -92,6 +92,13 @@ def test_bad_scratch_config_is_rejected_before_training(model_cfg, words):
         check_model_config(cfg)
 
 
+def test_a_segmentation_models_network_from_scratch_points_to_unet_scratch(capsys):
+    check_model_config(config())
+    assert "model.arch=unet_scratch" in capsys.readouterr().out
+    check_model_config(scratch())
+    assert capsys.readouterr().out == ""
+
+
 def test_scratch_preprocessing_scales_to_minus_one_one_without_touching_the_input():
     image = np.array([[[0, 127, 255]]], np.uint8)
     x = preprocess_fn(scratch())(image)

@@ -44,7 +44,7 @@ def _cmd_folds(args: argparse.Namespace) -> int:
 def _cmd_train(args: argparse.Namespace) -> int:
     from .train import command_train
 
-    fold = "all" if args.fold == "all" else _fold_arg(args.fold)
+    fold = None if args.fold is None else "all" if args.fold == "all" else _fold_arg(args.fold)
     command_train(_config(args), fold, resume=args.resume)
     return 0
 
@@ -208,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add("folds", _cmd_folds, "write folds.csv (stratified group k-fold) and print the fold table")
     p = add("train", _cmd_train, "train one fold or all folds; writes weights, curves and OOF predictions")
-    p.add_argument("--fold", default="all", help="fold index or 'all'")
+    p.add_argument("--fold", help="fold index or 'all' (default: train.folds)")
     p.add_argument("--resume", action="store_true", help="continue interrupted folds from their last epoch")
     add("search", _cmd_search, "search post-processing parameters on out-of-fold predictions")
     p = add("predict", _cmd_predict, "fold ensemble x TTA on the test images -> validated submission")

@@ -68,6 +68,9 @@ DEFAULTS: Config = {
         "invert": False,
     },
     "train": {
+        # The folds `kseg run` trains: all, or a list of fold indices (when compute is short, one fold trained
+        # for all of it beats K under-trained ones: BENCHMARKS.md); prediction ensembles the trained folds.
+        "folds": "all",
         "size": 256,
         "epochs": 30,
         "batch_size": 8,
@@ -241,10 +244,15 @@ def _validate_values(cfg: Config) -> None:
         value = cfg["train"][key]
         if not is_int(value) or value < 1:
             raise ConfigError(f"train.{key} must be a positive integer, got {value!r}")
-    wanted = cfg["predict"]["folds"]
-    if not (wanted == "all" or is_int(wanted)
-            or (isinstance(wanted, list) and wanted and all(is_int(k) for k in wanted))):
-        raise ConfigError(f"predict.folds must be 'all', a fold index or a list of fold indices, got {wanted!r}")
+    for dotted in ("train.folds", "predict.folds"):
+        wanted = get(cfg, dotted)
+        if not (wanted == "all" or is_int(wanted)
+                or (isinstance(wanted, list) and wanted and all(is_int(k) for k in wanted))):
+            raise ConfigError(f"{dotted} must be 'all', a fold index or a list of fold indices, got {wanted!r}")
+        outside = [k for k in (wanted if isinstance(wanted, list) else [wanted]) if k != "all" and not 0 <= k < n_splits]
+        if outside:
+            raise ConfigError(f"{dotted}: fold(s) {outside} do not exist with folds.n_splits={n_splits} "
+                              f"(folds are 0..{n_splits - 1})")
     if not isinstance(cfg["tta"], list) or not cfg["tta"]:
         raise ConfigError(f"tta must be a non-empty list of view names, got {cfg['tta']!r}")
 

@@ -76,12 +76,6 @@ def check_config(cfg: Config) -> None:
     check_train_config(cfg)
     build_augment(cfg["train"]["augment"], cfg["train"]["size"], train=True)
     check_search_config(cfg, cfg["data"]["task"])
-    wanted = cfg["predict"]["folds"]
-    if wanted != "all":
-        outside = [k for k in (wanted if isinstance(wanted, list) else [wanted]) if not 0 <= k < cfg["folds"]["n_splits"]]
-        if outside:
-            raise ConfigError(f"predict.folds {wanted!r}: fold(s) {outside} do not exist with folds.n_splits="
-                              f"{cfg['folds']['n_splits']}")
     out = output_dir(cfg)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"output.dir {out} is an existing file, not a folder")
@@ -134,7 +128,7 @@ def _run_train(cfg: Config, resume: bool) -> None:
         moved = set_aside_folds(output_dir(cfg))
         if moved is not None:
             print(f"[train] config changed or --force: the earlier folds moved to {moved}")
-    command_train(cfg, "all", resume=resume)
+    command_train(cfg, resume=resume)  # the folds of train.folds
 
 
 def _run_search(cfg: Config, resume: bool) -> None:

@@ -641,17 +641,20 @@ def _fold_assignment(cfg: Config, records: Sequence[ImageRecord]) -> np.ndarray:
     return np.array([fold_by_id[record.id] for record in records])
 
 
-def _folds_to_train(fold: int | str, available: Sequence[int]) -> list[int]:
+def _folds_to_train(fold: int | str | list[int], available: Sequence[int]) -> list[int]:
     if fold == "all":
         return list(available)
-    if config_module.is_int(fold) and fold in available:
-        return [fold]
-    raise ConfigError(f"fold {fold!r} is not in the folds file; available folds: "
+    wanted = fold if isinstance(fold, list) else [fold]
+    missing = [k for k in wanted if not (config_module.is_int(k) and k in available)]
+    if not missing:
+        return sorted(set(wanted))
+    raise ConfigError(f"fold(s) {', '.join(map(repr, missing))} not in the folds file; available folds: "
                       f"{', '.join(map(str, available))} or 'all'")
 
 
-def command_train(cfg: Config, fold: int | str = "all", resume: bool = False) -> list[Path]:
-    """Train the requested fold(s) and write the run directory; returns each fold's best weights file.
+def command_train(cfg: Config, fold: int | str | list[int] | None = None, resume: bool = False) -> list[Path]:
+    """Train the requested fold(s) (None: ``train.folds``) and write the run directory; returns each
+    fold's best weights file.
 
     With ``resume``, folds that have ``done.json`` are skipped and an interrupted fold continues from
     ``last.weights.h5`` at the epoch in ``state.json`` (optimizer moments restart; the learning rate and
@@ -676,7 +679,7 @@ def command_train(cfg: Config, fold: int | str = "all", resume: bool = False) ->
     plan = make_plan(fp, cfg["train"], task)
     write_plan(out, fp, plan)
     print(f"[plan] {len(records)} images, median object diameter {fp.median_diameter} px: {plan.reason}")
-    requested = _folds_to_train(fold, sorted(set(fold_of.tolist())))
+    requested = _folds_to_train(cfg["train"]["folds"] if fold is None else fold, sorted(set(fold_of.tolist())))
     pending = [k for k in requested if not (resume and (out / f"fold{k}" / "done.json").is_file())]
     for k in sorted(set(requested) - set(pending)):
         print(f"[train] fold {k}: done.json exists, skipping (--resume)")
