@@ -166,8 +166,8 @@ def test_kseg_budget_overrides_load_on_every_real_config(quick):
 
 def test_kseg_budget_is_the_steps_its_network_makes_in_the_budget():
     cfg = load_config(CONFIGS / "he_nuclei.yaml", kseg_budget_overrides(600, 0.5))
-    # 600 s at 0.5 s per step = 1200 steps over 3 folds and 4 epochs.
-    assert cfg["folds"]["n_splits"] == 3 and cfg["train"]["epochs"] == 4 and cfg["train"]["steps_per_epoch"] == 100
+    # 600 s at 0.5 s per step = 1200 steps, spent as kseg's plan decides over its default 5 folds.
+    assert cfg["folds"]["n_splits"] == 5 and cfg["train"]["epochs"] == 4 and cfg["train"]["budget_steps"] == 1200
 
 
 def test_kseg_seconds_per_step_times_the_configured_network():

@@ -78,6 +78,10 @@ DEFAULTS: Config = {
         # replacement), so a 30-image fold still gets enough optimizer steps and a 10,000-image one one pass.
         "steps_per_epoch": None,
         "min_steps_per_epoch": 50,
+        # A compute budget: optimizer steps for the whole run. The plan then trains as many of train.folds as
+        # get min_steps_per_fold steps each (at least one) and splits the budget between them (plan.py).
+        "budget_steps": None,
+        "min_steps_per_fold": 250,
         # The scale at which the network sees the images: auto (plan.py: objects with a median diameter above
         # target_diameter px are downscaled to it, never upscaled) or a number; written to plan.json.
         "scale": "auto",

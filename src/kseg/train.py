@@ -547,7 +547,7 @@ def _read_state(fold_dir: Path) -> dict | None:
 
 
 def _train_fold(cfg: Config, fold: int, records: Sequence[ImageRecord], fold_of: np.ndarray, cache: SampleCache,
-                n_channels: int, strategy: Any, resume: bool) -> Path:
+                n_channels: int, strategy: Any, resume: bool, planned_steps: int | None = None) -> Path:
     import tf_keras as keras
 
     from .model import build_model, describe_model, preprocess_fn
@@ -557,7 +557,7 @@ def _train_fold(cfg: Config, fold: int, records: Sequence[ImageRecord], fold_of:
     train_indices = np.flatnonzero(fold_of != fold)
     val_indices = np.flatnonzero(fold_of == fold)
     batch_size = train_cfg["batch_size"]
-    steps = steps_per_epoch(train_cfg, len(train_indices))
+    steps = planned_steps or steps_per_epoch(train_cfg, len(train_indices))
     print(f"\n[train] fold {fold}: {len(train_indices)} training images, {len(val_indices)} validation images, "
           f"{steps} steps of {batch_size}")
 
@@ -676,10 +676,11 @@ def command_train(cfg: Config, fold: int | str | list[int] | None = None, resume
     write_json(out / "env.json", _environment())
     write_json(out / "channels.json", {"channels": channels, "classes": classes, "task": task})
     fp = fingerprint([record.labels for record in records], [record.cls for record in records])
-    plan = make_plan(fp, cfg["train"], task)
+    requested = _folds_to_train(cfg["train"]["folds"] if fold is None else fold, sorted(set(fold_of.tolist())))
+    plan = make_plan(fp, cfg["train"], task, requested)
     write_plan(out, fp, plan)
     print(f"[plan] {len(records)} images, median object diameter {fp.median_diameter} px: {plan.reason}")
-    requested = _folds_to_train(cfg["train"]["folds"] if fold is None else fold, sorted(set(fold_of.tolist())))
+    requested = plan.folds
     pending = [k for k in requested if not (resume and (out / f"fold{k}" / "done.json").is_file())]
     for k in sorted(set(requested) - set(pending)):
         print(f"[train] fold {k}: done.json exists, skipping (--resume)")
@@ -690,6 +691,6 @@ def command_train(cfg: Config, fold: int | str | list[int] | None = None, resume
         strategy = _distribution(bool(cfg["train"]["mixed_precision"]))
         for k in pending:
             start = time.perf_counter()
-            _train_fold(cfg, k, records, fold_of, cache, len(channels), strategy, resume)
+            _train_fold(cfg, k, records, fold_of, cache, len(channels), strategy, resume, plan.steps_per_epoch)
             print(f"[train] fold {k} finished in {time.perf_counter() - start:.0f}s")
     return [out / f"fold{k}" / "best.weights.h5" for k in requested]
