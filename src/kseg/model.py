@@ -56,7 +56,7 @@ def check_model_config(cfg: Mapping[str, Any]) -> None:
     if cfg["model"]["encoder_weights"] is None and cfg["model"]["init_from"] is None:
         print(f"note: {cfg['model']['arch']}/{cfg['model']['backbone']} trains from scratch (model.encoder_weights: "
               f"null); without pretrained weights, model.arch={SCRATCH_ARCH} makes about 3x the steps in the same "
-              "time and scored higher on every real set of BENCHMARKS.md")
+              "time and scored higher on the real sets measured (BENCHMARKS.md)")
 
 
 def _existing_file(value: Any, key: str) -> Path:
