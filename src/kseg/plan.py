@@ -23,7 +23,7 @@ import numpy as np
 from .errors import ConfigError, DataError
 from .files import write_json
 
-__all__ = ["Fingerprint", "Plan", "fingerprint", "make_plan", "scale_plan", "budget_plan", "write_plan", "read_plan", "rescale_image",
+__all__ = ["Fingerprint", "Plan", "fingerprint", "make_plan", "scale_plan", "budget_plan", "planned_folds", "write_plan", "read_plan", "rescale_image",
            "rescale_labels", "restore_probabilities", "PLAN_FILE"]
 
 PLAN_FILE = "plan.json"
@@ -125,6 +125,16 @@ def budget_plan(train_cfg: Mapping[str, Any], folds: Sequence[int]) -> tuple[lis
     reason = (f"train.budget_steps {budget}: {n_folds} of {len(folds)} folds (each at least {minimum} steps), "
               f"{train_cfg['epochs']} epochs x {steps} steps per fold")
     return list(folds)[:n_folds], steps, reason
+
+
+def planned_folds(cfg: Mapping[str, Any]) -> tuple[list[int], int | None]:
+    """The folds a run trains (``train.folds``, then the budget) and their steps per epoch (None: the usual
+    rule). Known from the config alone, so Kaggle train kernels fan out over exactly these folds."""
+    wanted = cfg["train"]["folds"]
+    folds = (list(range(cfg["folds"]["n_splits"])) if wanted == "all"
+             else [int(k) for k in (wanted if isinstance(wanted, list) else [wanted])])
+    chosen, steps, _ = budget_plan(cfg["train"], folds)
+    return chosen, steps
 
 
 def make_plan(fp: Fingerprint, train_cfg: Mapping[str, Any], task: str = "instance",
