@@ -13,6 +13,7 @@ from kseg.config import load_config
 from kseg.eda import dataset_stats
 from kseg.overlay import error_overlay
 from kseg.plots import ERROR_COLOURS
+from kseg.postprocess import label_objects
 
 from conftest import tiny_sets
 
@@ -39,6 +40,14 @@ def test_classify_objects_sorts_every_kind() -> None:
     assert errors.counts() == {"missed": 1, "matched": 1, "false positive": 1, "merged": 1}
     empty = classify_objects(np.zeros_like(truth), np.zeros_like(pred)).counts()
     assert set(empty.values()) == {0}
+
+
+def test_binary_masks_are_compared_as_their_components() -> None:
+    truth, pred = scene()
+    truth_objects, pred_objects = label_objects(truth > 0, "binary"), label_objects(pred > 0, "binary")
+    assert truth_objects.max() == 4 and pred_objects.max() == 3
+    assert classify_objects(truth_objects, pred_objects).counts() == {
+        "missed": 1, "matched": 1, "false positive": 1, "merged": 1}
 
 
 def test_error_overlay_paints_each_kind_in_its_colour() -> None:

@@ -213,12 +213,13 @@ def class_overlay_grid(records: Sequence["ImageRecord"], per_class: int = 3) -> 
     from matplotlib.figure import Figure
 
     from .data import read_image
+    from .folds import MISSING_CLASS
 
     by_class: dict[str, list] = {}
     for record in sorted(records, key=lambda r: r.id):
-        by_class.setdefault(str(record.cls), [])
-        if len(by_class[str(record.cls)]) < per_class:
-            by_class[str(record.cls)].append(record)
+        members = by_class.setdefault(record.cls if record.cls is not None else MISSING_CLASS, [])
+        if len(members) < per_class:
+            members.append(record)
     fig = Figure(figsize=(4 * per_class, 3.4 * len(by_class)), layout="constrained")
     axes = np.atleast_2d(fig.subplots(len(by_class), per_class, squeeze=False))
     for row, (cls, members) in zip(axes, sorted(by_class.items())):
@@ -292,9 +293,11 @@ def class_confusion(analysis: "OofAnalysis") -> "Figure":
     if table is None:
         raise ValueError("the run has no classes: there is no class confusion")
     fig, (ax,) = _figure(1, 5.5, 4.5)
-    ax.imshow(table.to_numpy(), cmap="Blues")
-    for (row, column), value in np.ndenumerate(table.to_numpy()):
-        ax.annotate(str(value), (column, row), ha="center", va="center")
+    counts = table.to_numpy()
+    ax.imshow(counts, cmap="Blues")
+    for (row, column), value in np.ndenumerate(counts):
+        ax.annotate(str(value), (column, row), ha="center", va="center",
+                    color="white" if value > counts.max() / 2 else "black")
     ax.set_xticks(range(len(table.columns)), table.columns)
     ax.set_yticks(range(len(table.index)), table.index)
     ax.set(title="class: true (rows) vs predicted", xlabel="predicted", ylabel="true")
