@@ -70,6 +70,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .report import command_report
+
+    command_report(_config(args))
+    return 0
+
+
+def _cmd_overlay(args: argparse.Namespace) -> int:
+    from .overlay import command_overlay
+
+    command_overlay(_config(args), args.ids, args.source, Path(args.out) if args.out else None)
+    return 0
+
+
 def _cmd_score(args: argparse.Namespace) -> int:
     from .data import PRESETS, Schema, read_csv, schema_from_config
     from .metric import score_frames
@@ -215,6 +229,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="submission path (default: output.submission)")
     p = add("run", _cmd_run, "the main job: folds, training, OOF search, prediction, validation")
     p.add_argument("--force", action="store_true", help="redo every stage even if up to date")
+
+    add("report", _cmd_report, "write report.html into the run: OOF scores, search, errors, training curves, "
+                               "stage times (self-contained, images embedded)")
+    p = add("overlay", _cmd_overlay, "PNG overlays of images: the truth, the OOF prediction's errors or a test "
+                                     "prediction")
+    p.add_argument("--ids", nargs="+", required=True, metavar="ID", help="image ids")
+    # Checked by kseg.overlay (which this parser does not import, to stay light): truth, oof or test.
+    p.add_argument("--source", default="oof", help="truth, oof (default) or test (the submission's prediction)")
+    p.add_argument("--out", help="folder for the PNGs (default: <output.dir>/overlays/<source>)")
 
     p = add("score", _cmd_score, "score a prediction CSV against a truth CSV with the competition metric", config=False)
     p.add_argument("truth")

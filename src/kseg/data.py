@@ -27,8 +27,8 @@ from kseg.files import child_path
 
 __all__ = [
     "Schema", "PRESETS", "schema_from_config", "read_image", "image_size", "ImageRecord",
-    "read_csv", "csv_lines", "read_index", "load_records", "list_test_images", "records_frame", "image_path",
-    "check_complete_image",
+    "read_csv", "csv_lines", "read_index", "load_records", "load_test_truth", "list_test_images", "records_frame",
+    "image_path", "check_complete_image",
 ]
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -443,6 +443,20 @@ def load_records(cfg: Mapping[str, Any], *, progress: bool = True) -> list[Image
         print(f"note: {sum(overlapping)} pixels were claimed by more than one instance in "
               f"{len(overlapping)} images; the first row wins")
     return records
+
+
+def load_test_truth(cfg: Mapping[str, Any]) -> dict[str, np.ndarray] | None:
+    """Label image of every test image ``data.test_truth`` annotates (same schema as train.csv), by id;
+    ``None`` when the config has none or the file is missing (a real competition hides it).
+
+    The demo and the benchmark sets have one: with it a run can say how each fold model and their
+    ensemble do on held-out images, and the overlays can show the test errors.
+    """
+    path = config_module.data_path(cfg, "test_truth")
+    if path is None or not path.is_file():
+        return None
+    truth_cfg = {**cfg, "data": {**cfg["data"], "train_csv": str(path), "train_dir": cfg["data"]["test_dir"]}}
+    return {record.id: record.labels for record in load_records(truth_cfg, progress=False)}
 
 
 def _id_of_file(file_name: str, image_ext: str) -> str:

@@ -1,4 +1,5 @@
-"""The main job, ``kseg run``: demo data → folds → train every fold → OOF search → predict → validate.
+"""The main job, ``kseg run``: demo data → folds → train every fold → OOF search → predict → validate, then
+the run's report.html.
 
 Each stage records a fingerprint of the config sections it depends on (its own and everything upstream) in
 ``<output.dir>/stages/<stage>.json``. A stage whose fingerprint matches is skipped; a changed config redoes
@@ -52,6 +53,13 @@ def _read_marker(cfg: Config, stage: str) -> dict:
     except (UnicodeDecodeError, json.JSONDecodeError):
         return {}  # a damaged marker means "not finished": the stage runs again
     return marker if isinstance(marker, dict) else {}
+
+
+def stage_seconds(cfg: Config) -> dict[str, float]:
+    """Seconds each finished stage took when it last ran (``stages/<stage>.json``), in pipeline order."""
+    markers = {stage.name: _read_marker(cfg, stage.name) for stage in STAGES}
+    return {name: float(marker["seconds"]) for name, marker in markers.items()
+            if marker.get("finished") and isinstance(marker.get("seconds"), (int, float))}
 
 
 def check_config(cfg: Config) -> None:
@@ -149,8 +157,8 @@ RUNNERS: dict[str, Callable[[Config, bool], None]] = {
 
 
 def command_run(cfg: Config, force: bool = False) -> Path:
-    """Check the whole config, run every stage that is not up to date, then validate the submission and
-    print a summary."""
+    """Check the whole config, run every stage that is not up to date, then validate the submission, print a
+    summary and write the run's report.html."""
     check_config(cfg)
     ensure_demo_data(cfg)
     output_dir(cfg).mkdir(parents=True, exist_ok=True)
@@ -182,6 +190,9 @@ def command_run(cfg: Config, force: bool = False) -> Path:
 
         raise SubmissionError(f"{submission} did not validate")
     print_summary(cfg, timings, submission)
+    from .report import write_report
+
+    print(f"report: {write_report(cfg)}")
     return submission
 
 
@@ -236,6 +247,14 @@ def print_summary(cfg: Config, timings: dict[str, str], submission: Path) -> Non
         lines.append(f"test score against {truth.name}: {report.score:.4f}")
         for cls, value in sorted(report.per_class.items()):
             lines.append(f"  class {cls}: {value:.4f}")
+    from .predict import fold_scores_path
+
+    scores_path = fold_scores_path(submission)
+    if scores_path.is_file():
+        scores = json.loads(scores_path.read_text())
+        lines.append("single fold models on the annotated test images: "
+                     + ", ".join(f"{name} {value:.4f}" for name, value in scores["per_fold"].items())
+                     + f" (ensemble {scores['ensemble']:.4f})")
     lines.append("stage times: " + ", ".join(f"{k} {v}" for k, v in timings.items()))
     lines.append(f"folds file: {folds_path(cfg)}")
     lines.append(f"submission: {submission}")

@@ -21,8 +21,8 @@ from kseg.data import Schema
 from kseg.errors import DataError, RLEError, SubmissionError
 from kseg.files import atomic_path
 
-__all__ = ["submission_frame", "write_submission", "SubmissionWriter", "validate_submission", "command_validate",
-           "MAX_PROBLEMS"]
+__all__ = ["submission_frame", "write_submission", "SubmissionWriter", "submission_labels", "validate_submission",
+           "command_validate", "MAX_PROBLEMS"]
 
 # Enough to see the pattern of a systematic mistake without flooding the terminal.
 MAX_PROBLEMS = 50
@@ -122,6 +122,28 @@ def _read_submission(path: Path, schema: Schema) -> tuple[pd.DataFrame | None, l
         return None, [f"{path}: header is {','.join(map(str, frame.columns))}, expected "
                       f"{','.join(schema.submission_cols)}"]
     return frame, []
+
+
+def submission_labels(path: str | Path, schema: Schema, shapes: Mapping[str, tuple[int, int]]) -> dict[str, np.ndarray]:
+    """The predicted label image of each id of ``shapes`` (its ``(height, width)``) decoded from a submission,
+    instances numbered in row order; an id without rows gets an empty image. A file that cannot be read
+    as a submission is a SubmissionError naming why."""
+    path = Path(path)
+    frame, problems = _read_submission(path, schema)
+    if frame is None:
+        raise SubmissionError(problems[0])
+    id_col, rle_col = schema.submission_cols
+    lines = data.csv_lines(frame)
+    rows_of: dict[str, list[int]] = {}
+    for position, image_id in enumerate(frame[id_col]):
+        if image_id in shapes:
+            rows_of.setdefault(image_id, []).append(position)
+    labels = {}
+    for image_id, shape in shapes.items():
+        rows = rows_of.get(image_id, [])
+        labels[image_id], _ = rle.decode_labels(frame[rle_col].iloc[rows].tolist(), shape, schema.rle_order,
+                                                wheres=[f"{path} line {lines[row]} (id {image_id})" for row in rows])
+    return labels
 
 
 def validate_submission(path: str | Path, schema: Schema, expected: Mapping[str, tuple[int, int]],
