@@ -83,7 +83,8 @@ def test_real_sample_loads_like_the_standard_csv(siim_root: Path, siim_dir: Path
     for record in records:
         assert record.shape == SIIM_SHAPE and record.labels.dtype == np.uint8
         assert np.array_equal(record.labels, standard_masks[record.id])
-    assert sorted(int(record.labels.sum()) for record in records if record.n_instances) == [2071, 2486, 5232, 9418, 29079]
+    areas = sorted(int(record.labels.sum()) for record in records if record.n_instances)
+    assert areas == [2071, 2486, 5232, 9418, 29079]  # as SOURCE.md counts
     assert sum(record.n_instances == 0 and not record.labels.any() for record in records) == 5  # the "-1" rows
     png = cv2.imread(str(siim_dir / f"{DICOM_ID}_mask.png"), cv2.IMREAD_UNCHANGED)
     assert np.array_equal(next(r.labels for r in records if r.id == DICOM_ID), png > 0)

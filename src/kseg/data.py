@@ -27,8 +27,8 @@ from kseg.files import child_path
 
 __all__ = [
     "Schema", "PRESETS", "schema_from_config", "read_image", "image_size", "ImageRecord",
-    "read_csv", "read_annotations", "csv_lines", "read_index", "load_records", "list_test_images", "records_frame", "image_path",
-    "check_complete_image",
+    "read_csv", "read_annotations", "csv_lines", "read_index", "load_records", "list_test_images", "records_frame",
+    "image_path", "check_complete_image",
 ]
 
 PRESETS: dict[str, dict[str, Any]] = {

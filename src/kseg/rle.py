@@ -44,7 +44,8 @@ def _check_order(order: str, where: str = "") -> tuple[str, bool]:
     """The numpy pixel order (``"C"``/``"F"``) of an RLE order, and whether its starts are relative."""
     if order not in ORDERS:
         raise RLEError(_prefixed(where, f"unknown RLE order {order!r}; expected 'C' (row-major), 'F' (column-major), "
-                                        f"or either with {RELATIVE!r} (SIIM-ACR: starts counted from the previous run)"))
+                                        f"or either with {RELATIVE!r} (SIIM-ACR: starts counted from the previous "
+                                        f"run)"))
     return order.removesuffix(RELATIVE), order.endswith(RELATIVE)
 
 

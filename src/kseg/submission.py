@@ -207,6 +207,6 @@ def command_validate(path: str | Path | None, cfg: Mapping[str, Any]) -> int:
             print(f"  {problem}")
         return 1
     frame = data.read_csv(path, "submission file")
-    n_instances = int((~frame[schema.submission_cols[1]].map(lambda value: rle.is_empty(value, schema.rle_order))).sum())
+    n_instances = sum(not rle.is_empty(value, schema.rle_order) for value in frame[schema.submission_cols[1]])
     print(f"valid: {len(frame)} rows, {frame[schema.submission_cols[0]].nunique()} images, {n_instances} instances")
     return 0
