@@ -40,10 +40,13 @@ DEFAULTS: Config = {
             "rle_col": None,
             "height_col": None,
             "width_col": None,
+            # C, F, or F-relative (SIIM-ACR's RLE: starts counted from the previous run, "-1" = empty mask).
             "rle_order": None,
             "class_col": None,
             "group_col": None,
             "submission_cols": None,
+            # false: train.csv has no header line, just id_col,rle_col (SIIM); null = true unless the preset says.
+            "header": None,
         },
         # When set, `kseg run` generates the synthetic demo competition into data.root if it is missing.
         "demo": None,

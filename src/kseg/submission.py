@@ -29,7 +29,8 @@ MAX_PROBLEMS = 50
 
 
 def submission_frame(predictions: Mapping[str, np.ndarray], schema: Schema, order: str | None = None) -> pd.DataFrame:
-    """One row per instance in label order, ids sorted; an image without instances gets one empty row.
+    """One row per instance in label order, ids sorted; an image without instances gets one empty row
+    (:func:`kseg.rle.empty_rle`: ``""``, or ``-1`` in SIIM's relative order).
 
     ``order`` is the RLE pixel order, ``schema.rle_order`` when not given.
     """
@@ -45,7 +46,7 @@ def submission_frame(predictions: Mapping[str, np.ndarray], schema: Schema, orde
 
 
 def image_rles(image_id: str, labels: np.ndarray, order: str) -> list[str]:
-    """The RLE of each instance of one label image in label order, or ``[""]`` when it has none."""
+    """The RLE of each instance of one label image in label order, or the empty mask's text alone when it has none."""
     labels = np.asarray(labels)
     if labels.ndim != 2 or not (np.issubdtype(labels.dtype, np.integer) or labels.dtype == bool):
         raise SubmissionError(f"prediction of id {image_id!r} must be a 2-D integer label image, "
@@ -53,7 +54,7 @@ def image_rles(image_id: str, labels: np.ndarray, order: str) -> list[str]:
     if np.issubdtype(labels.dtype, np.signedinteger) and labels.size and labels.min() < 0:
         raise SubmissionError(f"prediction of id {image_id!r} has negative label {labels.min()}")
     encoded = rle.encode_labels(labels, order)
-    return [encoded[label] for label in sorted(encoded)] or [""]
+    return [encoded[label] for label in sorted(encoded)] or [rle.empty_rle(order)]
 
 
 class SubmissionWriter:
@@ -83,7 +84,7 @@ class SubmissionWriter:
         """Append the rows of one image; returns its number of instances."""
         rles = image_rles(image_id, labels, self.order)
         self._csv.writerows([image_id, value] for value in rles)
-        n_instances = sum(1 for value in rles if value)
+        n_instances = sum(1 for value in rles if not rle.is_empty(value, self.order))
         self.n_images += 1
         self.n_rows += len(rles)
         self.n_instances += n_instances
@@ -191,8 +192,8 @@ def _image_problems(rows: list[tuple[int, str]], image_id: str, shape: tuple[int
     """Problems among the ``(line, value)`` rows of one image: empty-vs-instance mix, bad RLE, overlap,
     binary row count."""
     problems: list[str] = []
-    empty_rows = [(line, value) for line, value in rows if value.strip() == ""]
-    instance_rows = [(line, value) for line, value in rows if value.strip() != ""]
+    empty_rows = [(line, value) for line, value in rows if rle.is_empty(value, order)]
+    instance_rows = [(line, value) for line, value in rows if not rle.is_empty(value, order)]
     if empty_rows and instance_rows:
         problems.append(f"line {empty_rows[0][0]}: id {image_id!r} has an empty prediction but also "
                         f"{len(instance_rows)} non-empty row(s) (first: line {instance_rows[0][0]})")
@@ -228,6 +229,6 @@ def command_validate(path: str | Path | None, cfg: Mapping[str, Any]) -> int:
             print(f"  {problem}")
         return 1
     frame = data.read_csv(path, "submission file")
-    n_instances = int((frame[schema.submission_cols[1]].str.strip() != "").sum())
+    n_instances = sum(not rle.is_empty(value, schema.rle_order) for value in frame[schema.submission_cols[1]])
     print(f"valid: {len(frame)} rows, {frame[schema.submission_cols[0]].nunique()} images, {n_instances} instances")
     return 0
