@@ -81,6 +81,8 @@ class RealSet:
     split_col: str | None = None
     # What kseg (or the scoreboard) still lacks to train and score this set; None when it runs today.
     needs: str | None = None
+    # A set assembled from other folders of ../shared/data: ``build`` then gets the shared folder itself.
+    sources: tuple[str, ...] = ()
 
 
 # ------------------------------------------------------------------------------------------ writing
@@ -179,20 +181,25 @@ _SARTORIUS_COLUMNS = {"id_col": "id", "rle_col": "annotation", "height_col": "he
 FLUO_TEST_EVERY = 3
 
 
-def build_fluo(source: Path, root: Path, quick: bool) -> Split:
-    """S-BSST265 fluorescence nuclei. Held out: every third of the authors' ``train_testset_split == test`` (37 images,
-    which include the 10x and 40x magnifications that training lacks: that is their test design).
-    Group = ``diagnosis|preparation`` (SOURCE.md: images of one preparation probably share slides); it
-    drives kseg's folds inside the 42 training images (5 groups). The authors' split puts some groups on
-    both sides; it is kept because it is the set's official holdout."""
-    frame = read_csv(source / "train.csv")
+def fluo_split(frame: pd.DataFrame) -> Split:
+    """S-BSST265's held-out part: every third of the authors' ``train_testset_split == test`` (37 images, which
+    include the 10x and 40x magnifications that training lacks: that is their test design). Group =
+    ``diagnosis|preparation`` (SOURCE.md: images of one preparation probably share slides); it drives kseg's
+    folds inside the 42 training images (5 groups). The authors' split puts some groups on both sides; it is
+    kept because it is the set's official holdout."""
     first = frame.drop_duplicates("ImageId").set_index("ImageId")
     group = (first["diagnosis"] + "|" + first["preparation"]).to_dict()
     # Every third of the authors' 37 test images (1024x1280 each: five fold models x 4 TTA views on all of them
     # would take most of the scoreboard's CPU time); sorted ids, so every diagnosis stays represented.
     test = sorted(first.index[first["train_testset_split"] == "test"])[::FLUO_TEST_EVERY]
     train = sorted(first.index[first["train_testset_split"] == "train"])
-    split = Split(train, test, group)
+    return Split(train, test, group)
+
+
+def build_fluo(source: Path, root: Path, quick: bool) -> Split:
+    """S-BSST265 fluorescence nuclei, split by :func:`fluo_split`."""
+    frame = read_csv(source / "train.csv")
+    split = fluo_split(frame)
     _write_from_csv(source, root, frame, _DSB_COLUMNS, split, quick)
     return split
 
@@ -202,30 +209,99 @@ HE_TEST_CPM = ("cpm15_image05", "cpm15_image06", "cpm15_image07",  # 20x
 HE_GBM_BLOCK = 8
 
 
-def build_he(source: Path, root: Path, quick: bool) -> Split:
-    """H&E nuclei, CPM-15 + GBM40, both sources in train and test. Groups: each CPM-15 tile is its own
-    group (SOURCE.md: no slide ids); GBM40 has no slide ids either, so its 40 patches are cut into blocks of
-    8 consecutive numbers (``gbm40_b0`` … ``gbm40_b4``), on the guess that neighbouring numbers are the
+def he_split(frame: pd.DataFrame) -> Split:
+    """H&E's held-out part, both sources in train and test. Groups: each CPM-15 tile is its own group
+    (SOURCE.md: no slide ids); GBM40 has no slide ids either, so its 40 patches are cut into blocks of 8
+    consecutive numbers (``gbm40_b0`` … ``gbm40_b4``), on the guess that neighbouring numbers are the
     likeliest to share a slide. Held out: CPM-15 images 05–07 (20x) and 13–15 (40x), and GBM40 block 4
     (patches 33–40): 14 test images, 41 training images in 13 groups."""
-    frame = read_csv(source / "train.csv")
     ids = _image_ids(frame, "ImageId")
     group = {i: i if i.startswith("cpm15") else f"gbm40_b{(int(i.split('_')[1]) - 1) // HE_GBM_BLOCK}" for i in ids}
     test_groups = set(HE_TEST_CPM) | {"gbm40_b4"}
-    split = Split([i for i in ids if group[i] not in test_groups], [i for i in ids if group[i] in test_groups], group)
+    return Split([i for i in ids if group[i] not in test_groups], [i for i in ids if group[i] in test_groups], group)
+
+
+def build_he(source: Path, root: Path, quick: bool) -> Split:
+    """H&E nuclei, CPM-15 + GBM40, split by :func:`he_split`."""
+    frame = read_csv(source / "train.csv")
+    split = he_split(frame)
     _write_from_csv(source, root, frame, _DSB_COLUMNS, split, quick)
     return split
 
 
-def build_phase(source: Path, root: Path, quick: bool) -> Split:
-    """Usiigaci phase contrast, uint16 frames copied as they are. Held out: the repo's ``split == val``
-    (set46–50); group = ``sample_id`` (one field of view per set): 10 training, 5 test images."""
-    frame = read_csv(source / "train.csv")
+def phase_split(frame: pd.DataFrame) -> Split:
+    """Usiigaci's held-out part: the repo's ``split == val`` (set46–50); group = ``sample_id`` (one field of
+    view per set): 10 training, 5 test images."""
     first = frame.drop_duplicates("id").set_index("id")
-    split = Split(sorted(first.index[first["split"] == "train"]), sorted(first.index[first["split"] == "val"]),
-                  first["sample_id"].to_dict())
+    return Split(sorted(first.index[first["split"] == "train"]), sorted(first.index[first["split"] == "val"]),
+                 first["sample_id"].to_dict())
+
+
+def build_phase(source: Path, root: Path, quick: bool) -> Split:
+    """Usiigaci phase contrast, uint16 frames copied as they are, split by :func:`phase_split`."""
+    frame = read_csv(source / "train.csv")
+    split = phase_split(frame)
     _write_from_csv(source, root, frame, _SARTORIUS_COLUMNS, split, quick)
     return split
+
+
+@dataclass(frozen=True)
+class MixedPart:
+    """One modality of the mixed set: the source folder, its split, which of its training and held-out
+    images are taken (every ``train_every``-th / ``test_every``-th in sorted order) and the centre crop."""
+
+    modality: str
+    folder: str
+    split: Callable[[pd.DataFrame], Split]
+    train_every: int
+    test_every: int
+    crop: int
+
+
+# The DSB 2018 stage-1 situation the issue-8 report describes: fluorescence dominates the training images,
+# histology and phase contrast are rare, sizes and bit depths differ, and one modality (H&E) is dark on bright.
+MIXED_PARTS = (
+    MixedPart("fluorescence", "fluo_nuclei_sbsst265", fluo_split, 2, 2, 512),
+    MixedPart("histology", "he_nuclei", he_split, 4, 2, 448),
+    MixedPart("phase", "phase_cells_usiigaci", phase_split, 3, 2, 384),
+)
+MIXED_COLUMNS = ["ImageId", "EncodedPixels", "Height", "Width", "modality", GROUP_COL]
+
+
+def build_mixed(shared: Path, root: Path, quick: bool) -> Split:
+    """Mixed-modality nuclei (DSB 2018 schema, ``modality`` as the class): centre crops of fluorescence
+    (S-BSST265, 512 px), H&E (448 px) and 16-bit phase contrast (Usiigaci, 384 px, kept 16-bit), labels
+    cropped from each set's label PNGs and re-encoded column-major. Training images come only from each
+    source's training side and held-out images only from its held-out side (:data:`MIXED_PARTS` says which),
+    so nothing held out in a source set is trained on here; groups are the sources' groups, prefixed by the
+    modality. 35 training images (21 / 10 / 4), 17 held out (7 / 7 / 3)."""
+    import cv2
+
+    size = QUICK_SIZE if quick else None
+    split_train, split_test, groups = [], [], {}
+    for side, csv_name in (("train", "train.csv"), ("test", "test_truth.csv")):
+        (root / side).mkdir(parents=True, exist_ok=True)
+        rows = []
+        for part in MIXED_PARTS:
+            source = shared / part.folder
+            frame = read_csv(source / "train.csv")
+            split = part.split(frame)
+            ids = split.train[::part.train_every] if side == "train" else split.test[::part.test_every]
+            for source_id in ids:
+                image_id = f"{part.modality}_{source_id}"
+                crop = size or part.crop
+                image = _center_crop(cv2.imread(str(image_path(source / "train", source_id, ".png")), cv2.IMREAD_UNCHANGED), crop)
+                labels = _center_crop(cv2.imread(str(image_path(source / "masks", source_id, ".png")), cv2.IMREAD_UNCHANGED), crop)
+                cv2.imwrite(str(root / side / f"{image_id}.png"), image)
+                group = f"{part.modality}|{split.group[source_id]}"
+                groups[image_id] = group
+                (split_train if side == "train" else split_test).append(image_id)
+                h, w = labels.shape[:2]
+                encoded = [r["rle"] for r in instance_rows(labels, "F")]
+                rows += [(image_id, e, h, w, part.modality, group) for e in encoded]
+        with atomic_path(root / csv_name) as tmp:
+            pd.DataFrame(rows, columns=MIXED_COLUMNS).to_csv(tmp, index=False)
+    return Split(sorted(split_train), sorted(split_test), groups)
 
 
 ISBI_BLOCK = 5
@@ -316,6 +392,8 @@ SETS: dict[str, RealSet] = {s.name: s for s in (
             split_col="train_testset_split"),
     RealSet("he_nuclei", "instance", DSB_SCHEMA, build_he, report_col="source", stain="hed"),
     RealSet("phase_cells_usiigaci", "instance", SARTORIUS_SCHEMA, build_phase, split_col="split"),
+    RealSet("mixed_nuclei", "instance", {"preset": "dsb2018", "class_col": "modality", "group_col": GROUP_COL},
+            build_mixed, sources=tuple(part.folder for part in MIXED_PARTS)),
     RealSet("polyps_kvasir", "binary", TGS_SCHEMA, build_polyps,
             needs="binary rows on the scoreboard (Dice; Otsu or all-empty baseline; issue 12's binary task)"),
     RealSet("camvid_multiclass", "multiclass", SEVERSTAL_SCHEMA, build_camvid,
@@ -325,9 +403,12 @@ SETS: dict[str, RealSet] = {s.name: s for s in (
 
 # ------------------------------------------------------------------------------------------ preparing
 
-def source_digest(source: Path) -> str:
-    """sha256 of the set's MANIFEST.sha256: it lists every source file's hash, so any change shows."""
-    return hashlib.sha256((source / "MANIFEST.sha256").read_bytes()).hexdigest()
+def source_digest(*sources: Path) -> str:
+    """sha256 of the sources' MANIFEST.sha256 files: they list every source file's hash, so any change shows."""
+    digest = hashlib.sha256()
+    for source in sources:
+        digest.update((source / "MANIFEST.sha256").read_bytes())
+    return digest.hexdigest()
 
 
 def default_root(name: str) -> Path:
@@ -340,9 +421,10 @@ def prepare(name: str, root: Path | None = None, quick: bool = False, shared: Pa
     if name not in SETS:
         raise KeyError(f"unknown real set {name!r}; known: {', '.join(SETS)}")
     spec = SETS[name]
-    source = shared / name
+    source = shared if spec.sources else shared / name
     root = Path(root) if root is not None else default_root(name)
-    marker = {"set": name, "quick": quick, "builder_version": BUILDER_VERSION, "source_manifest": source_digest(source)}
+    digest = source_digest(*(shared / folder for folder in spec.sources)) if spec.sources else source_digest(source)
+    marker = {"set": name, "quick": quick, "builder_version": BUILDER_VERSION, "source_manifest": digest}
     marker_path = root / MARKER
     if marker_path.is_file():
         done = json.loads(marker_path.read_text())

@@ -173,7 +173,6 @@ def test_run_with_a_bad_config_touches_no_fold(tmp_path: Path, capsys) -> None:
 
 @pytest.mark.parametrize("override, message", [
     ("postprocess.grid={fg_threshold: [2.0]}", "postprocess.grid.fg_threshold"),
-    ("predict.folds=[0, 7]", r"predict.folds \[0, 7\]: fold\(s\) \[7\] do not exist"),
     ("data.demo={n_train: 3, colour: red}", "data.demo must be null or a mapping"),
     ("train.augment=[{NoSuchTransform: {}}]", "NoSuchTransform"),
 ])

@@ -47,7 +47,9 @@ def test_prepared_set_loads_and_holds_out_by_group(prepared, name):
     assert {p.stem for p in (root / "train").glob(f"*{ext}")} == train_ids
     assert all(r.group for r in train + test)
     spec = SETS[name]
-    if spec.split_col is None:
+    if spec.sources:  # the sources' own held-out parts decide (see the mixed-set test below)
+        pass
+    elif spec.split_col is None:
         assert not {r.group for r in train} & {r.group for r in test}
     else:  # the authors' split decides: every image is on the side its split column names
         schema = schema_from_config(_config(name, root, "train"))
@@ -84,6 +86,24 @@ def test_prepare_is_idempotent_and_full_mode_copies_source_bytes(tmp_path):
     assert (written["group"] == written["sample_id"]).all()
     test = load_records(_config("phase_cells_usiigaci", root, "test"), progress=False)
     assert [r.shape for r in test] == [(1022, 1024)] * 5
+
+
+@needs_data
+def test_mixed_set_takes_train_and_held_out_images_only_from_the_same_side_of_its_sources(prepared):
+    from benchmarks.real_sets import MIXED_PARTS
+
+    root = prepared["mixed_nuclei"]
+    for csv, side in (("train.csv", "train"), ("test_truth.csv", "test")):
+        frame = read_csv(root / csv)
+        assert set(frame["modality"]) == {part.modality for part in MIXED_PARTS}
+        for part in MIXED_PARTS:
+            split = part.split(read_csv(SHARED / part.folder / "train.csv"))
+            taken = {i.removeprefix(f"{part.modality}_") for i in frame.loc[frame["modality"] == part.modality, "ImageId"]}
+            assert taken <= set(split.train if side == "train" else split.test)
+    phase = next((root / "train").glob("phase_*.png"))
+    import cv2
+
+    assert cv2.imread(str(phase), cv2.IMREAD_UNCHANGED).dtype == np.uint16  # 16-bit kept until kseg normalises it
 
 
 @needs_data
@@ -136,11 +156,26 @@ def test_classical_fit_finds_the_polarity():
 
 @pytest.mark.parametrize("quick", [False, True])
 def test_kseg_budget_overrides_load_on_every_real_config(quick):
-    sets = kseg_budget_overrides(900, quick)
+    sets = kseg_budget_overrides(900, 0.5, quick)
     assert all("=" in s for s in sets)
     for path in sorted(CONFIGS.glob("*.yaml")):
         cfg = load_config(path, sets)
-        assert cfg["model"]["encoder_weights"] is None and cfg["train"]["epochs"] >= 1
+        assert cfg["model"]["encoder_weights"] is None and cfg["model"]["arch"] == "unet_scratch"
+        assert cfg["train"]["epochs"] >= 1
+
+
+def test_kseg_budget_is_the_steps_its_network_makes_in_the_budget():
+    cfg = load_config(CONFIGS / "he_nuclei.yaml", kseg_budget_overrides(600, 0.5))
+    # 600 s at 0.5 s per step = 1200 steps, spent as kseg's plan decides over its default 5 folds.
+    assert cfg["folds"]["n_splits"] == 5 and cfg["train"]["epochs"] == 4 and cfg["train"]["budget_steps"] == 1200
+
+
+def test_kseg_seconds_per_step_times_the_configured_network():
+    from benchmarks.bench_real import kseg_seconds_per_step
+
+    cfg = load_config(CONFIGS / "he_nuclei.yaml", [*kseg_budget_overrides(60, 1.0, quick=True), "model.scratch.filters=4",
+                                                   "model.scratch.depth=2"])
+    assert 0.0 < kseg_seconds_per_step(cfg, 2, size=32, batch=2, repeats=1) < 10.0
 
 
 def test_set_table_names_the_baselines_kseg_does_not_beat():

@@ -155,6 +155,19 @@ def test_fold_fan_out_feeds_the_inference_kernel(cfg, tmp_path, fake_wheels):
     assert meta["dataset_sources"] == [f"{OWNER}/unit-demo-kseg-code"]
 
 
+def test_fan_out_follows_train_folds_and_the_step_budget(cfg, tmp_path, fake_wheels):
+    """The kernels train what a local run would: the planned folds, each for its share of the budget."""
+    cfg["folds"]["n_splits"], cfg["train"]["epochs"] = 5, 4
+    cfg["train"].update(budget_steps=600, steps_per_epoch=None, min_steps_per_fold=250)
+    trains = build_train_kernels(cfg, OWNER, tmp_path / "kernels", COMPETITION, wheels=fake_wheels)
+    assert [k.name for k in trains] == ["unit-demo-train-fold0", "unit-demo-train-fold1"]
+    assert _json(trains[0] / "kseg-kernel.json")["overrides"] == {
+        "train.verbose": 2, "train.budget_steps": None, "train.steps_per_epoch": 75}
+    cfg["train"].update(budget_steps=None, folds=[3])
+    assert [k.name for k in build_train_kernels(cfg, OWNER, tmp_path / "k2", COMPETITION, wheels=fake_wheels)] == [
+        "unit-demo-train-fold3"]
+
+
 def test_competition_comes_from_the_kaggle_competition_key(cfg, tmp_path, fake_wheels):
     cfg["kaggle"]["competition"] = "another-competition"
     kernel = build_kernel(cfg, "infer", owner=OWNER, out_root=tmp_path / "kernels", wheels=fake_wheels)

@@ -6,7 +6,7 @@ import pytest
 
 from kseg.config import DEFAULTS
 from kseg.errors import ConfigError
-from kseg.model import build_loss, build_model, channel_weights, preprocess_fn, save_weights
+from kseg.model import build_loss, build_model, channel_weights, check_model_config, describe_model, preprocess_fn, save_weights
 
 
 def config(**model) -> dict:
@@ -43,7 +43,7 @@ def test_architectures_take_any_size_and_output_probabilities(arch):
 
 @pytest.mark.parametrize("model_cfg, words", [
     ({"backbone": "resnet19"}, r"unknown model.backbone 'resnet19'; valid backbones: .*resnet18"),
-    ({"arch": "UNet"}, r"unknown model.arch 'UNet'; valid architectures: Unet, FPN, Linknet"),
+    ({"arch": "UNet"}, r"unknown model.arch 'UNet'; valid architectures: Unet, FPN, Linknet, unet_scratch"),
     ({"encoder_weights": "/nowhere/notop.h5"}, r"model.encoder_weights: weights file not found: /nowhere/notop.h5"),
     ({"init_from": "/nowhere/best.weights.h5"}, r"model.init_from: weights file not found: /nowhere/best.weights.h5"),
     ({"bn_momentum": 1.0}, r"model.bn_momentum must be a number in \[0, 1\), got 1.0"),
@@ -51,6 +51,58 @@ def test_architectures_take_any_size_and_output_probabilities(arch):
 def test_bad_model_config(model_cfg, words):
     with pytest.raises(ConfigError, match=words):
         build_model(config(**model_cfg), 3)
+
+
+def scratch(**flags) -> dict:
+    return config(arch="unet_scratch", scratch={**DEFAULTS["model"]["scratch"], "filters": 4, "depth": 3, **flags})
+
+
+@pytest.mark.parametrize("flags", [{}, {"residual": True}, {"se": True}, {"attention": True},
+                                   {"residual": True, "se": True, "attention": True, "depth": 5}])
+def test_scratch_unet_variants_take_any_multiple_of_32_and_output_probabilities(flags):
+    model = build_model(scratch(**flags), 3)
+    probs = model.predict_on_batch(np.random.default_rng(0).random((2, 64, 96, 3), dtype=np.float32))
+    assert probs.shape == (2, 64, 96, 3) and probs.min() >= 0.0 and probs.max() <= 1.0
+    assert describe_model(model).endswith(f"{model.count_params():,} parameters")
+    for flag in ("residual", "se", "attention"):
+        assert (flag in model.name) == bool(flags.get(flag))
+
+
+def test_scratch_unet_flags_add_parameters_and_its_weights_round_trip(tmp_path):
+    plain, full = build_model(scratch(), 2), build_model(scratch(residual=True, se=True, attention=True), 2)
+    assert full.count_params() > plain.count_params()
+    path = save_weights(plain, tmp_path / "best.weights.h5")
+    cfg = scratch()
+    cfg["model"]["init_from"] = str(path)
+    restored = build_model(cfg, 2)
+    assert all(np.array_equal(a, b) for a, b in zip(plain.get_weights(), restored.get_weights()))
+
+
+@pytest.mark.parametrize("model_cfg, words", [
+    ({"encoder_weights": "imagenet"}, r"model.arch=unet_scratch has no pretrained encoder: set model.encoder_weights to null"),
+    ({"encoder_freeze": True}, r"model.encoder_freeze=true has no meaning for model.arch=unet_scratch"),
+    ({"scratch": {**DEFAULTS["model"]["scratch"], "depth": 6}}, r"model.scratch.depth must be an integer in \[1, 5\], got 6"),
+    ({"scratch": {**DEFAULTS["model"]["scratch"], "filters": 2.5}}, r"model.scratch.filters must be an integer in \[4, 256\]"),
+    ({"scratch": {**DEFAULTS["model"]["scratch"], "se": "yes"}}, r"model.scratch.se must be true or false, got 'yes'"),
+])
+def test_bad_scratch_config_is_rejected_before_training(model_cfg, words):
+    cfg = scratch()
+    cfg["model"].update(model_cfg)
+    with pytest.raises(ConfigError, match=words):
+        check_model_config(cfg)
+
+
+def test_a_segmentation_models_network_from_scratch_points_to_unet_scratch(capsys):
+    check_model_config(config())
+    assert "model.arch=unet_scratch" in capsys.readouterr().out
+    check_model_config(scratch())
+    assert capsys.readouterr().out == ""
+
+
+def test_scratch_preprocessing_scales_to_minus_one_one_without_touching_the_input():
+    image = np.array([[[0, 127, 255]]], np.uint8)
+    x = preprocess_fn(scratch())(image)
+    assert x.dtype == np.float32 and np.allclose(x, [[[-1.0, 127 / 127.5 - 1, 1.0]]]) and image[0, 0, 2] == 255
 
 
 def test_short_training_gives_matching_inference_statistics():

@@ -13,40 +13,23 @@ from kseg.config import load_config
 from kseg.errors import ConfigError
 from kseg.predict import command_predict, fold_weight_files
 
+from conftest import TINY, tiny_args
+
 pytestmark = pytest.mark.slow
-
-TINY = [
-    "data.demo={seed: 3, n_train: 6, n_test: 2, height: 96, width: 128}", "folds.n_splits=2",
-    "train.size=64", "train.epochs=1", "train.steps_per_epoch=2", "train.batch_size=2", "train.verbose=0",
-    "postprocess.grid={fg_threshold: [0.3, 0.5], seed_threshold: [0.5, 0.7], min_area: [0, 10]}",
-    "tta=[identity, hflip]",
-]
-
-
-def _args(root: Path, extra: list[str] = ()) -> list[str]:
-    sets = TINY + [f"data.root={root / 'data'}", f"output.dir={root / 'run'}",
-                   f"output.submission={root / 'submission.csv'}", *extra]
-    return ["--config", "configs/demo.yaml", *[arg for s in sets for arg in ("--set", s)]]
-
-
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("run")
-    assert main(["run", *_args(root)]) == 0
-    return root
 
 
 def test_run_writes_a_valid_scorable_submission(finished_run, capsys):
     root = finished_run
     run = root / "run"
     for name in ("folds.csv", "config.yaml", "channels.json", "postprocess.json", "search_table.csv",
-                 "search_curves.png", "fold0/best.weights.h5", "fold1/curves.png", "fold1/history.csv"):
+                 "search_curves.png", "fold0/best.weights.h5", "fold1/curves.png", "fold1/history.csv",
+                 "report.html"):
         assert (run / name).is_file(), name
     assert len(list((run / "fold0" / "oof").glob("*.npz"))) + len(list((run / "fold1" / "oof").glob("*.npz"))) == 6
     submission = pd.read_csv(root / "submission.csv", dtype=str, keep_default_na=False)
     assert list(submission.columns) == ["id", "predicted"]
     assert submission["id"].nunique() == 2
-    assert main(["validate", str(root / "submission.csv"), *_args(root)]) == 0
+    assert main(["validate", str(root / "submission.csv"), *tiny_args(root)]) == 0
     capsys.readouterr()
     assert main(["score", str(root / "data" / "test_truth.csv"), str(root / "submission.csv"),
                  "--schema", "sartorius", "--json"]) == 0
@@ -72,16 +55,18 @@ def test_search_is_at_least_as_good_as_the_defaults(finished_run):
 
 def test_rerun_skips_finished_stages(finished_run, capsys):
     capsys.readouterr()
-    assert main(["run", *_args(finished_run)]) == 0
+    assert main(["run", *tiny_args(finished_run)]) == 0
     out = capsys.readouterr().out
     assert "=== train ===" not in out and "up to date" in out
     assert "submission:" in out and "test score against test_truth.csv" in out
+    assert f"report: {finished_run / 'run' / 'report.html'}" in out
+    assert "single fold models on the annotated test images: fold0 " in out
 
 
 def test_changed_search_grid_redoes_search_and_predict_only(finished_run, capsys):
     capsys.readouterr()
     extra = ["postprocess.grid={fg_threshold: [0.5], seed_threshold: [0.6], min_area: [0]}"]
-    assert main(["run", *_args(finished_run, extra)]) == 0
+    assert main(["run", *tiny_args(finished_run, extra)]) == 0
     out = capsys.readouterr().out
     assert "=== train ===" not in out and "=== search ===" in out and "=== predict ===" in out
     chosen = json.loads((finished_run / "run" / "postprocess.json").read_text())
@@ -112,7 +97,7 @@ def test_predict_without_search_uses_defaults(finished_run, tmp_path, capsys):
 def test_predict_before_training_is_one_clear_error(tmp_path, capsys):
     assert main(["demo-data", str(tmp_path / "data"), "--n-train", "2", "--n-test", "1", "--height", "64",
                  "--width", "64"]) == 0
-    assert main(["predict", *_args(tmp_path)]) == 2
+    assert main(["predict", *tiny_args(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "channels.json" in err and "Traceback" not in err
 

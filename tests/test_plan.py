@@ -10,7 +10,8 @@ from kseg.errors import ConfigError, DataError
 from kseg.plan import (Plan, fingerprint, make_plan, read_plan, rescale_image, rescale_labels,
                        restore_probabilities, write_plan)
 
-TRAIN = {"scale": "auto", "target_diameter": 32}
+TRAIN = {"scale": "auto", "target_diameter": 32, "budget_steps": None, "min_steps_per_fold": 250, "steps_per_epoch": None,
+         "epochs": 4}
 
 
 def discs(diameter: int, count: int, size: int = 400) -> np.ndarray:
@@ -49,19 +50,35 @@ def test_explicit_scale_and_binary_task_and_few_objects():
 
 
 @pytest.mark.parametrize("train, words", [
-    ({"scale": "big", "target_diameter": 32}, "train.scale must be 'auto' or a number"),
-    ({"scale": 0.1, "target_diameter": 32}, "train.scale must be 'auto' or a number"),
-    ({"scale": True, "target_diameter": 32}, "train.scale must be 'auto' or a number"),
-    ({"scale": "auto", "target_diameter": 0}, "train.target_diameter must be a positive number"),
+    ({"scale": "big"}, "train.scale must be 'auto' or a number"),
+    ({"scale": 0.1}, "train.scale must be 'auto' or a number"),
+    ({"scale": True}, "train.scale must be 'auto' or a number"),
+    ({"target_diameter": 0}, "train.target_diameter must be a positive number"),
+    ({"budget_steps": 0}, "train.budget_steps must be a positive integer or null, got 0"),
+    ({"min_steps_per_fold": 2.5}, "train.min_steps_per_fold must be a positive integer or null, got 2.5"),
+    ({"budget_steps": 100, "steps_per_epoch": 10}, "train.budget_steps and train.steps_per_epoch both set"),
 ])
 def test_bad_plan_config(train, words):
     with pytest.raises(ConfigError, match=words):
-        make_plan(fingerprint([discs(20, 4)], [None]), train)
+        make_plan(fingerprint([discs(20, 4)], [None]), {**TRAIN, **train})
+
+
+@pytest.mark.parametrize("budget, folds, steps", [
+    (None, [0, 1, 2, 3, 4], None),      # no budget: every requested fold, the usual epoch length
+    (432, [0], 108),                    # under 2 x 250 steps: one fold gets all of them
+    (600, [0, 1], 75),                  # two folds of 300
+    (10_000, [0, 1, 2, 3, 4], 500),     # plenty: every fold, 2,000 steps each
+    (100, [0], 25),                     # below the minimum: still one fold
+])
+def test_a_step_budget_trains_as_many_folds_as_get_enough_steps(budget, folds, steps):
+    plan = make_plan(fingerprint([discs(20, 9)], [None]), {**TRAIN, "budget_steps": budget}, folds=[0, 1, 2, 3, 4])
+    assert plan.folds == folds and plan.steps_per_epoch == steps
+    assert budget is None or f"train.budget_steps {budget}: {len(folds)} of 5 folds" in plan.reason
 
 
 def test_plan_file_round_trip_and_bad_files(tmp_path):
     fp = fingerprint([discs(64, 9)] * 3, [None] * 3)
-    plan = make_plan(fp, TRAIN)
+    plan = make_plan(fp, {**TRAIN, "budget_steps": 600}, folds=[0, 1, 2])
     write_plan(tmp_path, fp, plan)
     assert read_plan(tmp_path) == plan
     assert json.loads((tmp_path / "plan.json").read_text())["fingerprint"]["n_objects"] == 27

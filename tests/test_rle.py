@@ -12,10 +12,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+from kseg import rle
 from kseg.rle import RLEError, decode, decode_labels, decode_relative, encode, encode_labels, encode_relative
 
 SARTORIUS_SHAPE = (520, 704)
-ORDERS = st.sampled_from(["C", "F"])
+# Every order, relative ones included, so each property below holds for SIIM's format through the public API.
+ORDERS = st.sampled_from(rle.ORDERS)
+PIXEL_ORDERS = st.sampled_from(["C", "F"])
 SHAPES = st.tuples(st.integers(1, 40), st.integers(1, 40))
 
 
@@ -211,7 +214,7 @@ SIIM_SHAPE = (1024, 1024)
 
 
 @settings(max_examples=150, deadline=None)
-@given(mask=masks(), order=ORDERS)
+@given(mask=masks(), order=PIXEL_ORDERS)
 def test_relative_round_trip_agrees_with_the_standard_encoder(mask: np.ndarray, order: str) -> None:
     text = encode_relative(mask, order)
     assert np.array_equal(decode_relative(text, mask.shape, order), mask)
@@ -220,6 +223,40 @@ def test_relative_round_trip_agrees_with_the_standard_encoder(mask: np.ndarray, 
     starts = 1 + np.cumsum(pairs[:, 0]) + np.concatenate(([0], np.cumsum(pairs[:-1, 1])))
     standard = " ".join(f"{start} {length}" for start, length in zip(starts.tolist(), pairs[:, 1].tolist()))
     assert standard == encode(mask, order)
+    assert text == encode(mask, f"{order}-relative")
+    assert np.array_equal(decode(text, mask.shape, f"{order}-relative"), mask)
+
+
+@settings(max_examples=100, deadline=None)
+@given(labels=masks(np.int32, max_label=6), order=st.sampled_from(["C-relative", "F-relative"]))
+def test_relative_label_round_trip(labels: np.ndarray, order: str) -> None:
+    """Label image → one relative string per instance → the same label image (labels renumbered 1..n)."""
+    encoded = encode_labels(labels, order)
+    decoded, overlap = decode_labels([encoded[label] for label in sorted(encoded)], labels.shape, order)
+    renumbered = np.searchsorted(np.array([0, *sorted(encoded)]), labels)
+    assert overlap == 0 and np.array_equal(decoded, renumbered)
+    assert all(text.split()[0] != "-1" for text in encoded.values())
+
+
+def test_empty_mask_text_and_test_per_order() -> None:
+    assert [rle.empty_rle(order) for order in rle.ORDERS] == ["", "", "-1", "-1"]
+    assert rle.is_empty(" -1 ", "F-relative") and rle.is_empty("", "F-relative") and rle.is_empty(None, "C")
+    assert rle.is_empty(float("nan"), "F") and rle.is_empty("  ", "C")
+    assert not rle.is_empty("-1", "F")  # a malformed standard string, not an empty mask
+    assert not rle.is_empty("0 1", "F-relative")
+    with pytest.raises(RLEError, match=r"unknown RLE order 'relative'.*'-relative'"):
+        rle.is_empty("", "relative")
+
+
+def test_relative_rows_of_one_image_name_the_bad_row() -> None:
+    wheres = ["train-rle.csv line 1 (id a)", "train-rle.csv line 2 (id a)", "train-rle.csv line 3 (id a)"]
+    with pytest.raises(RLEError) as raised:
+        decode_labels(["0 2", "-1", "3 1 -2 4"], (3, 4), "F-relative", wheres=wheres)
+    assert str(raised.value).startswith("train-rle.csv line 3 (id a): run 2 has offset -2; offsets after the first")
+    with pytest.raises(RLEError, match=r"^train-rle.csv line 2 \(id a\): run 1 covers 0-based pixels 10-12, past"):
+        decode_labels(["0 12", "10 3"], (3, 4), "F-relative", wheres=wheres[:2])
+    with pytest.raises(RLEError, match=r"odd number of tokens \(1\)"):
+        decode("-1", (3, 4), "F")  # SIIM's empty marker is only empty in a relative order
 
 
 def test_relative_encoding_by_hand() -> None:

@@ -51,6 +51,15 @@ def test_frame_round_trip_is_valid_and_decodes_back(tmp_path: Path, schema: Sche
     decoded, overlap = rle.decode_labels(written[rle_col].iloc[1:].tolist(), (20, 30), schema.rle_order)
     np.testing.assert_array_equal(decoded, predictions["cells"])
     assert overlap == 0
+    labels = submission.submission_labels(path, schema, expected)
+    np.testing.assert_array_equal(labels["cells"], predictions["cells"])
+    assert not labels["blank"].any()
+
+
+def test_submission_labels_of_an_unreadable_file_name_the_problem(tmp_path: Path) -> None:
+    path = write_rows(tmp_path / "sub.csv", [("a", "1 2")], header="id,annotation")
+    with pytest.raises(SubmissionError, match="header is id,annotation, expected id,predicted"):
+        submission.submission_labels(path, SARTORIUS, EXPECTED)
 
 
 def test_write_submission_leaves_no_temporary_file(tmp_path: Path) -> None:

@@ -142,8 +142,38 @@ def test_batch_larger_than_fold_is_fine_because_crops_are_drawn_with_replacement
 
 
 def test_unknown_fold(data_root, tmp_path):
-    with pytest.raises(ConfigError, match=r"fold 7 is not in the folds file; available folds: 0, 1"):
+    with pytest.raises(ConfigError, match=r"fold\(s\) 7 not in the folds file; available folds: 0, 1"):
         command_train(run_config(data_root, tmp_path / "run"), 7)
+
+
+def test_train_folds_trains_only_the_listed_folds(data_root, tmp_path):
+    """``train.folds`` is what ``kseg run`` trains when compute is short: here fold 1 alone."""
+    run = tmp_path / "run"
+    paths = command_train(run_config(data_root, run, "train.folds=[1]", "train.steps_per_epoch=1", "train.size=32",
+                                     "tta=[identity]"))
+    assert paths == [run / "fold1" / "best.weights.h5"] and not (run / "fold0").exists()
+
+
+def test_a_step_budget_trains_the_planned_folds_for_the_planned_steps(data_root, tmp_path):
+    """3 steps in all with at least 2 per fold: one fold of the two, 3 steps, as plan.json says."""
+    import json
+
+    run = tmp_path / "run"
+    command_train(run_config(data_root, run, "train.budget_steps=3", "train.min_steps_per_fold=2",
+                             "train.steps_per_epoch=null", "train.size=32", "tta=[identity]"))
+    plan = json.loads((run / "plan.json").read_text())["plan"]
+    assert plan["folds"] == [0] and plan["steps_per_epoch"] == 3 and not (run / "fold1").exists()
+    assert json.loads((run / "fold0" / "done.json").read_text())["steps_per_epoch"] == 3
+
+
+@pytest.mark.parametrize("override, words", [
+    ("train.folds=[0, 2]", r"train.folds: fold\(s\) \[2\] do not exist with folds.n_splits=2 \(folds are 0..1\)"),
+    ("train.folds=first", r"train.folds must be 'all', a fold index or a list of fold indices, got 'first'"),
+    ("predict.folds=[3]", r"predict.folds: fold\(s\) \[3\] do not exist with folds.n_splits=2"),
+])
+def test_bad_fold_selection_is_rejected_at_load(override, words, tmp_path):
+    with pytest.raises(ConfigError, match=words):
+        run_config(tmp_path, tmp_path / "run", override)
 
 
 # ---------------------------------------------------------------------------------------- real runs

@@ -7,7 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kseg.errors import ConfigError, DataError
-from kseg.tta import VIEWS, apply_view, invert_view, pad_to_multiple, predict_ensemble, predict_image
+from kseg.tta import (VIEWS, apply_view, invert_view, mean_of, pad_to_multiple, predict_each, predict_ensemble,
+                      predict_image)
 
 
 def first_channel(batch: np.ndarray) -> np.ndarray:
@@ -95,6 +96,9 @@ def test_ensemble_averages_the_models() -> None:
     np.testing.assert_allclose(probs[..., 0], 0.75 * image[..., 0], rtol=1e-5)
     with pytest.raises(ConfigError, match="at least one model"):
         predict_ensemble([], image, ["identity"])
+    each = predict_each([first_channel, half], image, ["identity", "vflip"])
+    np.testing.assert_allclose(each[1], each[0] / 2, rtol=1e-6)
+    np.testing.assert_array_equal(mean_of(each), probs)  # bit for bit: fold scores see the submission's ensemble
 
 
 def test_tiled_prediction_matches_whole_image_prediction() -> None:

@@ -44,7 +44,7 @@ def _cmd_folds(args: argparse.Namespace) -> int:
 def _cmd_train(args: argparse.Namespace) -> int:
     from .train import command_train
 
-    fold = "all" if args.fold == "all" else _fold_arg(args.fold)
+    fold = None if args.fold is None else "all" if args.fold == "all" else _fold_arg(args.fold)
     command_train(_config(args), fold, resume=args.resume)
     return 0
 
@@ -67,6 +67,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from .pipeline import command_run
 
     command_run(_config(args), force=args.force)
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .report import command_report
+
+    command_report(_config(args))
+    return 0
+
+
+def _cmd_overlay(args: argparse.Namespace) -> int:
+    from .overlay import command_overlay
+
+    command_overlay(_config(args), args.ids, args.source, Path(args.out) if args.out else None)
     return 0
 
 
@@ -208,13 +222,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     add("folds", _cmd_folds, "write folds.csv (stratified group k-fold) and print the fold table")
     p = add("train", _cmd_train, "train one fold or all folds; writes weights, curves and OOF predictions")
-    p.add_argument("--fold", default="all", help="fold index or 'all'")
+    p.add_argument("--fold", help="fold index or 'all' (default: train.folds)")
     p.add_argument("--resume", action="store_true", help="continue interrupted folds from their last epoch")
     add("search", _cmd_search, "search post-processing parameters on out-of-fold predictions")
     p = add("predict", _cmd_predict, "fold ensemble x TTA on the test images -> validated submission")
     p.add_argument("--out", help="submission path (default: output.submission)")
     p = add("run", _cmd_run, "the main job: folds, training, OOF search, prediction, validation")
     p.add_argument("--force", action="store_true", help="redo every stage even if up to date")
+
+    add("report", _cmd_report, "write report.html into the run: OOF scores, search, errors, training curves, "
+                               "stage times (self-contained, images embedded)")
+    p = add("overlay", _cmd_overlay, "PNG overlays of images: the truth, the OOF prediction's errors or a test "
+                                     "prediction")
+    p.add_argument("--ids", nargs="+", required=True, metavar="ID", help="image ids")
+    # Checked by kseg.overlay (which this parser does not import, to stay light): truth, oof or test.
+    p.add_argument("--source", default="oof", help="truth, oof (default) or test (the submission's prediction)")
+    p.add_argument("--out", help="folder for the PNGs (default: <output.dir>/overlays/<source>)")
 
     p = add("score", _cmd_score, "score a prediction CSV against a truth CSV with the competition metric", config=False)
     p.add_argument("truth")

@@ -40,10 +40,13 @@ DEFAULTS: Config = {
             "rle_col": None,
             "height_col": None,
             "width_col": None,
+            # C, F, or F-relative (SIIM-ACR's RLE: starts counted from the previous run, "-1" = empty mask).
             "rle_order": None,
             "class_col": None,
             "group_col": None,
             "submission_cols": None,
+            # false: train.csv has no header line, just id_col,rle_col (SIIM); null = true unless the preset says.
+            "header": None,
         },
         # When set, `kseg run` generates the synthetic demo competition into data.root if it is missing.
         "demo": None,
@@ -51,9 +54,12 @@ DEFAULTS: Config = {
     # allow_group_leak: a folds file with a group in two folds is a warning instead of an error.
     "folds": {"n_splits": 5, "seed": 42, "file": None, "allow_group_leak": False},
     "model": {
+        # Unet, FPN or Linknet: segmentation_models with `backbone` and its `encoder_weights`;
+        # unet_scratch: kseg's own U-Net for training from scratch (unet.py), shaped by `scratch`.
         "arch": "Unet",
         "backbone": "resnet34",
         "encoder_weights": "imagenet",
+        "scratch": {"filters": 16, "depth": 4, "residual": False, "se": False, "attention": False},
         "init_from": None,
         "encoder_freeze": False,
         # Keras' default 0.99 leaves BatchNorm's inference statistics wrong after short runs (see model.py).
@@ -65,6 +71,9 @@ DEFAULTS: Config = {
         "invert": False,
     },
     "train": {
+        # The folds `kseg run` trains: all, or a list of fold indices (when compute is short, one fold trained
+        # for all of it beats K under-trained ones: BENCHMARKS.md); prediction ensembles the trained folds.
+        "folds": "all",
         "size": 256,
         "epochs": 30,
         # Per replica (one GPU or TPU core): the global batch is batch_size x replicas, and train.lr is scaled
@@ -74,6 +83,10 @@ DEFAULTS: Config = {
         # replacement), so a 30-image fold still gets enough optimizer steps and a 10,000-image one one pass.
         "steps_per_epoch": None,
         "min_steps_per_epoch": 50,
+        # A compute budget: optimizer steps for the whole run. The plan then trains as many of train.folds as
+        # get min_steps_per_fold steps each (at least one) and splits the budget between them (plan.py).
+        "budget_steps": None,
+        "min_steps_per_fold": 250,
         # The scale at which the network sees the images: auto (plan.py: objects with a median diameter above
         # target_diameter px are downscaled to it, never upscaled) or a number; written to plan.json.
         "scale": "auto",
@@ -246,10 +259,15 @@ def _validate_values(cfg: Config) -> None:
         value = cfg["train"][key]
         if not is_int(value) or value < 1:
             raise ConfigError(f"train.{key} must be a positive integer, got {value!r}")
-    wanted = cfg["predict"]["folds"]
-    if not (wanted == "all" or is_int(wanted)
-            or (isinstance(wanted, list) and wanted and all(is_int(k) for k in wanted))):
-        raise ConfigError(f"predict.folds must be 'all', a fold index or a list of fold indices, got {wanted!r}")
+    for dotted in ("train.folds", "predict.folds"):
+        wanted = get(cfg, dotted)
+        if not (wanted == "all" or is_int(wanted)
+                or (isinstance(wanted, list) and wanted and all(is_int(k) for k in wanted))):
+            raise ConfigError(f"{dotted} must be 'all', a fold index or a list of fold indices, got {wanted!r}")
+        outside = [k for k in (wanted if isinstance(wanted, list) else [wanted]) if k != "all" and not 0 <= k < n_splits]
+        if outside:
+            raise ConfigError(f"{dotted}: fold(s) {outside} do not exist with folds.n_splits={n_splits} "
+                              f"(folds are 0..{n_splits - 1})")
     if not isinstance(cfg["tta"], list) or not cfg["tta"]:
         raise ConfigError(f"tta must be a non-empty list of view names, got {cfg['tta']!r}")
 

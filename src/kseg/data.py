@@ -27,8 +27,9 @@ from kseg.files import child_path
 
 __all__ = [
     "Schema", "PRESETS", "schema_from_config", "read_image", "image_size", "ImageRecord",
-    "read_csv", "csv_lines", "read_index", "load_records", "list_test_images", "records_frame", "image_path",
-    "check_complete_image",
+    "read_csv", "read_annotations", "csv_lines", "read_index", "load_records", "load_test_truth", "list_test_images",
+    "records_frame",
+    "image_path", "check_complete_image",
 ]
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -42,6 +43,14 @@ PRESETS: dict[str, dict[str, Any]] = {
         "rle_order": "F", "class_col": None, "group_col": None,
         "submission_cols": ("ImageId", "EncodedPixels"),
     },
+    # SIIM-ACR Pneumothorax (2019): train-rle.csv without a header line, relative RLE, "-1" for no
+    # pneumothorax; several rows of one image (several regions) are unioned with data.task: binary.
+    # Images are DICOM, so data.image_ext: .dcm (a data key, like the task, not part of the CSV layout).
+    "siim": {
+        "id_col": "ImageId", "rle_col": "EncodedPixels", "height_col": None, "width_col": None,
+        "rle_order": "F-relative", "class_col": None, "group_col": None, "header": False,
+        "submission_cols": ("ImageId", "EncodedPixels"),
+    },
 }
 
 DICOM_SUFFIXES = (".dcm", ".dicom")
@@ -50,7 +59,7 @@ HIGH_DEPTH_PERCENTILES = (0.1, 99.9)
 
 # Keys a schema cannot do without when no preset supplies them.
 _REQUIRED_KEYS = ("id_col", "rle_col", "rle_order")
-_OPTIONAL_KEYS = ("height_col", "width_col", "class_col", "group_col", "submission_cols")
+_OPTIONAL_KEYS = ("height_col", "width_col", "class_col", "group_col", "submission_cols", "header")
 
 # Columns of read_index and records_frame: one row per image, what folds and summaries need.
 INDEX_COLUMNS = ["id", "cls", "group", "n_instances", "height", "width"]
@@ -62,6 +71,9 @@ class Schema:
 
     ``height_col``/``width_col`` are optional (image sizes then come from the image headers);
     ``class_col``/``group_col`` are optional (no per-class search, no grouped folds without them).
+    ``rle_order`` is one of :data:`kseg.rle.ORDERS`; ``F-relative`` is SIIM's relative RLE, whose empty
+    mask is ``-1`` (read and written), see :mod:`kseg.rle`. ``header`` false: the train CSV has no
+    header line and holds just ``id_col, rle_col`` (SIIM); the submission always has its header.
     """
 
     id_col: str
@@ -72,6 +84,7 @@ class Schema:
     class_col: str | None
     group_col: str | None
     submission_cols: tuple[str, str]
+    header: bool = True
 
 
 def schema_from_config(cfg: Mapping[str, Any]) -> Schema:
@@ -94,7 +107,13 @@ def schema_from_config(cfg: Mapping[str, Any]) -> Schema:
             raise ConfigError(f"data.schema.{key} is required when data.schema.preset is not set "
                               f"(or set data.schema.preset to one of: {', '.join(sorted(PRESETS))})")
     if values["rle_order"] not in rle.ORDERS:
-        raise ConfigError(f"data.schema.rle_order must be 'C' (row-major) or 'F' (column-major), got {values['rle_order']!r}")
+        raise ConfigError(f"data.schema.rle_order must be 'C' (row-major), 'F' (column-major) or 'F-relative' "
+                          f"(SIIM-ACR; also 'C-relative'), got {values['rle_order']!r}")
+    if values.get("header") is None:
+        values["header"] = True
+    elif not isinstance(values["header"], bool):
+        raise ConfigError(f"data.schema.header must be true or false (false: the train CSV has no header line), "
+                          f"got {values['header']!r}")
     submission_cols = values["submission_cols"] or (values["id_col"], values["rle_col"])
     if isinstance(submission_cols, str) or len(submission_cols) != 2 or not all(isinstance(c, str) for c in submission_cols):
         raise ConfigError(f"data.schema.submission_cols must be two column names, got {submission_cols!r}")
@@ -250,11 +269,13 @@ class _TrainTable:
 LINE_INDEX = "line"
 
 
-def read_csv(path: Path, what: str = "CSV file") -> pd.DataFrame:
+def read_csv(path: Path, what: str = "CSV file", *, names: tuple[str, ...] | None = None) -> pd.DataFrame:
     """Every cell as text (ids such as ``0123`` must not become numbers, empty RLE must stay ``''``).
 
     The index is each row's line number in the file (header = line 1), so errors name the line an
-    editor shows even when pandas skipped blank lines or a quoted cell spans several lines.
+    editor shows even when pandas skipped blank lines or a quoted cell spans several lines. With
+    ``names`` the file has no header line (SIIM's train-rle.csv): its records are these columns, the
+    first on line 1. A UTF-8 byte-order mark (SIIM's files start with one) is dropped either way.
     """
     path = Path(path)
     if path.is_dir():
@@ -262,33 +283,54 @@ def read_csv(path: Path, what: str = "CSV file") -> pd.DataFrame:
     if not path.is_file():
         raise DataError(f"{what} not found: {path}")
     try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, header=None if names else "infer")
     except pd.errors.EmptyDataError:
-        raise DataError(f"{path}: the file is empty (expected a header and data rows)") from None
+        expected = "data rows" if names else "a header and data rows"
+        raise DataError(f"{path}: the file is empty (expected {expected})") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: not a readable CSV ({exc})") from None
-    frame.index = pd.Index(_record_lines(path, len(frame)), name=LINE_INDEX)
+    if names:
+        _name_headerless_columns(frame, path, names)
+    frame.index = pd.Index(_record_lines(path, len(frame), header=not names), name=LINE_INDEX)
     return frame
 
 
-def _record_lines(path: Path, n_rows: int) -> np.ndarray:
+def _name_headerless_columns(frame: pd.DataFrame, path: Path, names: tuple[str, ...]) -> None:
+    """Give a headerless frame its column names, refusing a file whose layout says otherwise: another
+    column count would put values under the wrong names, and a header line would become a data row."""
+    if frame.shape[1] != len(names):
+        raise DataError(f"{path} line 1: {frame.shape[1]} column(s), expected {len(names)} ({', '.join(names)}) "
+                        f"in a CSV without a header line (data.schema.header: false)")
+    frame.columns = list(names)
+    if len(frame) and [str(cell).strip() for cell in frame.iloc[0]] == list(names):
+        raise DataError(f"{path} line 1: {','.join(frame.iloc[0])!r} is a header line, but data.schema.header is "
+                        f"false; set it to true")
+
+
+def _record_lines(path: Path, n_rows: int, header: bool = True) -> np.ndarray:
     """First file line of each of the ``n_rows`` data records pandas read (it skips blank lines)."""
+    first = 2 if header else 1
     raw = path.read_bytes()
     n_lines = raw.count(b"\n") + (0 if raw.endswith(b"\n") else 1)
-    if b'"' not in raw and b"\r" not in raw and n_lines == n_rows + 1:
-        return np.arange(2, n_rows + 2)  # the common case: one record per line, no blank line
+    if b'"' not in raw and b"\r" not in raw and n_lines == n_rows + first - 1:
+        return np.arange(first, n_rows + first)  # the common case: one record per line, no blank line
     starts: list[int] = []
     with open(path, newline="", encoding="utf-8", errors="replace") as handle:
         reader = csv.reader(handle)
         previous = 0
         for index, record in enumerate(reader):
             start, previous = previous + 1, reader.line_num
-            if index == 0 or not record or (len(record) == 1 and not record[0].strip()):
+            if (header and index == 0) or not record or (len(record) == 1 and not record[0].strip()):
                 continue  # the header, or a blank line pandas skips
             starts.append(start)
     if len(starts) != n_rows:  # a dialect csv reads differently from pandas: count records instead
-        return np.arange(2, n_rows + 2)
+        return np.arange(first, n_rows + first)
     return np.asarray(starts, dtype=np.int64)
+
+
+def read_annotations(path: Path, schema: Schema, what: str = "train CSV") -> pd.DataFrame:
+    """A CSV in the train layout of ``schema`` (train.csv, a test truth): with or without its header line."""
+    return read_csv(path, what, names=None if schema.header else (schema.id_col, schema.rle_col))
 
 
 def csv_lines(frame: pd.DataFrame) -> np.ndarray:
@@ -330,7 +372,7 @@ def _read_train_table(cfg: Mapping[str, Any]) -> _TrainTable:
     csv_path = config_module.data_path(cfg, "train_csv")
     train_dir = config_module.data_path(cfg, "train_dir")
     image_ext = cfg["data"]["image_ext"]
-    rows = read_csv(csv_path, "train CSV")
+    rows = read_annotations(csv_path, schema)
     _require_columns(rows, csv_path, [schema.id_col, schema.rle_col])
     if rows.empty:
         raise DataError(f"{csv_path}: no data rows (only a header)")
@@ -338,7 +380,9 @@ def _read_train_table(cfg: Mapping[str, Any]) -> _TrainTable:
     group_col = _optional_column(rows, csv_path, schema.group_col, "group")
     size_cols = (schema.height_col, schema.width_col)
     has_sizes = all(column is not None and column in rows.columns for column in size_cols)
-    rows = rows.assign(_line=csv_lines(rows))
+    # Which rows hold no mask ("" everywhere, also "-1" in SIIM's relative order), decided once for all rows.
+    rows = rows.assign(_line=csv_lines(rows),
+                       _empty=rows[schema.rle_col].map(lambda value: rle.is_empty(value, schema.rle_order)))
     empty_ids = rows["_line"][rows[schema.id_col].str.strip() == ""]
     if len(empty_ids):
         raise DataError(f"{csv_path} line {empty_ids.iloc[0]}: empty {schema.id_col}")
@@ -358,7 +402,7 @@ def _read_train_table(cfg: Mapping[str, Any]) -> _TrainTable:
             raise DataError(f"{csv_path} line {first_line} (id {image_id}): {exc}") from None
         if has_sizes:
             _check_csv_sizes(image_rows, schema, csv_path, image_id, (height, width))
-        n_foreground_rows = int((image_rows[schema.rle_col].str.strip() != "").sum())
+        n_foreground_rows = int((~image_rows["_empty"]).sum())
         if cfg["data"]["task"] == "binary":
             n_foreground_rows = min(n_foreground_rows, 1)
         index_rows.append({
@@ -416,7 +460,7 @@ def load_records(cfg: Mapping[str, Any], *, progress: bool = True) -> list[Image
     """Validate train.csv and decode every image's instances, sorted by id.
 
     Rows with an empty RLE contribute nothing (DSB/TGS/Airbus write one empty row for an image
-    without objects). Overlapping annotations keep the first row's label; the total is printed once.
+    without objects, SIIM one ``-1`` row). Overlapping annotations keep the first row's label; the total is printed once.
     """
     table = _read_train_table(cfg)
     schema, csv_path = table.schema, table.csv_path
@@ -426,7 +470,7 @@ def load_records(cfg: Mapping[str, Any], *, progress: bool = True) -> list[Image
     for entry in tqdm(table.index.itertuples(index=False), total=len(table.index), desc="decode masks",
                       disable=not progress):
         image_rows = rows_by_id[entry.id]
-        image_rows = image_rows[image_rows[schema.rle_col].str.strip() != ""]
+        image_rows = image_rows[~image_rows["_empty"]]
         wheres = [f"{csv_path} line {line} (id {entry.id})" for line in image_rows["_line"]]
         shape = (int(entry.height), int(entry.width))
         labels, overlap = rle.decode_labels(image_rows[schema.rle_col].tolist(), shape, schema.rle_order, wheres=wheres)
@@ -443,6 +487,20 @@ def load_records(cfg: Mapping[str, Any], *, progress: bool = True) -> list[Image
         print(f"note: {sum(overlapping)} pixels were claimed by more than one instance in "
               f"{len(overlapping)} images; the first row wins")
     return records
+
+
+def load_test_truth(cfg: Mapping[str, Any]) -> dict[str, np.ndarray] | None:
+    """Label image of every test image ``data.test_truth`` annotates (same schema as train.csv), by id;
+    ``None`` when the config has none or the file is missing (a real competition hides it).
+
+    The demo and the benchmark sets have one: with it a run can say how each fold model and their
+    ensemble do on held-out images, and the overlays can show the test errors.
+    """
+    path = config_module.data_path(cfg, "test_truth")
+    if path is None or not path.is_file():
+        return None
+    truth_cfg = {**cfg, "data": {**cfg["data"], "train_csv": str(path), "train_dir": cfg["data"]["test_dir"]}}
+    return {record.id: record.labels for record in load_records(truth_cfg, progress=False)}
 
 
 def _id_of_file(file_name: str, image_ext: str) -> str:

@@ -26,14 +26,15 @@ from kseg import data
 from kseg.errors import DataError
 from kseg.files import atomic_path, write_json
 
-__all__ = ["make_folds", "fold_table", "command_folds", "read_folds", "sidecar_path"]
+__all__ = ["MISSING_CLASS", "make_folds", "fold_table", "command_folds", "read_folds", "sidecar_path"]
 
 # ASCII digits only: str.isdigit() accepts '²' or '٣', which int() or pandas then reject.
 _FOLD_NUMBER = re.compile(r"[0-9]+")
 # Groups named in a leak error or warning; the count says how many more there are.
 _SHOWN_GROUPS = 5
 
-_MISSING_CLASS = "(none)"
+# The class of an image without one, in folds and in the dataset statistics.
+MISSING_CLASS = "(none)"
 
 
 def _present_values(frame: pd.DataFrame, column: str | None) -> pd.Series | None:
@@ -66,7 +67,7 @@ def make_folds(frame: pd.DataFrame, n_splits: int, seed: int, group_col: str | N
             raise DataError(f"cannot make {n_splits} folds from {n_groups} groups of column {group_col!r}: all "
                             f"images of a group stay in one fold, so folds.n_splits must be at most {n_groups}")
     if classes is not None:
-        classes = classes.fillna(_MISSING_CLASS)
+        classes = classes.fillna(MISSING_CLASS)
     placeholder = np.zeros((n_images, 1))
 
     # Stratifying needs a class with at least n_splits images (sklearn refuses otherwise).
@@ -104,7 +105,7 @@ def fold_table(frame: pd.DataFrame, folds: pd.DataFrame) -> pd.DataFrame:
         table["groups"] = groups.groupby(merged["fold"]).nunique()
     classes = _present_values(merged, "cls")
     if classes is not None:
-        per_class = pd.crosstab(merged["fold"], classes.fillna(_MISSING_CLASS)).add_prefix("images:")
+        per_class = pd.crosstab(merged["fold"], classes.fillna(MISSING_CLASS)).add_prefix("images:")
         table = table.join(per_class)
     total = table.sum()
     if groups is not None:

@@ -45,6 +45,7 @@ from .config import Config, dump, output_dir
 from .config import get as config_get
 from .errors import ConfigError, KaggleError
 from .files import write_json, write_text
+from .plan import planned_folds
 
 KINDS = ("infer", "train")
 KERNEL_METADATA = "kernel-metadata.json"
@@ -434,7 +435,7 @@ def _inference_folds(cfg: Config, from_kernels: bool) -> list[int]:
     if wanted != "all":
         return [int(k) for k in (wanted if isinstance(wanted, list) else [wanted])]
     if from_kernels:
-        return list(range(cfg["folds"]["n_splits"]))
+        return planned_folds(cfg)[0]
     run = output_dir(cfg)
     folds = sorted(int(p.parent.name[4:]) for p in run.glob("fold*/best.weights.h5") if p.parent.name[4:].isdigit())
     if not folds:
@@ -545,6 +546,10 @@ def build_kernel(cfg: Config, kind: str, fold: int | None = None, owner: str = "
               "the internet on; set it to a bundled .h5 path to train offline")
     overrides: dict[str, Any] = {"train.verbose": 2} if kind == "train" else {
         "model.encoder_weights": None, "model.init_from": None}
+    planned_steps = planned_folds(cfg)[1]
+    if kind == "train" and planned_steps is not None:
+        # One kernel trains one fold: it gets that fold's share of train.budget_steps, as a local run would.
+        overrides.update({"train.budget_steps": None, "train.steps_per_epoch": planned_steps})
     settings = {
         "kind": kind, "fold": fold, "competition": competition, "kernel": names.ref(slug),
         "code_dataset": names.ref(names.code_dataset),
@@ -589,7 +594,7 @@ def build_train_kernels(cfg: Config, owner: str, out_root: Path = Path("kernels"
                         wheels: Sequence[Path] | None = None, **options: Any) -> list[Path]:
     """One train kernel per fold (default: every fold), the fan-out that ``--from-kernels`` gathers;
     ``options`` (accelerator, session_timeout, enable_gpu) as for :func:`build_kernel`."""
-    chosen = list(range(cfg["folds"]["n_splits"])) if folds is None else list(folds)
+    chosen = planned_folds(cfg)[0] if folds is None else list(folds)
     return [build_kernel(cfg, "train", fold, owner, out_root, competition, wheels=wheels, **options)
             for fold in chosen]
 

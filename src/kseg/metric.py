@@ -24,7 +24,8 @@ if TYPE_CHECKING:
     from kseg.data import Schema
 
 __all__ = [
-    "THRESHOLDS", "ScoreReport", "iou_matrix", "image_score", "dice", "iou", "score_frames",
+    "THRESHOLDS", "ScoreReport", "ObjectOverlaps", "object_overlaps", "iou_matrix", "match_counts", "image_score",
+    "task_score", "dice", "iou", "score_frames",
     "tgs_score", "f2_score", "mean_iou_classes", "Metric", "METRICS", "metric_by_name",
 ]
 
@@ -72,11 +73,28 @@ def _label_index(labels: np.ndarray, consecutive: bool) -> tuple[np.ndarray, np.
     return values, positions.ravel()
 
 
-def iou_matrix(truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
-    """IoU of every (true object, predicted object) pair, shape (n_true, n_pred), float64.
+@dataclass(frozen=True)
+class ObjectOverlaps:
+    """How the objects of two label images share pixels: the counts every object-matching measure starts from.
 
-    Rows and columns follow the sorted non-zero labels of ``truth`` and ``pred``. Any integer dtype works.
+    ``truth_ids``/``pred_ids`` are the sorted non-zero labels present; ``intersection[i, j]`` is the number of
+    pixels of true object ``truth_ids[i]`` labelled ``pred_ids[j]``; the areas are the objects' pixel counts.
     """
+
+    truth_ids: np.ndarray
+    pred_ids: np.ndarray
+    intersection: np.ndarray
+    truth_area: np.ndarray
+    pred_area: np.ndarray
+
+    def iou(self) -> np.ndarray:
+        """IoU of every (true, predicted) pair, float64 (n_true, n_pred)."""
+        intersection = self.intersection.astype(np.float64)
+        return intersection / (self.truth_area[:, None] + self.pred_area[None, :] - intersection)
+
+
+def object_overlaps(truth: np.ndarray, pred: np.ndarray) -> ObjectOverlaps:
+    """The pixel counts of every (true object, predicted object) pair of two label images, any integer dtype."""
     _check_same_shape(truth, pred)
     truth_ids, truth_index = _label_index(truth, consecutive=False)
     pred_ids, pred_index = _label_index(pred, consecutive=False)
@@ -91,9 +109,16 @@ def iou_matrix(truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
     pred_area = pair_counts.sum(axis=0)
     truth_objects = (truth_ids != 0) & (truth_area > 0)
     pred_objects = (pred_ids != 0) & (pred_area > 0)
-    intersection = pair_counts[np.ix_(truth_objects, pred_objects)].astype(np.float64)
-    union = truth_area[truth_objects][:, None] + pred_area[pred_objects][None, :] - intersection
-    return intersection / union
+    return ObjectOverlaps(truth_ids[truth_objects], pred_ids[pred_objects],
+                    pair_counts[np.ix_(truth_objects, pred_objects)], truth_area[truth_objects], pred_area[pred_objects])
+
+
+def iou_matrix(truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """IoU of every (true object, predicted object) pair, shape (n_true, n_pred), float64.
+
+    Rows and columns follow the sorted non-zero labels of ``truth`` and ``pred``. Any integer dtype works.
+    """
+    return object_overlaps(truth, pred).iou()
 
 
 def image_score(truth: np.ndarray, pred: np.ndarray, thresholds: np.ndarray = THRESHOLDS) -> float:
@@ -103,16 +128,17 @@ def image_score(truth: np.ndarray, pred: np.ndarray, thresholds: np.ndarray = TH
     can have IoU > t with at most one object of the other image: matches are one-to-one and
     TP is simply the number of pairs above t. Both images empty scores 1.0, exactly one empty 0.0.
     """
-    true_positives, n_true, n_pred = _matches(truth, pred, thresholds)
+    true_positives, n_true, n_pred = match_counts(truth, pred, thresholds)
     if n_true == 0 and n_pred == 0:
         return 1.0
     return float(np.mean(true_positives / (n_true + n_pred - true_positives)))
 
 
-def _matches(truth: np.ndarray, pred: np.ndarray, thresholds: np.ndarray) -> tuple[np.ndarray, int, int]:
+def match_counts(truth: np.ndarray, pred: np.ndarray, thresholds: np.ndarray) -> tuple[np.ndarray, int, int]:
     """(TP at each threshold, number of true objects, number of predicted objects) of two label images.
 
-    Shared by every object-matching metric (instance mAP, Airbus F2) so they count hits identically.
+    Shared by every object-matching metric (instance mAP, Airbus F2) and the OOF analysis (where the score
+    is lost by threshold), so they all count hits identically.
     """
     thresholds = np.asarray(thresholds, dtype=np.float64)
     if thresholds.size == 0 or thresholds.min() < 0.5:
@@ -144,6 +170,12 @@ def iou(truth_mask: np.ndarray, pred_mask: np.ndarray) -> float:
     return int(np.count_nonzero(truth_mask & pred_mask)) / union
 
 
+def task_score(truth: np.ndarray, pred: np.ndarray, task: str) -> float:
+    """The score kseg reports for one image of a task: the instance mAP of label images, or for ``binary`` the
+    Dice of the foreground (rows of a binary image are unioned, so there are no objects to match)."""
+    return dice(truth > 0, pred > 0) if task == "binary" else image_score(truth, pred)
+
+
 def tgs_score(truth_mask: np.ndarray, pred_mask: np.ndarray, thresholds: np.ndarray = THRESHOLDS) -> float:
     """TGS Salt Identification (Kaggle 2018) score of one image: the mean over ``thresholds`` of a hit (IoU > t).
 
@@ -164,7 +196,7 @@ def f2_score(truth: np.ndarray, pred: np.ndarray, thresholds: np.ndarray = THRES
     The formula is 0/0 for an image without ships and without predictions; Airbus scores that correct
     "no ship" as 1.0. One side empty gives TP 0 and a positive FP or FN, hence 0.0.
     """
-    true_positives, n_true, n_pred = _matches(truth, pred, thresholds)
+    true_positives, n_true, n_pred = match_counts(truth, pred, thresholds)
     if n_true == 0 and n_pred == 0:
         return 1.0
     false_negatives, false_positives = n_true - true_positives, n_pred - true_positives
@@ -419,7 +451,7 @@ def score_frames(
                     f"image ({overlap} pixels claimed twice in the image); Kaggle rejects overlapping "
                     f"predictions (kseg score --allow-overlap scores them anyway, first row wins)")
             overlaps[image_id] = overlap
-        per_image[image_id] = dice(truth > 0, pred > 0) if task == "binary" else image_score(truth, pred)
+        per_image[image_id] = task_score(truth, pred, task)
 
     per_class: dict[str, float] = {}
     if schema.class_col and schema.class_col in truth_df.columns:

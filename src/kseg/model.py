@@ -1,4 +1,5 @@
-"""The network: a segmentation_models encoder–decoder with one sigmoid output per target channel.
+"""The network: a segmentation_models encoder–decoder, or kseg's own from-scratch U-Net (``unet.py``),
+with one sigmoid output per target channel.
 
 TensorFlow and segmentation_models are imported inside the functions so that ``import kseg.model`` stays
 cheap; ``import kseg`` has already selected tf-keras (segmentation-models 1.0.1 needs Keras 2).
@@ -17,10 +18,14 @@ import numpy as np
 
 from .errors import ConfigError
 from .files import atomic_path
+from .unet import SCRATCH_ARCH, build_scratch_unet, check_scratch_config
+from .unet import preprocess as scratch_preprocess
 
-__all__ = ["ARCHITECTURES", "LOSSES", "check_model_config", "build_model", "save_weights", "load_weights", "build_loss", "preprocess_fn", "channel_weights"]
+__all__ = ["ARCHITECTURES", "LOSSES", "check_model_config", "build_model", "describe_model", "save_weights",
+           "load_weights", "build_loss", "preprocess_fn", "channel_weights"]
 
-ARCHITECTURES = ("Unet", "FPN", "Linknet")
+# segmentation_models' architectures (with model.backbone), then kseg's own from-scratch U-Net.
+ARCHITECTURES = ("Unet", "FPN", "Linknet", SCRATCH_ARCH)
 LOSSES = ("bce_dice", "bce_jaccard", "focal_dice", "focal_jaccard", "bce")
 
 
@@ -42,9 +47,17 @@ def _check_arch(arch: str) -> None:
 
 
 def check_model_config(cfg: Mapping[str, Any]) -> None:
-    """Reject an unknown ``model.arch`` or ``model.backbone`` before any stage runs (``kseg run`` calls it)."""
+    """Reject an unknown ``model.arch`` or ``model.backbone`` (or bad ``model.scratch`` values) before any
+    stage runs (``kseg run`` calls it)."""
     _check_arch(cfg["model"]["arch"])
+    if cfg["model"]["arch"] == SCRATCH_ARCH:
+        check_scratch_config(cfg["model"])
+        return
     _check_backbone(_segmentation_models(), cfg["model"]["backbone"])
+    if cfg["model"]["encoder_weights"] is None and cfg["model"]["init_from"] is None:
+        print(f"note: {cfg['model']['arch']}/{cfg['model']['backbone']} trains from scratch (model.encoder_weights: "
+              f"null); without pretrained weights, model.arch={SCRATCH_ARCH} makes about 3x the steps in the same "
+              "time and scored higher on the real sets measured (BENCHMARKS.md)")
 
 
 def _existing_file(value: Any, key: str) -> Path:
@@ -181,16 +194,44 @@ def build_model(cfg: Mapping[str, Any], n_channels: int) -> Any:
     model_cfg = cfg["model"]
     arch, backbone_name = model_cfg["arch"], model_cfg["backbone"]
     _check_arch(arch)
+    init_file = _existing_file(model_cfg["init_from"], "model.init_from") if model_cfg["init_from"] else None
+    if arch == SCRATCH_ARCH:
+        network, built, encoder_file, description = build_scratch_unet(model_cfg, n_channels), [], None, SCRATCH_ARCH
+    else:
+        network, built, encoder_file = _segmentation_models_network(model_cfg, n_channels)
+        description = f"{arch}/{backbone_name}"
+
+    import tf_keras as keras
+
+    probabilities = keras.layers.Activation("sigmoid", dtype="float32", name="probabilities")(network.output)
+    model = keras.Model(network.input, probabilities, name=network.name if arch == SCRATCH_ARCH else f"{arch}_{backbone_name}")
+    set_bn_momentum(model, model_cfg["bn_momentum"])
+    if encoder_file is not None:
+        _load_encoder_weights(model, built[0], encoder_file, description, backbone_name)
+    if init_file is not None:
+        try:
+            model.load_weights(str(init_file))
+        except (ValueError, OSError, KeyError) as exc:
+            raise ConfigError(f"model.init_from {init_file}: does not fit a {description} model with "
+                              f"{n_channels} channels: {exc}") from None
+    return model
+
+
+def describe_model(model: Any) -> str:
+    """One line for the logs: the network's name and its parameter count."""
+    return f"{model.name}: {model.count_params():,} parameters"
+
+
+def _segmentation_models_network(model_cfg: Mapping[str, Any], n_channels: int) -> tuple[Any, list, Path | None]:
+    """segmentation_models' ``arch`` with ``backbone`` and linear outputs; the encoder it built internally
+    (for loading a local encoder file) and that file, if ``encoder_weights`` names one."""
+    arch, backbone_name = model_cfg["arch"], model_cfg["backbone"]
     sm = _segmentation_models()
     _check_backbone(sm, backbone_name)
     encoder_weights = model_cfg["encoder_weights"]
     encoder_file = None
     if encoder_weights not in (None, "imagenet"):
         encoder_file = _existing_file(encoder_weights, "model.encoder_weights")
-    init_file = _existing_file(model_cfg["init_from"], "model.init_from") if model_cfg["init_from"] else None
-
-    import tf_keras as keras
-
     with _capturing_backbone(sm) as built:
         try:
             network = getattr(sm, arch)(
@@ -203,21 +244,10 @@ def build_model(cfg: Mapping[str, Any], n_channels: int) -> Any:
                 raise ConfigError(
                     f"model.encoder_weights=imagenet: the {backbone_name} ImageNet weights could not be downloaded "
                     f"({exc}). Offline (e.g. a Kaggle kernel with the internet off), set model.encoder_weights to a "
-                    "local .h5 file from an attached dataset, or null to train from scratch.") from None
+                    f"local .h5 file from an attached dataset, or train from scratch with model.arch={SCRATCH_ARCH} "
+                    "and model.encoder_weights=null.") from None
             raise
-    probabilities = keras.layers.Activation("sigmoid", dtype="float32", name="probabilities")(network.output)
-    model = keras.Model(network.input, probabilities, name=f"{arch}_{backbone_name}")
-    set_bn_momentum(model, model_cfg["bn_momentum"])
-    description = f"{arch}/{backbone_name}"
-    if encoder_file is not None:
-        _load_encoder_weights(model, built[0], encoder_file, description, backbone_name)
-    if init_file is not None:
-        try:
-            model.load_weights(str(init_file))
-        except (ValueError, OSError, KeyError) as exc:
-            raise ConfigError(f"model.init_from {init_file}: does not fit a {description} model with "
-                              f"{n_channels} channels: {exc}") from None
-    return model
+    return network, built, encoder_file
 
 
 def save_weights(model: Any, path: str | Path) -> Path:
@@ -328,6 +358,8 @@ def build_loss(cfg: Mapping[str, Any], n_channels: int) -> Any:
 
 def preprocess_fn(cfg: Mapping[str, Any]) -> Callable[[np.ndarray], np.ndarray]:
     """The backbone's input normalisation: uint8 RGB (batch or single image) → float32, input untouched."""
+    if cfg["model"]["arch"] == SCRATCH_ARCH:
+        return scratch_preprocess
     sm = _segmentation_models()
     backbone_name = cfg["model"]["backbone"]
     _check_backbone(sm, backbone_name)

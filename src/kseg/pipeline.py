@@ -1,4 +1,5 @@
-"""The main job, ``kseg run``: demo data → folds → train every fold → OOF search → predict → validate.
+"""The main job, ``kseg run``: demo data → folds → train every fold → OOF search → predict → validate, then
+the run's report.html.
 
 Each stage records a fingerprint of the config sections it depends on (its own and everything upstream) in
 ``<output.dir>/stages/<stage>.json``. A stage whose fingerprint matches is skipped; a changed config redoes
@@ -54,6 +55,13 @@ def _read_marker(cfg: Config, stage: str) -> dict:
     return marker if isinstance(marker, dict) else {}
 
 
+def stage_seconds(cfg: Config) -> dict[str, float]:
+    """Seconds each finished stage took when it last ran (``stages/<stage>.json``), in pipeline order."""
+    markers = {stage.name: _read_marker(cfg, stage.name) for stage in STAGES}
+    return {name: float(marker["seconds"]) for name, marker in markers.items()
+            if marker.get("finished") and isinstance(marker.get("seconds"), (int, float))}
+
+
 def check_config(cfg: Config) -> None:
     """Every check a stage would make of its config section, before any stage runs or any file moves.
 
@@ -76,12 +84,6 @@ def check_config(cfg: Config) -> None:
     check_train_config(cfg)
     build_augment(cfg["train"]["augment"], cfg["train"]["size"], train=True)
     check_search_config(cfg, cfg["data"]["task"])
-    wanted = cfg["predict"]["folds"]
-    if wanted != "all":
-        outside = [k for k in (wanted if isinstance(wanted, list) else [wanted]) if not 0 <= k < cfg["folds"]["n_splits"]]
-        if outside:
-            raise ConfigError(f"predict.folds {wanted!r}: fold(s) {outside} do not exist with folds.n_splits="
-                              f"{cfg['folds']['n_splits']}")
     out = output_dir(cfg)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"output.dir {out} is an existing file, not a folder")
@@ -134,7 +136,7 @@ def _run_train(cfg: Config, resume: bool) -> None:
         moved = set_aside_folds(output_dir(cfg))
         if moved is not None:
             print(f"[train] config changed or --force: the earlier folds moved to {moved}")
-    command_train(cfg, "all", resume=resume)
+    command_train(cfg, resume=resume)  # the folds of train.folds
 
 
 def _run_search(cfg: Config, resume: bool) -> None:
@@ -155,8 +157,8 @@ RUNNERS: dict[str, Callable[[Config, bool], None]] = {
 
 
 def command_run(cfg: Config, force: bool = False) -> Path:
-    """Check the whole config, run every stage that is not up to date, then validate the submission and
-    print a summary."""
+    """Check the whole config, run every stage that is not up to date, then validate the submission, print a
+    summary and write the run's report.html."""
     check_config(cfg)
     ensure_demo_data(cfg)
     output_dir(cfg).mkdir(parents=True, exist_ok=True)
@@ -188,6 +190,9 @@ def command_run(cfg: Config, force: bool = False) -> Path:
 
         raise SubmissionError(f"{submission} did not validate")
     print_summary(cfg, timings, submission)
+    from .report import write_report
+
+    print(f"report: {write_report(cfg)}")
     return submission
 
 
@@ -236,12 +241,22 @@ def print_summary(cfg: Config, timings: dict[str, str], submission: Path) -> Non
     truth = data_path(cfg, "test_truth")
     if truth is not None and truth.is_file():
         from .metric import score_frames
-        from .data import read_csv, schema_from_config
+        from .data import read_annotations, read_csv, schema_from_config
 
-        report = score_frames(read_csv(truth), read_csv(submission), schema_from_config(cfg), task=cfg["data"]["task"])
+        schema = schema_from_config(cfg)
+        report = score_frames(read_annotations(truth, schema, "test truth"), read_csv(submission), schema,
+                              task=cfg["data"]["task"])
         lines.append(f"test score against {truth.name}: {report.score:.4f}")
         for cls, value in sorted(report.per_class.items()):
             lines.append(f"  class {cls}: {value:.4f}")
+    from .predict import fold_scores_path
+
+    scores_path = fold_scores_path(submission)
+    if scores_path.is_file():
+        scores = json.loads(scores_path.read_text())
+        lines.append("single fold models on the annotated test images: "
+                     + ", ".join(f"{name} {value:.4f}" for name, value in scores["per_fold"].items())
+                     + f" (ensemble {scores['ensemble']:.4f})")
     lines.append("stage times: " + ", ".join(f"{k} {v}" for k, v in timings.items()))
     lines.append(f"folds file: {folds_path(cfg)}")
     lines.append(f"submission: {submission}")

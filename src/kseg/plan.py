@@ -2,8 +2,9 @@
 
 Competitions differ in image size, object size and class balance by an order of magnitude, and defaults
 that are fixed numbers fit only some of them. kseg measures the training images once (the fingerprint)
-and turns that into a plan: here, the scale at which the network sees the images, chosen so that the
-median object has about ``train.target_diameter`` pixels. Large cells (phase contrast, EM) are then
+and turns that into a plan: the scale at which the network sees the images, chosen so that the
+median object has about ``train.target_diameter`` pixels, and, for a compute budget
+(``train.budget_steps``), how many folds to train and for how long. Large cells (phase contrast, EM) are then
 downscaled, which gives a crop more context and makes training and inference several times cheaper,
 while small nuclei stay at full resolution (kseg never upscales unless asked). Both are written to the
 run directory as ``plan.json`` (inspectable, and read back by prediction and the kernels) and printed.
@@ -22,7 +23,7 @@ import numpy as np
 from .errors import ConfigError, DataError
 from .files import write_json
 
-__all__ = ["Fingerprint", "Plan", "fingerprint", "make_plan", "write_plan", "read_plan", "rescale_image",
+__all__ = ["Fingerprint", "Plan", "fingerprint", "make_plan", "scale_plan", "budget_plan", "planned_folds", "write_plan", "read_plan", "rescale_image",
            "rescale_labels", "restore_probabilities", "PLAN_FILE"]
 
 PLAN_FILE = "plan.json"
@@ -49,10 +50,13 @@ class Fingerprint:
 
 @dataclass(frozen=True)
 class Plan:
-    """The decisions a run takes from its fingerprint; ``reason`` says why, for people reading plan.json."""
+    """The decisions a run takes from its fingerprint and budget; ``reason`` says why, for people reading
+    plan.json. ``folds`` and ``steps_per_epoch`` are set when ``train.budget_steps`` decided them."""
 
     scale: float
     reason: str
+    folds: list[int] | None = None
+    steps_per_epoch: int | None = None
 
 
 def fingerprint(labels: Sequence[np.ndarray], classes: Sequence[str | None]) -> Fingerprint:
@@ -93,9 +97,57 @@ def check_plan_config(train_cfg: Mapping[str, Any]) -> None:
     target = train_cfg["target_diameter"]
     if isinstance(target, bool) or not isinstance(target, (int, float)) or not target > 0:
         raise ConfigError(f"train.target_diameter must be a positive number of pixels, got {target!r}")
+    for key in ("budget_steps", "min_steps_per_fold"):
+        value = train_cfg[key]
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ConfigError(f"train.{key} must be a positive integer or null, got {value!r}")
+    if train_cfg["budget_steps"] is not None and train_cfg["steps_per_epoch"] is not None:
+        raise ConfigError("train.budget_steps and train.steps_per_epoch both set the training length: set one "
+                          f"(got {train_cfg['budget_steps']!r} and {train_cfg['steps_per_epoch']!r})")
 
 
-def make_plan(fp: Fingerprint, train_cfg: Mapping[str, Any], task: str = "instance") -> Plan:
+def budget_plan(train_cfg: Mapping[str, Any], folds: Sequence[int]) -> tuple[list[int], int | None, str]:
+    """The folds to train and the steps per epoch for ``train.budget_steps`` optimizer steps in all.
+
+    An under-trained model is worse than no ensemble: from scratch, a U-Net needs a few hundred steps
+    before its probabilities sit where fixed thresholds work (BENCHMARKS.md: 144 steps per fold of three
+    lost to one notebook model of 403 on ISBI). So the budget trains as many of ``folds`` (in order) as
+    get ``train.min_steps_per_fold`` steps each, at least one, and splits the steps evenly between them.
+    Without a budget every requested fold trains ``train.epochs`` x ``train.steps_per_epoch``.
+    """
+    budget = train_cfg["budget_steps"]
+    if budget is None:
+        return list(folds), None, ""
+    minimum = int(train_cfg["min_steps_per_fold"] or 1)
+    n_folds = max(1, min(len(folds), budget // minimum))
+    per_fold = budget // n_folds
+    steps = max(1, math.ceil(per_fold / train_cfg["epochs"]))
+    reason = (f"train.budget_steps {budget}: {n_folds} of {len(folds)} folds (each at least {minimum} steps), "
+              f"{train_cfg['epochs']} epochs x {steps} steps per fold")
+    return list(folds)[:n_folds], steps, reason
+
+
+def planned_folds(cfg: Mapping[str, Any]) -> tuple[list[int], int | None]:
+    """The folds a run trains (``train.folds``, then the budget) and their steps per epoch (None: the usual
+    rule). Known from the config alone, so Kaggle train kernels fan out over exactly these folds."""
+    wanted = cfg["train"]["folds"]
+    folds = (list(range(cfg["folds"]["n_splits"])) if wanted == "all"
+             else [int(k) for k in (wanted if isinstance(wanted, list) else [wanted])])
+    chosen, steps, _ = budget_plan(cfg["train"], folds)
+    return chosen, steps
+
+
+def make_plan(fp: Fingerprint, train_cfg: Mapping[str, Any], task: str = "instance",
+              folds: Sequence[int] | None = None) -> Plan:
+    """The scale (:func:`scale_plan`) and, for the requested ``folds``, the budget (:func:`budget_plan`)."""
+    scale, reason = scale_plan(fp, train_cfg, task)
+    if folds is None or train_cfg["budget_steps"] is None:
+        return Plan(scale, reason, None if folds is None else list(folds))
+    chosen, steps, budget_reason = budget_plan(train_cfg, folds)
+    return Plan(scale, f"{reason}; {budget_reason}", chosen, steps)
+
+
+def scale_plan(fp: Fingerprint, train_cfg: Mapping[str, Any], task: str = "instance") -> tuple[float, str]:
     """``train.scale`` as given, or (``auto``) ``target_diameter / median diameter`` capped at 1.
 
     A binary task has no instances whose size says anything about resolution (one mask may cover half
@@ -103,19 +155,17 @@ def make_plan(fp: Fingerprint, train_cfg: Mapping[str, Any], task: str = "instan
     """
     check_plan_config(train_cfg)
     if train_cfg["scale"] != "auto":
-        return Plan(scale=float(train_cfg["scale"]), reason="train.scale set in the config")
+        return float(train_cfg["scale"]), "train.scale set in the config"
     if task != "instance":
-        return Plan(scale=1.0, reason=f"task {task}: no instance sizes to plan by, full resolution")
+        return 1.0, f"task {task}: no instance sizes to plan by, full resolution"
     target = float(train_cfg["target_diameter"])
     if fp.median_diameter is None or fp.n_objects < _MIN_OBJECTS:
-        return Plan(scale=1.0, reason=f"too few objects ({fp.n_objects}) to measure their size: full resolution")
+        return 1.0, f"too few objects ({fp.n_objects}) to measure their size: full resolution"
     raw = target / fp.median_diameter
     if raw >= 1.0:
-        return Plan(scale=1.0, reason=f"median object diameter {fp.median_diameter:g} px <= target {target:g} px: "
-                                      "full resolution")
+        return 1.0, f"median object diameter {fp.median_diameter:g} px <= target {target:g} px: full resolution"
     scale = max(MIN_SCALE, round(raw, 2))
-    return Plan(scale=scale, reason=f"median object diameter {fp.median_diameter:g} px, target {target:g} px: "
-                                    f"images scaled by {scale:g}")
+    return scale, f"median object diameter {fp.median_diameter:g} px, target {target:g} px: images scaled by {scale:g}"
 
 
 def write_plan(run_dir: Path, fp: Fingerprint, plan: Plan) -> Path:
@@ -136,7 +186,8 @@ def read_plan(run_dir: Path) -> Plan:
         raise DataError(f"{path}: not a kseg plan file ({error})") from None
     if not MIN_SCALE <= scale <= 4.0:
         raise DataError(f"{path}: scale {scale} is outside [{MIN_SCALE}, 4]")
-    return Plan(scale=scale, reason=str(plan.get("reason", "")))
+    return Plan(scale=scale, reason=str(plan.get("reason", "")), folds=plan.get("folds"),
+                steps_per_epoch=plan.get("steps_per_epoch"))
 
 
 def _scaled_shape(shape: tuple[int, ...], scale: float) -> tuple[int, int]:

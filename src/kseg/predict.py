@@ -10,16 +10,17 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .config import FOLD_DIR, Config, output_dir, submission_path
-from .data import image_size, list_test_images, read_image, schema_from_config
+from .data import image_size, list_test_images, load_test_truth, read_image, schema_from_config
 from .errors import ConfigError, SubmissionError
-from .files import child_path
+from .files import child_path, write_json
+from .metric import task_score
 from .normalize import input_normaliser
 from .plan import read_plan, rescale_image, restore_probabilities
 from .plots import save_overlays
 from .postprocess import instances_from_probs, predict_class
 from .submission import SubmissionWriter, validate_submission
 from .targets import read_channels
-from .tta import predict_ensemble
+from .tta import mean_of, predict_each, predict_ensemble
 
 PredictFn = Callable[[np.ndarray], np.ndarray]
 N_OVERLAYS = 4
@@ -75,6 +76,43 @@ def params_for(chosen: dict, cls: str | None) -> dict:
     return chosen.get("per_class", {}).get(cls, chosen["default"]) if cls is not None else chosen["default"]
 
 
+class FoldScores:
+    """Each fold model's and the ensemble's score on the annotated test images, image by image.
+
+    OOF images are each predicted by one fold, so only held-out annotated images can say what the ensemble
+    adds over a single fold; each fold's prediction is post-processed as the ensemble's is (parameters of
+    its own predicted class).
+    """
+
+    def __init__(self, truth: dict[str, np.ndarray], fold_names: list[str], chosen: dict, classes: list[str],
+                 task: str) -> None:
+        self.truth, self.chosen, self.classes, self.task = truth, chosen, classes, task
+        self.ensemble: list[float] = []
+        self.per_fold: dict[str, list[float]] = {name: [] for name in fold_names}
+
+    def add(self, image_id: str, ensemble_labels: np.ndarray, fold_probs: list[np.ndarray]) -> None:
+        truth = self.truth[image_id]
+        self.ensemble.append(task_score(truth, ensemble_labels, self.task))
+        for scores, probs in zip(self.per_fold.values(), fold_probs):
+            cls = predict_class(probs, self.classes) if self.classes else None
+            scores.append(task_score(truth, instances_from_probs(probs, params_for(self.chosen, cls), self.task),
+                                     self.task))
+
+    def write(self, path: Path) -> None:
+        means = {name: float(np.mean(scores)) for name, scores in self.per_fold.items()}
+        write_json(path, {"n_images": len(self.ensemble),
+                          "ensemble": float(np.mean(self.ensemble)), "per_fold": means})
+        print(f"annotated test images ({len(self.ensemble)}): ensemble {np.mean(self.ensemble):.4f}; single folds "
+              + ", ".join(f"{name} {value:.4f}" for name, value in means.items()))
+
+
+def fold_scores_path(submission: Path) -> Path:
+    """Where a prediction writes its :class:`FoldScores` when data.test_truth annotates test images (the demo,
+    the benchmark sets): next to the submission they describe (``demo.csv`` → ``demo.fold_scores.json``), so
+    a prediction into another file leaves the run's numbers alone."""
+    return submission.with_name(f"{submission.stem}.fold_scores.json")
+
+
 def model_input(cfg: Config) -> Callable[[np.ndarray], np.ndarray]:
     """uint8 RGB image → what the run's models take: normalised as ``model.input_norm`` says, at the scale of
     the run's ``plan.json``, through the backbone's preprocessing. The models' probabilities come back at
@@ -102,6 +140,12 @@ def command_predict(cfg: Config, out: Path | None = None) -> Path:
     models = load_fold_models(cfg)
     prepare = model_input(cfg)
     overlay_dir = output_dir(cfg) / "test_overlays"
+    truth = load_test_truth(cfg)
+    scores_path = fold_scores_path(out)
+    scores = None
+    if truth is not None:
+        scores = FoldScores(truth, [weights.parent.name for weights in fold_weight_files(cfg)], chosen, classes, task)
+    scores_path.unlink(missing_ok=True)  # numbers of an earlier prediction must not pass for this one's
     print(f"predicting {len(tests)} test images with {len(models)} fold models x {len(cfg['tta'])} TTA views")
 
     expected = {image_id: image_size(path) for image_id, path in tests}
@@ -109,11 +153,19 @@ def command_predict(cfg: Config, out: Path | None = None) -> Path:
     with SubmissionWriter(out, schema) as writer:
         for i, (image_id, path) in enumerate(tqdm(tests, desc="predict", unit="img")):
             image = read_image(path)
-            probs = restore_probabilities(
-                predict_ensemble(models, prepare(image), cfg["tta"], tile=cfg["predict"]["tile"]), image.shape[:2])
+            prepared, shape, tile = prepare(image), image.shape[:2], cfg["predict"]["tile"]
+            annotated = scores is not None and image_id in scores.truth
+            if annotated:  # the same ensemble, with each fold's prediction kept for its own score
+                each = predict_each(models, prepared, cfg["tta"], tile=tile)
+                ensemble = mean_of(each)
+            else:
+                ensemble = predict_ensemble(models, prepared, cfg["tta"], tile=tile)
+            probs = restore_probabilities(ensemble, shape)
             cls = predict_class(probs, classes) if classes else None
             labels = instances_from_probs(probs, params_for(chosen, cls), task)
             writer.add(image_id, labels)
+            if annotated:
+                scores.add(image_id, labels, [restore_probabilities(fold, shape) for fold in each])
             if i < N_OVERLAYS:
                 overlay = child_path(overlay_dir, f"{image_id}.png", "overlay of test image id")
                 save_overlays(overlay, image, {f"prediction ({cls or task})": labels})
@@ -123,4 +175,6 @@ def command_predict(cfg: Config, out: Path | None = None) -> Path:
             raise SubmissionError(f"the submission for {out} failed validation:\n  " + "\n  ".join(problems))
     print(f"submission written: {out} ({writer.n_rows} rows, {writer.n_images} images, "
           f"{writer.n_instances} instances; valid)")
+    if scores is not None and scores.ensemble:
+        scores.write(scores_path)
     return out

@@ -28,7 +28,7 @@ from kseg.data import ImageRecord, load_records
 from kseg.errors import ConfigError, DataError
 from kseg.files import atomic_path, child_path, write_json
 from kseg.folds import read_folds
-from kseg.metric import dice, image_score
+from kseg.metric import dice, image_score, task_score
 from kseg.targets import read_channels
 from kseg.postprocess import (
     PARAM_KEYS,
@@ -41,7 +41,8 @@ from kseg.postprocess import (
     validate_params,
 )
 
-__all__ = ["Grid", "read_grid", "check_search_config", "score_grid", "command_search"]
+__all__ = ["Grid", "read_grid", "check_search_config", "score_grid", "OofImage", "oof_images", "load_oof",
+           "command_search"]
 
 OOF_KEYS = ("plain", "tta")
 
@@ -148,10 +149,10 @@ def score_grid(truth: np.ndarray, probs: np.ndarray, grid: Grid) -> np.ndarray:
 def _score_params(truth: np.ndarray, probs: np.ndarray, params: Mapping[str, Any], task: str) -> float:
     """The metric of one image post-processed end to end with ``params`` (no reuse)."""
     pred = instances_from_probs(probs, params, task)
-    return dice(truth > 0, pred > 0) if task == "binary" else image_score(truth, pred)
+    return task_score(truth, pred, task)
 
 
-def _load_oof(path: Path, key: str, shape: tuple[int, int], n_channels: int) -> np.ndarray:
+def load_oof(path: Path, key: str, shape: tuple[int, int], n_channels: int) -> np.ndarray:
     """One validated OOF array (uint8 probabilities ×255) from a training npz."""
     try:
         with np.load(path) as archive:
@@ -169,7 +170,7 @@ def _load_oof(path: Path, key: str, shape: tuple[int, int], n_channels: int) -> 
 
 
 @dataclass(frozen=True)
-class _OofImage:
+class OofImage:
     """What a worker needs for one OOF image (arrays are loaded inside the worker)."""
 
     id: str
@@ -179,20 +180,20 @@ class _OofImage:
     truth: np.ndarray
 
 
-def _search_one(image: _OofImage, key: str, grid: Grid, classes: Sequence[str], n_channels: int) -> tuple[np.ndarray, str | None]:
-    probs = _load_oof(image.path, key, image.truth.shape, n_channels)
+def _search_one(image: OofImage, key: str, grid: Grid, classes: Sequence[str], n_channels: int) -> tuple[np.ndarray, str | None]:
+    probs = load_oof(image.path, key, image.truth.shape, n_channels)
     return score_grid(image.truth, probs, grid), predict_class(probs, classes)
 
 
-def _final_one(image: _OofImage, key: str, chosen: Mapping[str, Any], default: Mapping[str, Any], task: str,
+def _final_one(image: OofImage, key: str, chosen: Mapping[str, Any], default: Mapping[str, Any], task: str,
                n_channels: int) -> tuple[float, float]:
     """(score without TTA at the chosen params, score on ``key`` at the config's default params)."""
-    plain = _load_oof(image.path, "plain", image.truth.shape, n_channels)
-    searched = _load_oof(image.path, key, image.truth.shape, n_channels)
+    plain = load_oof(image.path, "plain", image.truth.shape, n_channels)
+    searched = load_oof(image.path, key, image.truth.shape, n_channels)
     return _score_params(image.truth, plain, chosen, task), _score_params(image.truth, searched, default, task)
 
 
-def _oof_images(cfg: Mapping[str, Any], records: Sequence[ImageRecord], run_dir: Path) -> list[_OofImage]:
+def oof_images(cfg: Mapping[str, Any], records: Sequence[ImageRecord], run_dir: Path) -> list[OofImage]:
     """OOF images of every trained fold (a fold counts as trained when ``fold{K}/oof`` exists)."""
     folds = read_folds(config_module.folds_path(cfg), [record.id for record in records], cfg=cfg,
                        groups={record.id: record.group for record in records})
@@ -211,7 +212,7 @@ def _oof_images(cfg: Mapping[str, Any], records: Sequence[ImageRecord], run_dir:
         path = child_path(run_dir / f"fold{fold}" / "oof", f"{record.id}.npz", "OOF file of image id")
         if not path.is_file():
             raise DataError(f"{path} not found: fold {fold} has OOF predictions but none for image {record.id}")
-        images.append(_OofImage(record.id, fold, record.cls, path, np.asarray(record.labels)))
+        images.append(OofImage(record.id, fold, record.cls, path, np.asarray(record.labels)))
     return images
 
 
@@ -220,7 +221,7 @@ def _best_index(scores: np.ndarray) -> int:
     return int(np.argmax(scores.mean(axis=0)))
 
 
-def _write_table(path: Path, grid: Grid, scores: np.ndarray, images: Sequence[_OofImage], classes: Sequence[str]) -> None:
+def _write_table(path: Path, grid: Grid, scores: np.ndarray, images: Sequence[OofImage], classes: Sequence[str]) -> None:
     table = pd.DataFrame(grid.points()).drop(columns=["fill_holes"], errors="ignore")
     table["score"] = scores.mean(axis=0)
     true_classes = np.array([image.cls for image in images], dtype=object)
@@ -278,7 +279,7 @@ def command_search(cfg: Mapping[str, Any], use_tta: bool | None = None) -> dict:
     key = "tta" if use_tta else "plain"
     n_jobs = check_search_config(cfg, task)
 
-    images = _oof_images(cfg, load_records(cfg), run_dir)
+    images = oof_images(cfg, load_records(cfg), run_dir)
     points = grid.points()
     print(f"searching {len(points)} parameter sets on {len(images)} OOF images ({key} predictions, {n_jobs} jobs)")
     parallel = Parallel(n_jobs=n_jobs, return_as="generator")

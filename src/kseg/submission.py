@@ -21,15 +21,16 @@ from kseg.data import Schema
 from kseg.errors import DataError, RLEError, SubmissionError
 from kseg.files import atomic_path
 
-__all__ = ["submission_frame", "write_submission", "SubmissionWriter", "validate_submission", "command_validate",
-           "MAX_PROBLEMS"]
+__all__ = ["submission_frame", "write_submission", "SubmissionWriter", "submission_labels", "validate_submission",
+           "command_validate", "MAX_PROBLEMS"]
 
 # Enough to see the pattern of a systematic mistake without flooding the terminal.
 MAX_PROBLEMS = 50
 
 
 def submission_frame(predictions: Mapping[str, np.ndarray], schema: Schema, order: str | None = None) -> pd.DataFrame:
-    """One row per instance in label order, ids sorted; an image without instances gets one empty row.
+    """One row per instance in label order, ids sorted; an image without instances gets one empty row
+    (:func:`kseg.rle.empty_rle`: ``""``, or ``-1`` in SIIM's relative order).
 
     ``order`` is the RLE pixel order, ``schema.rle_order`` when not given.
     """
@@ -45,7 +46,7 @@ def submission_frame(predictions: Mapping[str, np.ndarray], schema: Schema, orde
 
 
 def image_rles(image_id: str, labels: np.ndarray, order: str) -> list[str]:
-    """The RLE of each instance of one label image in label order, or ``[""]`` when it has none."""
+    """The RLE of each instance of one label image in label order, or the empty mask's text alone when it has none."""
     labels = np.asarray(labels)
     if labels.ndim != 2 or not (np.issubdtype(labels.dtype, np.integer) or labels.dtype == bool):
         raise SubmissionError(f"prediction of id {image_id!r} must be a 2-D integer label image, "
@@ -53,7 +54,7 @@ def image_rles(image_id: str, labels: np.ndarray, order: str) -> list[str]:
     if np.issubdtype(labels.dtype, np.signedinteger) and labels.size and labels.min() < 0:
         raise SubmissionError(f"prediction of id {image_id!r} has negative label {labels.min()}")
     encoded = rle.encode_labels(labels, order)
-    return [encoded[label] for label in sorted(encoded)] or [""]
+    return [encoded[label] for label in sorted(encoded)] or [rle.empty_rle(order)]
 
 
 class SubmissionWriter:
@@ -83,7 +84,7 @@ class SubmissionWriter:
         """Append the rows of one image; returns its number of instances."""
         rles = image_rles(image_id, labels, self.order)
         self._csv.writerows([image_id, value] for value in rles)
-        n_instances = sum(1 for value in rles if value)
+        n_instances = sum(1 for value in rles if not rle.is_empty(value, self.order))
         self.n_images += 1
         self.n_rows += len(rles)
         self.n_instances += n_instances
@@ -122,6 +123,28 @@ def _read_submission(path: Path, schema: Schema) -> tuple[pd.DataFrame | None, l
         return None, [f"{path}: header is {','.join(map(str, frame.columns))}, expected "
                       f"{','.join(schema.submission_cols)}"]
     return frame, []
+
+
+def submission_labels(path: str | Path, schema: Schema, shapes: Mapping[str, tuple[int, int]]) -> dict[str, np.ndarray]:
+    """The predicted label image of each id of ``shapes`` (its ``(height, width)``) decoded from a submission,
+    instances numbered in row order; an id without rows gets an empty image. A file that cannot be read
+    as a submission is a SubmissionError naming why."""
+    path = Path(path)
+    frame, problems = _read_submission(path, schema)
+    if frame is None:
+        raise SubmissionError(problems[0])
+    id_col, rle_col = schema.submission_cols
+    lines = data.csv_lines(frame)
+    rows_of: dict[str, list[int]] = {}
+    for position, image_id in enumerate(frame[id_col]):
+        if image_id in shapes:
+            rows_of.setdefault(image_id, []).append(position)
+    labels = {}
+    for image_id, shape in shapes.items():
+        rows = rows_of.get(image_id, [])
+        labels[image_id], _ = rle.decode_labels(frame[rle_col].iloc[rows].tolist(), shape, schema.rle_order,
+                                                wheres=[f"{path} line {lines[row]} (id {image_id})" for row in rows])
+    return labels
 
 
 def validate_submission(path: str | Path, schema: Schema, expected: Mapping[str, tuple[int, int]],
@@ -169,8 +192,8 @@ def _image_problems(rows: list[tuple[int, str]], image_id: str, shape: tuple[int
     """Problems among the ``(line, value)`` rows of one image: empty-vs-instance mix, bad RLE, overlap,
     binary row count."""
     problems: list[str] = []
-    empty_rows = [(line, value) for line, value in rows if value.strip() == ""]
-    instance_rows = [(line, value) for line, value in rows if value.strip() != ""]
+    empty_rows = [(line, value) for line, value in rows if rle.is_empty(value, order)]
+    instance_rows = [(line, value) for line, value in rows if not rle.is_empty(value, order)]
     if empty_rows and instance_rows:
         problems.append(f"line {empty_rows[0][0]}: id {image_id!r} has an empty prediction but also "
                         f"{len(instance_rows)} non-empty row(s) (first: line {instance_rows[0][0]})")
@@ -206,6 +229,6 @@ def command_validate(path: str | Path | None, cfg: Mapping[str, Any]) -> int:
             print(f"  {problem}")
         return 1
     frame = data.read_csv(path, "submission file")
-    n_instances = int((frame[schema.submission_cols[1]].str.strip() != "").sum())
+    n_instances = sum(not rle.is_empty(value, schema.rle_order) for value in frame[schema.submission_cols[1]])
     print(f"valid: {len(frame)} rows, {frame[schema.submission_cols[0]].nunique()} images, {n_instances} instances")
     return 0

@@ -662,10 +662,10 @@ def _read_state(fold_dir: Path) -> dict | None:
 
 
 def _train_fold(cfg: Config, fold: int, records: Sequence[ImageRecord], fold_of: np.ndarray, cache: SampleCache,
-                n_channels: int, accelerator: Accelerator, resume: bool) -> Path:
+                n_channels: int, accelerator: Accelerator, resume: bool, planned_steps: int | None = None) -> Path:
     import tf_keras as keras
 
-    from .model import build_model, load_weights, preprocess_fn
+    from .model import build_model, describe_model, load_weights, preprocess_fn
 
     train_cfg = cfg["train"]
     fold_dir = config_module.output_dir(cfg) / f"fold{fold}"
@@ -673,7 +673,7 @@ def _train_fold(cfg: Config, fold: int, records: Sequence[ImageRecord], fold_of:
     val_indices = np.flatnonzero(fold_of == fold)
     replicas = accelerator.replicas
     setup = accelerator.describe(train_cfg)
-    steps = steps_per_epoch(train_cfg, len(train_indices), replicas)
+    steps = planned_steps or steps_per_epoch(train_cfg, len(train_indices), replicas)
     print(f"\n[train] fold {fold}: {len(train_indices)} training images, {len(val_indices)} validation images, "
           f"{steps} steps of {setup['global_batch']} ({setup['batch_per_replica']} per replica x {replicas} "
           f"replica(s)), lr {setup['lr']:.3g}")
@@ -687,6 +687,7 @@ def _train_fold(cfg: Config, fold: int, records: Sequence[ImageRecord], fold_of:
     with accelerator.strategy.scope():
         model = build_model(cfg, n_channels)
         compile_model(model, cfg, n_channels, replicas)
+    print(f"[train] fold {fold}: {describe_model(model)}")
     if state:
         load_weights(model, fold_dir / "last.weights.h5")
         model.optimizer.learning_rate.assign(state["lr"])
@@ -761,17 +762,20 @@ def _fold_assignment(cfg: Config, records: Sequence[ImageRecord]) -> np.ndarray:
     return np.array([fold_by_id[record.id] for record in records])
 
 
-def _folds_to_train(fold: int | str, available: Sequence[int]) -> list[int]:
+def _folds_to_train(fold: int | str | list[int], available: Sequence[int]) -> list[int]:
     if fold == "all":
         return list(available)
-    if config_module.is_int(fold) and fold in available:
-        return [fold]
-    raise ConfigError(f"fold {fold!r} is not in the folds file; available folds: "
+    wanted = fold if isinstance(fold, list) else [fold]
+    missing = [k for k in wanted if not (config_module.is_int(k) and k in available)]
+    if not missing:
+        return sorted(set(wanted))
+    raise ConfigError(f"fold(s) {', '.join(map(repr, missing))} not in the folds file; available folds: "
                       f"{', '.join(map(str, available))} or 'all'")
 
 
-def command_train(cfg: Config, fold: int | str = "all", resume: bool = False) -> list[Path]:
-    """Train the requested fold(s) and write the run directory; returns each fold's best weights file.
+def command_train(cfg: Config, fold: int | str | list[int] | None = None, resume: bool = False) -> list[Path]:
+    """Train the requested fold(s) (None: ``train.folds``) and write the run directory; returns each
+    fold's best weights file.
 
     With ``resume``, folds that have ``done.json`` are skipped and an interrupted fold continues from
     ``last.weights.h5`` at the epoch in ``state.json`` (optimizer moments restart; the learning rate and
@@ -793,10 +797,11 @@ def command_train(cfg: Config, fold: int | str = "all", resume: bool = False) ->
     write_json(out / "env.json", _environment())
     write_json(out / "channels.json", {"channels": channels, "classes": classes, "task": task})
     fp = fingerprint([record.labels for record in records], [record.cls for record in records])
-    plan = make_plan(fp, cfg["train"], task)
+    requested = _folds_to_train(cfg["train"]["folds"] if fold is None else fold, sorted(set(fold_of.tolist())))
+    plan = make_plan(fp, cfg["train"], task, requested)
     write_plan(out, fp, plan)
     print(f"[plan] {len(records)} images, median object diameter {fp.median_diameter} px: {plan.reason}")
-    requested = _folds_to_train(fold, sorted(set(fold_of.tolist())))
+    requested = plan.folds
     pending = [k for k in requested if not (resume and (out / f"fold{k}" / "done.json").is_file())]
     for k in sorted(set(requested) - set(pending)):
         print(f"[train] fold {k}: done.json exists, skipping (--resume)")
@@ -811,7 +816,7 @@ def command_train(cfg: Config, fold: int | str = "all", resume: bool = False) ->
         try:
             for k in pending:
                 start = time.perf_counter()
-                _train_fold(cfg, k, records, fold_of, cache, len(channels), accelerator, resume)
+                _train_fold(cfg, k, records, fold_of, cache, len(channels), accelerator, resume, plan.steps_per_epoch)
                 print(f"[train] fold {k} finished in {time.perf_counter() - start:.0f}s")
         finally:  # the policy is global: prediction and search later in the same process build float32 models
             keras.mixed_precision.set_global_policy(previous_policy)

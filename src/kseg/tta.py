@@ -15,7 +15,8 @@ import numpy as np
 
 from kseg.errors import ConfigError, DataError
 
-__all__ = ["VIEWS", "MERGES", "apply_view", "invert_view", "pad_to_multiple", "predict_image", "predict_ensemble"]
+__all__ = ["VIEWS", "MERGES", "apply_view", "invert_view", "pad_to_multiple", "predict_image", "predict_each", "mean_of",
+           "predict_ensemble"]
 
 PredictBatch = Callable[[np.ndarray], np.ndarray]
 
@@ -172,6 +173,29 @@ def predict_image(
     return weighted_sum / weight_sum
 
 
+def predict_each(
+    predict_fns: Sequence[PredictBatch],
+    image: np.ndarray,
+    views: Sequence[str],
+    merge: str = "mean",
+    *,
+    tile: int | None = None,
+    multiple: int = 32,
+) -> list[np.ndarray]:
+    """Each model's TTA prediction, in order: what scoring every fold model against their ensemble needs.
+
+    Holds all of them at once; :func:`predict_ensemble` keeps only a running sum.
+    """
+    if not predict_fns:
+        raise ConfigError("an ensemble needs at least one model")
+    return [predict_image(fn, image, views, merge, tile=tile, multiple=multiple) for fn in predict_fns]
+
+
+def mean_of(predictions: Sequence[np.ndarray]) -> np.ndarray:
+    """The ensemble of :func:`predict_each`'s predictions, exactly as :func:`predict_ensemble` computes it."""
+    return (sum(predictions) / len(predictions)).astype(np.float32)
+
+
 def predict_ensemble(
     predict_fns: Sequence[PredictBatch],
     image: np.ndarray,
@@ -181,7 +205,8 @@ def predict_ensemble(
     tile: int | None = None,
     multiple: int = 32,
 ) -> np.ndarray:
-    """Arithmetic mean over models (e.g. the k fold models) of each model's TTA prediction."""
+    """Arithmetic mean over models (e.g. the k fold models) of each model's TTA prediction, summed as they come
+    (one prediction in memory at a time); the same numbers as ``mean_of(predict_each(...))``."""
     if not predict_fns:
         raise ConfigError("an ensemble needs at least one model")
     total = sum(predict_image(fn, image, views, merge, tile=tile, multiple=multiple) for fn in predict_fns)
