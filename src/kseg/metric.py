@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from kseg.data import Schema
 
 __all__ = [
-    "THRESHOLDS", "ScoreReport", "iou_matrix", "image_score", "dice", "iou", "score_frames",
+    "THRESHOLDS", "ScoreReport", "iou_matrix", "image_score", "dice", "iou", "task_score", "score_frames",
     "tgs_score", "f2_score", "mean_iou_classes", "Metric", "METRICS", "metric_by_name",
 ]
 
@@ -142,6 +142,13 @@ def iou(truth_mask: np.ndarray, pred_mask: np.ndarray) -> float:
     if union == 0:
         return 1.0
     return int(np.count_nonzero(truth_mask & pred_mask)) / union
+
+
+def task_score(truth: np.ndarray, pred: np.ndarray, task: str) -> float:
+    """The score kseg optimises for ``task`` on one image, in one place for its validation, its OOF search,
+    ``kseg score`` and the benchmarks: instance, ``image_score`` of the label images; binary, the Dice of
+    the foregrounds (non-zero pixels), both empty = 1."""
+    return dice(truth > 0, pred > 0) if task == "binary" else image_score(truth, pred)
 
 
 def tgs_score(truth_mask: np.ndarray, pred_mask: np.ndarray, thresholds: np.ndarray = THRESHOLDS) -> float:
@@ -419,7 +426,7 @@ def score_frames(
                     f"image ({overlap} pixels claimed twice in the image); Kaggle rejects overlapping "
                     f"predictions (kseg score --allow-overlap scores them anyway, first row wins)")
             overlaps[image_id] = overlap
-        per_image[image_id] = dice(truth > 0, pred > 0) if task == "binary" else image_score(truth, pred)
+        per_image[image_id] = task_score(truth, pred, task)
 
     per_class: dict[str, float] = {}
     if schema.class_col and schema.class_col in truth_df.columns:

@@ -28,7 +28,7 @@ from kseg.data import ImageRecord, load_records
 from kseg.errors import ConfigError, DataError
 from kseg.files import atomic_path, child_path, write_json
 from kseg.folds import read_folds
-from kseg.metric import dice, image_score
+from kseg.metric import dice, image_score, task_score
 from kseg.targets import read_channels
 from kseg.postprocess import (
     PARAM_KEYS,
@@ -147,8 +147,7 @@ def score_grid(truth: np.ndarray, probs: np.ndarray, grid: Grid) -> np.ndarray:
 
 def _score_params(truth: np.ndarray, probs: np.ndarray, params: Mapping[str, Any], task: str) -> float:
     """The metric of one image post-processed end to end with ``params`` (no reuse)."""
-    pred = instances_from_probs(probs, params, task)
-    return dice(truth > 0, pred > 0) if task == "binary" else image_score(truth, pred)
+    return task_score(truth, instances_from_probs(probs, params, task), task)
 
 
 def _load_oof(path: Path, key: str, shape: tuple[int, int], n_channels: int) -> np.ndarray:
