@@ -1,4 +1,5 @@
-"""The main job end to end on a tiny demo competition: folds → train → search → predict → validate → score."""
+"""The main job end to end on a tiny demo competition, and on a few real binary images (polyps):
+folds → train → search → predict → validate → score."""
 from __future__ import annotations
 
 import json
@@ -15,18 +16,19 @@ from kseg.predict import command_predict, fold_weight_files
 
 pytestmark = pytest.mark.slow
 
-TINY = [
-    "data.demo={seed: 3, n_train: 6, n_test: 2, height: 96, width: 128}", "folds.n_splits=2",
-    "train.size=64", "train.epochs=1", "train.steps_per_epoch=2", "train.batch_size=2", "train.verbose=0",
-    "postprocess.grid={fg_threshold: [0.3, 0.5], seed_threshold: [0.5, 0.7], min_area: [0, 10]}",
+# The tiny run of any competition folder; TINY adds the demo competition it is generated from.
+TINY_RUN = [
+    "folds.n_splits=2", "train.size=64", "train.epochs=1", "train.steps_per_epoch=2", "train.batch_size=2",
+    "train.verbose=0", "postprocess.grid={fg_threshold: [0.3, 0.5], seed_threshold: [0.5, 0.7], min_area: [0, 10]}",
     "tta=[identity, hflip]",
 ]
+TINY = ["data.demo={seed: 3, n_train: 6, n_test: 2, height: 96, width: 128}", *TINY_RUN]
 
 
-def _args(root: Path, extra: list[str] = ()) -> list[str]:
-    sets = TINY + [f"data.root={root / 'data'}", f"output.dir={root / 'run'}",
+def _args(root: Path, extra: list[str] = (), config: str = "configs/demo.yaml", tiny: list[str] = TINY) -> list[str]:
+    sets = tiny + [f"data.root={root / 'data'}", f"output.dir={root / 'run'}",
                    f"output.submission={root / 'submission.csv'}", *extra]
-    return ["--config", "configs/demo.yaml", *[arg for s in sets for arg in ("--set", s)]]
+    return ["--config", config, *[arg for s in sets for arg in ("--set", s)]]
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +54,23 @@ def test_run_writes_a_valid_scorable_submission(finished_run, capsys):
                  "--schema", "sartorius", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert 0.0 <= report["score"] <= 1.0 and set(report["per_image"]) == set(submission["id"])
+
+
+def test_binary_run_on_real_polyp_frames_writes_a_valid_submission(tmp_path, fixtures_dir, capsys):
+    """The shipped polyps config (TGS schema, JPEG, task binary) on 4 + 2 real Kvasir-SEG frames
+    (tests/fixtures/SOURCE.md): the submission has one row per test image and ``kseg validate`` accepts it.
+    The fixture's CSVs are the source rows as they are, without the prepared set's group column."""
+    shutil.copytree(fixtures_dir / "polyps", tmp_path / "data")
+    args = _args(tmp_path, ["model.backbone=resnet18", "model.encoder_weights=null", "data.schema.group_col=null"],
+                 config="configs/real/polyps_kvasir.yaml", tiny=TINY_RUN)
+    assert main(["run", *args]) == 0
+    assert json.loads((tmp_path / "run" / "channels.json").read_text())["task"] == "binary"
+    submission = pd.read_csv(tmp_path / "submission.csv", dtype=str, keep_default_na=False)
+    assert list(submission.columns) == ["id", "rle_mask"]
+    assert sorted(submission["id"]) == sorted(p.stem for p in (tmp_path / "data" / "test").glob("*.jpg"))
+    capsys.readouterr()
+    assert main(["validate", str(tmp_path / "submission.csv"), *args]) == 0
+    assert capsys.readouterr().out.startswith("valid: 2 rows, 2 images")
 
 
 def test_search_is_at_least_as_good_as_the_defaults(finished_run):
