@@ -2,14 +2,18 @@
 training budget for every trained row, kseg with its *shipped defaults* against the baselines a user
 would otherwise run.
 
-Rows per set, in one run: classical Otsu + distance watershed (tuned on the training images); the plain
-notebook U-Net (foreground only, threshold 0.5, connected components); the notebook fg+border U-Net of
-issue 8 (from scratch, standardised and polarity-corrected input, cosine LR, watershed, 4-flip TTA);
-``kseg run`` on ``configs/real/<set>.yaml`` with only the budget overrides of
-:func:`kseg_budget_overrides`, scored on its own submission; then the kseg stages recomputed from that
-run's fold models (fold 0 with default post-processing, + OOF search, + TTA, + fold ensemble).
-Metric: mAP@[.5:.95] (``kseg.metric.image_score``) and foreground Dice, averaged over test images, and
-mAP per value of the set's class / report column.
+Rows per set, in one run: the classical baseline, tuned on the training images (instance: Otsu + distance
+watershed; binary: Otsu threshold or the all-empty submission, whichever scores higher); the plain
+notebook U-Net (foreground only, threshold 0.5, connected components for instances); a notebook U-Net
+with the tricks that need no kseg (instance: issue 8's fg+border U-Net, from scratch, standardised and
+polarity-corrected input, cosine LR, watershed, 4-flip TTA; binary: the same small U-Net with a
+foreground output, standardised input, cosine LR, 4-flip TTA); ``kseg run`` on
+``configs/real/<set>.yaml`` with only the budget overrides of :func:`kseg_budget_overrides`, scored on
+its own submission; then the kseg stages recomputed from that run's fold models (fold 0 with default
+post-processing, + OOF search, + TTA, + fold ensemble). Metric by the set's task, each test image scored
+by ``kseg.metric.task_score`` (the score kseg's search optimises) and averaged: instance sets
+mAP@[.5:.95], with foreground Dice beside it and mAP per value of the set's class / report column;
+binary sets the foreground Dice (both empty = 1).
 
 ``python -m benchmarks.bench_real --sets he_nuclei,phase_cells_usiigaci --budget 600`` runs some sets,
 keeps each set's table in ``benchmarks/results/real/<set>.md`` and reassembles BENCHMARKS.md;
@@ -37,7 +41,7 @@ from kseg import rle
 from kseg.config import Config, load_config, submission_path
 from kseg.data import load_records, read_csv, read_image, schema_from_config
 from kseg.files import write_text
-from kseg.metric import dice, image_score
+from kseg.metric import dice, task_score
 from kseg.pipeline import command_run
 from kseg.postprocess import instances_from_probs, predict_class
 from kseg.plan import restore_probabilities
@@ -46,8 +50,9 @@ from kseg.targets import channel_names, read_channels
 from kseg.train import run_classes
 from kseg.tta import predict_image
 
-from .baselines import (TrainBudget, fit_otsu_watershed, otsu_watershed, predict_fgborder_unet, predict_plain_unet,
-                        train_fgborder_unet, train_plain_unet)
+from .baselines import (TrainBudget, fit_otsu_binary, fit_otsu_watershed, otsu_binary, otsu_watershed,
+                        plain_unet_foreground, predict_fg_unet, predict_fgborder_unet, predict_plain_unet,
+                        train_fg_unet, train_fgborder_unet, train_plain_unet)
 from .real_sets import REPO, SETS, SHARED, prepare
 
 WORK = REPO / "runs" / "bench_real"
@@ -69,6 +74,10 @@ KSEG_EPOCHS = 4
 # No ImageNet weights can be downloaded here, so kseg trains from scratch, with the network it ships for that.
 FROM_SCRATCH = ["model.encoder_weights=null", "model.arch=unet_scratch"]
 QUICK_BUDGET = TrainBudget(seconds=60, size=64, batch=2, max_steps=2)
+# The set's metric by task: its column header and the prefix of its per-class columns.
+METRIC_NAMES = {"instance": ("mAP@[.5:.95]", "mAP"), "binary": ("Dice", "Dice")}
+PLAIN_TITLES = {"instance": "plain notebook U-Net (resnet18, fg only, thr 0.5, CC)",
+                "binary": "plain notebook U-Net (resnet18, fg only, thr 0.5)"}
 
 
 def kseg_seconds_per_step(cfg: Config, n_channels: int, size: int = 256, batch: int = 8, repeats: int = 5) -> float:
@@ -115,14 +124,16 @@ class Row:
 
 @dataclass
 class TestSet:
-    """The held-out images as every row sees them (uint8 RGB from ``read_image``) with truth and class."""
+    """The held-out images as every row sees them (uint8 RGB from ``read_image``) with truth and class, and
+    the task whose metric scores them (``kseg.metric.task_score``)."""
 
     images: list[np.ndarray]
     truths: list[np.ndarray]
     classes: list[str | None]
+    task: str = "instance"
 
     def row(self, method: str, preds: Sequence[np.ndarray], seconds: float | None = None, note: str = "") -> Row:
-        scores = [image_score(t, p) for t, p in zip(self.truths, preds)]
+        scores = [task_score(t, p, self.task) for t, p in zip(self.truths, preds)]
         return self.row_from_scores(method, scores, [dice(t > 0, p > 0) for t, p in zip(self.truths, preds)],
                                     seconds, note)
 
@@ -148,7 +159,8 @@ def _test_set(cfg: Config, report_col: str | None) -> TestSet:
         frame = read_csv(Path(cfg["data"]["root"]) / "test_truth.csv")
         first = frame.drop_duplicates(schema_from_config(cfg).id_col).set_index(schema_from_config(cfg).id_col)
         classes = [str(first.loc[r.id, report_col]) for r in records]
-    return TestSet([read_image(r.image_path) for r in records], [r.labels for r in records], classes)
+    return TestSet([read_image(r.image_path) for r in records], [r.labels for r in records], classes,
+                   cfg["data"]["task"])
 
 
 def _submission_labels(cfg: Config, ids: Sequence[str], shapes: Sequence[tuple[int, int]]) -> list[np.ndarray]:
@@ -202,9 +214,42 @@ def _kseg_stage_rows(cfg: Config, test: TestSet) -> list[Row]:
                   for fn in models])
         for title, make in variants:
             pred = make(plain, tta)
-            scores[title].append(image_score(truth, pred))
+            scores[title].append(task_score(truth, pred, test.task))
             dices[title].append(dice(truth > 0, pred > 0))
     return [test.row_from_scores(title, scores[title], dices[title]) for title, _ in variants]
+
+
+def _classical_row(images: Sequence[np.ndarray], truths: Sequence[np.ndarray], test: TestSet, stain: str) -> Row:
+    """The classical baseline of the set's task, fitted on the training images (its time includes the fit)."""
+    start = time.perf_counter()
+    if test.task == "binary":
+        fitted = fit_otsu_binary(images, truths)
+        preds = [otsu_binary(image, fitted) for image in test.images]
+        chosen = ("all-empty submission" if fitted["empty"] else
+                  f"Otsu, {'bright' if fitted['bright_objects'] else 'dark'} objects, "
+                  f"{'all components' if fitted['components'] == 'all' else 'largest component'}")
+        return test.row("classical: Otsu threshold (gray) or all-empty, the better on train", preds,
+                        time.perf_counter() - start, f"{chosen}; train Dice {fitted['score']:.4f}")
+    fitted = fit_otsu_watershed(images, truths, stain)
+    preds = [otsu_watershed(image, fitted["bright_objects"], fitted["min_area"], stain) for image in test.images]
+    return test.row(f"classical: Otsu + distance watershed ({'haematoxylin' if stain == 'hed' else 'gray'}, "
+                    "tuned on train)", preds, time.perf_counter() - start,
+                    f"{'bright' if fitted['bright_objects'] else 'dark'} objects, min area {fitted['min_area']}")
+
+
+def _notebook_row(images: Sequence[np.ndarray], truths: Sequence[np.ndarray], test: TestSet,
+                  budget: TrainBudget) -> Row:
+    """The notebook U-Net with the tricks that need no kseg, for the set's task, trained for ``budget``."""
+    start = time.perf_counter()
+    if test.task == "binary":
+        trained = train_fg_unet(images, [t > 0 for t in truths], budget)
+        preds = [predict_fg_unet(trained.model, image) for image in test.images]
+        title = "notebook fg U-Net (small U-Net, standardised, cosine, 4-flip TTA, thr 0.5)"
+    else:
+        trained = train_fgborder_unet(images, truths, budget)
+        preds = [predict_fgborder_unet(trained.model, image) for image in test.images]
+        title = "notebook fg+border U-Net (standardised, inverted, cosine, watershed, 4-flip TTA)"
+    return test.row(title, preds, time.perf_counter() - start, f"{trained.steps} steps in {trained.seconds:.0f}s")
 
 
 def evaluate_set(name: str, budget_seconds: float, quick: bool, resume: bool = False,
@@ -225,24 +270,16 @@ def evaluate_set(name: str, budget_seconds: float, quick: bool, resume: bool = F
     budget = QUICK_BUDGET if quick else TrainBudget(seconds=budget_seconds, size=crop, batch=batch)
     rows: list[Row] = []
 
-    start = time.perf_counter()
-    fitted = fit_otsu_watershed(train_images, [r.labels for r in train_records], spec.stain)
-    preds = [otsu_watershed(image, fitted["bright_objects"], fitted["min_area"], spec.stain) for image in test.images]
-    rows.append(test.row(f"classical: Otsu + distance watershed ({'haematoxylin' if spec.stain == 'hed' else 'gray'}, "
-                         "tuned on train)", preds, time.perf_counter() - start,
-                         f"{'bright' if fitted['bright_objects'] else 'dark'} objects, min area {fitted['min_area']}"))
+    rows.append(_classical_row(train_images, [r.labels for r in train_records], test, spec.stain))
 
     start = time.perf_counter()
     plain = train_plain_unet(train_images, [r.labels > 0 for r in train_records], budget)
-    preds = [predict_plain_unet(plain.model, image) for image in test.images]
-    rows.append(test.row("plain notebook U-Net (resnet18, fg only, thr 0.5, CC)", preds, time.perf_counter() - start,
+    predict = predict_plain_unet if test.task == "instance" else plain_unet_foreground
+    preds = [predict(plain.model, image) for image in test.images]
+    rows.append(test.row(PLAIN_TITLES[test.task], preds, time.perf_counter() - start,
                          f"{plain.steps} steps in {plain.seconds:.0f}s"))
 
-    start = time.perf_counter()
-    fgb = train_fgborder_unet(train_images, [r.labels for r in train_records], budget)
-    preds = [predict_fgborder_unet(fgb.model, image) for image in test.images]
-    rows.append(test.row("notebook fg+border U-Net (standardised, inverted, cosine, watershed, 4-flip TTA)", preds,
-                         time.perf_counter() - start, f"{fgb.steps} steps in {fgb.seconds:.0f}s"))
+    rows.append(_notebook_row(train_images, [r.labels for r in train_records], test, budget))
 
     # kseg trains as many steps of its network, on the same crops and batch, as fit in the budget on this machine.
     if not quick:
@@ -257,6 +294,7 @@ def evaluate_set(name: str, budget_seconds: float, quick: bool, resume: bool = F
     if stages:
         rows += _kseg_stage_rows(cfg, test)
     facts = {"n_train": len(train_records), "n_test": len(test.images), "budget": budget, "overrides": overrides,
+             "task": test.task,
              "classes": sorted({str(c) for c in test.classes}) if len(set(test.classes)) > 1 else []}
     return rows, facts
 
@@ -278,7 +316,9 @@ def set_table(name: str, rows: list[Row], facts: dict, budget_seconds: float, qu
 
     budget: TrainBudget = facts["budget"]
     classes = facts["classes"]
-    header = ["method", "mAP@[.5:.95]", "fg Dice", *(f"mAP {c}" for c in classes), "time", "notes"]
+    metric, short = METRIC_NAMES[facts["task"]]
+    with_dice = facts["task"] != "binary"  # a binary set's metric is the foreground Dice itself
+    header = ["method", metric, *(["fg Dice"] if with_dice else []), *(f"{short} {c}" for c in classes), "time", "notes"]
     lines = [f"### {name}", "",
              f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, commit `{_commit()}`, {machine_line()}"
              f"{', QUICK smoke run' if quick else ''}. "
@@ -293,11 +333,12 @@ def set_table(name: str, rows: list[Row], facts: dict, budget_seconds: float, qu
              + f"kseg's only overrides: `{' '.join(facts['overrides'])}`.", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
-        cells = [row.method, f"{row.score:.4f}", f"{row.dice:.4f}", *(f"{row.per_class.get(c, float('nan')):.4f}" for c in classes),
+        cells = [row.method, f"{row.score:.4f}", *([f"{row.dice:.4f}"] if with_dice else []),
+                 *(f"{row.per_class.get(c, float('nan')):.4f}" for c in classes),
                  "" if row.seconds is None else f"{row.seconds:.0f}s", row.note]
         lines.append("| " + " | ".join(cells) + " |")
-    kseg = next(r for r in rows if r.method.startswith("**kseg"))
-    others = [r for r in rows[:3] if r.score >= kseg.score]
+    at = next(i for i, r in enumerate(rows) if r.method.startswith("**kseg"))
+    others = [r for r in rows[:at] if r.score >= rows[at].score]  # the baselines: every row before kseg's
     lines += ["", "kseg beats every baseline on this set." if not others else
               "**kseg does not beat** " + ", ".join(r.method.split(" (")[0] for r in others) + " on this set."]
     return "\n".join(lines)

@@ -7,23 +7,25 @@ from typing import Sequence
 import pytest
 
 # A tiny demo competition and run: every file `kseg run` writes, in about a minute on 2 CPU cores.
-TINY = [
-    "data.demo={seed: 3, n_train: 6, n_test: 2, height: 96, width: 128}", "folds.n_splits=2",
-    "train.size=64", "train.epochs=1", "train.steps_per_epoch=2", "train.batch_size=2", "train.verbose=0",
-    "postprocess.grid={fg_threshold: [0.3, 0.5], seed_threshold: [0.5, 0.7], min_area: [0, 10]}",
+# TINY_RUN: the tiny run of any competition folder; TINY adds the demo competition it is generated from.
+TINY_RUN = [
+    "folds.n_splits=2", "train.size=64", "train.epochs=1", "train.steps_per_epoch=2", "train.batch_size=2",
+    "train.verbose=0", "postprocess.grid={fg_threshold: [0.3, 0.5], seed_threshold: [0.5, 0.7], min_area: [0, 10]}",
     "tta=[identity, hflip]",
 ]
+TINY = ["data.demo={seed: 3, n_train: 6, n_test: 2, height: 96, width: 128}", *TINY_RUN]
 
 
-def tiny_sets(root: Path, extra: Sequence[str] = ()) -> list[str]:
+def tiny_sets(root: Path, extra: Sequence[str] = (), tiny: Sequence[str] = TINY) -> list[str]:
     """The ``--set`` overrides of the tiny run under ``root``: data/, run/ and submission.csv."""
-    return [*TINY, f"data.root={root / 'data'}", f"output.dir={root / 'run'}",
+    return [*tiny, f"data.root={root / 'data'}", f"output.dir={root / 'run'}",
             f"output.submission={root / 'submission.csv'}", *extra]
 
 
-def tiny_args(root: Path, extra: Sequence[str] = ()) -> list[str]:
-    """``--config configs/demo.yaml`` and one ``--set`` per override of :func:`tiny_sets`."""
-    return ["--config", "configs/demo.yaml", *[arg for s in tiny_sets(root, extra) for arg in ("--set", s)]]
+def tiny_args(root: Path, extra: Sequence[str] = (), config: str = "configs/demo.yaml",
+              tiny: Sequence[str] = TINY) -> list[str]:
+    """``--config CONFIG`` and one ``--set`` per override of :func:`tiny_sets`."""
+    return ["--config", config, *[arg for s in tiny_sets(root, extra, tiny) for arg in ("--set", s)]]
 
 
 @pytest.fixture(scope="session")

@@ -12,8 +12,9 @@ from benchmarks.real_sets import MARKER, SETS, SHARED, prepare
 from kseg.config import load_config
 import numpy as np
 
-from benchmarks.baselines import TrainBudget, fit_otsu_watershed, notebook_input, train_for_budget
-from benchmarks.bench_real import kseg_budget_overrides
+from benchmarks.baselines import (TrainBudget, fit_otsu_binary, fit_otsu_watershed, notebook_input, otsu_binary,
+                                  train_for_budget)
+from benchmarks.bench_real import Row, kseg_budget_overrides, set_table
 from kseg.data import load_records, read_csv, schema_from_config
 
 needs_data = pytest.mark.skipif(not SHARED.is_dir(), reason=f"{SHARED} not found (real data is not shipped)")
@@ -178,17 +179,64 @@ def test_kseg_seconds_per_step_times_the_configured_network():
     assert 0.0 < kseg_seconds_per_step(cfg, 2, size=32, batch=2, repeats=1) < 10.0
 
 
-def test_set_table_names_the_baselines_kseg_does_not_beat():
-    from benchmarks.bench_real import Row, set_table
+def test_binary_classical_fit_finds_the_polarity_and_drops_speckle():
+    """A dark polyp-like blob plus a dark speck: Otsu finds both, keeping the largest component scores higher."""
+    mask = np.zeros((64, 64), np.int32)
+    mask[8:30, 8:30] = 1
+    gray = np.where(mask > 0, 40, 200).astype(np.uint8)
+    gray[50:54, 50:54] = 40
+    image = np.repeat(gray[..., None], 3, axis=2)
+    fitted = fit_otsu_binary([image], [mask])
+    assert (fitted["empty"], fitted["bright_objects"], fitted["components"]) == (False, False, "largest")
+    assert fitted["score"] > 0.95 and (otsu_binary(image, fitted) == (mask > 0)).mean() > 0.99
 
+
+def test_binary_classical_fit_submits_nothing_when_truth_is_empty():
+    """On empty truth every Otsu mask scores 0 and the all-empty submission 1 (both empty = 1)."""
+    image = np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)
+    fitted = fit_otsu_binary([image], [np.zeros((32, 32), np.int32)])
+    assert fitted == {"score": 1.0, "empty": True} and not otsu_binary(image, fitted).any()
+
+
+def test_test_set_scores_by_its_task():
+    """Instance: mAP of the objects; binary: Dice of the foregrounds, so one object split in two is no error."""
+    from benchmarks.bench_real import TestSet  # here: at module level pytest would try to collect it as tests
+
+    truth = np.zeros((16, 16), np.int32)
+    truth[2:10, 2:10] = 1
+    split = truth.copy()
+    split[2:10, 6:10] = 2
+    empty = np.zeros_like(truth)
+    binary = TestSet([np.zeros((16, 16, 3), np.uint8)] * 2, [truth, empty], [None, None], task="binary")
+    instance = TestSet(binary.images, binary.truths, binary.classes, task="instance")
+    assert binary.row("x", [split, empty]).score == 1.0
+    assert instance.row("x", [split, empty]).score == pytest.approx(0.5)  # split: 0 of 1; empty/empty: 1
+
+
+def test_set_table_names_the_baselines_kseg_does_not_beat():
     rows = [Row("classical: Otsu (x)", 0.30, 0.7, {"a": 0.2, "b": 0.4}, 1.0, "dark objects"),
             Row("plain notebook U-Net (y)", 0.10, 0.5, {"a": 0.1, "b": 0.1}, 60.0),
             Row("notebook fg+border U-Net (z)", 0.35, 0.8, {"a": 0.3, "b": 0.4}, 60.0),
             Row("**kseg run, shipped defaults**", 0.32, 0.8, {"a": 0.3, "b": 0.34}, 70.0)]
     facts = {"n_train": 4, "n_test": 2, "budget": TrainBudget(seconds=60), "overrides": ["train.epochs=1"],
-             "classes": ["a", "b"]}
+             "task": "instance", "classes": ["a", "b"]}
     text = set_table("toy", rows, facts, 60, quick=False)
     assert "| method | mAP@[.5:.95] | fg Dice | mAP a | mAP b | time | notes |" in text
     assert "| **kseg run, shipped defaults** | 0.3200 | 0.8000 | 0.3000 | 0.3400 | 70s |  |" in text
     assert "**kseg does not beat** notebook fg+border U-Net on this set." in text
     assert "`train.epochs=1`" in text and "60 s of training" in text
+
+
+def test_set_table_of_a_binary_set_names_its_metric_once():
+    """A binary set's column is Dice (no second fg Dice column); the baselines are the rows before kseg's,
+    however many a task has."""
+    rows = [Row("classical: Otsu threshold (gray) or all-empty, the better on train", 0.40, 0.40, seconds=9.0),
+            Row("plain notebook U-Net (resnet18, fg only, thr 0.5)", 0.70, 0.70, seconds=60.0),
+            Row("**kseg run, shipped defaults**", 0.65, 0.65, seconds=80.0),
+            Row("kseg stage: + TTA", 0.90, 0.90)]
+    facts = {"n_train": 4, "n_test": 2, "budget": TrainBudget(seconds=60), "overrides": [], "task": "binary",
+             "classes": []}
+    text = set_table("toy", rows, facts, 60, quick=False)
+    assert "| method | Dice | time | notes |" in text and "fg Dice" not in text
+    assert "| **kseg run, shipped defaults** | 0.6500 | 80s |  |" in text
+    assert "**kseg does not beat** plain notebook U-Net on this set." in text

@@ -17,7 +17,7 @@ from kseg.data import PRESETS, Schema
 from kseg.errors import ConfigError, DataError, RLEError
 from kseg.metric import (
     METRICS, THRESHOLDS, dice, f2_score, image_score, iou, iou_matrix, mean_iou_classes, metric_by_name, score_frames,
-    tgs_score,
+    task_score, tgs_score,
 )
 
 SARTORIUS = Schema(**PRESETS["sartorius"])
@@ -138,6 +138,16 @@ def test_dice_and_iou_on_binary_masks() -> None:
     empty = np.zeros((2, 2), dtype=bool)
     assert dice(empty, empty) == 1.0 and iou(empty, empty) == 1.0
     assert dice(empty, ~empty) == 0.0 and iou(~empty, empty) == 0.0
+
+
+def test_task_score_is_instance_map_or_foreground_dice() -> None:
+    """Binary: the Dice of the foregrounds, whatever the labels (two objects merged into one are the same mask)."""
+    truth = two_objects()
+    merged = (truth > 0).astype(np.int32)
+    assert task_score(truth, merged, "binary") == 1.0
+    assert task_score(truth, merged, "instance") == image_score(truth, merged) < 1.0
+    empty = np.zeros_like(truth)
+    assert task_score(empty, empty, "binary") == 1.0 and task_score(truth, empty, "binary") == 0.0
 
 
 @pytest.mark.parametrize("function", [iou_matrix, image_score, dice, iou])

@@ -1,4 +1,5 @@
-"""The main job end to end on a tiny demo competition: folds → train → search → predict → validate → score."""
+"""The main job end to end on a tiny demo competition, and on a few real binary images (polyps):
+folds → train → search → predict → validate → score."""
 from __future__ import annotations
 
 import json
@@ -13,7 +14,7 @@ from kseg.config import load_config
 from kseg.errors import ConfigError
 from kseg.predict import command_predict, fold_weight_files
 
-from conftest import TINY, tiny_args
+from conftest import TINY, TINY_RUN, tiny_args
 
 pytestmark = pytest.mark.slow
 
@@ -35,6 +36,23 @@ def test_run_writes_a_valid_scorable_submission(finished_run, capsys):
                  "--schema", "sartorius", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert 0.0 <= report["score"] <= 1.0 and set(report["per_image"]) == set(submission["id"])
+
+
+def test_binary_run_on_real_polyp_frames_writes_a_valid_submission(tmp_path, fixtures_dir, capsys):
+    """The shipped polyps config (TGS schema, JPEG, task binary) on 4 + 2 real Kvasir-SEG frames
+    (tests/fixtures/SOURCE.md): the submission has one row per test image and ``kseg validate`` accepts it.
+    The fixture's CSVs are the source rows as they are, without the prepared set's group column."""
+    shutil.copytree(fixtures_dir / "polyps", tmp_path / "data")
+    args = tiny_args(tmp_path, ["model.backbone=resnet18", "model.encoder_weights=null", "data.schema.group_col=null"],
+                     config="configs/real/polyps_kvasir.yaml", tiny=TINY_RUN)
+    assert main(["run", *args]) == 0
+    assert json.loads((tmp_path / "run" / "channels.json").read_text())["task"] == "binary"
+    submission = pd.read_csv(tmp_path / "submission.csv", dtype=str, keep_default_na=False)
+    assert list(submission.columns) == ["id", "rle_mask"]
+    assert sorted(submission["id"]) == sorted(p.stem for p in (tmp_path / "data" / "test").glob("*.jpg"))
+    capsys.readouterr()
+    assert main(["validate", str(tmp_path / "submission.csv"), *args]) == 0
+    assert capsys.readouterr().out.startswith("valid: 2 rows, 2 images")
 
 
 def test_search_is_at_least_as_good_as_the_defaults(finished_run):

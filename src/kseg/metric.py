@@ -171,8 +171,9 @@ def iou(truth_mask: np.ndarray, pred_mask: np.ndarray) -> float:
 
 
 def task_score(truth: np.ndarray, pred: np.ndarray, task: str) -> float:
-    """The score kseg reports for one image of a task: the instance mAP of label images, or for ``binary`` the
-    Dice of the foreground (rows of a binary image are unioned, so there are no objects to match)."""
+    """The score kseg optimises for ``task`` on one image, in one place for its validation, its OOF search,
+    ``kseg score`` and the benchmarks: instance, ``image_score`` of the label images; binary, the Dice of
+    the foregrounds (non-zero pixels), both empty = 1."""
     return dice(truth > 0, pred > 0) if task == "binary" else image_score(truth, pred)
 
 

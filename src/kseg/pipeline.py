@@ -241,10 +241,12 @@ def print_summary(cfg: Config, timings: dict[str, str], submission: Path) -> Non
     truth = data_path(cfg, "test_truth")
     if truth is not None and truth.is_file():
         from .metric import score_frames
-        from .data import read_annotations, read_csv, schema_from_config
+        from .data import image_size, list_test_images, read_annotations, read_csv, schema_from_config
 
         schema = schema_from_config(cfg)
-        report = score_frames(read_annotations(truth, schema, "test truth"), read_csv(submission), schema,
+        # The test images' sizes, for schemas without size columns (TGS, Severstal): their RLE needs the shape.
+        shapes = {image_id: image_size(path) for image_id, path in list_test_images(cfg)}
+        report = score_frames(read_annotations(truth, schema, "test truth"), read_csv(submission), schema, shapes,
                               task=cfg["data"]["task"])
         lines.append(f"test score against {truth.name}: {report.score:.4f}")
         for cls, value in sorted(report.per_class.items()):

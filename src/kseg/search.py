@@ -148,8 +148,7 @@ def score_grid(truth: np.ndarray, probs: np.ndarray, grid: Grid) -> np.ndarray:
 
 def _score_params(truth: np.ndarray, probs: np.ndarray, params: Mapping[str, Any], task: str) -> float:
     """The metric of one image post-processed end to end with ``params`` (no reuse)."""
-    pred = instances_from_probs(probs, params, task)
-    return task_score(truth, pred, task)
+    return task_score(truth, instances_from_probs(probs, params, task), task)
 
 
 def load_oof(path: Path, key: str, shape: tuple[int, int], n_channels: int) -> np.ndarray:

@@ -40,7 +40,7 @@ from .data import ImageRecord, load_records, read_image
 from .errors import ConfigError
 from .files import atomic_path, child_path, write_json, write_text
 from .folds import command_folds, read_folds
-from .metric import dice, image_score
+from .metric import task_score
 from .normalize import check_norm_config, input_normaliser
 from .plan import (check_plan_config, fingerprint, make_plan, rescale_image, rescale_labels, restore_probabilities,
                    write_plan)
@@ -485,7 +485,7 @@ class Validator:
             soft_dice.append((2 * overlap + 1.0) / (float(probs[..., 0].sum() + target[..., 0].sum()) + 1.0))
             truth = self.records[index].labels
             pred = instances_from_probs(restore_probabilities(probs, truth.shape), self.params, self.task)
-            scores.append(dice(truth > 0, pred > 0) if self.task == "binary" else image_score(truth, pred))
+            scores.append(task_score(truth, pred, self.task))
         return {"val_loss": float(np.mean(losses)), "val_fg_dice": float(np.mean(soft_dice)),
                 "val_score": float(np.mean(scores))}
 
