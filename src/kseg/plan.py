@@ -20,6 +20,7 @@ from typing import Any, Mapping, Sequence
 import cv2
 import numpy as np
 
+from .config import is_int
 from .errors import ConfigError, DataError
 from .files import write_json
 
@@ -99,7 +100,7 @@ def check_plan_config(train_cfg: Mapping[str, Any]) -> None:
         raise ConfigError(f"train.target_diameter must be a positive number of pixels, got {target!r}")
     for key in ("budget_steps", "min_steps_per_fold"):
         value = train_cfg[key]
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        if value is not None and (not is_int(value) or value < 1):
             raise ConfigError(f"train.{key} must be a positive integer or null, got {value!r}")
     if train_cfg["budget_steps"] is not None and train_cfg["steps_per_epoch"] is not None:
         raise ConfigError("train.budget_steps and train.steps_per_epoch both set the training length: set one "
