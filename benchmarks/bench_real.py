@@ -262,6 +262,8 @@ def evaluate_set(name: str, budget_seconds: float, quick: bool, resume: bool = F
     root = prepare(name, work / "data" if quick else None, quick=quick)
     if not resume:
         shutil.rmtree(work / "kseg", ignore_errors=True)  # nothing from an earlier run may leak in
+    # The data, the test set and kseg's network come from this config; its step budget (here at a placeholder
+    # 1 s per step) is replaced once kseg's network has been timed, below.
     overrides = kseg_budget_overrides(budget_seconds, 1.0, quick)
     cfg = load_config(CONFIGS / f"{name}.yaml", [f"data.root={root}", f"output.dir={work / 'kseg'}", *overrides])
     test = _test_set(cfg, spec.report_col)
