@@ -23,6 +23,7 @@ import numpy as np
 from .config import is_int
 from .errors import ConfigError, DataError
 from .files import write_json
+from .normalize import Polarity, polarity_from_dict
 
 __all__ = ["Fingerprint", "Plan", "fingerprint", "make_plan", "scale_plan", "budget_plan", "planned_folds", "write_plan", "read_plan", "rescale_image",
            "rescale_labels", "restore_probabilities", "PLAN_FILE"]
@@ -52,12 +53,14 @@ class Fingerprint:
 @dataclass(frozen=True)
 class Plan:
     """The decisions a run takes from its fingerprint and budget; ``reason`` says why, for people reading
-    plan.json. ``folds`` and ``steps_per_epoch`` are set when ``train.budget_steps`` decided them."""
+    plan.json. ``folds`` and ``steps_per_epoch`` are set when ``train.budget_steps`` decided them, ``invert``
+    when ``model.invert: auto`` fitted a polarity rule on the training images (normalize.fit_polarity)."""
 
     scale: float
     reason: str
     folds: list[int] | None = None
     steps_per_epoch: int | None = None
+    invert: Polarity | None = None
 
 
 def fingerprint(labels: Sequence[np.ndarray], classes: Sequence[str | None]) -> Fingerprint:
@@ -187,8 +190,10 @@ def read_plan(run_dir: Path) -> Plan:
         raise DataError(f"{path}: not a kseg plan file ({error})") from None
     if not MIN_SCALE <= scale <= 4.0:
         raise DataError(f"{path}: scale {scale} is outside [{MIN_SCALE}, 4]")
+    invert = plan.get("invert")
     return Plan(scale=scale, reason=str(plan.get("reason", "")), folds=plan.get("folds"),
-                steps_per_epoch=plan.get("steps_per_epoch"))
+                steps_per_epoch=plan.get("steps_per_epoch"),
+                invert=None if invert is None else polarity_from_dict(invert, f"{path}: invert"))
 
 
 def _scaled_shape(shape: tuple[int, ...], scale: float) -> tuple[int, int]:

@@ -114,14 +114,14 @@ def fold_scores_path(submission: Path) -> Path:
 
 
 def model_input(cfg: Config) -> Callable[[np.ndarray], np.ndarray]:
-    """uint8 RGB image → what the run's models take: normalised as ``model.input_norm`` says, at the scale of
-    the run's ``plan.json``, through the backbone's preprocessing. The models' probabilities come back at
+    """uint8 RGB image → what the run's models take: normalised as ``model.input_norm`` says, inverted where
+    ``model.invert`` (for ``auto``, the run's ``plan.json``) says, at the plan's scale, through the backbone's preprocessing. The models' probabilities come back at
     that scale; ``plan.restore_probabilities`` brings them to the image's size. Training caches exactly
     the first two steps (``train.SampleCache``), so train, OOF, prediction and kernels see the same input."""
     from .model import preprocess_fn
 
-    preprocess, normalise = preprocess_fn(cfg), input_normaliser(cfg)
-    scale = read_plan(output_dir(cfg)).scale
+    plan = read_plan(output_dir(cfg))
+    preprocess, normalise, scale = preprocess_fn(cfg), input_normaliser(cfg, plan.invert), plan.scale
 
     def prepare(image: np.ndarray) -> np.ndarray:
         return preprocess(rescale_image(normalise(image), scale))

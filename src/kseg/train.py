@@ -26,7 +26,7 @@ import subprocess
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -41,7 +41,7 @@ from .errors import ConfigError
 from .files import atomic_path, child_path, write_json, write_text
 from .folds import command_folds, read_folds
 from .metric import task_score
-from .normalize import check_norm_config, input_normaliser
+from .normalize import Polarity, check_norm_config, fit_polarity, input_normaliser, stretched
 from .plan import (check_plan_config, fingerprint, make_plan, rescale_image, rescale_labels, restore_probabilities,
                    write_plan)
 from .postprocess import instances_from_probs, validate_params
@@ -773,6 +773,13 @@ def _folds_to_train(fold: int | str | list[int], available: Sequence[int]) -> li
                       f"{', '.join(map(str, available))} or 'all'")
 
 
+def _fit_polarity(cfg: Config, records: Sequence[ImageRecord]) -> Polarity:
+    """``model.invert: auto``'s rule, from the training images and their labels (normalize.fit_polarity)."""
+    norm, _ = check_norm_config(cfg["model"])
+    samples = ((stretched(read_image(record.image_path), norm), record.labels) for record in records)
+    return fit_polarity(tqdm(samples, total=len(records), desc="polarity", disable=not cfg["train"]["verbose"]))
+
+
 def command_train(cfg: Config, fold: int | str | list[int] | None = None, resume: bool = False) -> list[Path]:
     """Train the requested fold(s) (None: ``train.folds``) and write the run directory; returns each
     fold's best weights file.
@@ -799,6 +806,9 @@ def command_train(cfg: Config, fold: int | str | list[int] | None = None, resume
     fp = fingerprint([record.labels for record in records], [record.cls for record in records])
     requested = _folds_to_train(cfg["train"]["folds"] if fold is None else fold, sorted(set(fold_of.tolist())))
     plan = make_plan(fp, cfg["train"], task, requested)
+    if cfg["model"]["invert"] == "auto":
+        plan = replace(plan, invert=_fit_polarity(cfg, records))
+        print(f"[plan] model.invert auto: {plan.invert.reason}")
     write_plan(out, fp, plan)
     print(f"[plan] {len(records)} images, median object diameter {fp.median_diameter} px: {plan.reason}")
     requested = plan.folds
@@ -807,7 +817,7 @@ def command_train(cfg: Config, fold: int | str | list[int] | None = None, resume
         print(f"[train] fold {k}: done.json exists, skipping (--resume)")
     if pending:
         cache = SampleCache.from_records(records, task, classes, cfg["train"]["border_width"],
-                                         progress=bool(cfg["train"]["verbose"]), normalise=input_normaliser(cfg),
+                                         progress=bool(cfg["train"]["verbose"]), normalise=input_normaliser(cfg, plan.invert),
                                          scale=plan.scale)
         import tf_keras as keras
 
