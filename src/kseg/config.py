@@ -12,7 +12,7 @@ import json
 import re
 import os
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 import yaml
 
@@ -138,7 +138,9 @@ DEFAULTS: Config = {
         "n_jobs": 2,
     },
     "tta": ["identity", "hflip", "vflip", "hvflip"],
-    "predict": {"folds": "all", "batch_size": 4, "tile": None},
+    # tile: predict images larger than this in overlapping windows (a multiple of 32; null: whole images).
+    # Every TTA view of an image goes through the model as one batch.
+    "predict": {"folds": "all", "tile": None},
     "output": {"dir": "runs/experiment", "submission": None},
     # Kaggle kernels: the competition slug (checked by `kseg kernel build`), and whether the inference
     # kernel asks for a GPU (training kernels always do).
@@ -266,6 +268,8 @@ def _validate_values(cfg: Config) -> None:
         if not (wanted == "all" or is_int(wanted)
                 or (isinstance(wanted, list) and wanted and all(is_int(k) for k in wanted))):
             raise ConfigError(f"{dotted} must be 'all', a fold index or a list of fold indices, got {wanted!r}")
+        if isinstance(wanted, list) and len(set(wanted)) != len(wanted):
+            raise ConfigError(f"{dotted} lists a fold twice: {wanted!r}")
         outside = [k for k in (wanted if isinstance(wanted, list) else [wanted]) if k != "all" and not 0 <= k < n_splits]
         if outside:
             raise ConfigError(f"{dotted}: fold(s) {outside} do not exist with folds.n_splits={n_splits} "
@@ -315,7 +319,16 @@ def dump(cfg: Config) -> str:
     return yaml.safe_dump(cfg, sort_keys=False)
 
 
-def fingerprint(cfg: Config, *sections: str) -> str:
-    """Short hash of the named dotted sections, used to tell whether a stage's outputs are up to date."""
-    picked = {s: get(cfg, s) for s in sections}
+def fingerprint(cfg: Config, *sections: str, ignore: Sequence[str] = ()) -> str:
+    """Short hash of the named dotted sections without the ``ignore``d dotted keys, used to tell whether a
+    stage's outputs are up to date."""
+    picked = copy.deepcopy({s: get(cfg, s) for s in sections})
+    for dotted in ignore:
+        section, _, rest = dotted.partition(".")
+        node = picked.get(section)
+        *parents, leaf = rest.split(".")
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(leaf, None)
     return hashlib.sha1(json.dumps(picked, sort_keys=True, default=str).encode()).hexdigest()[:12]

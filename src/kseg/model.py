@@ -21,7 +21,7 @@ from .files import atomic_path
 from .unet import SCRATCH_ARCH, build_scratch_unet, check_scratch_config
 from .unet import preprocess as scratch_preprocess
 
-__all__ = ["ARCHITECTURES", "LOSSES", "check_model_config", "build_model", "describe_model", "save_weights",
+__all__ = ["ARCHITECTURES", "LOSSES", "check_model_config", "check_bn_momentum", "build_model", "describe_model", "save_weights",
            "load_weights", "build_loss", "preprocess_fn", "channel_weights"]
 
 # segmentation_models' architectures (with model.backbone), then kseg's own from-scratch U-Net.
@@ -50,6 +50,7 @@ def check_model_config(cfg: Mapping[str, Any]) -> None:
     """Reject an unknown ``model.arch`` or ``model.backbone`` (or bad ``model.scratch`` values) before any
     stage runs (``kseg run`` calls it)."""
     _check_arch(cfg["model"]["arch"])
+    check_bn_momentum(cfg["model"]["bn_momentum"])
     if cfg["model"]["arch"] == SCRATCH_ARCH:
         check_scratch_config(cfg["model"])
         return
@@ -167,6 +168,11 @@ def _load_encoder_weights(model: Any, backbone: Any, path: Path, description: st
     _load_legacy_encoder(backbone, path, file_layers, backbone_name)
 
 
+def check_bn_momentum(momentum: Any) -> None:
+    if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0.0 <= momentum < 1.0:
+        raise ConfigError(f"model.bn_momentum must be a number in [0, 1), got {momentum!r}")
+
+
 def set_bn_momentum(model: Any, momentum: float) -> None:
     """Set the moving-average momentum of every BatchNormalization layer.
 
@@ -178,8 +184,7 @@ def set_bn_momentum(model: Any, momentum: float) -> None:
     """
     import tf_keras as keras
 
-    if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0.0 <= momentum < 1.0:
-        raise ConfigError(f"model.bn_momentum must be a number in [0, 1), got {momentum!r}")
+    check_bn_momentum(momentum)
     for layer in model.submodules:
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.momentum = float(momentum)

@@ -1,8 +1,9 @@
 """The main job, ``kseg run``: demo data → folds → train every fold → OOF search → predict → validate, then
 the run's report.html.
 
-Each stage records a fingerprint of the config sections it depends on (its own and everything upstream) in
-``<output.dir>/stages/<stage>.json``. A stage whose fingerprint matches is skipped; a changed config redoes
+Each stage records a fingerprint of the config sections it depends on (its own and everything upstream),
+less the keys that cannot change its outputs (where the test images are, how much is logged, how many
+workers), in ``<output.dir>/stages/<stage>.json``. A stage whose fingerprint matches is skipped; a changed config redoes
 it and everything after it; ``--force`` redoes all. An interrupted training stage with the same fingerprint
 resumes instead of starting over.
 
@@ -30,14 +31,25 @@ SUPERSEDED = "superseded"
 class Stage:
     name: str
     sections: tuple[str, ...]  # dotted config sections whose change makes the stage's outputs stale
+    ignore: tuple[str, ...] = ()  # dotted keys inside them that do not change the outputs
 
 
+# The test images and their truth are read by predict alone; logging and worker counts change no output.
+_TEST_INPUTS = ("data.test_dir", "data.test_truth", "data.sample_submission")
+_SPEED_ONLY = ("train.verbose", "train.workers", "postprocess.n_jobs")
 STAGES = (
-    Stage("folds", ("data", "folds")),
-    Stage("train", ("data", "folds", "model", "train", "tta")),
-    Stage("search", ("data", "folds", "model", "train", "tta", "postprocess")),
-    Stage("predict", ("data", "folds", "model", "train", "tta", "postprocess", "predict", "output")),
+    Stage("folds", ("data", "folds"), _TEST_INPUTS),
+    # Training writes the OOF predictions too, with the TTA views and the tiling of predict.tile.
+    Stage("train", ("data", "folds", "model", "train", "tta", "predict.tile"), _TEST_INPUTS + _SPEED_ONLY),
+    Stage("search", ("data", "folds", "model", "train", "tta", "predict.tile", "postprocess"),
+          _TEST_INPUTS + _SPEED_ONLY),
+    Stage("predict", ("data", "folds", "model", "train", "tta", "postprocess", "predict", "output"), _SPEED_ONLY),
 )
+
+
+def stage_fingerprints(cfg: Config) -> dict[str, str]:
+    """Each stage's fingerprint for ``cfg``: a stage whose fingerprint changed reruns, with every later one."""
+    return {stage.name: fingerprint(cfg, *stage.sections, ignore=stage.ignore) for stage in STAGES}
 
 
 def _marker(cfg: Config, stage: str) -> Path:
@@ -164,8 +176,9 @@ def command_run(cfg: Config, force: bool = False) -> Path:
     output_dir(cfg).mkdir(parents=True, exist_ok=True)
     timings: dict[str, str] = {}
     redo_downstream = force
+    fingerprints = stage_fingerprints(cfg)
     for stage in STAGES:
-        fp = fingerprint(cfg, *stage.sections)
+        fp = fingerprints[stage.name]
         marker = _read_marker(cfg, stage.name)
         if not redo_downstream and marker.get("finished") and marker.get("fingerprint") == fp:
             timings[stage.name] = f"up to date ({marker.get('seconds', 0):.0f}s earlier)"

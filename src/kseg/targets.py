@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -17,7 +17,7 @@ from skimage.segmentation import find_boundaries
 
 from .errors import ConfigError, DataError
 
-__all__ = ["TASKS", "channel_names", "make_targets", "read_channels"]
+__all__ = ["TASKS", "channel_names", "make_targets", "check_border_width", "read_channels"]
 
 TASKS = ("instance", "binary")
 
@@ -33,6 +33,12 @@ def channel_names(task: str, classes: Sequence[str]) -> list[str]:
     if task == "binary":
         return ["foreground"]
     return ["foreground", "border", *(f"class:{name}" for name in classes)]
+
+
+def check_border_width(border_width: Any) -> None:
+    """``train.border_width``: how far (pixels) the border target reaches between touching instances."""
+    if isinstance(border_width, bool) or not isinstance(border_width, int) or border_width < 0:
+        raise ConfigError(f"train.border_width must be a non-negative integer, got {border_width!r}")
 
 
 def _touching_zone(labels: np.ndarray, border_width: int) -> np.ndarray:
@@ -61,8 +67,7 @@ def make_targets(labels: np.ndarray, task: str, cls_index: int | None, n_classes
     _check_task(task)
     if labels.ndim != 2:
         raise DataError(f"a label image must be 2-D (height, width), got shape {labels.shape}")
-    if isinstance(border_width, bool) or not isinstance(border_width, int) or border_width < 0:
-        raise ConfigError(f"train.border_width must be a non-negative integer, got {border_width!r}")
+    check_border_width(border_width)
     foreground = labels > 0
     if task == "binary":
         return foreground[..., None].astype(np.float32)

@@ -45,8 +45,8 @@ from .normalize import Polarity, check_norm_config, fit_polarity, input_normalis
 from .plan import (check_plan_config, fingerprint, make_plan, rescale_image, rescale_labels, restore_probabilities,
                    write_plan)
 from .postprocess import instances_from_probs, validate_params
-from .targets import channel_names, make_targets
-from .tta import VIEWS, predict_image
+from .targets import channel_names, check_border_width, make_targets
+from .tta import VIEWS, check_tile, predict_image
 
 __all__ = [
     "SampleCache", "Sampler", "sampling_probabilities", "check_train_config", "run_classes", "train_dataset",
@@ -175,6 +175,8 @@ def check_train_config(cfg: Config) -> None:
         raise ConfigError(f"train.sampler.empty_fraction must be null or a number in [0, 1], got {fraction!r}")
     check_norm_config(cfg["model"])
     check_plan_config(train)
+    check_border_width(train["border_width"])
+    check_tile(cfg["predict"]["tile"])  # the OOF predictions are tiled like the test images
     validate_params(cfg["postprocess"]["default"], cfg["data"]["task"])  # the validation score uses it
     unknown = [view for view in cfg["tta"] if view not in VIEWS]
     if unknown:

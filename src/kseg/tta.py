@@ -9,13 +9,13 @@ form their own batch when the padded image is not square.
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from kseg.errors import ConfigError, DataError
 
-__all__ = ["VIEWS", "MERGES", "apply_view", "invert_view", "pad_to_multiple", "predict_image", "predict_each", "mean_of",
+__all__ = ["VIEWS", "MERGES", "apply_view", "invert_view", "pad_to_multiple", "predict_image", "check_tile", "predict_each", "mean_of",
            "predict_ensemble"]
 
 PredictBatch = Callable[[np.ndarray], np.ndarray]
@@ -135,6 +135,12 @@ def _ramp(length: int, overlap: int) -> np.ndarray:
     return np.minimum(1.0, np.minimum(position + 1, length - position) / max(overlap, 1))
 
 
+def check_tile(tile: Any, multiple: int = 32) -> None:
+    """``predict.tile``: null or a positive multiple of the network's stride (windows must pass through it)."""
+    if tile is not None and (isinstance(tile, bool) or not isinstance(tile, int) or tile < multiple or tile % multiple):
+        raise ConfigError(f"predict.tile must be null or a positive integer multiple of {multiple}, got {tile!r}")
+
+
 def predict_image(
     predict_batch: PredictBatch,
     image: np.ndarray,
@@ -153,8 +159,7 @@ def predict_image(
     _check_views_and_merge(views, merge)
     if image.ndim != 3:
         raise DataError(f"expected an (height, width, channels) image, got shape {image.shape}")
-    if tile is not None and (isinstance(tile, bool) or not isinstance(tile, int) or tile < multiple or tile % multiple):
-        raise ConfigError(f"predict tile must be a positive integer multiple of {multiple}, got {tile!r}")
+    check_tile(tile, multiple)
     height, width = image.shape[:2]
     if tile is None or (height <= tile and width <= tile):
         return _predict_views(predict_batch, image, views, merge, multiple)
