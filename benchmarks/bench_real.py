@@ -71,8 +71,9 @@ DEFAULT_BUDGET = 240
 # train on them (plan.py). KSEG_EPOCHS epochs per fold, each ending with a whole-image validation. Its validation,
 # OOF, search and prediction time comes on top and is reported in its row.
 KSEG_EPOCHS = 4
-# No ImageNet weights can be downloaded here, so kseg trains from scratch, with the network it ships for that.
-FROM_SCRATCH = ["model.encoder_weights=null", "model.arch=unet_scratch"]
+# No ImageNet weights can be downloaded here, so kseg trains from scratch (model.arch auto then builds the network
+# it ships for that, unet_scratch).
+FROM_SCRATCH = ["model.encoder_weights=null"]
 QUICK_BUDGET = TrainBudget(seconds=60, size=64, batch=2, max_steps=2)
 # The set's metric by task: its column header and the prefix of its per-class columns.
 METRIC_NAMES = {"instance": ("mAP@[.5:.95]", "mAP"), "binary": ("Dice", "Dice")}

@@ -16,6 +16,7 @@ from benchmarks.baselines import (TrainBudget, fit_otsu_binary, fit_otsu_watersh
                                   train_for_budget)
 from benchmarks.bench_real import Row, kseg_budget_overrides, set_table
 from kseg.data import load_records, read_csv, schema_from_config
+from kseg.model import model_arch
 
 needs_data = pytest.mark.skipif(not SHARED.is_dir(), reason=f"{SHARED} not found (real data is not shipped)")
 CONFIGS = Path(__file__).parents[1] / "configs" / "real"
@@ -161,7 +162,7 @@ def test_kseg_budget_overrides_load_on_every_real_config(quick):
     assert all("=" in s for s in sets)
     for path in sorted(CONFIGS.glob("*.yaml")):
         cfg = load_config(path, sets)
-        assert cfg["model"]["encoder_weights"] is None and cfg["model"]["arch"] == "unet_scratch"
+        assert cfg["model"]["encoder_weights"] is None and model_arch(cfg["model"]) == "unet_scratch"
         assert cfg["train"]["epochs"] >= 1
 
 

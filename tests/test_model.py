@@ -6,7 +6,7 @@ import pytest
 
 from kseg.config import DEFAULTS
 from kseg.errors import ConfigError
-from kseg.model import build_loss, build_model, channel_weights, check_model_config, describe_model, preprocess_fn, save_weights
+from kseg.model import build_loss, build_model, channel_weights, check_model_config, describe_model, model_arch, preprocess_fn, save_weights
 
 
 def config(**model) -> dict:
@@ -90,6 +90,19 @@ def test_bad_scratch_config_is_rejected_before_training(model_cfg, words):
     cfg["model"].update(model_cfg)
     with pytest.raises(ConfigError, match=words):
         check_model_config(cfg)
+
+
+@pytest.mark.parametrize("weights, arch", [(None, "unet_scratch"), ("imagenet", "Unet"), ("encoder.h5", "Unet")])
+def test_auto_arch_is_unet_scratch_without_pretrained_weights(weights, arch, capsys):
+    cfg = config(arch="auto", encoder_weights=weights)
+    assert model_arch(cfg["model"]) == arch
+    assert model_arch(config(arch="FPN", encoder_weights=weights)["model"]) == "FPN"  # an explicit choice stays
+    if weights is None:
+        check_model_config(cfg)
+        assert "model.arch auto: unet_scratch" in capsys.readouterr().out
+        small = scratch()
+        small["model"]["arch"] = "auto"
+        assert build_model(small, 2).name.startswith("unet_scratch")
 
 
 def test_a_segmentation_models_network_from_scratch_points_to_unet_scratch(capsys):

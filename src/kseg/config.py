@@ -54,9 +54,10 @@ DEFAULTS: Config = {
     # allow_group_leak: a folds file with a group in two folds is a warning instead of an error.
     "folds": {"n_splits": 5, "seed": 42, "file": None, "allow_group_leak": False},
     "model": {
+        # auto: Unet when `encoder_weights` gives pretrained weights, else unet_scratch (see model.py);
         # Unet, FPN or Linknet: segmentation_models with `backbone` and its `encoder_weights`;
         # unet_scratch: kseg's own U-Net for training from scratch (unet.py), shaped by `scratch`.
-        "arch": "Unet",
+        "arch": "auto",
         "backbone": "resnet34",
         "encoder_weights": "imagenet",
         "scratch": {"filters": 16, "depth": 4, "residual": False, "se": False, "attention": False},

@@ -21,11 +21,15 @@ from .files import atomic_path
 from .unet import SCRATCH_ARCH, build_scratch_unet, check_scratch_config
 from .unet import preprocess as scratch_preprocess
 
-__all__ = ["ARCHITECTURES", "LOSSES", "check_model_config", "check_bn_momentum", "build_model", "describe_model", "save_weights",
+__all__ = ["ARCHITECTURES", "AUTO_ARCH", "model_arch", "LOSSES", "check_model_config", "check_bn_momentum", "build_model", "describe_model", "save_weights",
            "load_weights", "build_loss", "preprocess_fn", "channel_weights"]
 
-# segmentation_models' architectures (with model.backbone), then kseg's own from-scratch U-Net.
-ARCHITECTURES = ("Unet", "FPN", "Linknet", SCRATCH_ARCH)
+# auto, segmentation_models' architectures (with model.backbone), then kseg's own from-scratch U-Net.
+# auto is Unet with model.backbone when there are pretrained encoder weights to start from, else unet_scratch:
+# a randomly initialised ResNet encoder is only a large, slow network (BENCHMARKS.md: a from-scratch resnet18
+# U-Net makes a third of unet_scratch's steps in the same time and scored below it on every real set).
+AUTO_ARCH = "auto"
+ARCHITECTURES = (AUTO_ARCH, "Unet", "FPN", "Linknet", SCRATCH_ARCH)
 LOSSES = ("bce_dice", "bce_jaccard", "focal_dice", "focal_jaccard", "bce")
 
 
@@ -46,17 +50,30 @@ def _check_arch(arch: str) -> None:
         raise ConfigError(f"unknown model.arch {arch!r}; valid architectures: {', '.join(ARCHITECTURES)}")
 
 
+def model_arch(model_cfg: Mapping[str, Any]) -> str:
+    """``model.arch`` with ``auto`` resolved: ``Unet`` when ``model.encoder_weights`` names pretrained weights
+    (imagenet or a file), ``unet_scratch`` when it is null."""
+    arch = model_cfg["arch"]
+    _check_arch(arch)
+    if arch != AUTO_ARCH:
+        return arch
+    return SCRATCH_ARCH if model_cfg["encoder_weights"] is None else "Unet"
+
+
 def check_model_config(cfg: Mapping[str, Any]) -> None:
     """Reject an unknown ``model.arch`` or ``model.backbone`` (or bad ``model.scratch`` values) before any
     stage runs (``kseg run`` calls it)."""
-    _check_arch(cfg["model"]["arch"])
+    arch = model_arch(cfg["model"])
     check_bn_momentum(cfg["model"]["bn_momentum"])
-    if cfg["model"]["arch"] == SCRATCH_ARCH:
+    if cfg["model"]["arch"] == AUTO_ARCH:
+        print(f"model.arch auto: {arch}" + (" (no pretrained encoder weights: kseg's own U-Net)" if arch == SCRATCH_ARCH
+                                            else f"/{cfg['model']['backbone']} (pretrained encoder)"))
+    if arch == SCRATCH_ARCH:
         check_scratch_config(cfg["model"])
         return
     _check_backbone(_segmentation_models(), cfg["model"]["backbone"])
     if cfg["model"]["encoder_weights"] is None and cfg["model"]["init_from"] is None:
-        print(f"note: {cfg['model']['arch']}/{cfg['model']['backbone']} trains from scratch (model.encoder_weights: "
+        print(f"note: {arch}/{cfg['model']['backbone']} trains from scratch (model.encoder_weights: "
               f"null); without pretrained weights, model.arch={SCRATCH_ARCH} makes about 3x the steps in the same "
               "time and scored higher on the real sets measured (BENCHMARKS.md)")
 
@@ -197,13 +214,12 @@ def build_model(cfg: Mapping[str, Any], n_channels: int) -> Any:
     loss computed from them) stay in float32; without mixed precision it is an ordinary sigmoid.
     """
     model_cfg = cfg["model"]
-    arch, backbone_name = model_cfg["arch"], model_cfg["backbone"]
-    _check_arch(arch)
+    arch, backbone_name = model_arch(model_cfg), model_cfg["backbone"]
     init_file = _existing_file(model_cfg["init_from"], "model.init_from") if model_cfg["init_from"] else None
     if arch == SCRATCH_ARCH:
         network, built, encoder_file, description = build_scratch_unet(model_cfg, n_channels), [], None, SCRATCH_ARCH
     else:
-        network, built, encoder_file = _segmentation_models_network(model_cfg, n_channels)
+        network, built, encoder_file = _segmentation_models_network(model_cfg, arch, n_channels)
         description = f"{arch}/{backbone_name}"
 
     import tf_keras as keras
@@ -227,10 +243,11 @@ def describe_model(model: Any) -> str:
     return f"{model.name}: {model.count_params():,} parameters"
 
 
-def _segmentation_models_network(model_cfg: Mapping[str, Any], n_channels: int) -> tuple[Any, list, Path | None]:
+def _segmentation_models_network(model_cfg: Mapping[str, Any], arch: str,
+                                 n_channels: int) -> tuple[Any, list, Path | None]:
     """segmentation_models' ``arch`` with ``backbone`` and linear outputs; the encoder it built internally
     (for loading a local encoder file) and that file, if ``encoder_weights`` names one."""
-    arch, backbone_name = model_cfg["arch"], model_cfg["backbone"]
+    backbone_name = model_cfg["backbone"]
     sm = _segmentation_models()
     _check_backbone(sm, backbone_name)
     encoder_weights = model_cfg["encoder_weights"]
@@ -363,7 +380,7 @@ def build_loss(cfg: Mapping[str, Any], n_channels: int) -> Any:
 
 def preprocess_fn(cfg: Mapping[str, Any]) -> Callable[[np.ndarray], np.ndarray]:
     """The backbone's input normalisation: uint8 RGB (batch or single image) → float32, input untouched."""
-    if cfg["model"]["arch"] == SCRATCH_ARCH:
+    if model_arch(cfg["model"]) == SCRATCH_ARCH:
         return scratch_preprocess
     sm = _segmentation_models()
     backbone_name = cfg["model"]["backbone"]
