@@ -19,7 +19,7 @@ from pathlib import Path
 import kseg  # noqa: F401  (sets the Keras 2 environment before any TensorFlow import)
 from kseg.files import write_text
 
-SECTIONS = ("bench_core", "bench_post", "bench_train", "bench_infer", "bench_gpu", "bench_real")
+SECTIONS = ("bench_core", "bench_post", "bench_train", "bench_infer", "bench_gpu", "bench_real", "bench_ablation")
 RESULTS = Path(__file__).parent / "results"
 
 
