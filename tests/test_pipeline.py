@@ -154,3 +154,19 @@ def test_trained_pipeline_beats_otsu_watershed_on_its_data(learned_run, capsys):
                  "--schema", "sartorius", "--json"]) == 0
     kseg_score = json.loads(capsys.readouterr().out)["score"]
     assert kseg_score > otsu, (kseg_score, otsu)
+
+
+def test_summary_warns_when_the_ensemble_scores_below_its_best_fold(finished_run, tmp_path, capsys):
+    from kseg.pipeline import print_summary
+
+    root = tmp_path / "copy"
+    shutil.copytree(finished_run, root)
+    cfg = load_config("configs/demo.yaml", TINY + [f"data.root={root / 'data'}", f"output.dir={root / 'run'}",
+                                                   f"output.submission={root / 'submission.csv'}"])
+    scores = root / "submission.fold_scores.json"
+    for ensemble, warned in ((0.30, True), (0.45, False)):
+        scores.write_text(json.dumps({"ensemble": ensemble, "per_fold": {"fold0": 0.25, "fold1": 0.40}}))
+        print_summary(cfg, {}, root / "submission.csv")
+        out = capsys.readouterr().out
+        assert ("warning: the fold ensemble scores below its best fold (fold1 0.4000)" in out) is warned
+        assert ("predict.folds=[1]" in out) is warned

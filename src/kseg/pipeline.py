@@ -272,6 +272,10 @@ def print_summary(cfg: Config, timings: dict[str, str], submission: Path) -> Non
         lines.append("single fold models on the annotated test images: "
                      + ", ".join(f"{name} {value:.4f}" for name, value in scores["per_fold"].items())
                      + f" (ensemble {scores['ensemble']:.4f})")
+        best_name, best = max(scores["per_fold"].items(), key=lambda item: item[1], default=(None, None))
+        if best is not None and len(scores["per_fold"]) > 1 and scores["ensemble"] < best:
+            lines.append(f"warning: the fold ensemble scores below its best fold ({best_name} {best:.4f}) on these "
+                         f"images: predict.folds=[{best_name.removeprefix('fold')}] predicts with that fold alone")
     lines.append("stage times: " + ", ".join(f"{k} {v}" for k, v in timings.items()))
     lines.append(f"folds file: {folds_path(cfg)}")
     lines.append(f"submission: {submission}")
