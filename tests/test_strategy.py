@@ -161,3 +161,45 @@ def test_forced_mixed_float16_trains_resumes_and_its_weights_predict_in_float32(
     assert probs.shape == oof.shape == (HEIGHT, WIDTH, 5)
     error = np.abs(probs * 255 - oof)  # in uint8 steps; float16 rounds a few logits near saturation further
     assert np.mean(error <= 3) > 0.999 and error.max() < 16
+
+
+# ------------------------------------------------------------------------------------------- weight average
+
+def test_averaged_weights_are_swapped_in_and_the_live_weights_come_back():
+    import tf_keras as keras
+
+    from kseg.train import _averaged_weights
+
+    model = keras.Sequential([keras.layers.Dense(3, input_shape=(4,))])
+    model.compile(optimizer=keras.optimizers.Adam(0.1, use_ema=True, ema_momentum=0.5), loss="mse")
+    rng = np.random.default_rng(0)
+    for _ in range(6):  # train_on_batch, not fit: fit ends by copying the average into the model
+        model.train_on_batch(rng.random((4, 4)), rng.random((4, 3)))
+    live = [w.copy() for w in model.get_weights()]
+    averages = [v.numpy() for v in model.optimizer._model_variables_moving_average]
+    with _averaged_weights(model):
+        inside = model.get_weights()
+    for before, average, during, after in zip(live, averages, inside, model.get_weights()):
+        np.testing.assert_array_equal(during, average)
+        np.testing.assert_array_equal(after, before)
+    assert not all(np.array_equal(a, b) for a, b in zip(averages, live))
+
+
+def test_bad_weight_average_momentum_is_a_config_error(tmp_path):
+    from kseg.config import load_config
+
+    for value in ("1.0", "0", "true", "fast"):
+        with pytest.raises(ConfigError, match=r"train.ema must be null or a momentum in \(0, 1\)"):
+            check_train_config(load_config(None, [f"train.ema={value}"]))
+
+
+@pytest.mark.slow
+def test_training_with_a_weight_average_follows_the_live_weights(data_root, default_loss, tmp_path):
+    """The average is validated and kept as best.weights.h5; training itself continues from the live weights,
+    so its losses are the default run's, and last.weights.h5 (what --resume continues) is not the average."""
+    out = tmp_path / "run"
+    command_train(run_config(data_root, out, "train.epochs=2", "train.strategy=default", LR_OF_TWO_REPLICAS,
+                             "train.ema=0.5", *TINY), 0)
+    loss = pd.read_csv(out / "fold0" / "history.csv")["loss"].tolist()
+    assert loss == pytest.approx(default_loss, rel=1e-5)
+    assert (out / "fold0" / "best.weights.h5").read_bytes() != (out / "fold0" / "last.weights.h5").read_bytes()

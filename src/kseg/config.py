@@ -99,6 +99,9 @@ DEFAULTS: Config = {
         # plateau: halve the learning rate when `monitor` stops improving; null: constant.
         "scheduler": "cosine",
         "warmup": 0.05,
+        # An exponential moving average of the weights (momentum per step, e.g. 0.99; null: off), updated by the
+        # optimizer under every strategy; validation and best.weights.h5 use the averaged weights.
+        "ema": None,
         # The checkpoint kept (best.weights.h5) and early stopping follow this: val_score (the competition
         # metric on the validation images after postprocess.default) or val_loss.
         "monitor": "val_score",

@@ -18,6 +18,7 @@ without it.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import math
@@ -28,7 +29,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -157,6 +158,9 @@ def check_train_config(cfg: Config) -> None:
     mixed = train["mixed_precision"]
     if not (isinstance(mixed, bool) or mixed in MIXED_POLICIES):
         raise ConfigError(f"train.mixed_precision must be true, false, {' or '.join(MIXED_POLICIES)}, got {mixed!r}")
+    ema = train["ema"]
+    if ema is not None and (isinstance(ema, bool) or not isinstance(ema, (int, float)) or not 0.0 < ema < 1.0):
+        raise ConfigError(f"train.ema must be null or a momentum in (0, 1), e.g. 0.99, got {ema!r}")
     warmup = train["warmup"]
     if isinstance(warmup, bool) or not isinstance(warmup, (int, float)) or not 0.0 <= warmup < 1.0:
         raise ConfigError(f"train.warmup must be a share of the training steps in [0, 1), got {warmup!r}")
@@ -288,8 +292,10 @@ def compile_model(model: Any, cfg: Config, n_channels: int, replicas: int = 1) -
 
     from .model import build_loss
 
+    ema = cfg["train"]["ema"]
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=scaled_lr(cfg["train"]["lr"], replicas)),
+        optimizer=keras.optimizers.Adam(learning_rate=scaled_lr(cfg["train"]["lr"], replicas), use_ema=ema is not None,
+                                        ema_momentum=0.99 if ema is None else float(ema)),
         loss=build_loss(cfg, n_channels),
         metrics=[sm.metrics.FScore(class_indexes=[0], name="fg_dice")],
     )
@@ -530,6 +536,22 @@ def _improves(value: float, best: float | None, mode: str) -> bool:
     return best is None or (value > best if mode == "max" else value < best)
 
 
+@contextlib.contextmanager
+def _averaged_weights(model: Any) -> Iterator[None]:
+    """Inside, the model holds the optimizer's moving average of its weights (``train.ema``); the live weights
+    come back on exit. Without an average, nothing changes."""
+    optimizer = getattr(model.optimizer, "inner_optimizer", model.optimizer)  # under a loss-scale wrapper
+    if not getattr(optimizer, "use_ema", False) or not getattr(optimizer, "_model_variables_moving_average", None):
+        yield
+        return
+    live = model.get_weights()
+    optimizer.finalize_variable_values(model.trainable_variables)
+    try:
+        yield
+    finally:
+        model.set_weights(live)
+
+
 class FoldRecorder:
     """End-of-epoch bookkeeping of one fold, all written atomically so an interruption loses at most an epoch:
     the validation scores (added to the epoch's logs, so early stopping and the LR plateau see them),
@@ -554,7 +576,12 @@ class FoldRecorder:
 
         if logs is None:
             logs = {}
-        logs.update(self.validator(self.model))
+        with _averaged_weights(self.model):  # train.ema: the average is what is validated and kept as best
+            logs.update(self.validator(self.model))
+            value = float(logs[self.monitor])
+            if _improves(value, self.best_value, self.mode):
+                self.best_value, self.best_epoch = value, epoch
+                save_weights(self.model, self.fold_dir / "best.weights.h5")
         drawn = self.sampler.histogram(epoch)
         print(f"[train] epoch {epoch + 1}: " + ", ".join(f"{k} {logs[k]:.4f}" for k in ("loss", "val_loss", "val_score")
                                                          if k in logs)
@@ -566,11 +593,7 @@ class FoldRecorder:
         with atomic_path(self.fold_dir / "history.csv") as tmp:
             history.to_csv(tmp, index=False)
         _save_curves(history, self.fold_dir / "curves.png", self.fold_dir.name)
-        value = float(logs[self.monitor])
-        if _improves(value, self.best_value, self.mode):
-            self.best_value, self.best_epoch = value, epoch
-            save_weights(self.model, self.fold_dir / "best.weights.h5")
-        save_weights(self.model, self.fold_dir / "last.weights.h5")
+        save_weights(self.model, self.fold_dir / "last.weights.h5")  # the live weights: training resumes from them
         self.epochs_done = epoch + 1
         self.write_state()
 
