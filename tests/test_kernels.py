@@ -1122,6 +1122,56 @@ def test_clean_env_builds_the_kaggle_image_venv_once(tmp_path):
     assert (python.parents[1] / ".complete").stat().st_mtime_ns == stamp  # cached, not rebuilt
 
 
+def _fake_python(path: Path, body: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"#!/bin/sh\n{body}\n")
+    path.chmod(0o755)
+    return path
+
+
+def test_find_python_passes_over_a_pyenv_shim_to_the_pyenv_interpreter(tmp_path, monkeypatch):
+    # As on this machine: `python3.12` on PATH is a pyenv shim that fails (3.12 is installed, not selected).
+    shims = tmp_path / "shims"
+    _fake_python(shims / "python3.12", "echo \"pyenv: python3.12: command not found\" >&2; exit 127")
+    _fake_python(tmp_path / "pyenv" / "versions" / "3.12.1" / "bin" / "python3.12", "echo 3.12")
+    newest = _fake_python(tmp_path / "pyenv" / "versions" / "3.12.10" / "bin" / "python3.12", "echo 3.12")
+    monkeypatch.setenv("PATH", str(shims))
+    monkeypatch.setenv("PYENV_ROOT", str(tmp_path / "pyenv"))
+    assert kernels.python_candidates("3.12")[:3] == [shims / "python3.12", newest,
+                                                      tmp_path / "pyenv/versions/3.12.1/bin/python3.12"]
+    assert kernels.find_python("3.12") == newest
+
+
+def test_find_python_is_none_when_no_interpreter_reports_the_version(tmp_path, monkeypatch):
+    _fake_python(tmp_path / "bin" / "python3.99", "echo 3.11")  # a wrong name for what it runs
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    monkeypatch.setenv("PYENV_ROOT", str(tmp_path / "no-pyenv"))
+    assert kernels.find_python("3.99") is None
+
+
+# What pip 26 prints when the index cannot be reached (seen against a closed port) and for a missing pin.
+PIP_UNREACHABLE = (
+    "WARNING: Retrying (Retry(total=0, connect=None, read=None, redirect=None, status=None)) after connection "
+    "broken by 'NewConnectionError(\"HTTPConnection(host='127.0.0.1', port=9): Failed to establish a new "
+    "connection: [Errno 111] Connection refused\")': /simple/tf-keras/\n"
+    "ERROR: Could not find a version that satisfies the requirement tf-keras==2.19.0 (from versions: none)\n"
+    "ERROR: No matching distribution found for tf-keras==2.19.0\n")
+PIP_NO_SUCH_PIN = ("ERROR: Could not find a version that satisfies the requirement tf-keras==2.99.0 (from "
+                   "versions: 2.18.0, 2.19.0)\nERROR: No matching distribution found for tf-keras==2.99.0\n")
+
+
+@pytest.mark.parametrize("stderr,unreachable", [(PIP_UNREACHABLE, True), (PIP_NO_SUCH_PIN, False)])
+def test_download_wheels_tells_an_unreachable_index_from_a_missing_pin(tmp_path, monkeypatch, stderr, unreachable):
+    import subprocess
+
+    monkeypatch.setattr(kernels.subprocess, "run",
+                        lambda cmd, **_: subprocess.CompletedProcess(cmd, 1, stdout="", stderr=stderr))
+    with pytest.raises(ConfigError, match="No matching distribution") as caught:
+        kernels.download_wheels(["tf-keras==2.19.0"], tmp_path / "wheels")
+    assert isinstance(caught.value, kernels.PackageIndexUnreachable) == unreachable
+    assert ("package index is unreachable" in str(caught.value)) == unreachable
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not os.environ.get("KSEG_KAGGLE_IMAGE_PYTHON"),
                     reason="set KSEG_KAGGLE_IMAGE_PYTHON to a venv built from kernels/kaggle-image-requirements.txt "
