@@ -921,7 +921,7 @@ def python_candidates(version: str = KAGGLE_IMAGE_PYTHON) -> list[Path]:
         found.append(Path(on_path))
     pyenv_root = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv")
     patches = sorted((pyenv_root / "versions").glob(f"{version}*/bin/python{version}"),
-                     key=lambda p: [int(x) if x.isdigit() else -1 for x in re.split(r"[.]", p.parents[1].name)],
+                     key=lambda p: [int(x) if x.isdigit() else -1 for x in p.parents[1].name.split(".")],
                      reverse=True)
     found += patches
     if shutil.which("uv"):
