@@ -1122,24 +1122,123 @@ def test_clean_env_builds_the_kaggle_image_venv_once(tmp_path):
     assert (python.parents[1] / ".complete").stat().st_mtime_ns == stamp  # cached, not rebuilt
 
 
+def _fake_python(path: Path, body: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"#!/bin/sh\n{body}\n")
+    path.chmod(0o755)
+    return path
+
+
+def test_find_python_passes_over_a_pyenv_shim_to_the_pyenv_interpreter(tmp_path, monkeypatch):
+    # As on this machine: `python3.12` on PATH is a pyenv shim that fails (3.12 is installed, not selected).
+    shims = tmp_path / "shims"
+    _fake_python(shims / "python3.12", "echo \"pyenv: python3.12: command not found\" >&2; exit 127")
+    _fake_python(tmp_path / "pyenv" / "versions" / "3.12.1" / "bin" / "python3.12", "echo 3.12")
+    newest = _fake_python(tmp_path / "pyenv" / "versions" / "3.12.10" / "bin" / "python3.12", "echo 3.12")
+    monkeypatch.setenv("PATH", str(shims))
+    monkeypatch.setenv("PYENV_ROOT", str(tmp_path / "pyenv"))
+    assert kernels.python_candidates("3.12")[:3] == [shims / "python3.12", newest,
+                                                      tmp_path / "pyenv/versions/3.12.1/bin/python3.12"]
+    assert kernels.find_python("3.12") == newest
+
+
+def test_find_python_is_none_when_no_interpreter_reports_the_version(tmp_path, monkeypatch):
+    _fake_python(tmp_path / "bin" / "python3.99", "echo 3.11")  # a wrong name for what it runs
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    monkeypatch.setenv("PYENV_ROOT", str(tmp_path / "no-pyenv"))
+    assert kernels.find_python("3.99") is None
+
+
+# What pip 26 prints when the index cannot be reached (seen against a closed port) and for a missing pin.
+PIP_UNREACHABLE = (
+    "WARNING: Retrying (Retry(total=0, connect=None, read=None, redirect=None, status=None)) after connection "
+    "broken by 'NewConnectionError(\"HTTPConnection(host='127.0.0.1', port=9): Failed to establish a new "
+    "connection: [Errno 111] Connection refused\")': /simple/tf-keras/\n"
+    "ERROR: Could not find a version that satisfies the requirement tf-keras==2.19.0 (from versions: none)\n"
+    "ERROR: No matching distribution found for tf-keras==2.19.0\n")
+PIP_NO_SUCH_PIN = ("ERROR: Could not find a version that satisfies the requirement tf-keras==2.99.0 (from "
+                   "versions: 2.18.0, 2.19.0)\nERROR: No matching distribution found for tf-keras==2.99.0\n")
+
+
+@pytest.mark.parametrize("stderr,unreachable", [(PIP_UNREACHABLE, True), (PIP_NO_SUCH_PIN, False)])
+def test_download_wheels_tells_an_unreachable_index_from_a_missing_pin(tmp_path, monkeypatch, stderr, unreachable):
+    import subprocess
+
+    monkeypatch.setattr(kernels.subprocess, "run",
+                        lambda cmd, **_: subprocess.CompletedProcess(cmd, 1, stdout="", stderr=stderr))
+    with pytest.raises(ConfigError, match="No matching distribution") as caught:
+        kernels.download_wheels(["tf-keras==2.19.0"], tmp_path / "wheels")
+    assert isinstance(caught.value, kernels.PackageIndexUnreachable) == unreachable
+    assert ("package index is unreachable" in str(caught.value)) == unreachable
+
+
+def _run(*cmd: object) -> str:
+    import subprocess
+
+    return subprocess.run([str(c) for c in cmd], check=True, capture_output=True, text=True).stdout.strip()
+
+
+@pytest.fixture(scope="session")
+def kaggle_image_python() -> Path:
+    """The stand-in image's interpreter: ``KSEG_KAGGLE_IMAGE_PYTHON`` if set, else the venv that
+    ``run-local --clean-env`` builds (once, cached in kernels/.kaggle-image-venvs/) with a Python 3.12
+    found on this machine. Skips, saying what is missing, without a Python 3.12 or the package index."""
+    if os.environ.get("KSEG_KAGGLE_IMAGE_PYTHON"):
+        return Path(os.environ["KSEG_KAGGLE_IMAGE_PYTHON"])
+    base = kernels.find_python()
+    if base is None:
+        pytest.skip(f"no Python {kernels.KAGGLE_IMAGE_PYTHON} (Kaggle's image) on this machine: looked at "
+                    f"{', '.join(map(str, kernels.python_candidates()))}; install one (pyenv install 3.12) or set "
+                    "KSEG_KAGGLE_IMAGE_PYTHON to a venv built from kernels/kaggle-image-requirements.txt")
+    try:
+        return kernels.kaggle_image_venv(REPO / "kernels" / kernels.IMAGE_VENVS_DIR, base_python=base)
+    except kernels.PackageIndexUnreachable as error:
+        pytest.skip(f"the stand-in venv needs the package index once, and it is unreachable: {error}")
+
+
+def _image_without_tf_keras(python: Path, dest: Path) -> Path:
+    """A venv that sees every package of the stand-in image but tf-keras (symlinks into its site-packages,
+    seconds instead of a second 2.7 GB build): an image whose TensorFlow has no tf-keras beside it."""
+    base = _run(python, "-c", "import sys; print(sys._base_executable)")
+    _run(base, "-m", "venv", "--without-pip", dest)
+    purelib = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
+    source, target = Path(_run(python, "-c", purelib)), Path(_run(dest / "bin" / "python", "-c", purelib))
+    for entry in source.iterdir():
+        if not entry.name.lower().startswith("tf_keras") and not (target / entry.name).exists():
+            (target / entry.name).symlink_to(entry)
+    return dest / "bin" / "python"
+
+
 @pytest.mark.slow
-@pytest.mark.skipif(not os.environ.get("KSEG_KAGGLE_IMAGE_PYTHON"),
-                    reason="set KSEG_KAGGLE_IMAGE_PYTHON to a venv built from kernels/kaggle-image-requirements.txt "
-                           "(kseg kernel run-local --clean-env builds one) and KSEG_WHEELS to the real bundled wheels")
-def test_end_to_end_demo_kernel_on_the_kaggle_image_stand_in(tmp_path):
-    """The same kernel on the stand-in image (Python 3.12, another TensorFlow, no segmentation-models):
-    the offline install of the real bundled wheels and the tf-keras choice are exercised for real."""
+@pytest.mark.kaggle_image  # not in make test: make test-kaggle-image (.ci/run runs it)
+@pytest.mark.parametrize("image", ["with-tf-keras", "without-tf-keras"])
+def test_end_to_end_demo_kernel_on_the_kaggle_image_stand_in(tmp_path, kaggle_image_python, image):
+    """The same kernel on the stand-in image (Python 3.12, TensorFlow 2.19, no segmentation-models), with the
+    real bundled wheels from the package index: the offline install and the tf-keras choice for real. With
+    the image's own tf-keras 2.19 the kernel uses it; without it, it installs the bundled 2.19 wheel."""
     pytest.importorskip("kseg.train")
+    python = kaggle_image_python
+    if image == "without-tf-keras":
+        python = _image_without_tf_keras(python, tmp_path / "image-without-tf-keras")
+    if os.environ.get("KSEG_WHEELS"):
+        wheels = sorted(Path(os.environ["KSEG_WHEELS"]).glob("*.whl"))
+    else:
+        try:
+            wheels = kernels.download_wheels(kernels.bundled_requirements(), tmp_path / "wheels")
+        except kernels.PackageIndexUnreachable as error:
+            pytest.skip(f"the bundled wheels come from the package index, and it is unreachable: {error}")
     cfg = trained_demo_run(tmp_path)
-    wheels = sorted(Path(os.environ["KSEG_WHEELS"]).glob("*.whl")) if os.environ.get("KSEG_WHEELS") else None
     kernel = build_kernel(cfg, "infer", owner=OWNER, out_root=tmp_path / "kernels", competition="kseg-demo",
                           wheels=wheels)
-    report = run_local(kernel, Path(cfg["data"]["root"]), timeout=1800,
-                       python=Path(os.environ["KSEG_KAGGLE_IMAGE_PYTHON"]))
+    report = run_local(kernel, Path(cfg["data"]["root"]), timeout=1800, python=python)
     assert report.ok, report.summary()
     log = (tmp_path / "kernels" / ".run-local" / kernel.name / "kernel-stdout.log").read_text()
     installed = next(line for line in log.splitlines() if line.startswith("installing offline:"))
     assert "segmentation-models" in installed and "keras-applications" in installed
-    # Either the image's own tf-keras matches its TensorFlow, or the bundled wheel of that minor is installed.
-    assert "kseg kernel: the image's tf-keras" in log or "tf_keras-" in installed
+    image_tf = _run(python, "-c", "import importlib.metadata as m; print(m.version('tensorflow'))")
+    minor = ".".join(image_tf.split(".")[:2])
+    if image == "with-tf-keras":
+        assert f"kseg kernel: the image's tf-keras {minor}." in log and "tf_keras-" not in installed
+    else:
+        assert f"tf_keras-{minor}." in installed, installed
 

@@ -277,7 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--python", help="interpreter of a clean venv built from kernels/kaggle-image-requirements.txt")
     p.add_argument("--clean-env", action="store_true",
                    help="build (once, cached) and use a fresh venv from kernels/kaggle-image-requirements.txt")
-    p.add_argument("--base-python", help="interpreter for --clean-env (default: python3.12 on PATH)")
+    p.add_argument("--base-python",
+                   help="interpreter for --clean-env (default: the first Python 3.12 that runs: PATH, pyenv, uv)")
     p.add_argument("--extra", action="append", metavar="SLUG=DIR", help="mount DIR as the input SLUG")
     p.add_argument("--layout", choices=["current", "legacy"], default="current",
                    help="how inputs are mounted: current (competitions/, datasets/OWNER/, notebooks/OWNER/) or "

@@ -58,6 +58,8 @@ LOCAL_RUNS_DIR = ".run-local"
 # The "Kaggle image" stand-in (see kernels/README.md) and where run-local --clean-env caches its venvs.
 KAGGLE_IMAGE_REQUIREMENTS = Path(__file__).resolve().parents[2] / "kernels" / "kaggle-image-requirements.txt"
 IMAGE_VENVS_DIR = ".kaggle-image-venvs"
+# The Python of Kaggle's image today; the stand-in venv is built with it when one is found.
+KAGGLE_IMAGE_PYTHON = "3.12"
 # Written into each dataset kseg builds (and into a train kernel's output), so the kernel finds its inputs by
 # content wherever Kaggle mounts them.
 MARKER = "kseg-dataset.json"
@@ -337,9 +339,9 @@ def download_wheels(requirements: Sequence[str], dest: Path) -> list[Path]:
         print("downloading wheels:", " ".join(batch), flush=True)
         result = subprocess.run(cmd, capture_output=True, text=True)
         if result.returncode != 0:
-            tail = "\n".join(result.stderr.strip().splitlines()[-5:])
-            raise ConfigError(f"pip could not download {', '.join(batch)} into {dest} (needs the package "
-                              f"index once; afterwards the kernel installs offline):\n{tail}")
+            raise _pip_failure(cmd, (result.stdout or "") + (result.stderr or ""),
+                               f"pip could not download {', '.join(batch)} into {dest} (needs the package "
+                               "index once; afterwards the kernel installs offline)")
     return sorted(dest.glob("*.whl"))
 
 
@@ -882,24 +884,91 @@ def _run_process(cmd: list[str], cwd: Path, env: Mapping[str, str], timeout: flo
     return code, wall, peak_mb, "\n".join(tails["out"]), "\n".join(tails["err"])
 
 
+class PackageIndexUnreachable(ConfigError):
+    """pip could not reach the package index (no network, DNS, proxy): nothing is wrong with the pins."""
+
+
+# What pip prints when it cannot reach the index at all, as opposed to a pin the index does not have.
+_UNREACHABLE = re.compile(r"NewConnectionError|Failed to establish a new connection|Temporary failure in name "
+                          r"resolution|Name or service not known|Network is unreachable|ProxyError|"
+                          r"ConnectTimeoutError|Max retries exceeded", re.IGNORECASE)
+
+
+def _pip_failure(cmd: Sequence[str], output: str, what: str) -> ConfigError:
+    tail = "\n".join(output.strip().splitlines()[-5:])
+    if _UNREACHABLE.search(output):
+        return PackageIndexUnreachable(f"{what}: the package index is unreachable ({shlex.join(cmd)}):\n{tail}")
+    return ConfigError(f"{what}: {shlex.join(cmd)} failed:\n{tail}")
+
+
+def _python_version(python: Path) -> str | None:
+    """``X.Y`` of an interpreter, or None when it does not run (a pyenv shim of a version not selected
+    prints an error and exits non-zero)."""
+    try:
+        result = subprocess.run([str(python), "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                                capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
+def python_candidates(version: str = KAGGLE_IMAGE_PYTHON) -> list[Path]:
+    """Where a ``python<version>`` may be, in order: on PATH, pyenv's versions (``$PYENV_ROOT`` or
+    ``~/.pyenv``, newest patch first), what ``uv python find`` reports, /usr/local/bin and /usr/bin."""
+    found: list[Path] = []
+    on_path = shutil.which(f"python{version}")
+    if on_path:
+        found.append(Path(on_path))
+    pyenv_root = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv")
+    patches = sorted((pyenv_root / "versions").glob(f"{version}*/bin/python{version}"),
+                     key=lambda p: [int(x) if x.isdigit() else -1 for x in p.parents[1].name.split(".")],
+                     reverse=True)
+    found += patches
+    if shutil.which("uv"):
+        try:
+            uv = subprocess.run(["uv", "python", "find", "--no-python-downloads", version],
+                                capture_output=True, text=True, timeout=60)
+            if uv.returncode == 0 and uv.stdout.strip():
+                found.append(Path(uv.stdout.strip().splitlines()[-1]))
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+    found += [Path(f"/usr/local/bin/python{version}"), Path(f"/usr/bin/python{version}")]
+    unique: list[Path] = []
+    for path in found:
+        if path not in unique:
+            unique.append(path)
+    return unique
+
+
+def find_python(version: str = KAGGLE_IMAGE_PYTHON) -> Path | None:
+    """The first of :func:`python_candidates` that runs and reports ``version``, or None."""
+    return next((p for p in python_candidates(version) if p.is_file() and _python_version(p) == version), None)
+
+
 def kaggle_image_venv(cache_root: Path, requirements: Path = KAGGLE_IMAGE_REQUIREMENTS,
                       base_python: Path | None = None) -> Path:
-    """The python of a fresh venv built from ``requirements`` by ``base_python`` (default: ``python3.12``
-    on PATH, Kaggle's version, else this interpreter): a "Kaggle image" without kseg's bundled packages,
-    in which a run-local proves the kernel's offline install. Cached under ``cache_root`` by the hash of
-    the requirements and the interpreter, so only the first build needs the package index."""
+    """The python of a fresh venv built from ``requirements`` by ``base_python`` (default: a Python 3.12,
+    Kaggle's version, found by :func:`find_python`, else this interpreter with a warning): a "Kaggle image"
+    without kseg's bundled packages, in which a run-local proves the kernel's offline install. Cached under
+    ``cache_root`` by the hash of the requirements and the interpreter, so only the first build needs the
+    package index. Raises :class:`PackageIndexUnreachable` when that build cannot reach the index."""
     import hashlib
 
     if not Path(requirements).is_file():
         raise ConfigError(f"requirements file {requirements} not found (kernels/kaggle-image-requirements.txt)")
-    base = Path(base_python) if base_python else Path(shutil.which("python3.12") or sys.executable)
-    probe = subprocess.run([str(base), "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
-                           capture_output=True, text=True)
-    if probe.returncode != 0:
-        raise ConfigError(f"base interpreter {base} does not run: {_last_line(probe.stderr or probe.stdout)}")
-    version = probe.stdout.strip()
-    if version != "3.12":
-        print(f"warning: the venv uses Python {version} ({base}); Kaggle's image runs 3.12 (--base-python)")
+    base = Path(base_python) if base_python else find_python()
+    if base is None:
+        base = Path(sys.executable)
+        print(f"warning: no Python {KAGGLE_IMAGE_PYTHON} found (looked at "
+              f"{', '.join(map(str, python_candidates())) or 'nothing'}): the venv uses {base}; Kaggle's image "
+              f"runs {KAGGLE_IMAGE_PYTHON} (--base-python)")
+    version = _python_version(base)
+    if version is None:
+        raise ConfigError(f"base interpreter {base} does not run (for a pyenv shim, pass the interpreter under "
+                          "$(pyenv root)/versions/ instead)")
+    if version != KAGGLE_IMAGE_PYTHON:
+        print(f"warning: the venv uses Python {version} ({base}); Kaggle's image runs {KAGGLE_IMAGE_PYTHON} "
+              "(--base-python)")
     key = hashlib.sha1(Path(requirements).read_bytes() + str(base).encode()).hexdigest()[:12]
     venv = Path(cache_root) / f"py{version}-{key}"
     python = venv / "bin" / "python"
@@ -907,12 +976,15 @@ def kaggle_image_venv(cache_root: Path, requirements: Path = KAGGLE_IMAGE_REQUIR
         return python
     if venv.exists():
         shutil.rmtree(venv)
-    print(f"building the Kaggle-image venv {venv} from {requirements} (Python {version}; needs the index once)")
+    print(f"building the Kaggle-image venv {venv} from {requirements} (Python {version}; needs the index once)",
+          flush=True)
     for cmd in ([str(base), "-m", "venv", str(venv)],
                 [str(python), "-m", "pip", "install", "--quiet", "-r", str(requirements)]):
         result = subprocess.run(cmd, capture_output=True, text=True)
         if result.returncode != 0:
-            raise ConfigError(f"{shlex.join(cmd)} failed: {_last_line(result.stderr or result.stdout)}")
+            shutil.rmtree(venv, ignore_errors=True)
+            raise _pip_failure(cmd, (result.stdout or "") + (result.stderr or ""),
+                               "could not build the Kaggle-image venv")
     (venv / ".complete").write_text(version + "\n")
     return python
 
