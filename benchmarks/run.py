@@ -30,7 +30,9 @@ def machine_line() -> str:
             cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    return f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, no GPU"
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = f"{usable} cores" if usable == os.cpu_count() else f"{usable} of {os.cpu_count()} cores (pinned)"
+    return f"{cores} ({cpu}), Python {platform.python_version()}, no GPU"
 
 
 def main(argv: list[str] | None = None) -> int:
