@@ -23,7 +23,7 @@ from .unet import SCRATCH_ARCH, build_scratch_unet, check_scratch_config
 from .unet import preprocess as scratch_preprocess
 
 __all__ = ["ARCHITECTURES", "LOSSES", "check_model_config", "build_model", "describe_model", "save_weights",
-           "load_weights", "build_loss", "preprocess_fn", "channel_weights"]
+           "load_weights", "build_loss", "void_masked", "preprocess_fn", "channel_weights", "activation"]
 
 # segmentation_models' architectures (with model.backbone), then kseg's own from-scratch U-Net.
 ARCHITECTURES = ("Unet", "FPN", "Linknet", SCRATCH_ARCH)
@@ -341,7 +341,7 @@ def build_loss(cfg: Mapping[str, Any], n_channels: int) -> Any:
     they are evaluated per channel and averaged with the same weights.
 
     Under a softmax (multiclass) the pixel term is categorical: ``bce`` → categorical cross-entropy,
-    ``focal`` → categorical focal loss. For multiclass the whole loss is masked (:func:`_void_masked`): a
+    ``focal`` → categorical focal loss. For multiclass the whole loss is masked (:func:`void_masked`): a
     void pixel (all-zero target) contributes nothing to either term.
     """
     name = cfg["train"]["loss"]
@@ -372,10 +372,10 @@ def build_loss(cfg: Mapping[str, Any], n_channels: int) -> Any:
     if region_name:
         region_class = sm.losses.DiceLoss if region_name == "dice" else sm.losses.JaccardLoss
         loss = pixel + region_class(class_weights=weights)
-    return _void_masked(loss) if cfg["data"]["task"] == "multiclass" else loss
+    return void_masked(loss) if cfg["data"]["task"] == "multiclass" else loss
 
 
-def _void_masked(loss: Any) -> Any:
+def void_masked(loss: Any) -> Any:
     """``loss`` with void pixels left out: where the target is all-zero (``data.schema.unlabelled: ignore``,
     augmentation borders) the prediction is replaced by a constant epsilon in every channel, so the pixel terms
     are 0 there (CE of a zero target; BCE of epsilon against 0) and Dice/Jaccard count no false positive, and no
