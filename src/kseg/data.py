@@ -314,7 +314,9 @@ class ImageRecord:
     """One training image and its decoded annotation.
 
     ``labels`` is ``uint16`` when at most 65535 instances (half the memory of ``int32`` for a whole
-    dataset held in RAM), else ``int32``; for ``task: binary`` it is a ``uint8`` 0/1 mask.
+    dataset held in RAM), else ``int32``; for ``task: binary`` it is a ``uint8`` 0/1 mask; for ``task: multiclass``
+    a ``uint16`` class map (class id k, 0 = background, ``metric.VOID`` = void) and ``cls`` is None (the classes
+    are per row).
     ``n_instances`` counts the non-empty RLE rows (binary: 1 if there is any foreground).
     """
 

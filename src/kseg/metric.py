@@ -537,29 +537,14 @@ def score_frames(
     SubmissionError, as on Kaggle, which rejects the file; with ``allow_overlap`` they are scored (first row wins) and counted in
     ``ScoreReport.overlaps``.
     """
-    from kseg.data import csv_lines  # lazily: data imports OpenCV, this module stays numpy-only
-
     _check_task(task)
     if task == "multiclass":
         return _score_class_frames(truth_df, pred_df, schema, shapes, truth_name=truth_name, pred_name=pred_name,
                                    progress=progress)
     pred_id_col, pred_rle_col = schema.submission_cols
-    _require_columns(truth_df, [schema.id_col, schema.rle_col], truth_name)
-    _require_columns(pred_df, [pred_id_col, pred_rle_col], pred_name)
-    if truth_df.empty:
-        raise DataError(f"{truth_name}: no rows to score against")
-
-    truth_ids = truth_df[schema.id_col].astype(str).to_numpy()
-    pred_ids = pred_df[pred_id_col].astype(str).to_numpy()
-    truth_rows = _rows_by_id(truth_ids)
-    pred_rows = _rows_by_id(pred_ids)
-    truth_lines, pred_lines = csv_lines(truth_df), csv_lines(pred_df)
-    unknown = sorted(set(pred_rows) - set(truth_rows))
-    if unknown:
-        first_line = int(pred_lines[pred_rows[unknown[0]][0]])
-        raise DataError(f"{pred_name}: {len(unknown)} id(s) not in {truth_name}, e.g. {unknown[:5]} "
-                        f"(first at line {first_line})")
-    image_shapes = _image_shapes(truth_df, truth_rows, schema, shapes, truth_name, truth_lines)
+    pairs = _paired_rows(truth_df, pred_df, schema, shapes, [schema.id_col, schema.rle_col], [pred_id_col, pred_rle_col],
+                         truth_name, pred_name)
+    truth_rows, pred_rows, truth_lines, pred_lines, image_shapes = pairs
     truth_rles = truth_df[schema.rle_col].to_numpy(object)
     pred_rles = pred_df[pred_rle_col].to_numpy(object)
     empty_rows = np.empty(0, dtype=np.int64)
@@ -595,6 +580,30 @@ def score_frames(
                        overlaps=overlaps)
 
 
+def _paired_rows(truth_df: pd.DataFrame, pred_df: pd.DataFrame, schema: Schema,
+                 shapes: Mapping[str, tuple[int, int]] | None, truth_cols: list[str], pred_cols: list[str],
+                 truth_name: str, pred_name: str) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], np.ndarray,
+                                                           np.ndarray, dict[str, tuple[int, int]]]:
+    """The checked frames of :func:`score_frames`: each side's row positions by id (ids sorted), file lines,
+    and each truth image's (height, width); a prediction id the truth lacks is an error (the wrong file)."""
+    from kseg.data import csv_lines  # lazily: data imports OpenCV, this module stays numpy-only
+
+    _require_columns(truth_df, truth_cols, truth_name)
+    _require_columns(pred_df, pred_cols, pred_name)
+    if truth_df.empty:
+        raise DataError(f"{truth_name}: no rows to score against")
+    truth_rows = _rows_by_id(truth_df[truth_cols[0]].astype(str).to_numpy())
+    pred_rows = _rows_by_id(pred_df[pred_cols[0]].astype(str).to_numpy())
+    truth_lines, pred_lines = csv_lines(truth_df), csv_lines(pred_df)
+    unknown = sorted(set(pred_rows) - set(truth_rows))
+    if unknown:
+        first_line = int(pred_lines[pred_rows[unknown[0]][0]])
+        raise DataError(f"{pred_name}: {len(unknown)} id(s) not in {truth_name}, e.g. {unknown[:5]} "
+                        f"(first at line {first_line})")
+    image_shapes = _image_shapes(truth_df, truth_rows, schema, shapes, truth_name, truth_lines)
+    return truth_rows, pred_rows, truth_lines, pred_lines, image_shapes
+
+
 def _score_class_frames(
     truth_df: pd.DataFrame,
     pred_df: pd.DataFrame,
@@ -607,23 +616,13 @@ def _score_class_frames(
 ) -> ScoreReport:
     """:func:`score_frames` of a multiclass task: class maps decoded from the rows of both frames (truth pixels in
     no row are background or VOID, per ``schema.unlabelled``), accumulated by :class:`TaskScores`."""
-    from kseg.data import class_id, csv_lines
+    from kseg.data import class_id
 
     schema.check_task("multiclass")
     pred_id_col, pred_rle_col, pred_class_col = schema.submission_cols
-    _require_columns(truth_df, [schema.id_col, schema.rle_col, str(schema.class_col)], truth_name)
-    _require_columns(pred_df, [pred_id_col, pred_rle_col, pred_class_col], pred_name)
-    if truth_df.empty:
-        raise DataError(f"{truth_name}: no rows to score against")
-    truth_rows = _rows_by_id(truth_df[schema.id_col].astype(str).to_numpy())
-    pred_rows = _rows_by_id(pred_df[pred_id_col].astype(str).to_numpy())
-    truth_lines, pred_lines = csv_lines(truth_df), csv_lines(pred_df)
-    unknown = sorted(set(pred_rows) - set(truth_rows))
-    if unknown:
-        first_line = int(pred_lines[pred_rows[unknown[0]][0]])
-        raise DataError(f"{pred_name}: {len(unknown)} id(s) not in {truth_name}, e.g. {unknown[:5]} "
-                        f"(first at line {first_line})")
-    image_shapes = _image_shapes(truth_df, truth_rows, schema, shapes, truth_name, truth_lines)
+    pairs = _paired_rows(truth_df, pred_df, schema, shapes, [schema.id_col, schema.rle_col, str(schema.class_col)],
+                         [pred_id_col, pred_rle_col, pred_class_col], truth_name, pred_name)
+    truth_rows, pred_rows, truth_lines, pred_lines, image_shapes = pairs
     empty_rows = np.empty(0, dtype=np.int64)
 
     def class_map(frame: pd.DataFrame, rows: np.ndarray, rle_col: str, class_col: str, name: str, lines: np.ndarray,
