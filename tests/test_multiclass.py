@@ -169,6 +169,30 @@ def test_overlapping_class_rows_are_an_error(tmp_path, fixtures_dir):
         load_records(_cfg(root), progress=False)
 
 
+def test_bad_class_id_is_one_error_line_from_the_command_line(tmp_path, fixtures_dir, capsys):
+    csv_path = _bad_csv(tmp_path / "data", fixtures_dir, 7, "ClassId", "99")
+    args = ["folds", "--config", CONFIG, "--set", f"data.root={tmp_path / 'data'}", "--set",
+            "data.schema.group_col=sequence", "--set", f"output.dir={tmp_path / 'run'}", "--set", "folds.n_splits=2"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: {csv_path} line 7 (ClassId): class id 99 is out of range; class ids are 1..11 "
+                   f"(data.classes names 11)"]
+
+
+def test_count_grid_equals_post_processing_at_each_min_area():
+    from kseg.search import Grid, count_grid
+
+    rng = np.random.default_rng(0)
+    probs = rng.random((12, 10, 4)).astype(np.float32)
+    truth = rng.integers(1, 4, (12, 10)).astype(np.uint16)
+    truth[0] = VOID
+    grid = Grid("multiclass", (), (), (0, 20, 40), False)
+    counts = count_grid(truth, probs, grid)
+    for row, params in zip(counts, grid.points()):
+        expected = class_map_counts(truth, instances_from_probs(probs, params, "multiclass"), 4)
+        assert np.array_equal(row, expected)
+
+
 def test_camvid_fixture_loads_as_class_maps_with_void(fixtures_dir):
     records = load_records(_cfg(fixtures_dir / "camvid"), progress=False)
     assert [r.id for r in records][:1] == ["0001TP_006690.png"] and all(r.cls is None for r in records)
@@ -205,3 +229,27 @@ def test_multiclass_run_on_real_camvid_frames_writes_a_valid_submission(tmp_path
                  "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert 0.0 <= report["score"] <= 1.0 and set(report["per_image"]) == set(submission["ImageId"])
+
+
+def test_softmax_model_and_void_masked_loss():
+    """``model.activation: auto`` is a softmax for multiclass; the loss ignores void pixels (all-zero targets):
+    changing the prediction there changes nothing, and it stays finite (sm's CE divides by the channel sum)."""
+    import tensorflow as tf
+
+    from kseg.model import build_loss, build_model
+
+    cfg = load_config(CONFIG, ["model.arch=unet_scratch", "model.encoder_weights=null", "model.scratch.filters=4",
+                               "model.scratch.depth=2"])
+    model = build_model(cfg, 3)
+    probs = np.asarray(model.predict_on_batch(np.zeros((1, 32, 32, 3), np.float32)))
+    assert np.allclose(probs.sum(axis=-1), 1.0, atol=1e-5)
+    loss = build_loss(cfg, 3)
+    target = np.zeros((1, 2, 2, 3), np.float32)
+    target[0, 0, 0, 1] = target[0, 0, 1, 2] = 1.0  # bottom row void
+    pred = np.full((1, 2, 2, 3), 1 / 3, np.float32)
+    other = pred.copy()
+    other[0, 1] = [1.0, 0.0, 0.0]
+    first, second = float(loss(tf.constant(target), tf.constant(pred))), float(loss(tf.constant(target), tf.constant(other)))
+    assert np.isfinite(first) and first == pytest.approx(second, abs=1e-5)
+    assert float(loss(tf.constant(np.zeros_like(target)), tf.constant(pred))) == pytest.approx(
+        float(loss(tf.constant(np.zeros_like(target)), tf.constant(other))), abs=1e-5)  # all void: finite, constant

@@ -10,7 +10,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .config import FOLD_DIR, Config, output_dir, submission_path
-from .data import image_size, list_test_images, load_test_truth, read_image, schema_from_config
+from .data import image_size, list_test_images, load_test_truth, n_classes_of, read_image, schema_from_config
 from .errors import ConfigError, SubmissionError
 from .files import child_path, write_json
 from .metric import TaskScores
@@ -171,7 +171,7 @@ def command_predict(cfg: Config, out: Path | None = None) -> Path:
                 overlay = child_path(overlay_dir, f"{image_id}.png", "overlay of test image id")
                 save_overlays(overlay, image, {f"prediction ({cls or task})": labels})
         writer.flush()
-        problems = validate_submission(writer.tmp_path, schema, expected, task)
+        problems = validate_submission(writer.tmp_path, schema, expected, task, n_classes_of(cfg))
         if problems:
             raise SubmissionError(f"the submission for {out} failed validation:\n  " + "\n  ".join(problems))
     print(f"submission written: {out} ({writer.n_rows} rows, {writer.n_images} images, "
