@@ -26,6 +26,7 @@ from skimage.segmentation import watershed
 
 from kseg.config import TASKS
 from kseg.errors import ConfigError, DataError
+from kseg.metric import VOID
 
 __all__ = [
     "PARAM_KEYS",
@@ -211,8 +212,11 @@ def remove_small(labels: np.ndarray, min_area: int, areas: np.ndarray | None = N
 def label_objects(labels: np.ndarray, task: str) -> np.ndarray:
     """The objects of a label image: itself for instances, the 8-connected components of a binary mask (the
     units ``min_area`` removes), so object counts, matches and errors mean the same for both tasks; a class map
-    is itself too (each class of an image one object, the unit its ``min_area`` removes)."""
+    is itself too (each class of an image one object, the unit its ``min_area`` removes), void pixels as background
+    (they are nobody's object)."""
     _check_task(task)
+    if task == "multiclass":
+        return np.where(labels == VOID, 0, labels).astype(np.int32)
     return binary_components(labels.astype(np.float32), 0.5) if task == "binary" else labels
 
 
