@@ -13,6 +13,12 @@
 - Notebook fg U-Net (binary): the same notebook's tricks where a binary mask can use them — the small
   U-Net with a foreground output only, standardised input (not inverted), cosine LR, 4-flip TTA,
   threshold 0.5.
+- Classical, multiclass: no learning, the location prior — each pixel gets the class most frequent at that
+  position in the training class maps (road scenes: sky on top, road below), void left out.
+- Plain U-Net, multiclass: the beginner notebook's softmax U-Net (resnet18, background + one channel per
+  class), categorical cross-entropy (a void pixel's all-zero target adds nothing to it), constant LR, argmax.
+- Notebook softmax U-Net (multiclass): the small U-Net with a softmax over background + classes,
+  standardised input, categorical CE + Dice with void masked, cosine LR, 4-flip TTA, argmax.
 
 The trained baselines run for a **wall-clock budget** (the time is checked before every step, the steps
 done are recorded), so every trained row of a set gets the same seconds, whatever each step costs.
@@ -34,7 +40,7 @@ from skimage.segmentation import watershed
 
 from kseg.config import DEFAULTS
 from kseg.metric import image_score, task_score
-from kseg.model import set_bn_momentum
+from kseg.model import set_bn_momentum, void_masked
 from kseg.postprocess import instances_from_probs, remove_small
 from kseg.targets import make_targets
 from kseg.tta import predict_image
@@ -230,9 +236,9 @@ def notebook_input(image: np.ndarray) -> np.ndarray:
     return standardise(x)
 
 
-def small_unet(filters: int = 16, depth: int = 4, out_channels: int = 2) -> Any:
+def small_unet(filters: int = 16, depth: int = 4, out_channels: int = 2, activation: str = "sigmoid") -> Any:
     """The plain Keras U-Net of the notebooks: (conv3x3-BN-ReLU)x2 per level, max-pool down, transposed
-    conv up, skip concatenation, sigmoid outputs. Input sizes must be multiples of ``2**depth``."""
+    conv up, skip concatenation, sigmoid (or softmax) outputs. Input sizes must be multiples of ``2**depth``."""
     import tensorflow as tf
 
     layers = tf.keras.layers
@@ -254,19 +260,20 @@ def small_unet(filters: int = 16, depth: int = 4, out_channels: int = 2) -> Any:
     for level in reversed(range(depth)):
         x = layers.Conv2DTranspose(filters * 2 ** level, 2, strides=2, padding="same")(x)
         x = block(layers.Concatenate()([x, skips[level]]), filters * 2 ** level)
-    outputs = layers.Conv2D(out_channels, 1, activation="sigmoid")(x)
+    outputs = layers.Conv2D(out_channels, 1, activation=activation)(x)
     return tf.keras.Model(inputs, outputs, name="notebook_unet")
 
 
-def _train_small_unet(inputs: Sequence[np.ndarray], targets: Sequence[np.ndarray], budget: TrainBudget) -> Trained:
-    """:func:`small_unet` with one output per target channel, BCE + Dice, Adam with a cosine LR over the
-    time budget."""
+def _train_small_unet(inputs: Sequence[np.ndarray], targets: Sequence[np.ndarray], budget: TrainBudget,
+                      loss: Any = None, activation: str = "sigmoid") -> Trained:
+    """:func:`small_unet` with one output per target channel, BCE + Dice (or ``loss``), Adam with a cosine LR
+    over the time budget."""
     import segmentation_models as sm
     import tensorflow as tf
 
     tf.keras.utils.set_random_seed(budget.seed)
-    model = small_unet(out_channels=targets[0].shape[-1])
-    model.compile(tf.keras.optimizers.Adam(budget.lr), loss=sm.losses.bce_dice_loss)
+    model = small_unet(out_channels=targets[0].shape[-1], activation=activation)
+    model.compile(tf.keras.optimizers.Adam(budget.lr), loss=loss or sm.losses.bce_dice_loss)
     batches = _random_crops(inputs, targets, budget.size, budget.batch, budget.seed)
     return train_for_budget(model, batches, budget, cosine=True)
 
@@ -297,3 +304,69 @@ def train_fg_unet(images: Sequence[np.ndarray], masks: Sequence[np.ndarray], bud
 def predict_fg_unet(model: Any, image: np.ndarray) -> np.ndarray:
     """4-flip TTA mean of the foreground probability, threshold 0.5 (bool mask)."""
     return predict_image(model.predict_on_batch, standardise(image), FLIPS, multiple=16)[..., 0] > 0.5
+
+
+# ------------------------------------------------------------------------------------------ multiclass
+
+def fit_location_prior(truths: Sequence[np.ndarray], n_classes: int, shape: tuple[int, int] | None = None) -> np.ndarray:
+    """The class map of the most frequent class at each pixel position over the training class maps (resized to
+    ``shape``, nearest, when sizes differ; default the first map's size), void and background left out."""
+    import cv2
+
+    shape = shape or truths[0].shape
+    votes = np.zeros((*shape, n_classes + 1), np.int32)
+    for truth in truths:
+        if truth.shape != shape:
+            truth = cv2.resize(truth, (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST)
+        values = truth.astype(np.int64)
+        valid = (values >= 1) & (values <= n_classes)
+        rows, cols = np.nonzero(valid)
+        np.add.at(votes, (rows, cols, values[valid]), 1)
+    return np.argmax(votes, axis=-1).astype(np.int32)
+
+
+def location_prior(prior: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """The prior at an image's size (nearest-neighbour resize)."""
+    import cv2
+
+    if prior.shape == tuple(shape):
+        return prior
+    return cv2.resize(prior, (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST)
+
+
+def train_plain_softmax_unet(images: Sequence[np.ndarray], truths: Sequence[np.ndarray], n_classes: int,
+                             budget: TrainBudget, backbone: str = "resnet18") -> Trained:
+    """The beginner notebook's multiclass U-Net: segmentation_models' Unet with a softmax over background +
+    ``n_classes``, one-hot targets (void all-zero), categorical cross-entropy, constant LR."""
+    import segmentation_models as sm
+    import tensorflow as tf
+
+    tf.keras.utils.set_random_seed(budget.seed)
+    model = sm.Unet(backbone, encoder_weights=None, classes=n_classes + 1, activation="softmax",
+                    input_shape=(None, None, 3))
+    set_bn_momentum(model, 0.9)
+    model.compile(tf.keras.optimizers.Adam(budget.lr), loss=sm.losses.categorical_crossentropy)
+    targets = [make_targets(t, "multiclass", None, n_classes, 0) for t in truths]
+    batches = _random_crops([_plain_input(i) for i in images], targets, budget.size, budget.batch, budget.seed)
+    return train_for_budget(model, batches, budget, cosine=False)
+
+
+def predict_plain_softmax_unet(model: Any, image: np.ndarray) -> np.ndarray:
+    """Argmax of the whole image's softmax (padded to a multiple of 32), no TTA: the class map."""
+    return np.argmax(predict_image(model.predict_on_batch, _plain_input(image), ["identity"]), axis=-1).astype(np.int32)
+
+
+def train_softmax_unet(images: Sequence[np.ndarray], truths: Sequence[np.ndarray], n_classes: int,
+                       budget: TrainBudget) -> Trained:
+    """The fg+border notebook's recipe for exclusive classes: the small U-Net with a softmax, standardised input,
+    categorical CE + Dice with void pixels masked out (as kseg's loss does), cosine LR."""
+    import segmentation_models as sm
+
+    masked = void_masked(sm.losses.CategoricalCELoss() + sm.losses.DiceLoss())
+    targets = [make_targets(t, "multiclass", None, n_classes, 0) for t in truths]
+    return _train_small_unet([standardise(i) for i in images], targets, budget, loss=masked, activation="softmax")
+
+
+def predict_softmax_unet(model: Any, image: np.ndarray) -> np.ndarray:
+    """4-flip TTA mean of the softmax, argmax (the class map)."""
+    return np.argmax(predict_image(model.predict_on_batch, standardise(image), FLIPS, multiple=16), axis=-1).astype(np.int32)

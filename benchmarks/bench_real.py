@@ -13,7 +13,12 @@ its own submission; then the kseg stages recomputed from that run's fold models 
 post-processing, + OOF search, + TTA, + fold ensemble). Metric by the set's task, each test image scored
 by ``kseg.metric.task_score`` (the score kseg's search optimises) and averaged: instance sets
 mAP@[.5:.95], with foreground Dice beside it and mAP per value of the set's class / report column;
-binary sets the foreground Dice (both empty = 1).
+binary sets the foreground Dice (both empty = 1); the multi-class set (CamVid) the mean IoU over classes,
+each class's IoU from pixels summed over all held-out images (``kseg.metric.TaskScores``; void ignored,
+averaged over the classes the held-out truth has), with each class's IoU beside it. Its classical row is the
+location prior (the most frequent class at each pixel position in training), its plain notebook a resnet18
+softmax U-Net with argmax, its notebook variant the small softmax U-Net with standardised input, masked
+CE + Dice, cosine LR and 4-flip TTA.
 
 ``python -m benchmarks.bench_real --sets he_nuclei,phase_cells_usiigaci --budget 600`` runs some sets,
 keeps each set's table in ``benchmarks/results/real/<set>.md`` and reassembles BENCHMARKS.md;
@@ -37,22 +42,23 @@ import numpy as np
 import pandas as pd
 
 import kseg  # noqa: F401  (sets the Keras 2 environment before any TensorFlow import)
-from kseg import rle
 from kseg.config import Config, load_config, submission_path
-from kseg.data import load_records, read_csv, read_image, schema_from_config
+from kseg.data import class_names, load_records, read_csv, read_image, schema_from_config
 from kseg.files import write_text
-from kseg.metric import dice, task_score
+from kseg.metric import TaskScores, dice
 from kseg.pipeline import command_run
 from kseg.postprocess import instances_from_probs, predict_class
 from kseg.plan import restore_probabilities
 from kseg.predict import load_fold_models, model_input, params_for, read_postprocess
+from kseg.submission import submission_labels
 from kseg.targets import channel_names, read_channels
 from kseg.train import run_classes
 from kseg.tta import predict_image
 
-from .baselines import (TrainBudget, fit_otsu_binary, fit_otsu_watershed, otsu_binary, otsu_watershed,
-                        plain_unet_foreground, predict_fg_unet, predict_fgborder_unet, predict_plain_unet,
-                        train_fg_unet, train_fgborder_unet, train_plain_unet)
+from .baselines import (TrainBudget, fit_location_prior, fit_otsu_binary, fit_otsu_watershed, location_prior,
+                        otsu_binary, otsu_watershed, plain_unet_foreground, predict_fg_unet, predict_fgborder_unet,
+                        predict_plain_softmax_unet, predict_plain_unet, predict_softmax_unet, train_fg_unet,
+                        train_fgborder_unet, train_plain_softmax_unet, train_plain_unet, train_softmax_unet)
 from .real_sets import REPO, SETS, SHARED, prepare
 
 WORK = REPO / "runs" / "bench_real"
@@ -60,8 +66,8 @@ CONFIGS = REPO / "configs" / "real"
 RESULTS = Path(__file__).parent / "results"
 SET_RESULTS = RESULTS / "real"
 DEFAULT_SETS = ("isbi2012_membrane", "sartorius_mini", "fluo_nuclei_sbsst265", "he_nuclei", "phase_cells_usiigaci",
-                "mixed_nuclei", "polyps_kvasir")
-# 7 sets x 3 trained rows x 240 s = 84 min of training; kseg's OOF, search and prediction and the stage rows take the
+                "mixed_nuclei", "polyps_kvasir", "camvid_multiclass")
+# 8 sets x 3 trained rows x 240 s = 96 min of training; kseg's OOF, search and prediction and the stage rows take the
 # rest (each set's total time is in its table; the 6 instance sets took 88 min in all on 2026-12-02).
 DEFAULT_BUDGET = 240
 
@@ -76,9 +82,10 @@ KSEG_EPOCHS = 4
 FROM_SCRATCH = ["model.encoder_weights=null"]
 QUICK_BUDGET = TrainBudget(seconds=60, size=64, batch=2, max_steps=2)
 # The set's metric by task: its column header and the prefix of its per-class columns.
-METRIC_NAMES = {"instance": ("mAP@[.5:.95]", "mAP"), "binary": ("Dice", "Dice")}
+METRIC_NAMES = {"instance": ("mAP@[.5:.95]", "mAP"), "binary": ("Dice", "Dice"), "multiclass": ("mean IoU", "IoU")}
 PLAIN_TITLES = {"instance": "plain notebook U-Net (resnet18, fg only, thr 0.5, CC)",
-                "binary": "plain notebook U-Net (resnet18, fg only, thr 0.5)"}
+                "binary": "plain notebook U-Net (resnet18, fg only, thr 0.5)",
+                "multiclass": "plain notebook U-Net (resnet18, softmax, CE, argmax)"}
 
 
 def kseg_seconds_per_step(cfg: Config, n_channels: int, size: int = 256, batch: int = 8, repeats: int = 5) -> float:
@@ -126,24 +133,36 @@ class Row:
 @dataclass
 class TestSet:
     """The held-out images as every row sees them (uint8 RGB from ``read_image``) with truth and class, and
-    the task whose metric scores them (``kseg.metric.task_score``)."""
+    the task whose metric scores them (``kseg.metric.TaskScores``). ``pixel_classes``: a multiclass set's class
+    names in class-id order (its per-class columns are each class's IoU)."""
 
     images: list[np.ndarray]
     truths: list[np.ndarray]
     classes: list[str | None]
     task: str = "instance"
+    pixel_classes: list[str] = field(default_factory=list)
+
+    def scores(self) -> TaskScores:
+        """An empty accumulator of this set's metric."""
+        return TaskScores(self.task)
 
     def row(self, method: str, preds: Sequence[np.ndarray], seconds: float | None = None, note: str = "") -> Row:
-        scores = [task_score(t, p, self.task) for t, p in zip(self.truths, preds)]
+        scores = self.scores()
+        for truth, pred in zip(self.truths, preds):
+            scores.add(truth, pred)
         return self.row_from_scores(method, scores, [dice(t > 0, p > 0) for t, p in zip(self.truths, preds)],
                                     seconds, note)
 
-    def row_from_scores(self, method: str, scores: Sequence[float], dices: Sequence[float],
+    def row_from_scores(self, method: str, scores: TaskScores, dices: Sequence[float],
                         seconds: float | None = None, note: str = "") -> Row:
         per_class = {}
-        if len(set(self.classes)) > 1:
-            per_class = {str(k): float(v) for k, v in pd.Series(scores).groupby(pd.Series(self.classes)).mean().items()}
-        return Row(method, float(np.mean(scores)), float(np.mean(dices)), per_class, seconds, note)
+        if self.pixel_classes:
+            per_class = {self.pixel_classes[k - 1]: v for k, v in scores.class_ious().items()
+                         if 0 < k <= len(self.pixel_classes)}
+        elif len(set(self.classes)) > 1:
+            per_class = {str(k): float(v) for k, v in
+                         pd.Series(scores.per_image).groupby(pd.Series(self.classes)).mean().items()}
+        return Row(method, scores.score, float(np.mean(dices)), per_class, seconds, note)
 
 
 def _side_config(cfg: Config, csv: str, folder: str) -> Config:
@@ -153,7 +172,7 @@ def _side_config(cfg: Config, csv: str, folder: str) -> Config:
     return other
 
 
-def _test_set(cfg: Config, report_col: str | None) -> TestSet:
+def _test_set(cfg: Config, report_col: str | None, pixel_classes: Sequence[str] = ()) -> TestSet:
     records = load_records(_side_config(cfg, "test_truth.csv", "test"), progress=False)
     classes: list[str | None] = [r.cls for r in records]
     if report_col is not None:
@@ -161,17 +180,14 @@ def _test_set(cfg: Config, report_col: str | None) -> TestSet:
         first = frame.drop_duplicates(schema_from_config(cfg).id_col).set_index(schema_from_config(cfg).id_col)
         classes = [str(first.loc[r.id, report_col]) for r in records]
     return TestSet([read_image(r.image_path) for r in records], [r.labels for r in records], classes,
-                   cfg["data"]["task"])
+                   cfg["data"]["task"], list(pixel_classes))
 
 
 def _submission_labels(cfg: Config, ids: Sequence[str], shapes: Sequence[tuple[int, int]]) -> list[np.ndarray]:
-    """kseg's submission decoded back to label images, in the order of the test records."""
-    schema = schema_from_config(cfg)
-    id_col, rle_col = schema.submission_cols
-    frame = read_csv(submission_path(cfg))
-    groups = {k: v[rle_col].tolist() for k, v in frame.groupby(id_col)}
-    return [rle.decode_labels([s for s in groups.get(i, []) if s.strip()], shape, schema.rle_order)[0]
-            for i, shape in zip(ids, shapes)]
+    """kseg's submission decoded back to label images (class maps for multiclass), in the order of the test
+    records."""
+    labels = submission_labels(submission_path(cfg), schema_from_config(cfg), dict(zip(ids, shapes)))
+    return [labels[i] for i in ids]
 
 
 def _stage_seconds(cfg: Config) -> float:
@@ -201,7 +217,7 @@ def _kseg_stage_rows(cfg: Config, test: TestSet) -> list[Row]:
         (f"kseg stage: + fold ensemble ({len(models)} folds)", lambda p, t: instances(np.mean(t, axis=0), None)),
         ("kseg stage: fold ensemble without TTA", lambda p, t: instances(np.mean(p, axis=0), None)),
     ]
-    scores: dict[str, list[float]] = {title: [] for title, _ in variants}
+    scores: dict[str, TaskScores] = {title: test.scores() for title, _ in variants}
     dices: dict[str, list[float]] = {title: [] for title, _ in variants}
     for image, truth in zip(test.images, test.truths):
         x = prepare(image)
@@ -215,7 +231,7 @@ def _kseg_stage_rows(cfg: Config, test: TestSet) -> list[Row]:
                   for fn in models])
         for title, make in variants:
             pred = make(plain, tta)
-            scores[title].append(task_score(truth, pred, test.task))
+            scores[title].add(truth, pred)
             dices[title].append(dice(truth > 0, pred > 0))
     return [test.row_from_scores(title, scores[title], dices[title]) for title, _ in variants]
 
@@ -223,6 +239,11 @@ def _kseg_stage_rows(cfg: Config, test: TestSet) -> list[Row]:
 def _classical_row(images: Sequence[np.ndarray], truths: Sequence[np.ndarray], test: TestSet, stain: str) -> Row:
     """The classical baseline of the set's task, fitted on the training images (its time includes the fit)."""
     start = time.perf_counter()
+    if test.task == "multiclass":
+        prior = fit_location_prior(truths, len(test.pixel_classes))
+        preds = [location_prior(prior, image.shape[:2]) for image in test.images]
+        return test.row("classical: location prior (the most frequent training class at each pixel)", preds,
+                        time.perf_counter() - start, "no learning")
     if test.task == "binary":
         fitted = fit_otsu_binary(images, truths)
         preds = [otsu_binary(image, fitted) for image in test.images]
@@ -242,7 +263,11 @@ def _notebook_row(images: Sequence[np.ndarray], truths: Sequence[np.ndarray], te
                   budget: TrainBudget) -> Row:
     """The notebook U-Net with the tricks that need no kseg, for the set's task, trained for ``budget``."""
     start = time.perf_counter()
-    if test.task == "binary":
+    if test.task == "multiclass":
+        trained = train_softmax_unet(images, truths, len(test.pixel_classes), budget)
+        preds = [predict_softmax_unet(trained.model, image) for image in test.images]
+        title = "notebook softmax U-Net (small U-Net, standardised, masked CE + Dice, cosine, 4-flip TTA, argmax)"
+    elif test.task == "binary":
         trained = train_fg_unet(images, [t > 0 for t in truths], budget)
         preds = [predict_fg_unet(trained.model, image) for image in test.images]
         title = "notebook fg U-Net (small U-Net, standardised, cosine, 4-flip TTA, thr 0.5)"
@@ -267,8 +292,8 @@ def evaluate_set(name: str, budget_seconds: float, quick: bool, resume: bool = F
     # 1 s per step) is replaced once kseg's network has been timed, below.
     overrides = kseg_budget_overrides(budget_seconds, 1.0, quick)
     cfg = load_config(CONFIGS / f"{name}.yaml", [f"data.root={root}", f"output.dir={work / 'kseg'}", *overrides])
-    test = _test_set(cfg, spec.report_col)
     train_records = load_records(cfg, progress=False)
+    test = _test_set(cfg, spec.report_col, class_names(cfg, train_records))
     train_images = [read_image(r.image_path) for r in train_records]
     budget = QUICK_BUDGET if quick else TrainBudget(seconds=budget_seconds, size=crop, batch=batch)
     rows: list[Row] = []
@@ -276,9 +301,13 @@ def evaluate_set(name: str, budget_seconds: float, quick: bool, resume: bool = F
     rows.append(_classical_row(train_images, [r.labels for r in train_records], test, spec.stain))
 
     start = time.perf_counter()
-    plain = train_plain_unet(train_images, [r.labels > 0 for r in train_records], budget)
-    predict = predict_plain_unet if test.task == "instance" else plain_unet_foreground
-    preds = [predict(plain.model, image) for image in test.images]
+    if test.task == "multiclass":
+        plain = train_plain_softmax_unet(train_images, [r.labels for r in train_records], len(test.pixel_classes), budget)
+        preds = [predict_plain_softmax_unet(plain.model, image) for image in test.images]
+    else:
+        plain = train_plain_unet(train_images, [r.labels > 0 for r in train_records], budget)
+        predict = predict_plain_unet if test.task == "instance" else plain_unet_foreground
+        preds = [predict(plain.model, image) for image in test.images]
     rows.append(test.row(PLAIN_TITLES[test.task], preds, time.perf_counter() - start,
                          f"{plain.steps} steps in {plain.seconds:.0f}s"))
 
@@ -286,7 +315,8 @@ def evaluate_set(name: str, budget_seconds: float, quick: bool, resume: bool = F
 
     # kseg trains as many steps of its network, on the same crops and batch, as fit in the budget on this machine.
     if not quick:
-        n_channels = len(channel_names(cfg["data"]["task"], run_classes(train_records, cfg["data"]["task"])))
+        task = cfg["data"]["task"]
+        n_channels = len(channel_names(task, class_names(cfg, train_records) or run_classes(train_records, task)))
         seconds_per_step = kseg_seconds_per_step(cfg, n_channels, budget.size, budget.batch)
         overrides = kseg_budget_overrides(budget_seconds, seconds_per_step)
         cfg = load_config(CONFIGS / f"{name}.yaml", [f"data.root={root}", f"output.dir={work / 'kseg'}", *overrides])
@@ -298,7 +328,8 @@ def evaluate_set(name: str, budget_seconds: float, quick: bool, resume: bool = F
         rows += _kseg_stage_rows(cfg, test)
     facts = {"n_train": len(train_records), "n_test": len(test.images), "budget": budget, "overrides": overrides,
              "task": test.task,
-             "classes": sorted({str(c) for c in test.classes}) if len(set(test.classes)) > 1 else []}
+             "classes": test.pixel_classes or (sorted({str(c) for c in test.classes}) if len(set(test.classes)) > 1
+                                               else [])}
     return rows, facts
 
 
@@ -320,7 +351,8 @@ def set_table(name: str, rows: list[Row], facts: dict, budget_seconds: float, qu
     budget: TrainBudget = facts["budget"]
     classes = facts["classes"]
     metric, short = METRIC_NAMES[facts["task"]]
-    with_dice = facts["task"] != "binary"  # a binary set's metric is the foreground Dice itself
+    # A binary set's metric is the foreground Dice itself; a multiclass set has no foreground (void is not one).
+    with_dice = facts["task"] == "instance"
     header = ["method", metric, *(["fg Dice"] if with_dice else []), *(f"{short} {c}" for c in classes), "time", "notes"]
     lines = [f"### {name}", "",
              f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, commit `{_commit()}`, {machine_line()}"

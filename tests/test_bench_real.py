@@ -45,8 +45,9 @@ def test_prepared_set_loads_and_holds_out_by_group(prepared, name):
     train_ids, test_ids = {r.id for r in train}, {r.id for r in test}
     assert not train_ids & test_ids
     ext = _config(name, root, "train")["data"]["image_ext"]
-    assert {p.stem for p in (root / "test").glob(f"*{ext}")} == test_ids
-    assert {p.stem for p in (root / "train").glob(f"*{ext}")} == train_ids
+    id_of = (lambda p: p.name[:-len(ext)]) if ext else (lambda p: p.name)  # "": ids carry the extension (CamVid)
+    assert {id_of(p) for p in (root / "test").glob(f"*{ext}")} == test_ids
+    assert {id_of(p) for p in (root / "train").glob(f"*{ext}")} == train_ids
     assert all(r.group for r in train + test)
     spec = SETS[name]
     if spec.sources:  # the sources' own held-out parts decide (see the mixed-set test below)
@@ -241,3 +242,38 @@ def test_set_table_of_a_binary_set_names_its_metric_once():
     assert "| method | Dice | time | notes |" in text and "fg Dice" not in text
     assert "| **kseg run, shipped defaults** | 0.6500 | 80s |  |" in text
     assert "**kseg does not beat** plain notebook U-Net on this set." in text
+
+
+def test_multiclass_test_set_scores_the_dataset_mean_iou_per_class():
+    """Multiclass: one IoU per class from pixels summed over the images (void ignored), named by class."""
+    from benchmarks.bench_real import TestSet
+    from kseg.metric import VOID
+
+    truths = [np.array([[1, 1, VOID, 2]], np.uint16), np.array([[2, 2]], np.uint16)]
+    preds = [np.array([[1, 2, 2, 2]], np.int32), np.array([[2, 2]], np.int32)]
+    test = TestSet([np.zeros((1, 4, 3), np.uint8), np.zeros((1, 2, 3), np.uint8)], truths, [None, None],
+                   task="multiclass", pixel_classes=["road", "car"])
+    row = test.row("x", preds)
+    assert row.per_class == pytest.approx({"road": 0.5, "car": 0.75}) and row.score == pytest.approx(0.625)
+
+
+def test_location_prior_predicts_the_most_frequent_class_per_pixel():
+    from benchmarks.baselines import fit_location_prior, location_prior
+    from kseg.metric import VOID
+
+    truths = [np.array([[1, 2], [3, VOID]], np.uint16), np.array([[1, 3], [3, 2]], np.uint16),
+              np.array([[2, 3], [VOID, 2]], np.uint16)]
+    prior = fit_location_prior(truths, 3)
+    assert prior.tolist() == [[1, 3], [3, 2]]  # void never votes (bottom row: 3 over VOID, 2 over VOID)
+    assert location_prior(prior, (4, 4)).shape == (4, 4)
+
+
+def test_set_table_of_a_multiclass_set_has_one_iou_column_per_class():
+    rows = [Row("classical: location prior (x)", 0.20, 0.0, {"road": 0.6, "car": 0.1}, 0.0),
+            Row("**kseg run, shipped defaults**", 0.30, 0.0, {"road": 0.5, "car": 0.2}, 80.0)]
+    facts = {"n_train": 4, "n_test": 2, "budget": TrainBudget(seconds=60), "overrides": [], "task": "multiclass",
+             "classes": ["road", "car"]}
+    text = set_table("toy", rows, facts, 60, quick=False)
+    assert "| method | mean IoU | IoU road | IoU car | time | notes |" in text and "fg Dice" not in text
+    assert "| **kseg run, shipped defaults** | 0.3000 | 0.5000 | 0.2000 | 80s |  |" in text
+    assert "kseg beats every baseline on this set." in text

@@ -237,7 +237,7 @@ def test_missing_columns_empty_truth_and_bad_task_are_errors(truth_df: pd.DataFr
         score_frames(truth_df, truth_df[["id", "annotation"]], SARTORIUS)
     with pytest.raises(DataError, match="no rows to score against"):
         score_frames(truth_df.iloc[:0], as_prediction(truth_df), SARTORIUS)
-    with pytest.raises(DataError, match="task must be 'instance' or 'binary'"):
+    with pytest.raises(DataError, match="task must be one of instance, binary, multiclass, got 'semantic'"):
         score_frames(truth_df, as_prediction(truth_df), SARTORIUS, task="semantic")
 
 
@@ -433,3 +433,56 @@ def test_dataset_and_class_map_errors() -> None:
     with pytest.raises(DataError, match=r"truth image 2: class id 16777216 is too large"):
         mean_iou_classes([np.zeros((2, 2), int), np.full((2, 2), 1 << 24)], [np.zeros((2, 2), int)] * 2)
     assert mean_iou_classes([np.full((2, 2), -1)], [np.zeros((2, 2), int)], ignore_index=-1) == 1.0  # all void
+
+
+def brute_class_map_score(truths: list[np.ndarray], preds: list[np.ndarray]) -> float:
+    """kseg's multiclass score by pixel loops: void (VOID) truth pixels dropped, per-class IoU summed over the
+    images, averaged over the classes 1.. the truth has; no class in the truth: 1 if nothing predicted, else 0."""
+    from kseg.metric import VOID
+
+    pairs = [(t[t != VOID], p[t != VOID]) for t, p in zip(truths, preds)]
+    in_truth = sorted({int(v) for t, _ in pairs for v in np.unique(t)} - {0})
+    if not in_truth:
+        return 0.0 if any((p > 0).any() for _, p in pairs) else 1.0
+    ious = []
+    for cls in in_truth:
+        intersection = sum(int(((t == cls) & (p == cls)).sum()) for t, p in pairs)
+        union = sum(int(((t == cls) | (p == cls)).sum()) for t, p in pairs)
+        ious.append(intersection / union)
+    return float(np.mean(ious))
+
+
+@st.composite
+def multiclass_sets(draw: st.DrawFn) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    from kseg.metric import VOID
+
+    n_images = draw(st.integers(1, 3))
+    shapes = [draw(st.tuples(st.integers(1, 6), st.integers(1, 6))) for _ in range(n_images)]
+    truths = [draw(arrays(np.uint16, shape, elements=st.sampled_from([0, 1, 2, 5, VOID, VOID]))) for shape in shapes]
+    preds = [draw(arrays(np.uint16, shape, elements=st.sampled_from([0, 1, 2, 3, 5]))) for shape in shapes]
+    return truths, preds
+
+
+@settings(max_examples=80, deadline=None)
+@given(data=multiclass_sets())
+def test_multiclass_score_matches_brute_force(data: tuple[list[np.ndarray], list[np.ndarray]]) -> None:
+    from kseg.metric import TaskScores, dataset_score
+
+    truths, preds = data
+    assert dataset_score(truths, preds, "multiclass") == pytest.approx(brute_class_map_score(truths, preds))
+    scores = TaskScores("multiclass")
+    per_image = [scores.add(t, p) for t, p in zip(truths, preds)]
+    assert per_image == pytest.approx([brute_class_map_score([t], [p]) for t, p in zip(truths, preds)])
+    assert set(scores.class_ious()) <= {1, 2, 5}  # classes of the truth only; never background, void or 3
+
+
+@pytest.mark.parametrize(("truth", "pred", "expected"), [
+    ([[0, 0]], [[0, 0]], 1.0),  # no class anywhere (all background)
+    ([[0, 0]], [[0, 3]], 0.0),  # a class predicted on an image whose truth has none
+    ([[65535, 65535]], [[4, 4]], 1.0),  # all void: nothing counts
+    ([[1, 1]], [[1, 0]], 0.5),  # a class removed by min_area (0): its pixels are misses
+    ([[1, 2]], [[1, 3]], 0.5),  # class 2 missed (IoU 0), class 3 only predicted: not averaged
+    ([[1, 65535]], [[1, 2]], 1.0),  # the prediction on void counts for nothing
+])
+def test_multiclass_edge_cases(truth: list, pred: list, expected: float) -> None:
+    assert task_score(np.array(truth, np.uint16), np.array(pred, np.uint16), "multiclass") == pytest.approx(expected)

@@ -263,6 +263,8 @@ class OofAnalysis:
         """The headline numbers, one per row (``what``, ``value``), for a notebook or the report."""
         chosen, images = self.chosen, self.images
         score, plain = images["score"].mean(), images["score_plain"].mean()
+        if self.run.scoring.task == "multiclass":  # a set's mean IoU (summed pixels) is not the mean of its images'
+            score, plain = chosen["oof_score"], chosen["oof_score_plain"]
         rows = [("OOF images (folds)", f"{len(images)} ({', '.join(map(str, sorted(images['fold'].unique())))})"),
                 (f"OOF score ({self.run.scoring.key} predictions, searched parameters)", f"{score:.4f}"),
                 ("without TTA (TTA gain)", f"{plain:.4f} ({score - plain:+.4f})")]

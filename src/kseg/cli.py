@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from . import __version__
-from .config import Config, load_config
+from .config import TASKS, Config, load_config
 from .errors import KsegError
 
 
@@ -88,9 +88,14 @@ def _cmd_score(args: argparse.Namespace) -> int:
     from .data import PRESETS, Schema, read_csv, schema_from_config
     from .metric import score_frames
 
+    shapes = None
     if args.config:
         cfg = _config(args)
         schema, task = schema_from_config(cfg), cfg["data"]["task"]
+        if not (schema.height_col and schema.width_col):  # TGS, Severstal: the RLE needs the test images' sizes
+            from .data import image_size, list_test_images
+
+            shapes = {image_id: image_size(path) for image_id, path in list_test_images(cfg)}
     elif args.schema:
         if args.schema not in PRESETS:
             raise KsegError(f"unknown schema preset '{args.schema}' (known: {', '.join(sorted(PRESETS))})")
@@ -98,7 +103,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
     else:
         raise KsegError("kseg score needs --config CFG or --schema PRESET to know the columns")
     truth, pred = (read_csv(Path(p), what) for p, what in ((args.truth, "truth CSV"), (args.pred, "prediction CSV")))
-    report = score_frames(truth, pred, schema, task=task, truth_name=args.truth, pred_name=args.pred,
+    report = score_frames(truth, pred, schema, shapes, task=task, truth_name=args.truth, pred_name=args.pred,
                           allow_overlap=args.allow_overlap)
     if report.overlaps:
         print(f"warning: {args.pred}: {len(report.overlaps)} image(s) have overlapping predicted instances "
@@ -244,8 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("pred")
     p.add_argument("--config", "-c")
     p.add_argument("--set", action="append", metavar="KEY=VALUE")
-    p.add_argument("--schema", help="schema preset instead of a config (sartorius, dsb2018)")
-    p.add_argument("--task", default="instance", choices=["instance", "binary"])
+    p.add_argument("--schema", help="schema preset instead of a config (sartorius, dsb2018, siim, severstal)")
+    p.add_argument("--task", default="instance", choices=list(TASKS))
     p.add_argument("--json", action="store_true", help="print score and per-image scores as JSON")
     p.add_argument("--allow-overlap", action="store_true",
                    help="score predictions whose instances overlap (Kaggle rejects them) with a warning")

@@ -20,6 +20,10 @@ from .errors import ConfigError
 
 Config = dict[str, Any]
 
+# The tasks kseg trains (see data.task below) and the output activations it builds.
+TASKS = ("instance", "binary", "multiclass")
+ACTIVATIONS = ("auto", "sigmoid", "softmax")
+
 DEFAULTS: Config = {
     "name": "experiment",
     "data": {
@@ -32,8 +36,13 @@ DEFAULTS: Config = {
         # Optional ground truth of the test images (the demo has it): `kseg run` then reports the test score.
         "test_truth": None,
         # instance: one RLE row per object (Sartorius, DSB 2018, Airbus); binary: rows are the foreground
-        # of the image (TGS, ISBI); several rows of one image are unioned.
+        # of the image (TGS, ISBI); several rows of one image are unioned; multiclass: exclusive classes, one row
+        # per (image, class present) with the class id in schema.class_col (Severstal, CamVid), scored by the
+        # mean IoU over classes.
         "task": "instance",
+        # multiclass: the class names, class id k = the k-th name (ids 1..n; a row outside them is an error);
+        # null: ids 1..the highest id in train.csv, named by their number.
+        "classes": None,
         "schema": {
             "preset": None,
             "id_col": None,
@@ -47,6 +56,9 @@ DEFAULTS: Config = {
             "submission_cols": None,
             # false: train.csv has no header line, just id_col,rle_col (SIIM); null = true unless the preset says.
             "header": None,
+            # multiclass: a pixel in no row is background (null = background unless the preset says) or ignore
+            # (void: left out of the loss and the metric, as CamVid's "Unlabelled").
+            "unlabelled": None,
         },
         # When set, `kseg run` generates the synthetic demo competition into data.root if it is missing.
         "demo": None,
@@ -72,6 +84,9 @@ DEFAULTS: Config = {
         # on dark ground with dark on bright (fluorescence + H&E), a rule fitted on them picks the images to
         # invert (normalize.fit_polarity, written in plan.json); a set of one polarity inverts nothing.
         "invert": False,
+        # The output activation: auto = softmax over the channels for data.task multiclass (exclusive classes),
+        # sigmoid per channel otherwise; softmax or sigmoid force one.
+        "activation": "auto",
     },
     "train": {
         # The folds `kseg run` trains: all, or a list of fold indices (when compute is short, one fold trained
@@ -239,8 +254,15 @@ _BOOLS = ("postprocess.per_class", "folds.allow_group_leak", "model.encoder_free
 
 def _validate_values(cfg: Config) -> None:
     """Types and ranges of the values every command uses, so a wrong one is one ConfigError, not a traceback."""
-    if cfg["data"]["task"] not in ("instance", "binary"):
-        raise ConfigError(f"data.task must be 'instance' or 'binary', got {cfg['data']['task']!r}")
+    if cfg["data"]["task"] not in TASKS:
+        raise ConfigError(f"data.task must be one of {', '.join(TASKS)}, got {cfg['data']['task']!r}")
+    names = cfg["data"]["classes"]
+    if names is not None and (not isinstance(names, list) or not names
+                              or not all(isinstance(n, str) and n.strip() for n in names) or len(set(names)) != len(names)):
+        raise ConfigError(f"data.classes must be null or a list of distinct class names (class id k = the k-th), "
+                          f"got {names!r}")
+    if cfg["model"]["activation"] not in ACTIVATIONS:
+        raise ConfigError(f"model.activation must be one of {', '.join(ACTIVATIONS)}, got {cfg['model']['activation']!r}")
     for dotted in _REQUIRED_PATHS + _OPTIONAL_PATHS:
         value = get(cfg, dotted)
         if value is None and dotted in _OPTIONAL_PATHS:

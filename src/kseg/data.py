@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import csv
 import cv2
@@ -24,12 +24,13 @@ from kseg import config as config_module
 from kseg import rle
 from kseg.errors import ConfigError, DataError
 from kseg.files import child_path
+from kseg.metric import BACKGROUND, VOID
 
 __all__ = [
     "Schema", "PRESETS", "schema_from_config", "read_image", "image_size", "ImageRecord",
     "read_csv", "read_annotations", "csv_lines", "read_index", "load_records", "load_test_truth", "list_test_images",
     "records_frame",
-    "image_path", "check_complete_image",
+    "image_path", "check_complete_image", "UNLABELLED", "class_id", "n_classes_of", "class_names",
 ]
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -51,7 +52,18 @@ PRESETS: dict[str, dict[str, Any]] = {
         "rle_order": "F-relative", "class_col": None, "group_col": None, "header": False,
         "submission_cols": ("ImageId", "EncodedPixels"),
     },
+    # Severstal Steel Defect Detection (2019): one row per (image, class present), the class in its own column,
+    # column-major RLE; the submission has the class as a third column. Pixels in no row are background.
+    # Use it with data.task: multiclass (exclusive classes, softmax); unlabelled: ignore for a void label (CamVid).
+    "severstal": {
+        "id_col": "ImageId", "rle_col": "EncodedPixels", "height_col": None, "width_col": None,
+        "rle_order": "F", "class_col": "ClassId", "group_col": None, "unlabelled": "background",
+        "submission_cols": ("ImageId", "EncodedPixels", "ClassId"),
+    },
 }
+# What a pixel in no row of a multiclass CSV is: background (a class of its own that gets no row, Severstal) or
+# void (ignored by the loss and the metric, CamVid's "Unlabelled").
+UNLABELLED = ("background", "ignore")
 
 DICOM_SUFFIXES = (".dcm", ".dicom")
 # Percentiles of a 16-bit or float image that become 0 and 255 when it is read as uint8.
@@ -59,7 +71,7 @@ HIGH_DEPTH_PERCENTILES = (0.1, 99.9)
 
 # Keys a schema cannot do without when no preset supplies them.
 _REQUIRED_KEYS = ("id_col", "rle_col", "rle_order")
-_OPTIONAL_KEYS = ("height_col", "width_col", "class_col", "group_col", "submission_cols", "header")
+_OPTIONAL_KEYS = ("height_col", "width_col", "class_col", "group_col", "submission_cols", "header", "unlabelled")
 
 # Columns of read_index and records_frame: one row per image, what folds and summaries need.
 INDEX_COLUMNS = ["id", "cls", "group", "n_instances", "height", "width"]
@@ -74,6 +86,10 @@ class Schema:
     ``rle_order`` is one of :data:`kseg.rle.ORDERS`; ``F-relative`` is SIIM's relative RLE, whose empty
     mask is ``-1`` (read and written), see :mod:`kseg.rle`. ``header`` false: the train CSV has no
     header line and holds just ``id_col, rle_col`` (SIIM); the submission always has its header.
+
+    For ``task: multiclass`` the class is per *row* (``class_col``, positive integer ids, Severstal), the
+    submission has three columns ``(id, rle, class)`` and ``unlabelled`` says what a pixel in no row is
+    (:data:`UNLABELLED`); the other tasks take the class of an image from its first row.
     """
 
     id_col: str
@@ -83,8 +99,23 @@ class Schema:
     rle_order: str
     class_col: str | None
     group_col: str | None
-    submission_cols: tuple[str, str]
+    submission_cols: tuple[str, ...]
     header: bool = True
+    unlabelled: str = "background"
+
+    def check_task(self, task: str) -> None:
+        """A multiclass task needs a class column and a class column in the submission; the others write two
+        columns. Checked where a schema meets its task (the config, ``kseg score``)."""
+        if task == "multiclass":
+            if not self.class_col:
+                raise ConfigError("data.task multiclass needs data.schema.class_col (the class of each row, e.g. "
+                                  "ClassId), or data.schema.preset: severstal")
+            if len(self.submission_cols) != 3:
+                raise ConfigError(f"data.task multiclass writes (id, rle, class) rows: data.schema.submission_cols "
+                                  f"must be three column names, got {list(self.submission_cols)}")
+        elif len(self.submission_cols) != 2:
+            raise ConfigError(f"data.task {task} writes (id, rle) rows: data.schema.submission_cols must be two "
+                              f"column names, got {list(self.submission_cols)}")
 
 
 def schema_from_config(cfg: Mapping[str, Any]) -> Schema:
@@ -114,11 +145,54 @@ def schema_from_config(cfg: Mapping[str, Any]) -> Schema:
     elif not isinstance(values["header"], bool):
         raise ConfigError(f"data.schema.header must be true or false (false: the train CSV has no header line), "
                           f"got {values['header']!r}")
-    submission_cols = values["submission_cols"] or (values["id_col"], values["rle_col"])
-    if isinstance(submission_cols, str) or len(submission_cols) != 2 or not all(isinstance(c, str) for c in submission_cols):
-        raise ConfigError(f"data.schema.submission_cols must be two column names, got {submission_cols!r}")
+    task = cfg["data"].get("task", "instance")
+    with_class = task == "multiclass" and values["class_col"]
+    default_cols = (values["id_col"], values["rle_col"], *([values["class_col"]] if with_class else []))
+    submission_cols = values["submission_cols"] or default_cols
+    if (isinstance(submission_cols, str) or len(submission_cols) not in (2, 3)
+            or not all(isinstance(c, str) and c for c in submission_cols)):
+        raise ConfigError(f"data.schema.submission_cols must be two (id, rle) or three (id, rle, class) column names, "
+                          f"got {submission_cols!r}")
     values["submission_cols"] = tuple(submission_cols)
-    return Schema(**{key: values[key] for key in Schema.__dataclass_fields__})
+    values["unlabelled"] = values.get("unlabelled") or "background"
+    if values["unlabelled"] not in UNLABELLED:
+        raise ConfigError(f"data.schema.unlabelled must be one of {', '.join(UNLABELLED)}, got {values['unlabelled']!r}")
+    schema = Schema(**{key: values[key] for key in Schema.__dataclass_fields__})
+    schema.check_task(task)
+    return schema
+
+
+def class_id(value: Any, where: str, n_classes: int | None = None) -> int:
+    """The class id of one multiclass row: a positive integer (Severstal's 1..4, CamVid's 1..11), at most
+    ``n_classes`` when the config names the classes. ``where`` (file, line) starts the error, which names the
+    value: a class that is not an integer, or is out of range, would train a wrong channel silently."""
+    text = str(value).strip()
+    valid = f"1..{n_classes}" if n_classes else "a positive integer"
+    if not text.isdigit() or not text.isascii():
+        raise DataError(f"{where}: unknown class id {text!r}; class ids are integers ({valid})")
+    number = int(text)
+    if number < 1 or (n_classes is not None and number > n_classes) or number >= VOID:
+        raise DataError(f"{where}: class id {number} is out of range; class ids are {valid}"
+                        + (f" (data.classes names {n_classes})" if n_classes else ""))
+    return number
+
+
+def n_classes_of(cfg: Mapping[str, Any]) -> int | None:
+    """How many classes ``data.classes`` names (class ids 1..n), or None when the CSV decides."""
+    names = cfg["data"]["classes"]
+    return len(names) if names is not None else None
+
+
+def class_names(cfg: Mapping[str, Any], records: Sequence["ImageRecord"]) -> list[str]:
+    """The pixel classes of a multiclass run, in class-id order (class id k = ``names[k-1]``): ``data.classes``,
+    or ``"1".."K"`` with K the highest class id in the records; empty for the other tasks (their classes
+    are per image, :func:`kseg.train.run_classes`)."""
+    if cfg["data"]["task"] != "multiclass":
+        return []
+    if cfg["data"]["classes"] is not None:
+        return [str(name) for name in cfg["data"]["classes"]]
+    highest = max((int(r.labels[r.labels != VOID].max(initial=0)) for r in records), default=0)
+    return [str(k) for k in range(1, max(highest, 1) + 1)]
 
 
 def read_image(path: str | Path) -> np.ndarray:
@@ -240,7 +314,9 @@ class ImageRecord:
     """One training image and its decoded annotation.
 
     ``labels`` is ``uint16`` when at most 65535 instances (half the memory of ``int32`` for a whole
-    dataset held in RAM), else ``int32``; for ``task: binary`` it is a ``uint8`` 0/1 mask.
+    dataset held in RAM), else ``int32``; for ``task: binary`` it is a ``uint8`` 0/1 mask; for ``task: multiclass``
+    a ``uint16`` class map (class id k, 0 = background, ``metric.VOID`` = void) and ``cls`` is None (the classes
+    are per row).
     ``n_instances`` counts the non-empty RLE rows (binary: 1 if there is any foreground).
     """
 
@@ -386,6 +462,9 @@ def _read_train_table(cfg: Mapping[str, Any]) -> _TrainTable:
     empty_ids = rows["_line"][rows[schema.id_col].str.strip() == ""]
     if len(empty_ids):
         raise DataError(f"{csv_path} line {empty_ids.iloc[0]}: empty {schema.id_col}")
+    multiclass = cfg["data"]["task"] == "multiclass"
+    if multiclass:
+        rows = rows.assign(_class=_row_classes(rows, csv_path, class_col, n_classes_of(cfg)))
 
     index_rows: list[dict[str, Any]] = []
     image_paths: dict[str, Path] = {}
@@ -407,7 +486,7 @@ def _read_train_table(cfg: Mapping[str, Any]) -> _TrainTable:
             n_foreground_rows = min(n_foreground_rows, 1)
         index_rows.append({
             "id": image_id,
-            "cls": _first_value(image_rows, class_col),
+            "cls": None if multiclass else _first_value(image_rows, class_col),
             "group": _first_value(image_rows, group_col),
             "n_instances": n_foreground_rows,
             "height": height,
@@ -415,6 +494,16 @@ def _read_train_table(cfg: Mapping[str, Any]) -> _TrainTable:
         })
         image_paths[image_id] = path
     return _TrainTable(csv_path, schema, rows, pd.DataFrame(index_rows, columns=INDEX_COLUMNS), image_paths)
+
+
+def _row_classes(rows: pd.DataFrame, csv_path: Path, class_col: str | None, n_classes: int | None) -> list[int]:
+    """The class id of every row of a multiclass CSV (0 for an empty row, which holds no pixel), each checked
+    by :func:`class_id`; a CSV without its class column cannot say which class a mask is."""
+    if class_col is None:
+        raise DataError(f"{csv_path}: data.task multiclass needs the class column of data.schema.class_col in the "
+                        f"CSV; the file has columns {', '.join(c for c in rows.columns if not c.startswith('_'))}")
+    return [0 if empty else class_id(value, f"{csv_path} line {line} ({class_col})", n_classes)
+            for value, line, empty in zip(rows[class_col], rows["_line"], rows["_empty"])]
 
 
 def _check_one_spelling(spelled: dict[Path, tuple[str, int]], path: Path, image_id: str, line: int,
@@ -465,6 +554,7 @@ def load_records(cfg: Mapping[str, Any], *, progress: bool = True) -> list[Image
     table = _read_train_table(cfg)
     schema, csv_path = table.schema, table.csv_path
     binary = cfg["data"]["task"] == "binary"
+    multiclass = cfg["data"]["task"] == "multiclass"
     records: list[ImageRecord] = []
     rows_by_id = dict(tuple(table.rows.groupby(schema.id_col, sort=True)))
     for entry in tqdm(table.index.itertuples(index=False), total=len(table.index), desc="decode masks",
@@ -473,10 +563,14 @@ def load_records(cfg: Mapping[str, Any], *, progress: bool = True) -> list[Image
         image_rows = image_rows[~image_rows["_empty"]]
         wheres = [f"{csv_path} line {line} (id {entry.id})" for line in image_rows["_line"]]
         shape = (int(entry.height), int(entry.width))
-        labels, overlap = rle.decode_labels(image_rows[schema.rle_col].tolist(), shape, schema.rle_order, wheres=wheres)
+        if multiclass:
+            labels, overlap = _class_map(image_rows, schema, shape, wheres, csv_path)
+        else:
+            labels, overlap = rle.decode_labels(image_rows[schema.rle_col].tolist(), shape, schema.rle_order,
+                                                wheres=wheres)
         if binary:
             labels = (labels > 0).astype(np.uint8)
-        elif len(image_rows) <= np.iinfo(np.uint16).max:
+        elif not multiclass and len(image_rows) <= np.iinfo(np.uint16).max:
             labels = labels.astype(np.uint16)
         records.append(ImageRecord(
             id=entry.id, image_path=table.image_paths[entry.id], shape=shape, cls=entry.cls, group=entry.group,
@@ -487,6 +581,30 @@ def load_records(cfg: Mapping[str, Any], *, progress: bool = True) -> list[Image
         print(f"note: {sum(overlapping)} pixels were claimed by more than one instance in "
               f"{len(overlapping)} images; the first row wins")
     return records
+
+
+def _class_map(image_rows: pd.DataFrame, schema: Schema, shape: tuple[int, int], wheres: list[str],
+               csv_path: Path) -> tuple[np.ndarray, int]:
+    """The class map (uint16) of one image of a multiclass CSV: class id k where row k's mask is, and where no row
+    covers a pixel 0 (background) or VOID (``schema.unlabelled: ignore``). Exclusive classes cannot share a pixel,
+    and a class has one row per image: either would make the truth ambiguous, so both are errors naming the
+    file, the line and the class id."""
+    classes = image_rows["_class"].tolist()
+    lines = image_rows["_line"].tolist()
+    seen: dict[int, int] = {}
+    for value, line in zip(classes, lines):
+        if value in seen:
+            raise DataError(f"{csv_path} line {line} (id {image_rows[schema.id_col].iloc[0]}): class id {value} has "
+                            f"a second row in the image (first at line {seen[value]}); write one row per class")
+        seen[value] = line
+    fill = VOID if schema.unlabelled == "ignore" else BACKGROUND
+    rles = image_rows[schema.rle_col].tolist()
+    labels, overlap = rle.decode_classes(rles, classes, shape, schema.rle_order, fill=fill, wheres=wheres)
+    if overlap:
+        at = rle.first_overlapping_row(rles, shape, schema.rle_order)
+        raise DataError(f"{wheres[at]}: the mask of class id {classes[at]} overlaps an earlier row of the image "
+                        f"({overlap} pixels in two rows); data.task multiclass has exclusive classes, one per pixel")
+    return labels, 0
 
 
 def load_test_truth(cfg: Mapping[str, Any]) -> dict[str, np.ndarray] | None:

@@ -1084,10 +1084,11 @@ def run_local(kernel_dir: Path, input_dir: Path, timeout: float = 3600,
             problems.append(f"submission.csv not found in {working}")
             submission = None
         else:
-            from .data import schema_from_config
+            from .data import n_classes_of, schema_from_config
             from .submission import validate_submission
 
-            problems += validate_submission(submission, schema_from_config(cfg), expected, cfg["data"]["task"])
+            problems += validate_submission(submission, schema_from_config(cfg), expected, cfg["data"]["task"],
+                                            n_classes_of(cfg))
     else:
         weights = working / "run" / f"fold{sidecar['fold']}" / "best.weights.h5"
         if not weights.is_file():

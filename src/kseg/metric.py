@@ -17,8 +17,9 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from kseg.config import TASKS
 from kseg.errors import ConfigError, DataError, SubmissionError
-from kseg.rle import decode, decode_labels
+from kseg.rle import decode_classes, decode_labels, first_overlapping_row, is_empty
 
 if TYPE_CHECKING:
     from kseg.data import Schema
@@ -27,6 +28,8 @@ __all__ = [
     "THRESHOLDS", "ScoreReport", "ObjectOverlaps", "object_overlaps", "iou_matrix", "match_counts", "image_score",
     "task_score", "dice", "iou", "score_frames",
     "tgs_score", "f2_score", "mean_iou_classes", "Metric", "METRICS", "metric_by_name",
+    "TASKS", "BACKGROUND", "VOID", "class_counts", "add_counts", "class_ious", "class_map_counts", "class_map_ious",
+    "class_map_score", "TaskScores", "dataset_score",
 ]
 
 # Rounded to the exact decimals: plain arange drifts upwards (0.6000000000000001), so an IoU of exactly
@@ -170,10 +173,19 @@ def iou(truth_mask: np.ndarray, pred_mask: np.ndarray) -> float:
     return int(np.count_nonzero(truth_mask & pred_mask)) / union
 
 
+def _check_task(task: str) -> None:
+    if task not in TASKS:
+        raise DataError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
+
+
 def task_score(truth: np.ndarray, pred: np.ndarray, task: str) -> float:
     """The score kseg optimises for ``task`` on one image, in one place for its validation, its OOF search,
     ``kseg score`` and the benchmarks: instance, ``image_score`` of the label images; binary, the Dice of
-    the foregrounds (non-zero pixels), both empty = 1."""
+    the foregrounds (non-zero pixels), both empty = 1; multiclass, the image's own mean IoU over the classes
+    of its truth (:func:`class_map_score`; a *set* is scored on pixel counts summed over its images, see
+    :class:`TaskScores`, not as the mean of these)."""
+    if task == "multiclass":
+        return class_map_score(class_map_counts(truth, pred))
     return dice(truth > 0, pred > 0) if task == "binary" else image_score(truth, pred)
 
 
@@ -227,6 +239,69 @@ def _class_ids(image: np.ndarray, name: str, index: int, ignore_index: int | Non
     return flat.astype(np.int64, copy=False)  # bincount needs a signed index type (uint64 is refused)
 
 
+def class_counts(truth: np.ndarray, pred: np.ndarray, *, ignore_index: int | None = None, index: int = 1,
+                 n_bins: int = 0) -> np.ndarray:
+    """int64 ``(2, n)`` per class id ``0..n-1``: pixels where truth and prediction are both that class (the
+    intersection), and pixels where either is (the union); ``n`` is the largest class id seen + 1, at least
+    ``n_bins``.
+
+    Both counts add up over images (:func:`add_counts`), so a dataset's per-class IoU is the ratio of the sums:
+    :func:`mean_iou_classes`, the multiclass OOF search and :class:`TaskScores` all accumulate these. Pixels
+    whose truth is ``ignore_index`` count for no class; a *prediction* of ``ignore_index`` counts as no class
+    (a miss of the true class). ``index`` numbers the image in error messages.
+    """
+    _check_same_shape(truth, pred)
+    truth_flat = _class_ids(truth, "truth", index, ignore_index)
+    pred_flat = _class_ids(pred, "prediction", index, ignore_index)
+    if ignore_index is not None:
+        kept = truth_flat != ignore_index
+        truth_flat, pred_flat = truth_flat[kept], pred_flat[kept]
+        pred_flat = np.where(pred_flat == ignore_index, -1, pred_flat)
+    n = max(int(n_bins), int(truth_flat.max(initial=-1)) + 1, int(pred_flat.max(initial=-1)) + 1)
+    # One extra bin collects predictions of ignore_index: they belong to no class.
+    truth_area = np.bincount(truth_flat, minlength=n + 1)[:n]
+    pred_area = np.bincount(np.where(pred_flat < 0, n, pred_flat), minlength=n + 1)[:n]
+    intersection = np.bincount(truth_flat[truth_flat == pred_flat], minlength=n)[:n]
+    return np.stack([intersection, truth_area + pred_area - intersection]).astype(np.int64)
+
+
+def add_counts(total: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Sum of two count arrays (:func:`class_counts`, :func:`class_map_counts`) of possibly different class
+    ranges: a class no image so far had is a zero column."""
+    out = np.zeros((max(total.shape[0], counts.shape[0]), max(total.shape[1], counts.shape[1])), np.int64)
+    out[:total.shape[0], :total.shape[1]] += total
+    out[:counts.shape[0], :counts.shape[1]] += counts
+    return out
+
+
+def class_ious(counts: np.ndarray, *, classes: Sequence[int] | None = None, ignore_index: int | None = None,
+               exclude: Sequence[int] = (), truth_counts: np.ndarray | None = None) -> dict[int, float]:
+    """IoU of each class present, from accumulated :func:`class_counts`, by class id.
+
+    A class is present where its union is non-empty (VOC / Cityscapes / mmseg's nan-mean: a class nobody drew
+    or predicted is undefined, not perfect), or, with ``truth_counts`` (the truth pixels of each class), only
+    where the truth has it. ``classes`` restricts the classes (default: every id counted); ``ignore_index`` and
+    ``exclude`` (e.g. background) are never averaged, though they still count as misses and false alarms.
+    """
+    intersection, union = counts
+    n = counts.shape[1]
+    if classes is None:
+        averaged = np.arange(n)
+    else:
+        averaged = np.array([int(c) for c in classes], dtype=np.int64)
+        if (averaged < 0).any():
+            raise ValueError(f"classes must be non-negative class ids, got {list(classes)}")
+        averaged = averaged[averaged < n]  # a class id above every value seen is absent
+    dropped = [c for c in (ignore_index, *exclude) if c is not None]
+    averaged = averaged[~np.isin(averaged, dropped)]
+    present = union[averaged] > 0
+    if truth_counts is not None:
+        in_truth = np.zeros(n, bool)
+        in_truth[:min(n, truth_counts.size)] = truth_counts[:n] > 0
+        present &= in_truth[averaged]
+    return {int(c): float(intersection[c] / union[c]) for c in averaged[present]}
+
+
 def mean_iou_classes(
     truths: Sequence[np.ndarray],
     preds: Sequence[np.ndarray],
@@ -242,40 +317,91 @@ def mean_iou_classes(
     nobody drew or predicted is undefined, not perfect. ``classes`` restricts the average (e.g. to leave
     out background; default: every value seen). Pixels whose truth is ``ignore_index`` (CamVid's void)
     are left out entirely. Nothing present at all scores 1.0, like the other metrics' empty/empty case.
+    kseg's ``multiclass`` task scores with :func:`class_map_score` (classes present in the truth).
     """
     _check_dataset(truths, preds)
-    truth_flats, pred_flats = [], []
+    total = np.zeros((2, 0), np.int64)
     for index, (truth, pred) in enumerate(zip(truths, preds), start=1):
-        _check_same_shape(truth, pred)
-        truth_flat = _class_ids(truth, "truth", index, ignore_index)
-        pred_flat = _class_ids(pred, "prediction", index, ignore_index)
-        if ignore_index is not None:
-            kept = truth_flat != ignore_index
-            truth_flat, pred_flat = truth_flat[kept], pred_flat[kept]
-        truth_flats.append(truth_flat)
-        pred_flats.append(pred_flat)
-    truth_all, pred_all = np.concatenate(truth_flats), np.concatenate(pred_flats)
-    # One bin per class id, plus a last one that collects predictions of ignore_index: they count for no class.
-    n_bins = int(max(truth_all.max(initial=0), pred_all.max(initial=0))) + 2
-    if ignore_index is not None:
-        pred_all = np.where(pred_all == ignore_index, n_bins - 1, pred_all)
-    truth_area = np.bincount(truth_all, minlength=n_bins)
-    pred_area = np.bincount(pred_all, minlength=n_bins)
-    intersection = np.bincount(truth_all[truth_all == pred_all], minlength=n_bins)
-    union = truth_area + pred_area - intersection
-    if classes is None:
-        averaged = np.arange(n_bins - 1)
-    else:
-        averaged = np.array([int(c) for c in classes], dtype=np.int64)
-        if (averaged < 0).any():
-            raise ValueError(f"classes must be non-negative class ids, got {list(classes)}")
-        averaged = averaged[averaged < n_bins - 1]  # a class id above every value seen is absent
-    if ignore_index is not None:
-        averaged = averaged[averaged != ignore_index]
-    present = averaged[union[averaged] > 0]
-    if present.size == 0:
-        return 1.0
-    return float(np.mean(intersection[present] / union[present]))
+        total = add_counts(total, class_counts(truth, pred, ignore_index=ignore_index, index=index))
+    ious = class_ious(total, classes=classes, ignore_index=ignore_index)
+    return float(np.mean(list(ious.values()))) if ious else 1.0
+
+
+# The class maps of the multiclass task: 0 = no class (background, or a removed prediction), 1..K = ClassId k,
+# and VOID for truth pixels in no CSV row of a set whose unlabelled pixels are ignored (CamVid's void).
+BACKGROUND = 0
+VOID = int(np.iinfo(np.uint16).max)
+
+
+def class_map_counts(truth: np.ndarray, pred: np.ndarray, n_bins: int = 0) -> np.ndarray:
+    """:func:`class_counts` of a multiclass truth and prediction, plus a third row: each class's truth pixels
+    (for averaging over the classes the truth has); VOID truth pixels count for nothing."""
+    counts = class_counts(truth, pred, ignore_index=VOID, n_bins=n_bins)
+    flat = truth.ravel().astype(np.int64)
+    truth_area = np.bincount(flat[flat != VOID], minlength=counts.shape[1])
+    return np.vstack([counts, truth_area[None, :counts.shape[1]]])
+
+
+def class_map_ious(counts: np.ndarray) -> dict[int, float]:
+    """Per-class IoU (class id 1..K → IoU) of accumulated :func:`class_map_counts`, over the classes present
+    in the truth; background (0) and void are never averaged."""
+    return class_ious(counts[:2], ignore_index=VOID, exclude=(BACKGROUND,), truth_counts=counts[2])
+
+
+def class_map_score(counts: np.ndarray) -> float:
+    """kseg's multiclass score: mean IoU over the classes present in the truth, each class's IoU accumulated
+    over every image counted in ``counts`` (the usual CamVid / SegNet mIoU; classes only predicted still lower
+    the other classes' IoU, as their false alarms are the true class's misses). No class in the truth: 1.0 if
+    nothing is predicted either, else 0.0 (the empty-image rules of the other metrics)."""
+    ious = class_map_ious(counts)
+    if ious:
+        return float(np.mean(list(ious.values())))
+    predicted = counts[1].copy()
+    predicted[:1] = 0
+    return 0.0 if predicted.any() else 1.0
+
+
+class TaskScores:
+    """A task's score accumulated image by image, as every place that scores a set needs it (validation during
+    training, annotated test images, ``kseg score``, the benchmarks): instance and binary average
+    :func:`task_score` over images; multiclass sums per-class pixel counts (:func:`class_map_counts`) and scores
+    the sums, so memory stays that of one image and the score is the dataset-level mean IoU."""
+
+    def __init__(self, task: str) -> None:
+        _check_task(task)
+        self.task = task
+        self.per_image: list[float] = []
+        self.counts = np.zeros((3, 0), np.int64)
+
+    def add(self, truth: np.ndarray, pred: np.ndarray) -> float:
+        """Count one image; returns its own score (for multiclass the image's mean IoU alone)."""
+        if self.task == "multiclass":
+            counts = class_map_counts(truth, pred)
+            self.counts = add_counts(self.counts, counts)
+            score = class_map_score(counts)
+        else:
+            score = task_score(truth, pred, self.task)
+        self.per_image.append(score)
+        return score
+
+    @property
+    def score(self) -> float:
+        if not self.per_image:
+            raise DataError("no images to score")
+        return class_map_score(self.counts) if self.task == "multiclass" else float(np.mean(self.per_image))
+
+    def class_ious(self) -> dict[int, float]:
+        """Per-class IoU by class id (multiclass; empty for the other tasks)."""
+        return class_map_ious(self.counts) if self.task == "multiclass" else {}
+
+
+def dataset_score(truths: Sequence[np.ndarray], preds: Sequence[np.ndarray], task: str) -> float:
+    """The score of a whole set for ``task`` (see :class:`TaskScores`)."""
+    _check_dataset(truths, preds)
+    scores = TaskScores(task)
+    for truth, pred in zip(truths, preds):
+        scores.add(truth, pred)
+    return scores.score
 
 
 @dataclass(frozen=True)
@@ -402,33 +528,23 @@ def score_frames(
     Every truth image is scored; a truth id absent from the prediction counts as an empty prediction,
     a prediction id absent from the truth is an error (it usually means the wrong file). task="instance":
     the competition's instance score per image. task="binary": the Dice of the union of each image's
-    masks (the Carvana / Severstal style). Overlapping masks follow ``decode_labels`` (first row wins).
+    masks (the Carvana / Severstal style). task="multiclass": one row per (image, class) on both sides
+    (``schema.class_col`` in the truth, the third submission column in the prediction), scored by the dataset's
+    mean IoU over the classes of the truth (:class:`TaskScores`; ``per_class`` holds each class's IoU,
+    ``per_image`` each image's own mean IoU); rows of one image that overlap are an error on either side. Overlapping masks follow ``decode_labels`` (first row wins).
     ``truth_name``/``pred_name`` (e.g. file names) and file line numbers (see ``data.csv_lines``) appear in
     error messages. With task="instance", predicted instances that overlap (a duplicated row, say) are a
     SubmissionError, as on Kaggle, which rejects the file; with ``allow_overlap`` they are scored (first row wins) and counted in
     ``ScoreReport.overlaps``.
     """
-    from kseg.data import csv_lines  # lazily: data imports OpenCV, this module stays numpy-only
-
-    if task not in ("instance", "binary"):
-        raise DataError(f"task must be 'instance' or 'binary', got {task!r}")
+    _check_task(task)
+    if task == "multiclass":
+        return _score_class_frames(truth_df, pred_df, schema, shapes, truth_name=truth_name, pred_name=pred_name,
+                                   progress=progress)
     pred_id_col, pred_rle_col = schema.submission_cols
-    _require_columns(truth_df, [schema.id_col, schema.rle_col], truth_name)
-    _require_columns(pred_df, [pred_id_col, pred_rle_col], pred_name)
-    if truth_df.empty:
-        raise DataError(f"{truth_name}: no rows to score against")
-
-    truth_ids = truth_df[schema.id_col].astype(str).to_numpy()
-    pred_ids = pred_df[pred_id_col].astype(str).to_numpy()
-    truth_rows = _rows_by_id(truth_ids)
-    pred_rows = _rows_by_id(pred_ids)
-    truth_lines, pred_lines = csv_lines(truth_df), csv_lines(pred_df)
-    unknown = sorted(set(pred_rows) - set(truth_rows))
-    if unknown:
-        first_line = int(pred_lines[pred_rows[unknown[0]][0]])
-        raise DataError(f"{pred_name}: {len(unknown)} id(s) not in {truth_name}, e.g. {unknown[:5]} "
-                        f"(first at line {first_line})")
-    image_shapes = _image_shapes(truth_df, truth_rows, schema, shapes, truth_name, truth_lines)
+    pairs = _paired_rows(truth_df, pred_df, schema, shapes, [schema.id_col, schema.rle_col], [pred_id_col, pred_rle_col],
+                         truth_name, pred_name)
+    truth_rows, pred_rows, truth_lines, pred_lines, image_shapes = pairs
     truth_rles = truth_df[schema.rle_col].to_numpy(object)
     pred_rles = pred_df[pred_rle_col].to_numpy(object)
     empty_rows = np.empty(0, dtype=np.int64)
@@ -464,13 +580,82 @@ def score_frames(
                        overlaps=overlaps)
 
 
+def _paired_rows(truth_df: pd.DataFrame, pred_df: pd.DataFrame, schema: Schema,
+                 shapes: Mapping[str, tuple[int, int]] | None, truth_cols: list[str], pred_cols: list[str],
+                 truth_name: str, pred_name: str) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], np.ndarray,
+                                                           np.ndarray, dict[str, tuple[int, int]]]:
+    """The checked frames of :func:`score_frames`: each side's row positions by id (ids sorted), file lines,
+    and each truth image's (height, width); a prediction id the truth lacks is an error (the wrong file)."""
+    from kseg.data import csv_lines  # lazily: data imports OpenCV, this module stays numpy-only
+
+    _require_columns(truth_df, truth_cols, truth_name)
+    _require_columns(pred_df, pred_cols, pred_name)
+    if truth_df.empty:
+        raise DataError(f"{truth_name}: no rows to score against")
+    truth_rows = _rows_by_id(truth_df[truth_cols[0]].astype(str).to_numpy())
+    pred_rows = _rows_by_id(pred_df[pred_cols[0]].astype(str).to_numpy())
+    truth_lines, pred_lines = csv_lines(truth_df), csv_lines(pred_df)
+    unknown = sorted(set(pred_rows) - set(truth_rows))
+    if unknown:
+        first_line = int(pred_lines[pred_rows[unknown[0]][0]])
+        raise DataError(f"{pred_name}: {len(unknown)} id(s) not in {truth_name}, e.g. {unknown[:5]} "
+                        f"(first at line {first_line})")
+    image_shapes = _image_shapes(truth_df, truth_rows, schema, shapes, truth_name, truth_lines)
+    return truth_rows, pred_rows, truth_lines, pred_lines, image_shapes
+
+
+def _score_class_frames(
+    truth_df: pd.DataFrame,
+    pred_df: pd.DataFrame,
+    schema: Schema,
+    shapes: Mapping[str, tuple[int, int]] | None,
+    *,
+    truth_name: str,
+    pred_name: str,
+    progress: bool,
+) -> ScoreReport:
+    """:func:`score_frames` of a multiclass task: class maps decoded from the rows of both frames (truth pixels in
+    no row are background or VOID, per ``schema.unlabelled``), accumulated by :class:`TaskScores`."""
+    from kseg.data import class_id
+
+    schema.check_task("multiclass")
+    pred_id_col, pred_rle_col, pred_class_col = schema.submission_cols
+    pairs = _paired_rows(truth_df, pred_df, schema, shapes, [schema.id_col, schema.rle_col, str(schema.class_col)],
+                         [pred_id_col, pred_rle_col, pred_class_col], truth_name, pred_name)
+    truth_rows, pred_rows, truth_lines, pred_lines, image_shapes = pairs
+    empty_rows = np.empty(0, dtype=np.int64)
+
+    def class_map(frame: pd.DataFrame, rows: np.ndarray, rle_col: str, class_col: str, name: str, lines: np.ndarray,
+                  image_id: str, fill: int) -> np.ndarray:
+        rles = frame[rle_col].to_numpy(object)[rows].tolist()
+        wheres = [f"{name} line {lines[row]} (id {image_id})" for row in rows.tolist()]
+        kept = [i for i, value in enumerate(rles) if not is_empty(value, schema.rle_order)]
+        classes = frame[class_col].to_numpy(object)[rows].tolist()
+        ids = [class_id(classes[i], wheres[i]) for i in kept]
+        labels, overlap = decode_classes([rles[i] for i in kept], ids, image_shapes[image_id], schema.rle_order,
+                                         fill=fill, wheres=[wheres[i] for i in kept])
+        if overlap or len(set(ids)) != len(ids):
+            at = (first_overlapping_row([rles[i] for i in kept], image_shapes[image_id], schema.rle_order) if overlap
+                  else next(i for i, value in enumerate(ids) if value in ids[:i]))
+            problem = (f"its mask overlaps an earlier row of the image ({overlap} pixels in two rows); classes are "
+                       f"exclusive" if overlap else f"class id {ids[at]} has a second row in the image")
+            error = SubmissionError if name == pred_name else DataError
+            raise error(f"{wheres[kept[at]]}: class id {ids[at]}: {problem}")
+        return labels
+
+    scores = TaskScores("multiclass")
+    per_image: dict[str, float] = {}
+    truth_fill = VOID if schema.unlabelled == "ignore" else BACKGROUND
+    for image_id, rows in tqdm(truth_rows.items(), total=len(truth_rows), desc="scoring", disable=not progress):
+        truth = class_map(truth_df, rows, schema.rle_col, str(schema.class_col), truth_name, truth_lines, image_id,
+                          truth_fill)
+        pred = class_map(pred_df, pred_rows.get(image_id, empty_rows), pred_rle_col, pred_class_col, pred_name,
+                         pred_lines, image_id, BACKGROUND)
+        per_image[image_id] = scores.add(truth, pred)
+    return ScoreReport(score=scores.score, per_image=per_image,
+                       per_class={str(k): value for k, value in scores.class_ious().items()})
+
+
 def _first_overlapping_line(rles: np.ndarray, lines: np.ndarray, shape: tuple[int, int], order: str) -> int:
-    """Line of the first prediction row whose mask shares a pixel with an earlier row of its image (the
-    error path only: one decode per row)."""
-    claimed = np.zeros(shape, dtype=bool)
-    for value, line in zip(rles.tolist(), lines.tolist()):
-        mask = decode(value, shape, order)
-        if np.any(mask & claimed):
-            return int(line)
-        claimed |= mask
-    return int(lines[0])
+    """Line of the first prediction row whose mask shares a pixel with an earlier row of its image."""
+    return int(lines[first_overlapping_row(rles.tolist(), shape, order)])

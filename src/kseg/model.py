@@ -1,5 +1,6 @@
 """The network: a segmentation_models encoder–decoder, or kseg's own from-scratch U-Net (``unet.py``),
-with one sigmoid output per target channel.
+with one sigmoid output per target channel, or a softmax over the channels for the exclusive classes of
+``data.task: multiclass`` (``model.activation``).
 
 TensorFlow and segmentation_models are imported inside the functions so that ``import kseg.model`` stays
 cheap; ``import kseg`` has already selected tf-keras (segmentation-models 1.0.1 needs Keras 2).
@@ -21,8 +22,9 @@ from .files import atomic_path
 from .unet import SCRATCH_ARCH, build_scratch_unet, check_scratch_config
 from .unet import preprocess as scratch_preprocess
 
-__all__ = ["ARCHITECTURES", "AUTO_ARCH", "model_arch", "LOSSES", "check_model_config", "check_bn_momentum", "build_model", "describe_model", "save_weights",
-           "load_weights", "build_loss", "preprocess_fn", "channel_weights"]
+__all__ = ["ARCHITECTURES", "AUTO_ARCH", "model_arch", "LOSSES", "check_model_config", "check_bn_momentum", "build_model",
+           "describe_model", "save_weights", "load_weights", "build_loss", "void_masked", "preprocess_fn",
+           "channel_weights", "activation"]
 
 # auto, segmentation_models' architectures (with model.backbone), then kseg's own from-scratch U-Net.
 # auto is Unet with model.backbone when there are pretrained encoder weights to start from, else unet_scratch:
@@ -207,11 +209,21 @@ def set_bn_momentum(model: Any, momentum: float) -> None:
             layer.momentum = float(momentum)
 
 
-def build_model(cfg: Mapping[str, Any], n_channels: int) -> Any:
-    """keras.Model with input (None, None, 3) and ``n_channels`` sigmoid outputs, weights per ``model.*``.
+def activation(cfg: Mapping[str, Any]) -> str:
+    """``model.activation``: ``auto`` is softmax for multiclass (one class per pixel, the probabilities sum to 1)
+    and a sigmoid per channel for the other tasks (foreground and border overlap; a binary mask is one channel)."""
+    value = cfg["model"]["activation"]
+    if value == "auto":
+        return "softmax" if cfg["data"]["task"] == "multiclass" else "sigmoid"
+    return str(value)
 
-    The sigmoid is a separate float32 layer so that under mixed precision the probabilities (and the
-    loss computed from them) stay in float32; without mixed precision it is an ordinary sigmoid.
+
+def build_model(cfg: Mapping[str, Any], n_channels: int) -> Any:
+    """keras.Model with input (None, None, 3) and ``n_channels`` sigmoid (or softmax, :func:`activation`)
+    outputs, weights per ``model.*``.
+
+    The activation is a separate float32 layer so that under mixed precision the probabilities (and the
+    loss computed from them) stay in float32; without mixed precision it is an ordinary activation.
     """
     model_cfg = cfg["model"]
     arch, backbone_name = model_arch(model_cfg), model_cfg["backbone"]
@@ -224,7 +236,7 @@ def build_model(cfg: Mapping[str, Any], n_channels: int) -> Any:
 
     import tf_keras as keras
 
-    probabilities = keras.layers.Activation("sigmoid", dtype="float32", name="probabilities")(network.output)
+    probabilities = keras.layers.Activation(activation(cfg), dtype="float32", name="probabilities")(network.output)
     model = keras.Model(network.input, probabilities, name=network.name if arch == SCRATCH_ARCH else f"{arch}_{backbone_name}")
     set_bn_momentum(model, model_cfg["bn_momentum"])
     if encoder_file is not None:
@@ -350,6 +362,10 @@ def build_loss(cfg: Mapping[str, Any], n_channels: int) -> Any:
 
     sm's Dice/Jaccard losses take class weights; its BCE and focal losses do not, so with weights
     they are evaluated per channel and averaged with the same weights.
+
+    Under a softmax (multiclass) the pixel term is categorical: ``bce`` → categorical cross-entropy,
+    ``focal`` → categorical focal loss. For multiclass the whole loss is masked (:func:`void_masked`): a
+    void pixel (all-zero target) contributes nothing to either term.
     """
     name = cfg["train"]["loss"]
     if name not in LOSSES:
@@ -369,13 +385,40 @@ def build_loss(cfg: Mapping[str, Any], n_channels: int) -> Any:
             return sum(terms) / len(self.weights)
 
     pixel_name, _, region_name = name.partition("_")
-    pixel = sm.losses.BinaryCELoss() if pixel_name == "bce" else sm.losses.BinaryFocalLoss()
+    if activation(cfg) == "softmax":
+        pixel = sm.losses.CategoricalCELoss() if pixel_name == "bce" else sm.losses.CategoricalFocalLoss()
+    else:
+        pixel = sm.losses.BinaryCELoss() if pixel_name == "bce" else sm.losses.BinaryFocalLoss()
     if weights is not None:
         pixel = PerChannelLoss(pixel, weights)
-    if not region_name:
-        return pixel
-    region_class = sm.losses.DiceLoss if region_name == "dice" else sm.losses.JaccardLoss
-    return pixel + region_class(class_weights=weights)
+    loss = pixel
+    if region_name:
+        region_class = sm.losses.DiceLoss if region_name == "dice" else sm.losses.JaccardLoss
+        loss = pixel + region_class(class_weights=weights)
+    return void_masked(loss) if cfg["data"]["task"] == "multiclass" else loss
+
+
+def void_masked(loss: Any) -> Any:
+    """``loss`` with void pixels left out: where the target is all-zero (``data.schema.unlabelled: ignore``,
+    augmentation borders) the prediction is replaced by a constant epsilon in every channel, so the pixel terms
+    are 0 there (CE of a zero target; BCE of epsilon against 0) and Dice/Jaccard count no false positive, and no
+    gradient reaches the network from void. Not exactly 0: sm's categorical CE divides the prediction by its sum
+    over the channels, 0/0 there. The cross-entropy mean still divides by every pixel, void ones included (a
+    constant factor per batch)."""
+    from segmentation_models.base import Loss
+
+    class VoidMaskedLoss(Loss):
+        def __init__(self) -> None:
+            super().__init__(name=f"void_masked_{loss.name}")
+
+        def __call__(self, gt: Any, pr: Any) -> Any:
+            import tensorflow as tf
+
+            valid = tf.cast(tf.reduce_max(gt, axis=-1, keepdims=True), pr.dtype)
+            epsilon = tf.constant(1e-7, pr.dtype)
+            return loss(gt, pr * valid + (1.0 - valid) * epsilon)
+
+    return VoidMaskedLoss()
 
 
 def preprocess_fn(cfg: Mapping[str, Any]) -> Callable[[np.ndarray], np.ndarray]:

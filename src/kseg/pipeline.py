@@ -262,8 +262,15 @@ def print_summary(cfg: Config, timings: dict[str, str], submission: Path) -> Non
         report = score_frames(read_annotations(truth, schema, "test truth"), read_csv(submission), schema, shapes,
                               task=cfg["data"]["task"])
         lines.append(f"test score against {truth.name}: {report.score:.4f}")
-        for cls, value in sorted(report.per_class.items()):
-            lines.append(f"  class {cls}: {value:.4f}")
+        names: dict[str, str] = {}
+        if cfg["data"]["task"] == "multiclass":  # per-class IoU by class id: named as the run's channels
+            from .targets import read_channels
+
+            channels, _ = read_channels(output_dir(cfg), "multiclass")
+            names = {str(k): f"{k} {channel.removeprefix('class:')}" for k, channel in enumerate(channels) if k}
+        order = (lambda item: (len(item[0]), item[0])) if names else (lambda item: item[0])  # class ids by number
+        for cls, value in sorted(report.per_class.items(), key=order):
+            lines.append(f"  class {names.get(cls, cls)}: {value:.4f}")
     from .predict import fold_scores_path
 
     scores_path = fold_scores_path(submission)

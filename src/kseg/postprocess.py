@@ -8,6 +8,12 @@ touch, so its connected components above ``seed_threshold`` are one seed per cel
 The work is split so that ``kseg.search`` can reuse it: :func:`instance_candidates` (seeds + watershed +
 hole filling) depends only on ``fg_threshold`` and ``seed_threshold``, while ``min_area`` is just a filter
 on instance areas (:func:`remove_small`), so a grid search runs one watershed per threshold pair.
+
+A multi-class exclusive task (``multiclass``) predicts background + one channel per class: the class map is
+the per-pixel argmax (:func:`class_map`; channel k = class id k, 0 = no class), and ``min_area`` then drops a
+class from an image when it covers fewer pixels there (:func:`remove_small_classes`, Severstal's per-class
+minimum size): one number for every class, or one per class (a list in class-id order), which the OOF search
+chooses class by class.
 """
 from __future__ import annotations
 
@@ -18,7 +24,9 @@ import numpy as np
 from scipy import ndimage
 from skimage.segmentation import watershed
 
+from kseg.config import TASKS
 from kseg.errors import ConfigError, DataError
+from kseg.metric import VOID
 
 __all__ = [
     "PARAM_KEYS",
@@ -34,13 +42,15 @@ __all__ = [
     "label_objects",
     "instances_from_probs",
     "predict_class",
+    "class_map",
+    "remove_small_classes",
 ]
 
-TASKS = ("instance", "binary")
 # Keys each task needs; binary masks have no seeds (and holes in a binary mask may be real).
 PARAM_KEYS: dict[str, tuple[str, ...]] = {
     "instance": ("fg_threshold", "seed_threshold", "min_area", "fill_holes"),
     "binary": ("fg_threshold", "min_area"),
+    "multiclass": ("min_area",),
 }
 _ALL_KEYS = PARAM_KEYS["instance"]
 # 4-connectivity, the same as skimage's watershed default, so seeds, flooding and leftovers agree.
@@ -75,8 +85,13 @@ def validate_params(params: Mapping[str, Any], task: str = "instance") -> dict[s
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0 or math.isnan(value):
                 raise ConfigError(f"post-processing param '{key}' must be a number in [0, 1], got {value!r}")
             checked[key] = float(value)
+        elif key == "min_area" and task == "multiclass" and isinstance(value, (list, tuple)):
+            if not value or not all(_is_area(v) for v in value):
+                raise ConfigError(f"post-processing param 'min_area' must be an integer >= 0 or a list of them (one "
+                                  f"per class), got {value!r}")
+            checked[key] = [int(v) for v in value]
         elif key == "min_area":
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+            if not _is_area(value):
                 raise ConfigError(f"post-processing param 'min_area' must be an integer >= 0, got {value!r}")
             checked[key] = int(value)
         else:
@@ -86,11 +101,15 @@ def validate_params(params: Mapping[str, Any], task: str = "instance") -> dict[s
     return checked
 
 
+def _is_area(value: Any) -> bool:
+    return not isinstance(value, (bool, np.bool_)) and isinstance(value, (int, np.integer)) and value >= 0
+
+
 def as_probabilities(probs: np.ndarray, task: str = "instance") -> np.ndarray:
     """(H, W, C) float32 in [0, 1] from uint8 (×255, as the OOF files store them) or float probabilities."""
     _check_task(task)
     probs = np.asarray(probs)
-    needed = 2 if task == "instance" else 1
+    needed = 1 if task == "binary" else 2  # instance: foreground + border; multiclass: background + a class
     if probs.ndim != 3 or probs.shape[-1] < needed:
         raise DataError(
             f"probabilities must be (height, width, channels) with at least {needed} channel(s) for task {task}, "
@@ -192,15 +211,46 @@ def remove_small(labels: np.ndarray, min_area: int, areas: np.ndarray | None = N
 
 def label_objects(labels: np.ndarray, task: str) -> np.ndarray:
     """The objects of a label image: itself for instances, the 8-connected components of a binary mask (the
-    units ``min_area`` removes), so object counts, matches and errors mean the same for both tasks."""
+    units ``min_area`` removes), so object counts, matches and errors mean the same for both tasks; a class map
+    is itself too (each class of an image one object, the unit its ``min_area`` removes), void pixels as background
+    (they are nobody's object)."""
     _check_task(task)
+    if task == "multiclass":
+        return np.where(labels == VOID, 0, labels).astype(np.int32)
     return binary_components(labels.astype(np.float32), 0.5) if task == "binary" else labels
 
 
+def class_map(probs: np.ndarray) -> np.ndarray:
+    """int32 class map: the per-pixel argmax over background + class channels (channel k = class id k)."""
+    return np.argmax(probs, axis=-1).astype(np.int32)
+
+
+def remove_small_classes(classes: np.ndarray, min_area: int | Sequence[int], areas: np.ndarray | None = None) -> np.ndarray:
+    """Drop (set to 0, no class) every class covering fewer than its ``min_area`` pixels of the image: one number
+    for all classes or one per class id 1..n. ``areas`` (``np.bincount(classes.ravel())``) may be passed in, as
+    :func:`remove_small` does, so the OOF search counts once per image."""
+    if areas is None:
+        areas = np.bincount(classes.ravel())
+    if isinstance(min_area, (list, tuple, np.ndarray)):
+        limits = np.zeros(max(areas.size, len(min_area) + 1), np.int64)
+        limits[1:len(min_area) + 1] = min_area
+        limits = limits[:areas.size]
+    else:
+        limits = np.full(areas.size, int(min_area), np.int64)
+    keep = areas >= limits
+    keep[0] = True
+    if keep.all():
+        return classes
+    return np.where(keep[classes], classes, 0).astype(np.int32)
+
+
 def instances_from_probs(probs: np.ndarray, params: Mapping[str, Any], task: str = "instance") -> np.ndarray:
-    """int32 label image (labels 1..n, never overlapping) for instances, or a 0/1 mask for the binary task."""
+    """int32 label image (labels 1..n, never overlapping) for instances, a 0/1 mask for the binary task, or a
+    class map (0 = no class, k = class id k) for multiclass."""
     checked = validate_params(params, task)
     probs = as_probabilities(probs, task)
+    if task == "multiclass":
+        return remove_small_classes(class_map(probs), checked["min_area"])
     if task == "binary":
         kept = remove_small(binary_components(probs[..., 0], checked["fg_threshold"]), checked["min_area"])
         return (kept > 0).astype(np.int32)

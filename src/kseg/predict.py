@@ -10,10 +10,10 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .config import FOLD_DIR, Config, output_dir, submission_path
-from .data import image_size, list_test_images, load_test_truth, read_image, schema_from_config
+from .data import image_size, list_test_images, load_test_truth, n_classes_of, read_image, schema_from_config
 from .errors import ConfigError, SubmissionError
 from .files import child_path, write_json
-from .metric import task_score
+from .metric import TaskScores
 from .normalize import input_normaliser
 from .plan import read_plan, rescale_image, restore_probabilities
 from .plots import save_overlays
@@ -87,22 +87,23 @@ class FoldScores:
     def __init__(self, truth: dict[str, np.ndarray], fold_names: list[str], chosen: dict, classes: list[str],
                  task: str) -> None:
         self.truth, self.chosen, self.classes, self.task = truth, chosen, classes, task
-        self.ensemble: list[float] = []
-        self.per_fold: dict[str, list[float]] = {name: [] for name in fold_names}
+        self.ensemble = TaskScores(task)
+        self.per_fold: dict[str, TaskScores] = {name: TaskScores(task) for name in fold_names}
 
     def add(self, image_id: str, ensemble_labels: np.ndarray, fold_probs: list[np.ndarray]) -> None:
         truth = self.truth[image_id]
-        self.ensemble.append(task_score(truth, ensemble_labels, self.task))
+        self.ensemble.add(truth, ensemble_labels)
         for scores, probs in zip(self.per_fold.values(), fold_probs):
             cls = predict_class(probs, self.classes) if self.classes else None
-            scores.append(task_score(truth, instances_from_probs(probs, params_for(self.chosen, cls), self.task),
-                                     self.task))
+            scores.add(truth, instances_from_probs(probs, params_for(self.chosen, cls), self.task))
+
+    def __len__(self) -> int:
+        return len(self.ensemble.per_image)
 
     def write(self, path: Path) -> None:
-        means = {name: float(np.mean(scores)) for name, scores in self.per_fold.items()}
-        write_json(path, {"n_images": len(self.ensemble),
-                          "ensemble": float(np.mean(self.ensemble)), "per_fold": means})
-        print(f"annotated test images ({len(self.ensemble)}): ensemble {np.mean(self.ensemble):.4f}; single folds "
+        means = {name: scores.score for name, scores in self.per_fold.items()}
+        write_json(path, {"n_images": len(self), "ensemble": self.ensemble.score, "per_fold": means})
+        print(f"annotated test images ({len(self)}): ensemble {self.ensemble.score:.4f}; single folds "
               + ", ".join(f"{name} {value:.4f}" for name, value in means.items()))
 
 
@@ -170,11 +171,11 @@ def command_predict(cfg: Config, out: Path | None = None) -> Path:
                 overlay = child_path(overlay_dir, f"{image_id}.png", "overlay of test image id")
                 save_overlays(overlay, image, {f"prediction ({cls or task})": labels})
         writer.flush()
-        problems = validate_submission(writer.tmp_path, schema, expected, task)
+        problems = validate_submission(writer.tmp_path, schema, expected, task, n_classes_of(cfg))
         if problems:
             raise SubmissionError(f"the submission for {out} failed validation:\n  " + "\n  ".join(problems))
     print(f"submission written: {out} ({writer.n_rows} rows, {writer.n_images} images, "
           f"{writer.n_instances} instances; valid)")
-    if scores is not None and scores.ensemble:
+    if scores is not None and len(scores):
         scores.write(scores_path)
     return out

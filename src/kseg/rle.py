@@ -25,7 +25,7 @@ import numpy as np
 from kseg.errors import RLEError
 
 __all__ = ["RLEError", "ORDERS", "RELATIVE", "decode", "encode", "encode_labels", "decode_labels", "decode_relative",
-           "encode_relative", "EMPTY_RELATIVE", "empty_rle", "is_empty"]
+           "encode_relative", "EMPTY_RELATIVE", "empty_rle", "is_empty", "decode_classes", "first_overlapping_row"]
 
 # Suffix of an order whose starts count from the end of the previous run (SIIM-ACR), e.g. "F-relative".
 RELATIVE = "-relative"
@@ -300,6 +300,37 @@ def decode_labels(
         first_claim = np.concatenate(([True], pixels[1:] != pixels[:-1]))
         flat[pixels[first_claim]] = pixel_labels[first_claim]
     return flat.reshape(shape, order=pixel_order), overlap_pixels
+
+
+def decode_classes(
+    rles: Sequence[str | float | None],
+    class_ids: Sequence[int],
+    shape: tuple[int, int],
+    order: str = "C",
+    *,
+    fill: int = 0,
+    wheres: Sequence[str] | None = None,
+) -> tuple[np.ndarray, int]:
+    """A class map (``uint16``) from one row per class: the pixels of row ``i`` get ``class_ids[i]``, pixels in
+    no row get ``fill`` (0 = background, or a void value). Returns ``(class_map, overlap_pixels)``; rows of an
+    exclusive task must not overlap, which the caller decides (first row wins, as :func:`decode_labels`)."""
+    if len(class_ids) != len(rles):
+        raise ValueError(f"got {len(class_ids)} class ids for {len(rles)} RLE strings")
+    labels, overlap = decode_labels(rles, shape, order, wheres=wheres)
+    lookup = np.array([fill, *class_ids], dtype=np.uint16)
+    return lookup[labels], overlap
+
+
+def first_overlapping_row(rles: Sequence[str | float | None], shape: tuple[int, int], order: str) -> int:
+    """0-based position of the first row whose mask shares a pixel with an earlier row (the error path of an
+    overlap: one decode per row); 0 when none does."""
+    claimed = np.zeros(shape, dtype=bool)
+    for position, value in enumerate(rles):
+        mask = decode(value, shape, order)
+        if np.any(mask & claimed):
+            return position
+        claimed |= mask
+    return 0
 
 
 def _relative_order(order: str, where: str = "") -> str:

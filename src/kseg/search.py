@@ -9,6 +9,13 @@ threshold pair plus one cheap area filter and score per ``min_area``. Images are
 
 Parameters are chosen per ground-truth class, but the reported OOF score applies the parameters of the
 *predicted* class (``postprocess.predict_class``), exactly as ``kseg predict`` will on the test set.
+
+The multiclass task is scored on the whole OOF set (mean IoU over classes, per-class pixel counts summed over
+images), so each image returns its per-class counts at every ``min_area`` instead of a score (one argmax per
+image, one area count, one filter per ``min_area``). Dropping a class from an image changes only that class's
+IoU (its pixels become "no class", which the true class already counted as missed or not), so with
+``postprocess.per_class`` each class's ``min_area`` is chosen on its own IoU, exactly, and the chosen
+``min_area`` is a list in class-id order.
 """
 from __future__ import annotations
 
@@ -28,20 +35,22 @@ from kseg.data import ImageRecord, load_records
 from kseg.errors import ConfigError, DataError
 from kseg.files import atomic_path, child_path, write_json
 from kseg.folds import read_folds
-from kseg.metric import dice, image_score, task_score
+from kseg.metric import class_map_counts, class_map_ious, class_map_score, dice, image_score, task_score
 from kseg.targets import read_channels
 from kseg.postprocess import (
     PARAM_KEYS,
     as_probabilities,
     binary_components,
+    class_map,
     instance_candidates,
     instances_from_probs,
     predict_class,
     remove_small,
+    remove_small_classes,
     validate_params,
 )
 
-__all__ = ["Grid", "read_grid", "check_search_config", "score_grid", "OofImage", "oof_images", "load_oof",
+__all__ = ["Grid", "read_grid", "check_search_config", "score_grid", "count_grid", "OofImage", "oof_images", "load_oof",
            "command_search"]
 
 OOF_KEYS = ("plain", "tta")
@@ -63,10 +72,12 @@ class Grid:
     @property
     def shape(self) -> tuple[int, int, int]:
         """(n_fg, n_seed, n_min_area); a flat grid index is row-major over this shape."""
-        return len(self.fg_thresholds), max(1, len(self.seed_thresholds)), len(self.min_areas)
+        return max(1, len(self.fg_thresholds)), max(1, len(self.seed_thresholds)), len(self.min_areas)
 
     def points(self) -> list[dict[str, Any]]:
         """Every grid point as a params dict, in flat-index order (min_area varies fastest)."""
+        if self.task == "multiclass":
+            return [{"min_area": area} for area in self.min_areas]
         if self.task == "binary":
             return [{"fg_threshold": fg, "min_area": area} for fg, area in itertools.product(self.fg_thresholds, self.min_areas)]
         return [
@@ -97,11 +108,13 @@ def read_grid(cfg: Mapping[str, Any], task: str) -> Grid:
                 validate_params({**default, key: value}, task)
             except ConfigError as error:
                 raise ConfigError(f"postprocess.grid.{key}: {error}") from None
-        # The default point is always searched too, so the search never picks worse than it on OOF.
-        axes[key] = tuple(sorted(set(values) | {default[key]}))
+        # The default point is always searched too, so the search never picks worse than it on OOF (a per-class
+        # default list of a multiclass run adds each of its values).
+        defaults = default[key] if isinstance(default[key], list) else [default[key]]
+        axes[key] = tuple(sorted(set(values) | set(defaults)))
     return Grid(
         task=task,
-        fg_thresholds=tuple(float(v) for v in axes["fg_threshold"]),
+        fg_thresholds=tuple(float(v) for v in axes.get("fg_threshold", ())),
         seed_thresholds=tuple(float(v) for v in axes.get("seed_threshold", ())),
         min_areas=tuple(int(v) for v in axes["min_area"]),
         fill_holes=bool(default.get("fill_holes", False)),
@@ -125,6 +138,8 @@ def score_grid(truth: np.ndarray, probs: np.ndarray, grid: Grid) -> np.ndarray:
     ``min_area`` applied as a filter on those areas (see ``postprocess.remove_small``).
     """
     probs = as_probabilities(probs, grid.task)
+    if grid.task == "multiclass":
+        return count_grid(truth, probs, grid)
     scores = np.empty(int(np.prod(grid.shape)), np.float64)
     flat_index = 0
     if grid.task == "binary":
@@ -144,6 +159,15 @@ def score_grid(truth: np.ndarray, probs: np.ndarray, grid: Grid) -> np.ndarray:
                 scores[flat_index] = image_score(truth, remove_small(candidates, min_area, areas))
                 flat_index += 1
     return scores
+
+
+def count_grid(truth: np.ndarray, probs: np.ndarray, grid: Grid) -> np.ndarray:
+    """Per-class counts (:func:`kseg.metric.class_map_counts`, int64 ``(n_grid, 3, n_channels)``) of one image of a
+    multiclass run at every ``min_area``: one argmax and one area count, then a filter per grid point."""
+    classes = class_map(as_probabilities(probs, grid.task))
+    areas = np.bincount(classes.ravel(), minlength=probs.shape[-1])
+    return np.stack([class_map_counts(truth, remove_small_classes(classes, area, areas), probs.shape[-1])
+                     for area in grid.min_areas])
 
 
 def _score_params(truth: np.ndarray, probs: np.ndarray, params: Mapping[str, Any], task: str) -> float:
@@ -242,14 +266,17 @@ def _plot_curves(path: Path, grid: Grid, mean_scores: np.ndarray, best: int) -> 
     cube = mean_scores.reshape(grid.shape)
     best_fg, best_seed, best_area = np.unravel_index(best, grid.shape)
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    seed_labels = [f"seed {seed:g}" for seed in grid.seed_thresholds] or ["binary"]
+    seed_labels = [f"seed {seed:g}" for seed in grid.seed_thresholds] or [grid.task]
     for seed_index, label in enumerate(seed_labels):
-        left.plot(grid.fg_thresholds, cube[:, seed_index, best_area], marker="o", label=label)
+        if grid.fg_thresholds:  # multiclass has no threshold: its class map is the argmax
+            left.plot(grid.fg_thresholds, cube[:, seed_index, best_area], marker="o", label=label)
     left.set(xlabel="fg_threshold", ylabel="mean OOF score", title=f"min_area = {grid.min_areas[best_area]}")
-    left.legend()
+    if grid.fg_thresholds:
+        left.legend()
     right.plot(grid.min_areas, cube[best_fg, best_seed, :], marker="o")
     seed_title = f", seed {grid.seed_thresholds[best_seed]:g}" if grid.seed_thresholds else ""
-    right.set(xlabel="min_area", ylabel="mean OOF score", title=f"fg {grid.fg_thresholds[best_fg]:g}{seed_title}")
+    fg_title = f"fg {grid.fg_thresholds[best_fg]:g}" if grid.fg_thresholds else grid.task
+    right.set(xlabel="min_area", ylabel="mean OOF score", title=f"{fg_title}{seed_title}")
     for axis in (left, right):
         axis.grid(alpha=0.3)
     fig.tight_layout()
@@ -277,6 +304,8 @@ def command_search(cfg: Mapping[str, Any], use_tta: bool | None = None) -> dict:
         use_tta = list(cfg["tta"]) != ["identity"]
     key = "tta" if use_tta else "plain"
     n_jobs = check_search_config(cfg, task)
+    if task == "multiclass":
+        return _search_class_maps(cfg, run_dir, channels, grid, default, key, n_jobs)
 
     images = oof_images(cfg, load_records(cfg), run_dir)
     points = grid.points()
@@ -326,6 +355,76 @@ def command_search(cfg: Mapping[str, Any], use_tta: bool | None = None) -> dict:
     _write_table(run_dir / "search_table.csv", grid, scores, images, classes)
     _plot_curves(run_dir / "search_curves.png", grid, scores.mean(axis=0), best)
     _print_summary(result, scores, best, per_class_index, true_classes)
+    return result
+
+
+def _count_one(image: OofImage, key: str, grid: Grid, n_channels: int) -> np.ndarray:
+    return count_grid(image.truth, load_oof(image.path, key, image.truth.shape, n_channels), grid)
+
+
+def _counts_at(image: OofImage, key: str, params: Mapping[str, Any], n_channels: int) -> np.ndarray:
+    """Counts of one OOF image post-processed end to end with ``params`` (no reuse)."""
+    probs = load_oof(image.path, key, image.truth.shape, n_channels)
+    return class_map_counts(image.truth, instances_from_probs(probs, params, "multiclass"), n_channels)
+
+
+def _search_class_maps(cfg: Mapping[str, Any], run_dir: Path, channels: Sequence[str], grid: Grid,
+                       default: Mapping[str, Any], key: str, n_jobs: int) -> dict:
+    """:func:`command_search` for multiclass: ``min_area`` chosen on the OOF set's mean IoU, per class when
+    ``postprocess.per_class`` (see the module docstring), and the same outputs as the other tasks."""
+    n_channels = len(channels)
+    names = [channel.removeprefix("class:") for channel in channels[1:]]
+    images = oof_images(cfg, load_records(cfg), run_dir)
+    points = grid.points()
+    print(f"searching {len(points)} parameter sets on {len(images)} OOF images ({key} predictions, {n_jobs} jobs)")
+    parallel = Parallel(n_jobs=n_jobs, return_as="generator")
+    counts = np.stack(list(tqdm(parallel(delayed(_count_one)(image, key, grid, n_channels) for image in images),
+                                total=len(images), desc="search", unit="img")))  # (images, grid, 3, channels)
+    total = counts.sum(axis=0)
+    scores = np.array([class_map_score(total[g]) for g in range(len(points))])
+    best = int(np.argmax(scores))  # the first on ties: the smallest min_area
+    chosen_index = np.full(n_channels, best)
+    if cfg["postprocess"]["per_class"]:
+        for k in range(1, n_channels):
+            ious = [class_map_ious(total[g][:, [0, k]]).get(1) for g in range(len(points))]
+            if all(value is not None for value in ious):
+                chosen_index[k] = int(np.argmax(ious))
+        chosen = {"min_area": [grid.min_areas[g] for g in chosen_index[1:]]}
+    else:
+        chosen = points[best]
+    # Classes are independent (module docstring), so the chosen counts are each class's column at its own index.
+    chosen_counts = counts[:, chosen_index, :, np.arange(n_channels)].transpose(1, 2, 0)  # (images, 3, channels)
+    finals = list(tqdm(parallel(delayed(_counts_at)(image, name, params, n_channels)
+                                for image in images for name, params in (("plain", chosen), (key, default))),
+                       total=2 * len(images), desc="score", unit="img"))
+    plain, at_default = np.sum(finals[0::2], axis=0), np.sum(finals[1::2], axis=0)
+    folds = np.array([image.fold for image in images])
+    ious = class_map_ious(chosen_counts.sum(axis=0))
+    result = {
+        "default": chosen,
+        "per_class": {},
+        "classes": [],
+        "task": "multiclass",
+        "searched_on": key,
+        "n_images": len(images),
+        "oof_score": class_map_score(chosen_counts.sum(axis=0)),
+        "oof_score_plain": class_map_score(plain),
+        "oof_score_default": class_map_score(at_default),
+        "class_accuracy": None,
+        "per_fold": {str(k): class_map_score(chosen_counts[folds == k].sum(axis=0)) for k in sorted(set(folds.tolist()))},
+        "per_class_score": {names[k - 1]: value for k, value in ious.items() if 0 < k <= len(names)},
+    }
+    write_json(run_dir / "postprocess.json", result)
+    table = pd.DataFrame(points)
+    table["score"] = scores
+    for k, name in enumerate(names, start=1):
+        table[f"iou:{name}"] = [class_map_ious(total[g][:, [0, k]]).get(1, np.nan) for g in range(len(points))]
+    with atomic_path(run_dir / "search_table.csv") as tmp:
+        table.to_csv(tmp, index=False, float_format="%.6f")
+    _plot_curves(run_dir / "search_curves.png", grid, scores, best)
+    print(table.to_string(index=False, float_format="%.4f"))
+    print(f"OOF mean IoU {result['oof_score']:.4f} ({key}, min_area {chosen['min_area']})")
+    print(f"  without TTA {result['oof_score_plain']:.4f}; with postprocess.default {result['oof_score_default']:.4f}")
     return result
 
 

@@ -3,6 +3,10 @@
 A submission that fails on Kaggle costs one of the day's submissions and, for a kernel competition,
 an hour of GPU time; every rule Kaggle enforces (header, ids, RLE syntax, runs inside the image,
 non-overlapping instances) is therefore checked locally first, with the file line of each problem.
+
+A multiclass submission (``data.schema.submission_cols`` of three names, Severstal's ``ImageId,EncodedPixels,
+ClassId``) has one row per class predicted in an image, the class id in the third column; an image where no class
+is predicted gets one empty row with an empty class, so every test id still appears.
 """
 from __future__ import annotations
 
@@ -21,7 +25,7 @@ from kseg.data import Schema
 from kseg.errors import DataError, RLEError, SubmissionError
 from kseg.files import atomic_path
 
-__all__ = ["submission_frame", "write_submission", "SubmissionWriter", "submission_labels", "validate_submission",
+__all__ = ["submission_frame", "image_rows", "write_submission", "SubmissionWriter", "submission_labels", "validate_submission",
            "command_validate", "MAX_PROBLEMS"]
 
 # Enough to see the pattern of a systematic mistake without flooding the terminal.
@@ -35,26 +39,34 @@ def submission_frame(predictions: Mapping[str, np.ndarray], schema: Schema, orde
     ``order`` is the RLE pixel order, ``schema.rle_order`` when not given.
     """
     order = order or schema.rle_order
-    id_col, rle_col = schema.submission_cols
-    ids: list[str] = []
-    rles: list[str] = []
-    for image_id in sorted(predictions):
-        instance_rles = image_rles(image_id, predictions[image_id], order)
-        ids.extend([image_id] * len(instance_rles))
-        rles.extend(instance_rles)
-    return pd.DataFrame({id_col: ids, rle_col: rles}, columns=[id_col, rle_col])
+    rows = [row for image_id in sorted(predictions) for row in image_rows(image_id, predictions[image_id], schema, order)]
+    return pd.DataFrame(rows, columns=list(schema.submission_cols))
+
+
+def image_rows(image_id: str, labels: np.ndarray, schema: Schema, order: str | None = None) -> list[list[str]]:
+    """The submission rows of one image in ``schema.submission_cols`` order: ``[id, rle]`` per instance, or
+    for a multiclass schema ``[id, rle, class id]`` per class present (the label image is a class map)."""
+    order = order or schema.rle_order
+    if len(schema.submission_cols) == 2:
+        return [[image_id, value] for value in image_rles(image_id, labels, order)]
+    encoded = rle.encode_labels(_checked_labels(image_id, labels), order)
+    return [[image_id, encoded[k], str(k)] for k in sorted(encoded)] or [[image_id, rle.empty_rle(order), ""]]
 
 
 def image_rles(image_id: str, labels: np.ndarray, order: str) -> list[str]:
     """The RLE of each instance of one label image in label order, or the empty mask's text alone when it has none."""
+    encoded = rle.encode_labels(_checked_labels(image_id, labels), order)
+    return [encoded[label] for label in sorted(encoded)] or [rle.empty_rle(order)]
+
+
+def _checked_labels(image_id: str, labels: np.ndarray) -> np.ndarray:
     labels = np.asarray(labels)
     if labels.ndim != 2 or not (np.issubdtype(labels.dtype, np.integer) or labels.dtype == bool):
         raise SubmissionError(f"prediction of id {image_id!r} must be a 2-D integer label image, "
                               f"got {labels.dtype} array of shape {labels.shape}")
     if np.issubdtype(labels.dtype, np.signedinteger) and labels.size and labels.min() < 0:
         raise SubmissionError(f"prediction of id {image_id!r} has negative label {labels.min()}")
-    encoded = rle.encode_labels(labels, order)
-    return [encoded[label] for label in sorted(encoded)] or [rle.empty_rle(order)]
+    return labels
 
 
 class SubmissionWriter:
@@ -82,11 +94,11 @@ class SubmissionWriter:
 
     def add(self, image_id: str, labels: np.ndarray) -> int:
         """Append the rows of one image; returns its number of instances."""
-        rles = image_rles(image_id, labels, self.order)
-        self._csv.writerows([image_id, value] for value in rles)
-        n_instances = sum(1 for value in rles if not rle.is_empty(value, self.order))
+        rows = image_rows(image_id, labels, self.schema, self.order)
+        self._csv.writerows(rows)
+        n_instances = sum(1 for row in rows if not rle.is_empty(row[1], self.order))
         self.n_images += 1
-        self.n_rows += len(rles)
+        self.n_rows += len(rows)
         self.n_instances += n_instances
         return n_instances
 
@@ -133,7 +145,7 @@ def submission_labels(path: str | Path, schema: Schema, shapes: Mapping[str, tup
     frame, problems = _read_submission(path, schema)
     if frame is None:
         raise SubmissionError(problems[0])
-    id_col, rle_col = schema.submission_cols
+    id_col, rle_col = schema.submission_cols[:2]
     lines = data.csv_lines(frame)
     rows_of: dict[str, list[int]] = {}
     for position, image_id in enumerate(frame[id_col]):
@@ -142,29 +154,41 @@ def submission_labels(path: str | Path, schema: Schema, shapes: Mapping[str, tup
     labels = {}
     for image_id, shape in shapes.items():
         rows = rows_of.get(image_id, [])
-        labels[image_id], _ = rle.decode_labels(frame[rle_col].iloc[rows].tolist(), shape, schema.rle_order,
-                                                wheres=[f"{path} line {lines[row]} (id {image_id})" for row in rows])
+        rles = frame[rle_col].iloc[rows].tolist()
+        wheres = [f"{path} line {lines[row]} (id {image_id})" for row in rows]
+        if len(schema.submission_cols) == 3:  # multiclass: a class map (its rows checked by validate_submission)
+            kept = [i for i, value in enumerate(rles) if not rle.is_empty(value, schema.rle_order)]
+            classes = [data.class_id(frame[schema.submission_cols[2]].iloc[rows[i]], wheres[i]) for i in kept]
+            labels[image_id], _ = rle.decode_classes([rles[i] for i in kept], classes, shape, schema.rle_order,
+                                                     wheres=[wheres[i] for i in kept])
+        else:
+            labels[image_id], _ = rle.decode_labels(rles, shape, schema.rle_order, wheres=wheres)
     return labels
 
 
 def validate_submission(path: str | Path, schema: Schema, expected: Mapping[str, tuple[int, int]],
-                        task: str = "instance") -> list[str]:
+                        task: str = "instance", n_classes: int | None = None) -> list[str]:
     """Every problem Kaggle would reject, each naming the row and value; an empty list means valid.
 
     ``expected`` maps every test image id to its ``(height, width)``. Checked: header, missing and
     unknown ids, duplicate rows, RLE syntax and runs (sorted, inside the image), an image with both an
     empty and non-empty rows, overlapping instances of one image, and for ``task="binary"`` one row
-    per image. At most :data:`MAX_PROBLEMS` problems are listed, then a count of the rest.
+    per image. For ``task="multiclass"`` every non-empty row's class id must be an integer 1..``n_classes``
+    (any positive integer when None), once per image, and an empty row must have an empty class; the rows of
+    an image must not overlap (exclusive classes). At most :data:`MAX_PROBLEMS` problems are listed, then a
+    count of the rest.
     """
     path = Path(path)
     frame, problems = _read_submission(path, schema)
     if frame is None:
         return problems
-    id_col, rle_col = schema.submission_cols
+    id_col, rle_col = schema.submission_cols[:2]
     if frame.empty:
         problems.append(f"{path}: no data rows")
     lines = data.csv_lines(frame)
     values = frame[rle_col].tolist()
+    if task == "multiclass":
+        problems.extend(_class_problems(frame, schema, lines, n_classes))
     positions_of: dict[str, list[int]] = {}
     first_line_of: dict[tuple[str, str], int] = {}
     for position, (line, image_id, value) in enumerate(zip(lines.tolist(), frame[id_col], values)):
@@ -184,6 +208,34 @@ def validate_submission(path: str | Path, schema: Schema, expected: Mapping[str,
         problems.extend(_image_problems(rows, image_id, expected[image_id], schema.rle_order, task))
     if len(problems) > MAX_PROBLEMS:
         problems = problems[:MAX_PROBLEMS] + [f"... and {len(problems) - MAX_PROBLEMS} more"]
+    return problems
+
+
+def _class_problems(frame: pd.DataFrame, schema: Schema, lines: np.ndarray, n_classes: int | None) -> list[str]:
+    """Class-column problems of a multiclass submission: a bad class id, a class twice in one image, a class on an
+    empty row."""
+    if len(schema.submission_cols) != 3:
+        return [f"task multiclass needs a class column in the submission; data.schema.submission_cols is "
+                f"{list(schema.submission_cols)}"]
+    id_col, rle_col, class_col = schema.submission_cols
+    problems: list[str] = []
+    seen: dict[tuple[str, int], int] = {}
+    for line, image_id, value, cls in zip(lines.tolist(), frame[id_col], frame[rle_col], frame[class_col]):
+        if rle.is_empty(value, schema.rle_order):
+            if str(cls).strip():
+                problems.append(f"line {line}: id {image_id!r} has an empty mask with class {cls!r}; an image without "
+                                f"any class has one empty row with an empty {class_col}")
+            continue
+        try:
+            number = data.class_id(cls, f"line {line} ({class_col})", n_classes)
+        except DataError as exc:
+            problems.append(str(exc))
+            continue
+        if (image_id, number) in seen:
+            problems.append(f"line {line}: id {image_id!r} has class {number} twice (first at line "
+                            f"{seen[image_id, number]}); one row per class and image")
+            continue
+        seen[image_id, number] = line
     return problems
 
 
@@ -208,7 +260,8 @@ def _image_problems(rows: list[tuple[int, str]], image_id: str, shape: tuple[int
             continue
         overlap = int(np.count_nonzero(mask & claimed))
         if overlap:
-            problems.append(f"line {line}: id {image_id!r} instance overlaps earlier instances of the image in "
+            what = "class mask" if task == "multiclass" else "instance"
+            problems.append(f"line {line}: id {image_id!r} {what} overlaps earlier {what}s of the image in "
                             f"{overlap} pixels (value '{_abbreviate(value)}')")
         claimed |= mask
     return problems
@@ -222,7 +275,7 @@ def command_validate(path: str | Path | None, cfg: Mapping[str, Any]) -> int:
     path = Path(path) if path is not None else config_module.submission_path(cfg)
     schema = data.schema_from_config(cfg)
     expected = {image_id: data.image_size(image_file) for image_id, image_file in data.list_test_images(cfg)}
-    problems = validate_submission(path, schema, expected, cfg["data"]["task"])
+    problems = validate_submission(path, schema, expected, cfg["data"]["task"], data.n_classes_of(cfg))
     if problems:
         print(f"invalid: {path}")
         for problem in problems:
@@ -230,5 +283,6 @@ def command_validate(path: str | Path | None, cfg: Mapping[str, Any]) -> int:
         return 1
     frame = data.read_csv(path, "submission file")
     n_instances = sum(not rle.is_empty(value, schema.rle_order) for value in frame[schema.submission_cols[1]])
-    print(f"valid: {len(frame)} rows, {frame[schema.submission_cols[0]].nunique()} images, {n_instances} instances")
+    what = "class masks" if cfg["data"]["task"] == "multiclass" else "instances"
+    print(f"valid: {len(frame)} rows, {frame[schema.submission_cols[0]].nunique()} images, {n_instances} {what}")
     return 0

@@ -3,6 +3,12 @@
 Instance segmentation is learned as semantic segmentation, in the style of the DSB 2018 winners: a
 ``foreground`` channel, a ``border`` channel that marks where touching instances meet (so a watershed
 can split them later) and, when the competition has image classes, one channel per class.
+
+A multi-class exclusive task (``multiclass``) is learned as what it is: one channel per pixel class after a
+``background`` channel, one-hot, so a softmax over the channels and a per-pixel argmax give the class map
+directly (channel k = class id k). Void pixels (``data.schema.unlabelled: ignore``) are all-zero in every
+channel: the masked loss (``model.build_loss``) leaves them out, and the background channel is then simply
+never the target.
 """
 from __future__ import annotations
 
@@ -15,11 +21,11 @@ from scipy import ndimage
 from skimage.morphology import disk
 from skimage.segmentation import find_boundaries
 
+from .config import TASKS
 from .errors import ConfigError, DataError
 
 __all__ = ["TASKS", "channel_names", "make_targets", "check_border_width", "read_channels"]
 
-TASKS = ("instance", "binary")
 
 
 def _check_task(task: str) -> None:
@@ -28,10 +34,13 @@ def _check_task(task: str) -> None:
 
 
 def channel_names(task: str, classes: Sequence[str]) -> list[str]:
-    """Names of the target channels, in order; a binary task has no instances to separate or classify."""
+    """Names of the target channels, in order; a binary task has no instances to separate or classify; for
+    multiclass ``classes`` are the pixel classes in class-id order (``data.class_names``)."""
     _check_task(task)
     if task == "binary":
         return ["foreground"]
+    if task == "multiclass":
+        return ["background", *(f"class:{name}" for name in classes)]
     return ["foreground", "border", *(f"class:{name}" for name in classes)]
 
 
@@ -63,11 +72,16 @@ def make_targets(labels: np.ndarray, task: str, cls_index: int | None, n_classes
     ``border`` = instance contours plus the zone within ``border_width`` pixels of where two instances
     meet; it is a subset of the foreground, so ``foreground − border`` leaves one seed per instance.
     Class channel ``k`` is the foreground when the image's class index is ``k`` and empty otherwise.
+    multiclass: ``labels`` is a class map (0 background, 1..n_classes, VOID) and the targets its one-hot
+    over background + ``n_classes`` channels; VOID and any id above ``n_classes`` is all-zero (ignored).
     """
     _check_task(task)
     if labels.ndim != 2:
         raise DataError(f"a label image must be 2-D (height, width), got shape {labels.shape}")
     check_border_width(border_width)
+    if task == "multiclass":
+        values = labels.astype(np.int64)
+        return (values[..., None] == np.arange(n_classes + 1)).astype(np.float32)
     foreground = labels > 0
     if task == "binary":
         return foreground[..., None].astype(np.float32)

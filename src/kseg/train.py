@@ -37,11 +37,11 @@ from tqdm.auto import tqdm
 
 from . import config as config_module
 from .augment import build_augment, seed_pipeline
-from .data import ImageRecord, load_records, read_image
+from .data import ImageRecord, class_names, load_records, read_image
 from .errors import ConfigError
 from .files import atomic_path, child_path, write_json, write_text
 from .folds import command_folds, read_folds
-from .metric import task_score
+from .metric import TaskScores
 from .normalize import Polarity, check_norm_config, fit_polarity, input_normaliser, stretched
 from .plan import (check_plan_config, fingerprint, make_plan, rescale_image, rescale_labels, restore_probabilities,
                    write_plan)
@@ -188,7 +188,8 @@ def check_train_config(cfg: Config) -> None:
 
 
 def run_classes(records: Sequence[ImageRecord], task: str) -> list[str]:
-    """Classes that get a target channel: sorted record classes; none for a binary task or without classes."""
+    """Image classes that get a target channel: sorted record classes; none for a binary task or without
+    classes, and none for multiclass (its classes are per pixel: ``data.class_names``)."""
     if task == "binary":
         return []
     return sorted({str(record.cls) for record in records if record.cls is not None})
@@ -466,7 +467,8 @@ class Validator:
     At most ``train.val_images`` images are scored, an even spread over the fold, since whole-image inference
     after every epoch can cost more than the epoch's training on a CPU or with few steps per epoch.
     ``val_score`` is the competition metric (mAP over IoU thresholds for instances, Dice for binary masks)
-    after ``postprocess.default``; ``val_loss`` is the training loss on the same full images; ``val_fg_dice``
+    after ``postprocess.default`` (multiclass: mean IoU over the validation images' summed pixel counts);
+    ``val_loss`` is the training loss on the same full images; ``val_fg_dice``
     the soft Dice of the foreground. Short runs with small batches make ``val_loss`` swing by orders of
     magnitude between epochs while the metric stays meaningful, so the checkpoint follows ``train.monitor``.
     """
@@ -483,7 +485,7 @@ class Validator:
     def __call__(self, model: Any) -> dict[str, float]:
         import tensorflow as tf
 
-        losses, soft_dice, scores = [], [], []
+        losses, soft_dice, scores = [], [], TaskScores(self.task)
         predict = _predict_fn(model)
         for index in self.indices:
             probs = predict_image(predict, self.preprocess(self.cache.images[index]), ["identity"], tile=self.tile)
@@ -493,9 +495,9 @@ class Validator:
             soft_dice.append((2 * overlap + 1.0) / (float(probs[..., 0].sum() + target[..., 0].sum()) + 1.0))
             truth = self.records[index].labels
             pred = instances_from_probs(restore_probabilities(probs, truth.shape), self.params, self.task)
-            scores.append(task_score(truth, pred, self.task))
+            scores.add(truth, pred)
         return {"val_loss": float(np.mean(losses)), "val_fg_dice": float(np.mean(soft_dice)),
-                "val_score": float(np.mean(scores))}
+                "val_score": scores.score}
 
 
 # -------------------------------------------------------------------------------------------- recording
@@ -800,6 +802,8 @@ def _folds_to_train(fold: int | str | list[int], available: Sequence[int]) -> li
 
 def _fit_polarity(cfg: Config, records: Sequence[ImageRecord]) -> Polarity:
     """``model.invert: auto``'s rule, from the training images and their labels (normalize.fit_polarity)."""
+    if cfg["data"]["task"] == "multiclass":  # every pixel is some class: there is no object and ground
+        return Polarity("none", "task multiclass: no objects on a ground to compare, nothing inverted")
     norm, _ = check_norm_config(cfg["model"])
     samples = ((stretched(read_image(record.image_path), norm), record.labels) for record in records)
     return fit_polarity(tqdm(samples, total=len(records), desc="polarity", disable=not cfg["train"]["verbose"]))
@@ -818,7 +822,9 @@ def command_train(cfg: Config, fold: int | str | list[int] | None = None, resume
     out = config_module.output_dir(cfg)
     records = load_records(cfg, progress=bool(cfg["train"]["verbose"]))
     classes = run_classes(records, task)
-    channels = channel_names(task, classes)
+    # multiclass: one channel per pixel class (and no image classes); the others: per image class, if any.
+    target_classes = class_names(cfg, records) or classes
+    channels = channel_names(task, target_classes)
     from .model import build_loss
 
     build_loss(cfg, len(channels))  # bad loss or channel weights fail before the images are cached
@@ -841,8 +847,9 @@ def command_train(cfg: Config, fold: int | str | list[int] | None = None, resume
     for k in sorted(set(requested) - set(pending)):
         print(f"[train] fold {k}: done.json exists, skipping (--resume)")
     if pending:
-        cache = SampleCache.from_records(records, task, classes, cfg["train"]["border_width"],
-                                         progress=bool(cfg["train"]["verbose"]), normalise=input_normaliser(cfg, plan.invert),
+        cache = SampleCache.from_records(records, task, target_classes, cfg["train"]["border_width"],
+                                         progress=bool(cfg["train"]["verbose"]),
+                                         normalise=input_normaliser(cfg, plan.invert),
                                          scale=plan.scale)
         import tf_keras as keras
 
