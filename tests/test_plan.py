@@ -1,4 +1,5 @@
-"""The dataset fingerprint and the plan: object sizes decide the scale, and rescaling round-trips."""
+"""The dataset fingerprint and the plan: object sizes decide the scale, label asymmetry the orientation, and
+rescaling round-trips."""
 from __future__ import annotations
 
 import json
@@ -6,12 +7,15 @@ import json
 import numpy as np
 import pytest
 
+from kseg.augment import augment_for_orientation
 from kseg.errors import ConfigError, DataError
-from kseg.plan import (Plan, fingerprint, make_plan, read_plan, rescale_image, rescale_labels,
+from kseg.metric import VOID
+from kseg.plan import (ASYMMETRY_LIMIT, Plan, fingerprint, make_plan, read_plan, rescale_image, rescale_labels,
                        restore_probabilities, write_plan)
+from kseg.tta import views_for_orientation
 
 TRAIN = {"scale": "auto", "target_diameter": 32, "budget_steps": None, "min_steps_per_fold": 250, "steps_per_epoch": None,
-         "epochs": 4}
+         "epochs": 4, "orientation": "auto"}
 
 
 def discs(diameter: int, count: int, size: int = 400) -> np.ndarray:
@@ -101,3 +105,62 @@ def test_rescaling_keeps_channels_and_restores_the_exact_shape():
     one = restore_probabilities(probs[..., :1], (101, 77))
     assert one.shape == (101, 77, 1)
     assert rescale_image(image, 1.0) is image and isinstance(Plan(1.0, "").scale, float)
+
+
+def street_scene(seed: int, height: int = 60, width: int = 80) -> np.ndarray:
+    """A class map with an up: sky (1) above, buildings (2) in between, road (3) below, a car (4) anywhere."""
+    rng = np.random.default_rng(seed)
+    labels = np.zeros((height, width), np.uint16)
+    horizon, kerb = rng.integers(15, 25), rng.integers(35, 45)
+    labels[:horizon], labels[horizon:kerb], labels[kerb:] = 1, 2, 3
+    y, x = rng.integers(0, height - 10), rng.integers(0, width - 10)
+    labels[y:y + 10, x:x + 10] = 4
+    labels[0, :5] = VOID  # void pixels count for neither half
+    return labels
+
+
+def test_labels_with_an_up_plan_an_upright_orientation():
+    scenes = [street_scene(seed) for seed in range(6)]
+    fp = fingerprint(scenes, [None] * 6, multiclass=True)
+    assert fp.vertical_asymmetry > 0.6 and fp.horizontal_asymmetry < 0.1
+    plan = make_plan(fp, TRAIN, "multiclass")
+    assert plan.orientation == "upright" and "upright" in plan.reason
+    # a scene that also has a side (road always on the left) keeps no flip at all
+    sided = [np.where(np.arange(80)[None, :] < 40, scene, 0).astype(np.uint16) for scene in scenes]
+    assert make_plan(fingerprint(sided, [None] * 6, multiclass=True), TRAIN, "multiclass").orientation == "fixed"
+
+
+def test_objects_anywhere_keep_every_flip():
+    rng = np.random.default_rng(0)
+    images = []
+    for _ in range(8):
+        labels = np.zeros((64, 64), np.uint16)
+        for k in range(1, 6):
+            y, x = rng.integers(0, 56, 2)
+            labels[y:y + 8, x:x + 8] = k
+        images.append(labels)
+    fp = fingerprint(images, [None] * 8)
+    assert fp.vertical_asymmetry < ASYMMETRY_LIMIT and fp.horizontal_asymmetry < ASYMMETRY_LIMIT
+    assert make_plan(fp, TRAIN).orientation == "free"
+    assert make_plan(fp, {**TRAIN, "orientation": "upright"}).orientation == "upright"  # the config decides
+
+
+def test_orientation_filters_tta_views_and_augmentations():
+    views = ["identity", "hflip", "vflip", "hvflip", "rot90"]
+    assert views_for_orientation(views, "free") == views
+    assert views_for_orientation(views, "upright") == ["identity", "hflip"]
+    assert views_for_orientation(views, "fixed") == ["identity"]
+    assert views_for_orientation(["vflip"], "fixed") == ["identity"]
+    spec = [{"HorizontalFlip": {"p": 0.5}}, {"VerticalFlip": {"p": 0.5}}, {"RandomRotate90": {"p": 0.5}},
+            {"Affine": {"rotate": [-15, 15]}}]
+    assert augment_for_orientation(spec, "free") == spec
+    assert augment_for_orientation(spec, "upright") == [spec[0], spec[3]]
+    assert augment_for_orientation(spec, "fixed") == [spec[3]]
+
+
+def test_bad_orientation_in_config_or_plan_json(tmp_path):
+    with pytest.raises(ConfigError, match="train.orientation must be one of auto, free, upright, fixed, got 'up'"):
+        make_plan(fingerprint([discs(20, 4)], [None]), {**TRAIN, "orientation": "up"})
+    (tmp_path / "plan.json").write_text(json.dumps({"plan": {"scale": 1.0, "orientation": "sideways"}}))
+    with pytest.raises(DataError, match="orientation 'sideways' is not one of free, upright, fixed"):
+        read_plan(tmp_path)

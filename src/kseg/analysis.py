@@ -31,6 +31,7 @@ from kseg.postprocess import PARAM_KEYS, instances_from_probs, label_objects, pr
 from kseg.predict import fold_scores_path, params_for, read_postprocess
 from kseg.search import OofImage, check_search_config, load_oof, oof_images
 from kseg.targets import read_channels
+from kseg.tta import views_for_orientation
 
 __all__ = ["ERROR_KINDS", "MATCH_IOU", "MERGE_SHARE", "ObjectErrors", "classify_objects", "Scoring",
            "OofPrediction", "RunOof", "read_run_oof", "OofAnalysis", "analyse_oof", "param_profiles"]
@@ -163,7 +164,8 @@ def read_run_oof(cfg: Config, records: Sequence[ImageRecord] | None = None, *, r
         raise DataError(f"{run_dir / 'postprocess.json'} not found: the run {run_dir} is not finished (trained but "
                         f"not searched); finish it with `kseg run` or `kseg search`")
     chosen = read_postprocess(cfg)
-    key = chosen.get("searched_on") or ("tta" if list(cfg["tta"]) != ["identity"] else "plain")
+    key = chosen.get("searched_on") or (
+        "tta" if views_for_orientation(cfg["tta"], read_plan(run_dir).orientation) != ["identity"] else "plain")
     records = load_records(cfg, progress=False) if records is None else records
     images = {image.id: image for image in oof_images(cfg, records, run_dir)}
     return RunOof(run_dir, Scoring(task, tuple(classes), len(channels), chosen, key), images,

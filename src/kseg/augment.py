@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from .errors import ConfigError
 
-__all__ = ["build_augment", "seed_pipeline", "transform_names"]
+__all__ = ["build_augment", "augment_for_orientation", "seed_pipeline", "transform_names"]
 
 Transform = BasicTransform | BaseCompose
 
@@ -115,6 +115,22 @@ def _check_keeps_size(transforms: list[Transform], size: int) -> None:
             if shapes != {(size, size)}:
                 raise ConfigError(f"train.augment item {index}: {type(leaf).__name__} changes the {size}x{size} "
                                   f"training crop to {sorted(shapes)}; augmentations must keep train.size")
+
+
+# Transforms that turn an image upside down or sideways, and the one that mirrors it: dropped from
+# train.augment for an upright (or fixed) orientation (plan.orientation_plan).
+_TURNS = {"VerticalFlip", "RandomRotate90", "Transpose", "D4", "SquareSymmetry"}
+_MIRRORS = {"HorizontalFlip"}
+
+
+def augment_for_orientation(spec: list, orientation: str) -> list:
+    """``train.augment`` without the top-level transforms a planned orientation forbids (``free``: all kept)."""
+    dropped = {"upright": _TURNS, "fixed": _TURNS | _MIRRORS}.get(orientation, set())
+
+    def name(item: Any) -> str | None:
+        return next(iter(item)) if isinstance(item, dict) and len(item) == 1 else None
+
+    return [item for item in spec if name(item) not in dropped]
 
 
 def build_augment(spec: list, size: int, train: bool, *, seed: int | None = None) -> A.Compose:

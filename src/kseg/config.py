@@ -109,6 +109,9 @@ DEFAULTS: Config = {
         # target_diameter px are downscaled to it, never upscaled) or a number; written to plan.json.
         "scale": "auto",
         "target_diameter": 32,
+        # Which flips and quarter turns augmentation and TTA may use: auto (plan.py: from how much the labels
+        # prefer one half of the image; street scenes are upright), free, upright (up stays up) or fixed.
+        "orientation": "auto",
         "lr": 1.0e-3,
         # cosine: per-step cosine decay after a linear warm-up over the first `warmup` share of all steps;
         # plateau: halve the learning rate when `monitor` stops improving; null: constant.

@@ -22,13 +22,18 @@ import numpy as np
 
 from .config import is_int
 from .errors import ConfigError, DataError
+from .metric import VOID
 from .files import write_json
 from .normalize import Polarity, polarity_from_dict
 
-__all__ = ["Fingerprint", "Plan", "fingerprint", "make_plan", "scale_plan", "budget_plan", "planned_folds", "write_plan", "read_plan", "rescale_image",
+__all__ = ["Fingerprint", "Plan", "ORIENTATIONS", "label_asymmetry", "orientation_plan", "fingerprint", "make_plan", "scale_plan", "budget_plan", "planned_folds", "write_plan", "read_plan", "rescale_image",
            "rescale_labels", "restore_probabilities", "PLAN_FILE"]
 
 PLAN_FILE = "plan.json"
+# train.orientation: auto (from the labels), free (every flip and quarter turn), upright (up stays up: no
+# vertical flip, no quarter turn), fixed (no flip or turn at all).
+ORIENTATIONS = ("auto", "free", "upright", "fixed")
+ASYMMETRY_LIMIT = 0.3
 MIN_SCALE = 0.25
 # Objects per image at which the diameter estimate is trusted: a set of a few huge objects per image says
 # little about the scale at which a network should see them.
@@ -48,6 +53,10 @@ class Fingerprint:
     diameter_p90: float | None
     class_counts: dict[str, int]
     empty_images: int
+    # How much the labelled pixels prefer one half of the image (0: none, 1: all in one half), see
+    # :func:`label_asymmetry`: street scenes have an up (sky above, road below), microscopy has none.
+    vertical_asymmetry: float = 0.0
+    horizontal_asymmetry: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -61,10 +70,35 @@ class Plan:
     folds: list[int] | None = None
     steps_per_epoch: int | None = None
     invert: Polarity | None = None
+    orientation: str = "free"
 
 
-def fingerprint(labels: Sequence[np.ndarray], classes: Sequence[str | None]) -> Fingerprint:
-    """Measure label images (instance labels or binary masks) and the image classes."""
+def label_asymmetry(labels: Sequence[np.ndarray], multiclass: bool = False) -> tuple[float, float]:
+    """(vertical, horizontal) asymmetry of the labels: per class (multiclass: each class value; otherwise the
+    foreground), |pixels in the top half - bottom half| / its pixels, pooled over the images and averaged over
+    classes weighted by their pixels; the same for left and right. Void pixels do not count."""
+    halves = np.zeros((4, 0), np.int64)  # top, bottom, left, right pixel counts per class value
+    for image in labels:
+        values = np.asarray(image).astype(np.int64)
+        if not multiclass:
+            values = (values > 0).astype(np.int64)
+        values = np.where(values == VOID, -1, values)
+        height, width = values.shape
+        parts = (values[: height // 2], values[height - height // 2:], values[:, : width // 2], values[:, width - width // 2:])
+        counts = [np.bincount(part[part > 0].ravel(), minlength=halves.shape[1]) for part in parts]
+        size = max(len(c) for c in counts)
+        halves = np.pad(halves, ((0, 0), (0, size - halves.shape[1])))
+        halves += np.stack([np.pad(c, (0, size - len(c))) for c in counts])
+
+    def asymmetry(first: np.ndarray, second: np.ndarray) -> float:
+        total = first + second
+        return float(np.abs(first - second).sum() / total.sum()) if total.sum() else 0.0
+
+    return round(asymmetry(halves[0], halves[1]), 3), round(asymmetry(halves[2], halves[3]), 3)
+
+
+def fingerprint(labels: Sequence[np.ndarray], classes: Sequence[str | None], multiclass: bool = False) -> Fingerprint:
+    """Measure label images (instance labels, binary masks or class maps) and the image classes."""
     if not labels:
         raise DataError("a fingerprint needs at least one training image")
     areas: list[np.ndarray] = []
@@ -82,11 +116,33 @@ def fingerprint(labels: Sequence[np.ndarray], classes: Sequence[str | None]) -> 
     counts: dict[str, int] = {}
     for cls in classes:
         counts[str(cls)] = counts.get(str(cls), 0) + 1
+    vertical, horizontal = label_asymmetry(labels, multiclass)
     return Fingerprint(
         n_images=len(labels), median_height=int(np.median(heights)), median_width=int(np.median(widths)),
         n_objects=int(len(diameters)), median_diameter=stat(50), diameter_p10=stat(10), diameter_p90=stat(90),
         class_counts=counts, empty_images=int(sum(len(a) == 0 for a in areas)),
+        vertical_asymmetry=vertical, horizontal_asymmetry=horizontal,
     )
+
+
+def orientation_plan(fp: Fingerprint, train_cfg: Mapping[str, Any]) -> tuple[str, str]:
+    """``train.orientation`` as given, or (``auto``) from the labels' asymmetry: ``upright`` (no vertical flip
+    or quarter turn, in augmentation and TTA) when the labelled pixels prefer the top or the bottom half by at
+    least :data:`ASYMMETRY_LIMIT`, ``fixed`` (no flip or turn at all) when they prefer a side, else
+    ``free``. Measured on the real sets: CamVid 0.83 vertical; every microscopy set, Kvasir polyps and ISBI
+    at most 0.06 vertical and 0.18 horizontal."""
+    wanted = train_cfg["orientation"]
+    if wanted not in ORIENTATIONS:
+        raise ConfigError(f"train.orientation must be one of {', '.join(ORIENTATIONS)}, got {wanted!r}")
+    if wanted != "auto":
+        return wanted, f"train.orientation {wanted} set in the config"
+    vertical, horizontal = fp.vertical_asymmetry, fp.horizontal_asymmetry
+    measured = f"label asymmetry vertical {vertical:g}, horizontal {horizontal:g} (limit {ASYMMETRY_LIMIT:g})"
+    if horizontal >= ASYMMETRY_LIMIT:  # a side matters: no mirror image either
+        return "fixed", f"{measured}: fixed, every flip and quarter turn dropped"
+    if vertical >= ASYMMETRY_LIMIT:
+        return "upright", f"{measured}: upright, vertical flips and quarter turns dropped"
+    return "free", f"{measured}: every flip and quarter turn kept"
 
 
 def _check_scale(value: Any) -> None:
@@ -98,6 +154,8 @@ def _check_scale(value: Any) -> None:
 
 def check_plan_config(train_cfg: Mapping[str, Any]) -> None:
     _check_scale(train_cfg["scale"])
+    if train_cfg["orientation"] not in ORIENTATIONS:
+        raise ConfigError(f"train.orientation must be one of {', '.join(ORIENTATIONS)}, got {train_cfg['orientation']!r}")
     target = train_cfg["target_diameter"]
     if isinstance(target, bool) or not isinstance(target, (int, float)) or not target > 0:
         raise ConfigError(f"train.target_diameter must be a positive number of pixels, got {target!r}")
@@ -145,10 +203,12 @@ def make_plan(fp: Fingerprint, train_cfg: Mapping[str, Any], task: str = "instan
               folds: Sequence[int] | None = None) -> Plan:
     """The scale (:func:`scale_plan`) and, for the requested ``folds``, the budget (:func:`budget_plan`)."""
     scale, reason = scale_plan(fp, train_cfg, task)
+    orientation, orientation_reason = orientation_plan(fp, train_cfg)
+    reason = f"{reason}; {orientation_reason}"
     if folds is None or train_cfg["budget_steps"] is None:
-        return Plan(scale, reason, None if folds is None else list(folds))
+        return Plan(scale, reason, None if folds is None else list(folds), orientation=orientation)
     chosen, steps, budget_reason = budget_plan(train_cfg, folds)
-    return Plan(scale, f"{reason}; {budget_reason}", chosen, steps)
+    return Plan(scale, f"{reason}; {budget_reason}", chosen, steps, orientation=orientation)
 
 
 def scale_plan(fp: Fingerprint, train_cfg: Mapping[str, Any], task: str = "instance") -> tuple[float, str]:
@@ -191,9 +251,12 @@ def read_plan(run_dir: Path) -> Plan:
     if not MIN_SCALE <= scale <= 4.0:
         raise DataError(f"{path}: scale {scale} is outside [{MIN_SCALE}, 4]")
     invert = plan.get("invert")
+    orientation = plan.get("orientation", "free")  # plans from before orientations: every view was used
+    if orientation not in ORIENTATIONS[1:]:
+        raise DataError(f"{path}: orientation {orientation!r} is not one of {', '.join(ORIENTATIONS[1:])}")
     return Plan(scale=scale, reason=str(plan.get("reason", "")), folds=plan.get("folds"),
                 steps_per_epoch=plan.get("steps_per_epoch"),
-                invert=None if invert is None else polarity_from_dict(invert, f"{path}: invert"))
+                invert=None if invert is None else polarity_from_dict(invert, f"{path}: invert"), orientation=orientation)
 
 
 def _scaled_shape(shape: tuple[int, ...], scale: float) -> tuple[int, int]:

@@ -20,7 +20,7 @@ from .plots import save_overlays
 from .postprocess import instances_from_probs, predict_class
 from .submission import SubmissionWriter, validate_submission
 from .targets import read_channels
-from .tta import mean_of, predict_each, predict_ensemble
+from .tta import mean_of, predict_each, predict_ensemble, views_for_orientation
 
 PredictFn = Callable[[np.ndarray], np.ndarray]
 N_OVERLAYS = 4
@@ -130,6 +130,11 @@ def model_input(cfg: Config) -> Callable[[np.ndarray], np.ndarray]:
     return prepare
 
 
+def planned_views(cfg: Config) -> list[str]:
+    """The ``tta`` views the run's planned orientation allows (plan.json): the views its OOF was written with."""
+    return views_for_orientation(cfg["tta"], read_plan(output_dir(cfg)).orientation)
+
+
 def command_predict(cfg: Config, out: Path | None = None) -> Path:
     """Write the submission for every test image; it is validated before it replaces ``out``."""
     out = Path(out) if out else submission_path(cfg)
@@ -147,7 +152,9 @@ def command_predict(cfg: Config, out: Path | None = None) -> Path:
     if truth is not None:
         scores = FoldScores(truth, [weights.parent.name for weights in fold_weight_files(cfg)], chosen, classes, task)
     scores_path.unlink(missing_ok=True)  # numbers of an earlier prediction must not pass for this one's
-    print(f"predicting {len(tests)} test images with {len(models)} fold models x {len(cfg['tta'])} TTA views")
+    views = planned_views(cfg)
+    print(f"predicting {len(tests)} test images with {len(models)} fold models x {len(views)} TTA views "
+          f"({', '.join(views)})")
 
     expected = {image_id: image_size(path) for image_id, path in tests}
     # Rows are streamed image by image: no label image outlives its loop turn (memory flat in the test set).
@@ -157,10 +164,10 @@ def command_predict(cfg: Config, out: Path | None = None) -> Path:
             prepared, shape, tile = prepare(image), image.shape[:2], cfg["predict"]["tile"]
             annotated = scores is not None and image_id in scores.truth
             if annotated:  # the same ensemble, with each fold's prediction kept for its own score
-                each = predict_each(models, prepared, cfg["tta"], tile=tile)
+                each = predict_each(models, prepared, views, tile=tile)
                 ensemble = mean_of(each)
             else:
-                ensemble = predict_ensemble(models, prepared, cfg["tta"], tile=tile)
+                ensemble = predict_ensemble(models, prepared, views, tile=tile)
             probs = restore_probabilities(ensemble, shape)
             cls = predict_class(probs, classes) if classes else None
             labels = instances_from_probs(probs, params_for(chosen, cls), task)

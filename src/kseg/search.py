@@ -36,7 +36,9 @@ from kseg.errors import ConfigError, DataError
 from kseg.files import atomic_path, child_path, write_json
 from kseg.folds import read_folds
 from kseg.metric import class_map_counts, class_map_ious, class_map_score, dice, image_score, task_score
+from kseg.plan import read_plan
 from kseg.targets import read_channels
+from kseg.tta import views_for_orientation
 from kseg.postprocess import (
     PARAM_KEYS,
     as_probabilities,
@@ -300,8 +302,8 @@ def command_search(cfg: Mapping[str, Any], use_tta: bool | None = None) -> dict:
     channels, classes = read_channels(run_dir, task)
     grid = read_grid(cfg, task)
     default = validate_params(cfg["postprocess"]["default"], task)
-    if use_tta is None:
-        use_tta = list(cfg["tta"]) != ["identity"]
+    if use_tta is None:  # the views of the run's planned orientation (plan.json), as its OOF was written
+        use_tta = views_for_orientation(cfg["tta"], read_plan(run_dir).orientation) != ["identity"]
     key = "tta" if use_tta else "plain"
     n_jobs = check_search_config(cfg, task)
     if task == "multiclass":

@@ -19,6 +19,7 @@ without it.
 from __future__ import annotations
 
 import contextlib
+import copy
 import importlib
 import json
 import math
@@ -36,7 +37,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from . import config as config_module
-from .augment import build_augment, seed_pipeline
+from .augment import augment_for_orientation, build_augment, seed_pipeline
 from .data import ImageRecord, class_names, load_records, read_image
 from .errors import ConfigError
 from .files import atomic_path, child_path, write_json, write_text
@@ -47,7 +48,7 @@ from .plan import (check_plan_config, fingerprint, make_plan, rescale_image, res
                    write_plan)
 from .postprocess import instances_from_probs, validate_params
 from .targets import channel_names, check_border_width, make_targets
-from .tta import VIEWS, check_tile, predict_image
+from .tta import VIEWS, check_tile, predict_image, views_for_orientation
 
 __all__ = [
     "SampleCache", "Sampler", "sampling_probabilities", "check_train_config", "run_classes", "train_dataset",
@@ -800,6 +801,15 @@ def _folds_to_train(fold: int | str | list[int], available: Sequence[int]) -> li
                       f"{', '.join(map(str, available))} or 'all'")
 
 
+def oriented_config(cfg: Config, orientation: str) -> Config:
+    """``cfg`` with the augmentation and TTA views a planned orientation allows (plan.orientation_plan):
+    what training and its OOF predictions use."""
+    oriented = copy.deepcopy(cfg)
+    oriented["train"]["augment"] = augment_for_orientation(cfg["train"]["augment"], orientation)
+    oriented["tta"] = views_for_orientation(cfg["tta"], orientation)
+    return oriented
+
+
 def _fit_polarity(cfg: Config, records: Sequence[ImageRecord]) -> Polarity:
     """``model.invert: auto``'s rule, from the training images and their labels (normalize.fit_polarity)."""
     if cfg["data"]["task"] == "multiclass":  # every pixel is some class: there is no object and ground
@@ -834,7 +844,7 @@ def command_train(cfg: Config, fold: int | str | list[int] | None = None, resume
     write_text(out / "config.yaml", config_module.dump(dict(cfg)))
     write_json(out / "env.json", _environment())
     write_json(out / "channels.json", {"channels": channels, "classes": classes, "task": task})
-    fp = fingerprint([record.labels for record in records], [record.cls for record in records])
+    fp = fingerprint([record.labels for record in records], [record.cls for record in records], task == "multiclass")
     requested = _folds_to_train(cfg["train"]["folds"] if fold is None else fold, sorted(set(fold_of.tolist())))
     plan = make_plan(fp, cfg["train"], task, requested)
     if cfg["model"]["invert"] == "auto":
@@ -855,10 +865,12 @@ def command_train(cfg: Config, fold: int | str | list[int] | None = None, resume
 
         previous_policy = keras.mixed_precision.global_policy()
         accelerator = _accelerator(cfg["train"])
+        oriented = oriented_config(cfg, plan.orientation)
         try:
             for k in pending:
                 start = time.perf_counter()
-                _train_fold(cfg, k, records, fold_of, cache, len(channels), accelerator, resume, plan.steps_per_epoch)
+                _train_fold(oriented, k, records, fold_of, cache, len(channels), accelerator, resume,
+                            plan.steps_per_epoch)
                 print(f"[train] fold {k} finished in {time.perf_counter() - start:.0f}s")
         finally:  # the policy is global: prediction and search later in the same process build float32 models
             keras.mixed_precision.set_global_policy(previous_policy)

@@ -15,7 +15,7 @@ import numpy as np
 
 from kseg.errors import ConfigError, DataError
 
-__all__ = ["VIEWS", "MERGES", "apply_view", "invert_view", "pad_to_multiple", "predict_image", "check_tile", "predict_each", "mean_of",
+__all__ = ["VIEWS", "MERGES", "apply_view", "invert_view", "pad_to_multiple", "predict_image", "check_tile", "views_for_orientation", "predict_each", "mean_of",
            "predict_ensemble"]
 
 PredictBatch = Callable[[np.ndarray], np.ndarray]
@@ -133,6 +133,16 @@ def _ramp(length: int, overlap: int) -> np.ndarray:
     """1-D blending weight: rises linearly over ``overlap`` pixels at both ends, never reaching zero."""
     position = np.arange(length, dtype=np.float32)
     return np.minimum(1.0, np.minimum(position + 1, length - position) / max(overlap, 1))
+
+
+# The views that keep an image's up (upright) and that neither mirror nor turn it (fixed): see plan.orientation_plan.
+_ORIENTATION_VIEWS = {"upright": ("identity", "hflip"), "fixed": ("identity",)}
+
+
+def views_for_orientation(views: Sequence[str], orientation: str) -> list[str]:
+    """The TTA ``views`` a run's planned orientation allows (``free``: all of them)."""
+    allowed = _ORIENTATION_VIEWS.get(orientation)
+    return list(views) if allowed is None else [view for view in views if view in allowed] or ["identity"]
 
 
 def check_tile(tile: Any, multiple: int = 32) -> None:
