@@ -307,3 +307,19 @@ def test_checkpoint_follows_the_validation_metric_not_the_loss(tmp_path):
     history = pd.read_csv(tmp_path / "history.csv")
     assert history["val_score"].tolist() == [0.2, 0.6, 0.4]
     assert json.loads((tmp_path / "state.json").read_text())["monitor"] == "val_score"
+
+
+def test_validation_images_fill_a_pixel_budget():
+    """auto scores as many whole validation images as fit in VAL_PIXELS, at least VAL_MIN_IMAGES; a number or
+    null (all) is taken as given."""
+    from types import SimpleNamespace
+
+    from kseg.train import VAL_MIN_IMAGES, VAL_PIXELS, validation_count
+
+    small = SimpleNamespace(images=[np.zeros((256, 256, 3), np.uint8)] * 200)
+    large = SimpleNamespace(images=[np.zeros((1024, 1280, 3), np.uint8)] * 20)
+    assert validation_count(small, range(200), "auto") == VAL_PIXELS // (256 * 256)
+    assert validation_count(large, range(20), "auto") == VAL_MIN_IMAGES
+    assert validation_count(small, range(200), 5) == 5 and validation_count(small, range(200), None) is None
+    with pytest.raises(ConfigError, match="train.val_images must be auto, a positive integer or null, got 0"):
+        check_train_config(load_config(None, ["train.val_images=0"]))

@@ -83,7 +83,7 @@ DEFAULTS: Config = {
         # Invert images: false, true, or auto: learned from the training labels; when a set mixes bright objects
         # on dark ground with dark on bright (fluorescence + H&E), a rule fitted on them picks the images to
         # invert (normalize.fit_polarity, written in plan.json); a set of one polarity inverts nothing.
-        "invert": False,
+        "invert": "auto",
         # The output activation: auto = softmax over the channels for data.task multiclass (exclusive classes),
         # sigmoid per channel otherwise; softmax or sigmoid force one.
         "activation": "auto",
@@ -123,9 +123,9 @@ DEFAULTS: Config = {
         # The checkpoint kept (best.weights.h5) and early stopping follow this: val_score (the competition
         # metric on the validation images after postprocess.default) or val_loss.
         "monitor": "val_score",
-        # Whole validation images scored after every epoch (an even spread over the fold's, by id); null: all.
-        # The OOF predictions always cover every validation image.
-        "val_images": 8,
+        # Whole validation images scored after every epoch (an even spread over the fold's, by id): auto (as many as
+        # fit in 8 megapixels, at least 8), a number, or null: all. The OOF predictions always cover every one.
+        "val_images": "auto",
         "early_stopping": 8,
         "loss": "bce_dice",
         "channel_weights": None,

@@ -165,7 +165,10 @@ def check_train_config(cfg: Config) -> None:
     warmup = train["warmup"]
     if isinstance(warmup, bool) or not isinstance(warmup, (int, float)) or not 0.0 <= warmup < 1.0:
         raise ConfigError(f"train.warmup must be a share of the training steps in [0, 1), got {warmup!r}")
-    for key in ("early_stopping", "steps_per_epoch", "min_steps_per_epoch", "workers", "val_images"):
+    val_images = train["val_images"]
+    if val_images not in ("auto", None) and (not config_module.is_int(val_images) or val_images < 1):
+        raise ConfigError(f"train.val_images must be auto, a positive integer or null, got {val_images!r}")
+    for key in ("early_stopping", "steps_per_epoch", "min_steps_per_epoch", "workers"):
         value = train[key]
         if value is not None and (not config_module.is_int(value) or value < 1):
             raise ConfigError(f"train.{key} must be a positive integer or null, got {value!r}")
@@ -455,6 +458,21 @@ def _predict_fn(model: Any) -> Callable[[np.ndarray], np.ndarray]:
     return predict
 
 
+# train.val_images auto: whole validation images up to this many pixels (at the plan's scale) per epoch, at least
+# VAL_MIN_IMAGES. The checkpoint is chosen by their score: on 8 small images (256² polyp frames) that score
+# varied more between epochs than training changed it, and the first of four epochs was kept (BENCHMARKS.md).
+VAL_PIXELS = 8_000_000
+VAL_MIN_IMAGES = 8
+
+
+def validation_count(cache: "SampleCache", indices: Sequence[int], val_images: int | str | None) -> int | None:
+    """How many of the fold's validation images are scored after each epoch (None: all of them)."""
+    if val_images != "auto":
+        return val_images
+    pixels = np.cumsum([cache.images[i].shape[0] * cache.images[i].shape[1] for i in indices])
+    return max(VAL_MIN_IMAGES, int(np.searchsorted(pixels, VAL_PIXELS, side="right")))
+
+
 def _spread(items: list, count: int | None) -> list:
     """``count`` items evenly spread over ``items`` (all of them when ``count`` is None or not smaller)."""
     if count is None or count >= len(items):
@@ -465,8 +483,9 @@ def _spread(items: list, count: int | None) -> list:
 class Validator:
     """Scores the model on the fold's whole validation images, as the submission will be scored.
 
-    At most ``train.val_images`` images are scored, an even spread over the fold, since whole-image inference
-    after every epoch can cost more than the epoch's training on a CPU or with few steps per epoch.
+    At most ``train.val_images`` images are scored (auto: as many as fit in :data:`VAL_PIXELS` pixels), an
+    even spread over the fold, since whole-image inference after every epoch can cost more than the epoch's
+    training on a CPU or with few steps per epoch.
     ``val_score`` is the competition metric (mAP over IoU thresholds for instances, Dice for binary masks)
     after ``postprocess.default`` (multiclass: mean IoU over the validation images' summed pixel counts);
     ``val_loss`` is the training loss on the same full images; ``val_fg_dice``
@@ -477,7 +496,7 @@ class Validator:
     def __init__(self, cache: SampleCache, records: Sequence[ImageRecord], indices: Sequence[int], cfg: Config,
                  preprocess: Callable[[np.ndarray], np.ndarray], loss: Callable[[Any, Any], Any]) -> None:
         self.cache, self.records = cache, records
-        self.indices = _spread(list(indices), cfg["train"]["val_images"])
+        self.indices = _spread(list(indices), validation_count(cache, indices, cfg["train"]["val_images"]))
         self.preprocess, self.loss = preprocess, loss
         self.task = cfg["data"]["task"]
         self.params = validate_params(cfg["postprocess"]["default"], self.task)
