@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-fast test-kaggle-image bench clean
+.PHONY: setup demo lint test test-fast test-kaggle-image bench clean
 
 setup: $(STAMP)
 
@@ -18,7 +18,12 @@ $(STAMP): requirements.txt pyproject.toml
 demo: $(STAMP)
 	$(BIN)/kseg run --config configs/demo.yaml
 
-test: $(STAMP)
+# Errors (undefined names, unused imports) and import order everywhere; types on the numeric core (pyproject.toml).
+lint: $(STAMP)
+	$(BIN)/python -m ruff check
+	$(BIN)/python -m mypy
+
+test: $(STAMP) lint
 	$(BIN)/python -m pytest -q tests -m "not kaggle_image"
 
 test-fast: $(STAMP)

@@ -30,8 +30,18 @@ from kseg.data import load_records
 from kseg.files import write_text
 from kseg.pipeline import command_run
 
-from .bench_real import (CONFIGS, FROM_SCRATCH, KSEG_EPOCHS, METRIC_NAMES, RESULTS, WORK, _commit, _side_config,
-                         _submission_labels, _test_set)
+from .bench_real import (
+    CONFIGS,
+    FROM_SCRATCH,
+    KSEG_EPOCHS,
+    METRIC_NAMES,
+    RESULTS,
+    WORK,
+    _commit,
+    _side_config,
+    _submission_labels,
+    _test_set,
+)
 from .real_sets import SETS, SHARED, prepare
 
 ABLATIONS = RESULTS / "ablation"

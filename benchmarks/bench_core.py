@@ -4,12 +4,11 @@ One 520x704 label image (the Sartorius size) with ~300 disc-like cells, made wit
 """
 from __future__ import annotations
 
-from typing import Callable
-
 import numpy as np
 
 from kseg.metric import THRESHOLDS, image_score
 from kseg.rle import decode, decode_labels, encode, encode_labels
+
 from .timing import best_seconds
 
 HEIGHT, WIDTH = 520, 704

@@ -25,6 +25,7 @@ from kseg.demo import make_demo_data
 from kseg.targets import channel_names
 from kseg.train import SampleCache, Sampler, compile_model, run_classes, train_dataset
 from kseg.tta import predict_image
+
 from .bench_train import _best_epoch_seconds, _config
 from .timing import best_seconds
 

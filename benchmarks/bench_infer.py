@@ -2,13 +2,13 @@
 way calls the model once per view."""
 from __future__ import annotations
 
-
 import numpy as np
 
 import kseg  # noqa: F401
 from kseg.config import load_config
 from kseg.model import build_model, preprocess_fn
 from kseg.tta import VIEWS, apply_view, invert_view, pad_to_multiple, predict_image
+
 from .timing import best_seconds
 
 VIEW_SETS = {1: ["identity"], 4: ["identity", "hflip", "vflip", "hvflip"], 8: list(VIEWS)}

@@ -8,7 +8,6 @@ from __future__ import annotations
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from joblib import Parallel, delayed
@@ -21,6 +20,7 @@ from kseg.metric import image_score
 from kseg.postprocess import instances_from_probs
 from kseg.search import Grid, score_grid
 from kseg.targets import make_targets
+
 from .timing import best_seconds
 
 OofSet = list[tuple[np.ndarray, np.ndarray]]

@@ -47,18 +47,34 @@ from kseg.data import class_names, load_records, read_csv, read_image, schema_fr
 from kseg.files import write_text
 from kseg.metric import TaskScores, dice
 from kseg.pipeline import command_run
-from kseg.postprocess import instances_from_probs, predict_class
 from kseg.plan import restore_probabilities
-from kseg.predict import load_fold_models, model_input, params_for, read_postprocess
+from kseg.postprocess import instances_from_probs, predict_class
+from kseg.predict import load_fold_models, model_input, params_for, planned_views, read_postprocess
 from kseg.submission import submission_labels
 from kseg.targets import channel_names, read_channels
 from kseg.train import run_classes
 from kseg.tta import predict_image
 
-from .baselines import (TrainBudget, fit_location_prior, fit_otsu_binary, fit_otsu_watershed, location_prior,
-                        otsu_binary, otsu_watershed, plain_unet_foreground, predict_fg_unet, predict_fgborder_unet,
-                        predict_plain_softmax_unet, predict_plain_unet, predict_softmax_unet, train_fg_unet,
-                        train_fgborder_unet, train_plain_softmax_unet, train_plain_unet, train_softmax_unet)
+from .baselines import (
+    TrainBudget,
+    fit_location_prior,
+    fit_otsu_binary,
+    fit_otsu_watershed,
+    location_prior,
+    otsu_binary,
+    otsu_watershed,
+    plain_unet_foreground,
+    predict_fg_unet,
+    predict_fgborder_unet,
+    predict_plain_softmax_unet,
+    predict_plain_unet,
+    predict_softmax_unet,
+    train_fg_unet,
+    train_fgborder_unet,
+    train_plain_softmax_unet,
+    train_plain_unet,
+    train_softmax_unet,
+)
 from .real_sets import REPO, SETS, SHARED, prepare
 
 WORK = REPO / "runs" / "bench_real"
@@ -219,14 +235,15 @@ def _kseg_stage_rows(cfg: Config, test: TestSet) -> list[Row]:
     ]
     scores: dict[str, TaskScores] = {title: test.scores() for title, _ in variants}
     dices: dict[str, list[float]] = {title: [] for title, _ in variants}
+    tta_views = planned_views(cfg)  # the views kseg's own prediction used (its planned orientation)
     for image, truth in zip(test.images, test.truths):
         x = prepare(image)
         # One forward pass per fold and view: the TTA mean is the mean of the views (kseg merges by mean),
         # and the identity view is the no-TTA prediction.
         views = [[restore_probabilities(predict_image(fn, x, [v], tile=cfg["predict"]["tile"]), image.shape[:2])
-                  for v in cfg["tta"]] for fn in models]
+                  for v in tta_views] for fn in models]
         tta = [np.mean(per_view, axis=0) for per_view in views]
-        plain = ([per_view[cfg["tta"].index("identity")] for per_view in views] if "identity" in cfg["tta"] else
+        plain = ([per_view[tta_views.index("identity")] for per_view in views] if "identity" in tta_views else
                  [restore_probabilities(predict_image(fn, x, ["identity"], tile=cfg["predict"]["tile"]), image.shape[:2])
                   for fn in models])
         for title, make in variants:

@@ -26,6 +26,7 @@ from kseg.data import load_records, read_image
 from kseg.demo import make_demo_data
 from kseg.targets import channel_names, make_targets
 from kseg.train import SampleCache, Sampler, compile_model, run_classes, train_dataset
+
 from .timing import best_seconds
 
 PIPELINE_TARGET = 3.0  # the pipeline alone should deliver at least 3x what the model consumes

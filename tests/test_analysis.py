@@ -8,14 +8,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import tiny_sets
 from kseg.analysis import analyse_oof, classify_objects, param_profiles
 from kseg.config import load_config
 from kseg.eda import dataset_stats
 from kseg.overlay import error_overlay
 from kseg.plots import ERROR_COLOURS
 from kseg.postprocess import label_objects
-
-from conftest import tiny_sets
 
 
 def scene() -> tuple[np.ndarray, np.ndarray]:

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import itertools
 import json
-import re
 import os
+import re
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -23,8 +23,7 @@ from hypothesis import strategies as st
 from kseg import data, files, folds, pipeline, rle, submission
 from kseg.cli import main
 from kseg.config import load_config
-from kseg.demo import make_demo_data
-from kseg.errors import ConfigError, DataError, KsegError, SubmissionError
+from kseg.errors import ConfigError, DataError, KsegError
 
 SHAPE = (8, 8)
 HEADER = "id,annotation,width,height,cell_type,sample_id"
@@ -436,7 +435,7 @@ def test_random_ids_never_read_or_write_outside(tmp_path: Path, monkeypatch, ima
         tests = []
     for _, path in tests:
         assert _inside(path, root / "test")
-    (root / "sub.csv").write_text(f"id,predicted\nt1,\n")
+    (root / "sub.csv").write_text("id,predicted\nt1,\n")
     try:
         submission.command_validate(root / "sub.csv", cfg)
     except KsegError:

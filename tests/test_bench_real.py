@@ -5,16 +5,21 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
+from benchmarks.baselines import (
+    TrainBudget,
+    fit_otsu_binary,
+    fit_otsu_watershed,
+    notebook_input,
+    otsu_binary,
+    train_for_budget,
+)
+from benchmarks.bench_real import Row, kseg_budget_overrides, set_table
 from benchmarks.real_sets import MARKER, SETS, SHARED, prepare
 from kseg.config import load_config
-import numpy as np
-
-from benchmarks.baselines import (TrainBudget, fit_otsu_binary, fit_otsu_watershed, notebook_input, otsu_binary,
-                                  train_for_budget)
-from benchmarks.bench_real import Row, kseg_budget_overrides, set_table
 from kseg.data import load_records, read_csv, schema_from_config
 from kseg.model import model_arch
 

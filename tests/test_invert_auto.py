@@ -7,14 +7,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from conftest import TINY_RUN, tiny_sets
 from kseg.cli import main
 from kseg.config import load_config
 from kseg.data import load_records, read_image
 from kseg.demo import make_demo_data
 from kseg.normalize import input_normaliser
 from kseg.plan import read_plan
-
-from conftest import TINY_RUN, tiny_sets
 
 
 def stain(path: Path) -> None:

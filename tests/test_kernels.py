@@ -17,8 +17,16 @@ from kseg.cli import main
 from kseg.config import dump, load_config
 from kseg.errors import ConfigError, DataError, KaggleError
 from kseg.kernels import (
-    BUNDLED, NETWORK_GUARD_MESSAGE, build_kernel, build_train_kernels, bundled_requirements, push, run_local,
-    slugify, validate_dataset_dir, validate_kernel_dir,
+    BUNDLED,
+    NETWORK_GUARD_MESSAGE,
+    build_kernel,
+    build_train_kernels,
+    bundled_requirements,
+    push,
+    run_local,
+    slugify,
+    validate_dataset_dir,
+    validate_kernel_dir,
 )
 
 OWNER = "tester"

@@ -16,8 +16,18 @@ from hypothesis.extra.numpy import arrays
 from kseg.data import PRESETS, Schema
 from kseg.errors import ConfigError, DataError, RLEError
 from kseg.metric import (
-    METRICS, THRESHOLDS, dice, f2_score, image_score, iou, iou_matrix, mean_iou_classes, metric_by_name, score_frames,
-    task_score, tgs_score,
+    METRICS,
+    THRESHOLDS,
+    dice,
+    f2_score,
+    image_score,
+    iou,
+    iou_matrix,
+    mean_iou_classes,
+    metric_by_name,
+    score_frames,
+    task_score,
+    tgs_score,
 )
 
 SARTORIUS = Schema(**PRESETS["sartorius"])

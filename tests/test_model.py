@@ -6,7 +6,16 @@ import pytest
 
 from kseg.config import DEFAULTS
 from kseg.errors import ConfigError
-from kseg.model import build_loss, build_model, channel_weights, check_model_config, describe_model, model_arch, preprocess_fn, save_weights
+from kseg.model import (
+    build_loss,
+    build_model,
+    channel_weights,
+    check_model_config,
+    describe_model,
+    model_arch,
+    preprocess_fn,
+    save_weights,
+)
 
 
 def config(**model) -> dict:

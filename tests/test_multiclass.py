@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import TINY_RUN, tiny_args
 from kseg import rle
 from kseg.cli import main
 from kseg.config import load_config
@@ -21,8 +22,6 @@ from kseg.metric import VOID, TaskScores, class_map_counts, class_map_score, sco
 from kseg.postprocess import instances_from_probs, remove_small_classes, validate_params
 from kseg.submission import submission_frame, validate_submission
 from kseg.targets import channel_names, make_targets
-
-from conftest import TINY_RUN, tiny_args
 
 CONFIG = "configs/real/camvid_multiclass.yaml"
 SEVERSTAL = Schema(**PRESETS["severstal"])

@@ -9,12 +9,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from conftest import TINY, TINY_RUN, tiny_args
 from kseg.cli import main
 from kseg.config import load_config
 from kseg.errors import ConfigError
 from kseg.predict import command_predict, fold_weight_files
-
-from conftest import TINY, TINY_RUN, tiny_args
 
 pytestmark = pytest.mark.slow
 

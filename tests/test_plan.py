@@ -10,8 +10,17 @@ import pytest
 from kseg.augment import augment_for_orientation
 from kseg.errors import ConfigError, DataError
 from kseg.metric import VOID
-from kseg.plan import (ASYMMETRY_LIMIT, Plan, fingerprint, make_plan, read_plan, rescale_image, rescale_labels,
-                       restore_probabilities, write_plan)
+from kseg.plan import (
+    ASYMMETRY_LIMIT,
+    Plan,
+    fingerprint,
+    make_plan,
+    read_plan,
+    rescale_image,
+    rescale_labels,
+    restore_probabilities,
+    write_plan,
+)
 from kseg.tta import views_for_orientation
 
 TRAIN = {"scale": "auto", "target_diameter": 32, "budget_steps": None, "min_steps_per_fold": 250, "steps_per_epoch": None,

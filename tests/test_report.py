@@ -13,9 +13,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from kseg.cli import main
-
 from conftest import tiny_args
+from kseg.cli import main
 
 pytestmark = pytest.mark.slow
 

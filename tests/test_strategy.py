@@ -23,7 +23,6 @@ import pytest
 from kseg.demo import make_demo_data
 from kseg.errors import ConfigError
 from kseg.train import check_train_config, command_train, scaled_lr, steps_per_epoch
-
 from test_train import HEIGHT, WIDTH, run_config
 
 TINY = ("train.scheduler=null", "tta=[identity]")

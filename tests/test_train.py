@@ -18,7 +18,7 @@ from kseg.config import load_config
 from kseg.data import image_size
 from kseg.demo import make_demo_data
 from kseg.errors import ConfigError
-from kseg.train import lr_at_step, steps_per_epoch, Sampler, check_train_config, command_train, sampling_probabilities
+from kseg.train import Sampler, check_train_config, command_train, lr_at_step, sampling_probabilities, steps_per_epoch
 
 HEIGHT, WIDTH = 100, 120  # not multiples of 32: validation and OOF must pad and crop back
 

@@ -7,8 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kseg.errors import ConfigError, DataError
-from kseg.tta import (VIEWS, apply_view, invert_view, mean_of, pad_to_multiple, predict_each, predict_ensemble,
-                      predict_image)
+from kseg.tta import VIEWS, apply_view, invert_view, mean_of, pad_to_multiple, predict_each, predict_ensemble, predict_image
 
 
 def first_channel(batch: np.ndarray) -> np.ndarray:

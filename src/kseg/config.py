@@ -9,8 +9,8 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import re
 import os
+import re
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -328,17 +328,17 @@ def data_path(cfg: Config, key: str) -> Path | None:
 FOLD_DIR = re.compile(r"fold\d+")
 
 
-def output_dir(cfg: Config) -> Path:
+def output_dir(cfg: Mapping[str, Any]) -> Path:
     return Path(cfg["output"]["dir"])
 
 
-def submission_path(cfg: Config) -> Path:
+def submission_path(cfg: Mapping[str, Any]) -> Path:
     """``output.submission``, or ``<output.dir>/submission.csv`` when unset."""
     value = cfg["output"]["submission"]
     return Path(value) if value else output_dir(cfg) / "submission.csv"
 
 
-def folds_path(cfg: Config) -> Path:
+def folds_path(cfg: Mapping[str, Any]) -> Path:
     """``folds.file``, or ``<output.dir>/folds.csv`` when unset."""
     value = cfg["folds"]["file"]
     return Path(value) if value else output_dir(cfg) / "folds.csv"

@@ -9,11 +9,11 @@ mask would otherwise train and score silently. Every path built from an id goes 
 """
 from __future__ import annotations
 
+import csv
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import csv
 import cv2
 import numpy as np
 import pandas as pd

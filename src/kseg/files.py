@@ -52,7 +52,7 @@ def child_path(folder: str | os.PathLike, name: str, what: str) -> Path:
 def is_temporary(name: str) -> bool:
     """Whether a file name is one of :func:`atomic_path`'s temporary files."""
     match = _TMP_NAME.match(name)
-    return bool(match) and match["suffix"] == Path(match["name"]).suffix
+    return match is not None and match["suffix"] == Path(match["name"]).suffix
 
 
 def remove_stale_temporaries(folder: str | os.PathLike, *, max_age: float = STALE_TMP_SECONDS) -> list[Path]:
@@ -64,7 +64,7 @@ def remove_stale_temporaries(folder: str | os.PathLike, *, max_age: float = STAL
     removed: list[Path] = []
     now = time.time()
     try:
-        entries = list(os.scandir(folder))
+        entries = list(os.scandir(os.fspath(folder)))
     except OSError:
         return removed
     for entry in entries:

@@ -19,8 +19,16 @@ from typing import Any, Callable
 from .config import Config
 from .errors import ConfigError, KaggleError
 from .kernels import (
-    KERNEL_METADATA, OUTPUTS_DIR, Runner, _competition_slug, _last_line, _read_metadata, _show, find_credentials,
-    find_kaggle, missing_credentials_message,
+    KERNEL_METADATA,
+    OUTPUTS_DIR,
+    Runner,
+    _competition_slug,
+    _last_line,
+    _read_metadata,
+    _show,
+    find_credentials,
+    find_kaggle,
+    missing_credentials_message,
 )
 
 # `kaggle kernels status` prints '<ref> has status "KernelWorkerStatus.<NAME>"' (kernels_status_cli).

@@ -193,7 +193,7 @@ def input_normaliser(cfg: Mapping[str, Any], polarity: Polarity | None = None) -
     """The normalisation of ``model.input_norm`` / ``model.invert`` as an image → image function.
     ``model.invert: auto`` needs the run's fitted ``polarity`` (plan.json); without one nothing is inverted."""
     norm, invert = check_norm_config(cfg["model"])
-    rule: bool | Polarity = (polarity or NO_INVERSION) if invert == "auto" else invert
+    rule: bool | Polarity = (polarity or NO_INVERSION) if invert == "auto" else bool(invert)
 
     def normalise(image: np.ndarray) -> np.ndarray:
         return normalise_image(image, norm, rule)

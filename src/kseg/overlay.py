@@ -15,8 +15,7 @@ import numpy as np
 
 from .analysis import ERROR_KINDS, classify_objects, read_run_oof
 from .config import Config, data_path, output_dir, submission_path
-from .data import (image_size, list_test_images, load_records, load_test_truth, read_image, read_index,
-                   schema_from_config)
+from .data import image_size, list_test_images, load_records, load_test_truth, read_image, read_index, schema_from_config
 from .errors import DataError, KsegError
 from .files import child_path
 from .plots import ERROR_COLOURS, image_panels, overlay, overlays_figure, save_figure

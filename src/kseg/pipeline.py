@@ -253,8 +253,8 @@ def print_summary(cfg: Config, timings: dict[str, str], submission: Path) -> Non
     lines += _training_lines(output_dir(cfg))
     truth = data_path(cfg, "test_truth")
     if truth is not None and truth.is_file():
-        from .metric import score_frames
         from .data import image_size, list_test_images, read_annotations, read_csv, schema_from_config
+        from .metric import score_frames
 
         schema = schema_from_config(cfg)
         # The test images' sizes, for schemas without size columns (TGS, Severstal): their RLE needs the shape.

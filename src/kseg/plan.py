@@ -22,8 +22,8 @@ import numpy as np
 
 from .config import is_int
 from .errors import ConfigError, DataError
-from .metric import VOID
 from .files import write_json
+from .metric import VOID
 from .normalize import Polarity, polarity_from_dict
 
 __all__ = ["Fingerprint", "Plan", "ORIENTATIONS", "label_asymmetry", "orientation_plan", "fingerprint", "make_plan", "scale_plan", "budget_plan", "planned_folds", "write_plan", "read_plan", "rescale_image",
@@ -113,14 +113,14 @@ def fingerprint(labels: Sequence[np.ndarray], classes: Sequence[str | None], mul
     def stat(q: float) -> float | None:
         return round(float(np.percentile(diameters, q)), 1) if len(diameters) else None
 
-    counts: dict[str, int] = {}
+    class_counts: dict[str, int] = {}
     for cls in classes:
-        counts[str(cls)] = counts.get(str(cls), 0) + 1
+        class_counts[str(cls)] = class_counts.get(str(cls), 0) + 1
     vertical, horizontal = label_asymmetry(labels, multiclass)
     return Fingerprint(
         n_images=len(labels), median_height=int(np.median(heights)), median_width=int(np.median(widths)),
         n_objects=int(len(diameters)), median_diameter=stat(50), diameter_p10=stat(10), diameter_p90=stat(90),
-        class_counts=counts, empty_images=int(sum(len(a) == 0 for a in areas)),
+        class_counts=class_counts, empty_images=int(sum(len(a) == 0 for a in areas)),
         vertical_asymmetry=vertical, horizontal_asymmetry=horizontal,
     )
 

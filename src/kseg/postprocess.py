@@ -102,7 +102,7 @@ def validate_params(params: Mapping[str, Any], task: str = "instance") -> dict[s
 
 
 def _is_area(value: Any) -> bool:
-    return not isinstance(value, (bool, np.bool_)) and isinstance(value, (int, np.integer)) and value >= 0
+    return not isinstance(value, (bool, np.bool_)) and isinstance(value, (int, np.integer)) and bool(value >= 0)
 
 
 def as_probabilities(probs: np.ndarray, task: str = "instance") -> np.ndarray:
@@ -236,7 +236,7 @@ def remove_small_classes(classes: np.ndarray, min_area: int | Sequence[int], are
         limits[1:len(min_area) + 1] = min_area
         limits = limits[:areas.size]
     else:
-        limits = np.full(areas.size, int(min_area), np.int64)
+        limits = np.full(areas.size, min_area, np.int64)
     keep = areas >= limits
     keep[0] = True
     if keep.all():

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Sequence
+from typing import Literal, Sequence
 
 import numpy as np
 
@@ -40,13 +40,13 @@ _INTEGER_TOKEN = re.compile(r"-?[0-9]+")
 _MAX_TOKEN_DIGITS = 18  # longer tokens may not fit in int64
 
 
-def _check_order(order: str, where: str = "") -> tuple[str, bool]:
+def _check_order(order: str, where: str = "") -> tuple[Literal["C", "F"], bool]:
     """The numpy pixel order (``"C"``/``"F"``) of an RLE order, and whether its starts are relative."""
     if order not in ORDERS:
         raise RLEError(_prefixed(where, f"unknown RLE order {order!r}; expected 'C' (row-major), 'F' (column-major), "
                                         f"or either with {RELATIVE!r} (SIIM-ACR: starts counted from the previous "
                                         f"run)"))
-    return order.removesuffix(RELATIVE), order.endswith(RELATIVE)
+    return ("F" if order.startswith("F") else "C"), order.endswith(RELATIVE)
 
 
 def empty_rle(order: str) -> str:
@@ -219,7 +219,7 @@ def _first_tokens(starts: np.ndarray, lengths: np.ndarray, string_firsts: np.nda
     return starts - previous_ends
 
 
-def _mask_runs(mask: np.ndarray, order: str) -> tuple[np.ndarray, np.ndarray]:
+def _mask_runs(mask: np.ndarray, order: Literal["C", "F"]) -> tuple[np.ndarray, np.ndarray]:
     """0-indexed starts and lengths of the foreground runs of a 2-D mask flattened in pixel ``order``."""
     if mask.ndim != 2:
         raise RLEError(f"can only encode a 2-D mask, got shape {mask.shape}")

@@ -37,8 +37,6 @@ from kseg.files import atomic_path, child_path, write_json
 from kseg.folds import read_folds
 from kseg.metric import class_map_counts, class_map_ious, class_map_score, dice, image_score, task_score
 from kseg.plan import read_plan
-from kseg.targets import read_channels
-from kseg.tta import views_for_orientation
 from kseg.postprocess import (
     PARAM_KEYS,
     as_probabilities,
@@ -51,6 +49,8 @@ from kseg.postprocess import (
     remove_small_classes,
     validate_params,
 )
+from kseg.targets import read_channels
+from kseg.tta import views_for_orientation
 
 __all__ = ["Grid", "read_grid", "check_search_config", "score_grid", "count_grid", "OofImage", "oof_images", "load_oof",
            "command_search"]
@@ -388,9 +388,9 @@ def _search_class_maps(cfg: Mapping[str, Any], run_dir: Path, channels: Sequence
     chosen_index = np.full(n_channels, best)
     if cfg["postprocess"]["per_class"]:
         for k in range(1, n_channels):
-            ious = [class_map_ious(total[g][:, [0, k]]).get(1) for g in range(len(points))]
-            if all(value is not None for value in ious):
-                chosen_index[k] = int(np.argmax(ious))
+            per_point = [class_map_ious(total[g][:, [0, k]]).get(1) for g in range(len(points))]
+            if all(value is not None for value in per_point):
+                chosen_index[k] = int(np.argmax(np.array(per_point, dtype=float)))
         chosen = {"min_area": [grid.min_areas[g] for g in chosen_index[1:]]}
     else:
         chosen = points[best]

@@ -44,8 +44,7 @@ from .files import atomic_path, child_path, write_json, write_text
 from .folds import command_folds, read_folds
 from .metric import TaskScores
 from .normalize import Polarity, check_norm_config, fit_polarity, input_normaliser, stretched
-from .plan import (check_plan_config, fingerprint, make_plan, rescale_image, rescale_labels, restore_probabilities,
-                   write_plan)
+from .plan import check_plan_config, fingerprint, make_plan, rescale_image, rescale_labels, restore_probabilities, write_plan
 from .postprocess import instances_from_probs, validate_params
 from .targets import channel_names, check_border_width, make_targets
 from .tta import VIEWS, check_tile, predict_image, views_for_orientation

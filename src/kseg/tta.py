@@ -80,8 +80,7 @@ def pad_to_multiple(image: np.ndarray, multiple: int = 32) -> tuple[np.ndarray, 
     if pad_h == 0 and pad_w == 0:
         return image, (height, width)
     # numpy reflects repeatedly when the pad is larger than the image, so tiny images work too.
-    mode = "reflect" if min(height, width) > 1 else "edge"
-    padded = np.pad(image, ((0, pad_h), (0, pad_w), (0, 0)), mode=mode)
+    padded = np.pad(image, ((0, pad_h), (0, pad_w), (0, 0)), mode="reflect" if min(height, width) > 1 else "edge")
     return padded, (height, width)
 
 
@@ -185,6 +184,7 @@ def predict_image(
             weighted_sum = np.zeros((height, width, probs.shape[-1]), np.float32)
         weighted_sum[top : top + window.shape[0], left : left + window.shape[1]] += probs * weight
         weight_sum[top : top + window.shape[0], left : left + window.shape[1]] += weight
+    assert weighted_sum is not None  # there is at least one window
     return weighted_sum / weight_sum
 
 
@@ -208,7 +208,7 @@ def predict_each(
 
 def mean_of(predictions: Sequence[np.ndarray]) -> np.ndarray:
     """The ensemble of :func:`predict_each`'s predictions, exactly as :func:`predict_ensemble` computes it."""
-    return (sum(predictions) / len(predictions)).astype(np.float32)
+    return (np.sum(predictions, axis=0) / len(predictions)).astype(np.float32)
 
 
 def predict_ensemble(
@@ -224,5 +224,7 @@ def predict_ensemble(
     (one prediction in memory at a time); the same numbers as ``mean_of(predict_each(...))``."""
     if not predict_fns:
         raise ConfigError("an ensemble needs at least one model")
-    total = sum(predict_image(fn, image, views, merge, tile=tile, multiple=multiple) for fn in predict_fns)
+    total = predict_image(predict_fns[0], image, views, merge, tile=tile, multiple=multiple).astype(np.float64)
+    for fn in predict_fns[1:]:
+        total += predict_image(fn, image, views, merge, tile=tile, multiple=multiple)
     return (total / len(predict_fns)).astype(np.float32)
