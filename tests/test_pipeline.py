@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -169,3 +170,24 @@ def test_summary_warns_when_the_ensemble_scores_below_its_best_fold(finished_run
         out = capsys.readouterr().out
         assert ("warning: the fold ensemble scores below its best fold (fold1 0.4000)" in out) is warned
         assert ("predict.folds=[1]" in out) is warned
+
+
+def test_changed_tta_rewrites_the_oof_without_retraining(finished_run, capsys):
+    """A new TTA list reruns oof, search and predict only; the run is left as it was (the default views)."""
+    run = finished_run / "run"
+    weights = (run / "fold0" / "best.weights.h5").read_bytes()
+    capsys.readouterr()
+    assert main(["run", *tiny_args(finished_run, ["tta=[identity]"])]) == 0
+    out = capsys.readouterr().out
+    assert "=== train ===" not in out and "=== oof ===" in out and "=== search ===" in out
+    assert (run / "fold0" / "best.weights.h5").read_bytes() == weights
+    for fold in ("fold0", "fold1"):
+        assert json.loads((run / fold / "oof" / "oof.json").read_text())["views"] == ["identity"]
+        for path in (run / fold / "oof").glob("*.npz"):
+            arrays = np.load(path)
+            np.testing.assert_array_equal(arrays["tta"], arrays["plain"])  # one view: TTA is the plain prediction
+    assert main(["oof", *tiny_args(finished_run, ["tta=[identity]"])]) == 0
+    assert "up to date" in capsys.readouterr().out
+    assert main(["run", *tiny_args(finished_run)]) == 0  # back to the default views
+    assert "=== train ===" not in capsys.readouterr().out
+    assert json.loads((run / "fold0" / "oof" / "oof.json").read_text())["views"] == ["identity", "hflip"]

@@ -27,11 +27,11 @@ def rerun(override: str) -> list[str]:
     ("data.sample_submission=null", ["predict"]),
     ("output.submission=elsewhere.csv", ["predict"]),
     ("predict.folds=[0]", ["predict"]),
-    ("predict.tile=256", ["train", "search", "predict"]),  # the OOF predictions are tiled too
-    ("tta=[identity]", ["train", "search", "predict"]),  # OOF is written with the TTA views
+    ("predict.tile=256", ["oof", "search", "predict"]),  # the OOF predictions are tiled too
+    ("tta=[identity]", ["oof", "search", "predict"]),  # OOF is written with the TTA views, not retrained
     ("postprocess.grid={min_area: [0]}", ["search", "predict"]),
-    ("train.epochs=7", ["train", "search", "predict"]),
-    ("model.invert=auto", ["train", "search", "predict"]),
+    ("train.epochs=7", ["train", "oof", "search", "predict"]),
+    ("model.invert=false", ["train", "oof", "search", "predict"]),
     ("folds.n_splits=4", ALL),
     ("data.train_csv=other.csv", ALL),
 ])

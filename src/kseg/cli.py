@@ -49,6 +49,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_oof(args: argparse.Namespace) -> int:
+    from .train import command_oof
+
+    command_oof(_config(args))
+    return 0
+
+
 def _cmd_search(args: argparse.Namespace) -> int:
     from .search import command_search
 
@@ -229,6 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("train", _cmd_train, "train one fold or all folds; writes weights, curves and OOF predictions")
     p.add_argument("--fold", help="fold index or 'all' (default: train.folds)")
     p.add_argument("--resume", action="store_true", help="continue interrupted folds from their last epoch")
+    add("oof", _cmd_oof, "rewrite the trained folds' out-of-fold predictions for the current tta / predict.tile")
     add("search", _cmd_search, "search post-processing parameters on out-of-fold predictions")
     p = add("predict", _cmd_predict, "fold ensemble x TTA on the test images -> validated submission")
     p.add_argument("--out", help="submission path (default: output.submission)")

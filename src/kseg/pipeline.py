@@ -1,5 +1,5 @@
-"""The main job, ``kseg run``: demo data → folds → train every fold → OOF search → predict → validate, then
-the run's report.html.
+"""The main job, ``kseg run``: demo data → folds → train every fold → OOF predictions → OOF search → predict →
+validate, then the run's report.html.
 
 Each stage records a fingerprint of the config sections it depends on (its own and everything upstream),
 less the keys that cannot change its outputs (where the test images are, how much is logged, how many
@@ -39,8 +39,10 @@ _TEST_INPUTS = ("data.test_dir", "data.test_truth", "data.sample_submission")
 _SPEED_ONLY = ("train.verbose", "train.workers", "postprocess.n_jobs")
 STAGES = (
     Stage("folds", ("data", "folds"), _TEST_INPUTS),
-    # Training writes the OOF predictions too, with the TTA views and the tiling of predict.tile.
-    Stage("train", ("data", "folds", "model", "train", "tta", "predict.tile"), _TEST_INPUTS + _SPEED_ONLY),
+    Stage("train", ("data", "folds", "model", "train"), _TEST_INPUTS + _SPEED_ONLY),
+    # The OOF predictions of the trained folds, with the TTA views and the tiling of predict.tile (training
+    # writes them too; after an edit of either, this stage predicts the validation images again).
+    Stage("oof", ("data", "folds", "model", "train", "tta", "predict.tile"), _TEST_INPUTS + _SPEED_ONLY),
     Stage("search", ("data", "folds", "model", "train", "tta", "predict.tile", "postprocess"),
           _TEST_INPUTS + _SPEED_ONLY),
     Stage("predict", ("data", "folds", "model", "train", "tta", "postprocess", "predict", "output"), _SPEED_ONLY),
@@ -151,6 +153,12 @@ def _run_train(cfg: Config, resume: bool) -> None:
     command_train(cfg, resume=resume)  # the folds of train.folds
 
 
+def _run_oof(cfg: Config, resume: bool) -> None:
+    from .train import command_oof
+
+    command_oof(cfg)
+
+
 def _run_search(cfg: Config, resume: bool) -> None:
     from .search import command_search
 
@@ -164,7 +172,7 @@ def _run_predict(cfg: Config, resume: bool) -> None:
 
 
 RUNNERS: dict[str, Callable[[Config, bool], None]] = {
-    "folds": _run_folds, "train": _run_train, "search": _run_search, "predict": _run_predict,
+    "folds": _run_folds, "train": _run_train, "oof": _run_oof, "search": _run_search, "predict": _run_predict,
 }
 
 

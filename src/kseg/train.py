@@ -39,14 +39,23 @@ from tqdm.auto import tqdm
 from . import config as config_module
 from .augment import augment_for_orientation, build_augment, seed_pipeline
 from .data import ImageRecord, class_names, load_records, read_image
-from .errors import ConfigError
+from .errors import ConfigError, DataError
 from .files import atomic_path, child_path, write_json, write_text
 from .folds import command_folds, read_folds
 from .metric import TaskScores
 from .normalize import Polarity, check_norm_config, fit_polarity, input_normaliser, stretched
-from .plan import check_plan_config, fingerprint, make_plan, rescale_image, rescale_labels, restore_probabilities, write_plan
+from .plan import (
+    check_plan_config,
+    fingerprint,
+    make_plan,
+    read_plan,
+    rescale_image,
+    rescale_labels,
+    restore_probabilities,
+    write_plan,
+)
 from .postprocess import instances_from_probs, validate_params
-from .targets import channel_names, check_border_width, make_targets
+from .targets import channel_names, check_border_width, make_targets, read_channels
 from .tta import VIEWS, check_tile, predict_image, views_for_orientation
 
 __all__ = [
@@ -61,6 +70,8 @@ MONITORS = {"val_score": "max", "val_loss": "min"}
 STRATEGIES = ("auto", "default", "mirrored", "tpu")
 MIXED_POLICIES = ("mixed_float16", "mixed_bfloat16")
 EMPTY = "empty"
+# Next to a fold's OOF files: the TTA views and tiling they were written with (kseg oof compares).
+OOF_META = "oof.json"
 ENV_PACKAGES = ("tensorflow", "tf_keras", "segmentation_models", "albumentations", "numpy")
 
 
@@ -681,6 +692,7 @@ def _write_oof(model: Any, cache: SampleCache, records: Sequence[ImageRecord], i
     tile, views = cfg["predict"]["tile"], list(cfg["tta"])
     others = [view for view in views if view != "identity"]
     predict = _predict_fn(model)
+    (oof_dir / OOF_META).unlink(missing_ok=True)  # until every file is rewritten, they are not of these views
     for index in tqdm(indices, desc=f"OOF {oof_dir.parent.name}", disable=not cfg["train"]["verbose"]):
         oof_path = child_path(oof_dir, f"{records[index].id}.npz", "OOF file of image id")
         image = preprocess(cache.images[index])
@@ -696,6 +708,62 @@ def _write_oof(model: Any, cache: SampleCache, records: Sequence[ImageRecord], i
                     for name, probs in (("plain", plain), ("tta", tta))}
         with atomic_path(oof_path) as tmp, open(tmp, "wb") as handle:
             np.savez_compressed(handle, **as_uint8)
+    write_json(oof_dir / OOF_META, {**_oof_settings(cfg), "images": len(indices)})
+
+
+def _oof_settings(cfg: Config) -> dict[str, Any]:
+    """What a fold's OOF files depend on beyond its weights: the TTA views (already oriented) and the tiling."""
+    return {"views": list(cfg["tta"]), "tile": cfg["predict"]["tile"]}
+
+
+def command_oof(cfg: Config) -> list[Path]:
+    """``kseg oof``: rewrite the OOF predictions of every trained fold whose files were written with other TTA
+    views or tiling than ``cfg`` now asks for, from its ``best.weights.h5``; returns the folds rewritten.
+
+    Training writes them too (the images are in memory then), so after ``kseg train`` this only checks; after
+    an edit of ``tta`` or ``predict.tile`` it predicts the validation images again instead of retraining.
+    """
+    from .model import build_model, load_weights, preprocess_fn
+
+    check_train_config(cfg)
+    out = config_module.output_dir(cfg)
+    plan = read_plan(out)
+    oriented = oriented_config(cfg, plan.orientation)
+    wanted = _oof_settings(oriented)
+    trained = sorted((d for d in out.glob("fold*") if config_module.FOLD_DIR.fullmatch(d.name)
+                      and (d / "done.json").is_file()), key=lambda d: int(d.name[len("fold"):]))
+    if not trained:
+        raise DataError(f"no trained fold (fold*/done.json) in {out}: run `kseg train` with this config first")
+
+    def written_with(fold_dir: Path) -> dict | None:
+        meta = fold_dir / "oof" / OOF_META
+        try:
+            return {k: v for k, v in json.loads(meta.read_text()).items() if k in wanted} if meta.is_file() else None
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            return None
+
+    stale = [d for d in trained if written_with(d) != wanted]
+    if not stale:
+        print(f"[oof] every trained fold's OOF was written with views {', '.join(wanted['views'])} and tile "
+              f"{wanted['tile']}: up to date")
+        return []
+    task = cfg["data"]["task"]
+    records = load_records(cfg, progress=bool(cfg["train"]["verbose"]))
+    fold_of = _fold_assignment(cfg, records)
+    channels, _ = read_channels(out, task)
+    target_classes = class_names(cfg, records) or run_classes(records, task)
+    preprocess = preprocess_fn(cfg)
+    for fold_dir in stale:
+        fold = int(fold_dir.name[len("fold"):])
+        val = [records[i] for i in np.flatnonzero(fold_of == fold)]
+        print(f"[oof] fold {fold}: {len(val)} validation images, views {', '.join(wanted['views'])}")
+        cache = SampleCache.from_records(val, task, target_classes, cfg["train"]["border_width"],
+                                         progress=bool(cfg["train"]["verbose"]),
+                                         normalise=input_normaliser(cfg, plan.invert), scale=plan.scale)
+        model = build_model(cfg, len(channels))
+        load_weights(model, fold_dir / "best.weights.h5")
+        _write_oof(model, cache, val, range(len(val)), oriented, preprocess, fold_dir / "oof")
+    return stale
 
 
 # --------------------------------------------------------------------------------------------- one fold
