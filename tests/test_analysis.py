@@ -87,7 +87,7 @@ def test_analysis_reproduces_the_search_and_counts_every_object(finished_run: Pa
     assert counts["tp"].is_monotonic_decreasing
     assert int(analysis.confusion().to_numpy().sum()) == 6
     assert list(analysis.histories) == ["fold0", "fold1"] and set(analysis.stage_seconds) == {
-        "folds", "train", "search", "predict"}
+        "folds", "train", "oof", "search", "predict"}
     assert set(analysis.fold_scores["per_fold"]) == {"fold0", "fold1"}
     assert "OOF score (tta predictions, searched parameters)" in analysis.summary()["what"].tolist()
 

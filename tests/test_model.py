@@ -52,7 +52,7 @@ def test_architectures_take_any_size_and_output_probabilities(arch):
 
 @pytest.mark.parametrize("model_cfg, words", [
     ({"backbone": "resnet19"}, r"unknown model.backbone 'resnet19'; valid backbones: .*resnet18"),
-    ({"arch": "UNet"}, r"unknown model.arch 'UNet'; valid architectures: Unet, FPN, Linknet, unet_scratch"),
+    ({"arch": "UNet"}, r"unknown model.arch 'UNet'; valid architectures: auto, Unet, FPN, Linknet, unet_scratch"),
     ({"encoder_weights": "/nowhere/notop.h5"}, r"model.encoder_weights: weights file not found: /nowhere/notop.h5"),
     ({"init_from": "/nowhere/best.weights.h5"}, r"model.init_from: weights file not found: /nowhere/best.weights.h5"),
     ({"bn_momentum": 1.0}, r"model.bn_momentum must be a number in \[0, 1\), got 1.0"),
