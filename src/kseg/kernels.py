@@ -924,20 +924,26 @@ def python_candidates(version: str = KAGGLE_IMAGE_PYTHON) -> list[Path]:
                      key=lambda p: [int(x) if x.isdigit() else -1 for x in p.parents[1].name.split(".")],
                      reverse=True)
     found += patches
-    if shutil.which("uv"):
-        try:
-            uv = subprocess.run(["uv", "python", "find", "--no-python-downloads", version],
-                                capture_output=True, text=True, timeout=60)
-            if uv.returncode == 0 and uv.stdout.strip():
-                found.append(Path(uv.stdout.strip().splitlines()[-1]))
-        except (OSError, subprocess.TimeoutExpired):
-            pass
+    found += _uv_python(version)
     found += [Path(f"/usr/local/bin/python{version}"), Path(f"/usr/bin/python{version}")]
     unique: list[Path] = []
     for path in found:
         if path not in unique:
             unique.append(path)
     return unique
+
+
+def _uv_python(version: str) -> list[Path]:
+    """The interpreter ``uv python find`` reports for ``version`` (without downloading), if uv is installed and
+    answers; an absent or failing uv leaves the other candidates."""
+    if not shutil.which("uv"):
+        return []
+    try:
+        uv = subprocess.run(["uv", "python", "find", "--no-python-downloads", version],
+                            capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return [Path(uv.stdout.strip().splitlines()[-1])] if uv.returncode == 0 and uv.stdout.strip() else []
 
 
 def find_python(version: str = KAGGLE_IMAGE_PYTHON) -> Path | None:

@@ -9,7 +9,7 @@ form their own batch when the padded image is not square.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -206,9 +206,16 @@ def predict_each(
     return [predict_image(fn, image, views, merge, tile=tile, multiple=multiple) for fn in predict_fns]
 
 
-def mean_of(predictions: Sequence[np.ndarray]) -> np.ndarray:
-    """The ensemble of :func:`predict_each`'s predictions, exactly as :func:`predict_ensemble` computes it."""
-    return (np.sum(predictions, axis=0) / len(predictions)).astype(np.float32)
+def mean_of(predictions: Iterable[np.ndarray]) -> np.ndarray:
+    """The float32 mean of the predictions, summed in order; :func:`predict_ensemble` passes a generator, so
+    one prediction is in memory at a time, and the ensemble of :func:`predict_each`'s list is bit for bit the same."""
+    total, count = None, 0
+    for prediction in predictions:
+        total = prediction if total is None else total + prediction
+        count += 1
+    if total is None:
+        raise ConfigError("an ensemble needs at least one model")
+    return (total / count).astype(np.float32)
 
 
 def predict_ensemble(
@@ -224,7 +231,4 @@ def predict_ensemble(
     (one prediction in memory at a time); the same numbers as ``mean_of(predict_each(...))``."""
     if not predict_fns:
         raise ConfigError("an ensemble needs at least one model")
-    total = predict_image(predict_fns[0], image, views, merge, tile=tile, multiple=multiple).astype(np.float64)
-    for fn in predict_fns[1:]:
-        total += predict_image(fn, image, views, merge, tile=tile, multiple=multiple)
-    return (total / len(predict_fns)).astype(np.float32)
+    return mean_of(predict_image(fn, image, views, merge, tile=tile, multiple=multiple) for fn in predict_fns)
