@@ -8,6 +8,7 @@ dozen images varies by more than most defaults change. Scored like the scoreboar
 its held-out images, from kseg's own submission, per class where the set has a report column.
 
 ``python -m benchmarks.bench_ablation --sets mixed_nuclei,he_nuclei --variant invert_auto=model.invert=auto``
+(repeatable; several overrides of one variant are separated by ``;``)
 compares ``invert_auto`` with the defaults and writes ``benchmarks/results/ablation/<name>.md``; with
 ``--section`` the tables kept there become the BENCHMARKS.md section (``python -m benchmarks.run --only
 bench_ablation`` reassembles without rerunning).
@@ -20,7 +21,7 @@ import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -67,33 +68,53 @@ def kseg_score(name: str, overrides: Sequence[str], steps: int, seed: int, work:
     return row.score, row.per_class, seconds
 
 
-def ablation_table(variant: str, overrides: Sequence[str], sets: Sequence[str], steps: int,
-                   seeds: Sequence[int]) -> str:
-    """Markdown: per set, defaults vs ``variant`` (mean over seeds, each seed's score, per-class means)."""
-    lines = [f"### `{variant}`: {' '.join(overrides)}", "",
-             f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, commit `{_commit()}`. Every run: {steps} optimizer "
-             f"steps (train.budget_steps), seeds {', '.join(map(str, seeds))}; the defaults and the variant train on "
-             "the same seeds.", "",
-             "| set | metric | defaults (mean) | variant (mean) | change | defaults per seed | variant per seed | per class (defaults → variant) |",
-             "|---|---|---|---|---|---|---|---|"]
+def _row(name: str, task: str, defaults: Sequence[tuple[float, dict[str, float], float]],
+         variant: Sequence[tuple[float, dict[str, float], float]]) -> str:
+    """One table row: mean over seeds, the change, each seed's score, per-class means."""
+    mean_d, mean_v = float(np.mean([r[0] for r in defaults])), float(np.mean([r[0] for r in variant]))
+    per_class = "; ".join(f"{c} {np.mean([r[1][c] for r in defaults]):.3f} → {np.mean([r[1][c] for r in variant]):.3f}"
+                          for c in sorted(defaults[0][1]))
+    return (f"| {name} | {METRIC_NAMES[task][0]} | {mean_d:.4f} | {mean_v:.4f} | {mean_v - mean_d:+.4f} | "
+            f"{', '.join(f'{r[0]:.4f}' for r in defaults)} | {', '.join(f'{r[0]:.4f}' for r in variant)} | {per_class} |")
+
+
+TABLE_HEAD = ["| set | metric | defaults (mean) | variant (mean) | change | defaults per seed | variant per seed "
+              "| per class (defaults → variant) |", "|---|---|---|---|---|---|---|---|"]
+
+
+def _merged_table(path: Path, variant: str, overrides: Sequence[str], rows: Mapping[str, str], steps: int,
+                  seeds: Sequence[int]) -> str:
+    """The variant's table with ``rows`` (by set) replacing or joining the rows already kept in ``path``,
+    so ablations of one variant run over different sets (one process per core) end in one table."""
+    kept: dict[str, str] = {}
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            cells = line.split("|")
+            if line.startswith("| ") and line not in TABLE_HEAD and len(cells) > 2 and cells[1].strip() != "set":
+                kept[cells[1].strip()] = line
+    kept.update(rows)
+    return "\n".join([
+        f"### `{variant}`: {' '.join(overrides)}", "",
+        f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, commit `{_commit()}`. Every run: {steps} optimizer "
+        f"steps (train.budget_steps), seeds {', '.join(map(str, seeds))}; the defaults and the variant train on "
+        "the same seeds.", "", *TABLE_HEAD, *(kept[name] for name in sorted(kept))])
+
+
+def ablate(variants: Mapping[str, Sequence[str]], sets: Sequence[str], steps: int, seeds: Sequence[int]) -> None:
+    """Per set: the defaults once per seed, then each variant on the same seeds; each variant's table
+    (``results/ablation/<variant>.md``) is rewritten after every set, so a long run keeps what it finished."""
     for name in sets:
         task = load_config(CONFIGS / f"{name}.yaml", [f"data.root={prepare(name)}"])["data"]["task"]
         results = {}
-        for label, extra in (("defaults", []), ("variant", list(overrides))):
+        for label, extra in (("defaults", []), *variants.items()):
             runs = [kseg_score(name, extra, steps, seed, WORK / "ablation" / name / label) for seed in seeds]
             results[label] = runs
             print(f"[ablation] {name} {label}: {[round(r[0], 4) for r in runs]} "
                   f"({', '.join(f'{r[2]:.0f}s' for r in runs)})", flush=True)
-        mean = {k: float(np.mean([r[0] for r in v])) for k, v in results.items()}
-        classes = sorted(results["defaults"][0][1])
-        per_class = "; ".join(
-            f"{c} {np.mean([r[1][c] for r in results['defaults']]):.3f} → {np.mean([r[1][c] for r in results['variant']]):.3f}"
-            for c in classes)
-        lines.append(f"| {name} | {METRIC_NAMES[task][0]} | {mean['defaults']:.4f} | {mean['variant']:.4f} | "
-                     f"{mean['variant'] - mean['defaults']:+.4f} | "
-                     f"{', '.join(f'{r[0]:.4f}' for r in results['defaults'])} | "
-                     f"{', '.join(f'{r[0]:.4f}' for r in results['variant'])} | {per_class} |")
-    return "\n".join(lines)
+        for variant, overrides in variants.items():
+            path = ABLATIONS / f"{variant}.md"
+            row = _row(name, task, results["defaults"], results[variant])
+            write_text(path, _merged_table(path, variant, overrides, {name: row}, steps, seeds) + "\n")
 
 
 def run(quick: bool = False) -> str:
@@ -108,23 +129,26 @@ def run(quick: bool = False) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sets", required=True, help=f"comma-separated, from {', '.join(SETS)}")
-    parser.add_argument("--variant", required=True, help="NAME=key=value[,key=value...]: the overrides to compare")
+    parser.add_argument("--variant", required=True, action="append",
+                        help="NAME=key=value[;key=value...]: overrides to compare with the defaults (repeatable)")
     parser.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="optimizer steps per run")
     parser.add_argument("--seeds", default=",".join(map(str, DEFAULT_SEEDS)), help="comma-separated train.seed values")
     args = parser.parse_args(argv)
     if not SHARED.is_dir():
         parser.error(f"{SHARED} not found: the ablations need the real sets")
-    name, _, spec = args.variant.partition("=")
-    if not name or not spec:
-        parser.error(f"--variant must be NAME=key=value[,key=value...], got {args.variant!r}")
+    variants: dict[str, list[str]] = {}
+    for text in args.variant:
+        name, _, spec = text.partition("=")
+        if not name or not spec or name == "defaults":
+            parser.error(f"--variant must be NAME=key=value[;key=value...], got {text!r}")
+        variants[name] = [part.strip() for part in spec.split(";") if part.strip()]
     sets = [s for s in args.sets.split(",") if s]
     unknown = [s for s in sets if s not in SETS or SETS[s].needs]
     if unknown:
         parser.error(f"unknown or untrainable set(s) {', '.join(unknown)}")
-    seeds = [int(s) for s in args.seeds.split(",") if s]
-    table = ablation_table(name, spec.split(","), sets, args.steps, seeds)
-    write_text(ABLATIONS / f"{name}.md", table + "\n")
-    print(table)
+    ablate(variants, sets, args.steps, [int(s) for s in args.seeds.split(",") if s])
+    for variant in variants:
+        print((ABLATIONS / f"{variant}.md").read_text())
     return 0
 
 

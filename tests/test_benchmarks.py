@@ -32,24 +32,35 @@ def test_gpu_measurement_runs_on_any_device():
     assert "| float32 | 1 |" in text and "| mixed_float16 | 1 |" in text and "Target: ≥ 1.5×" in text
 
 
-def test_ablation_table_compares_means_over_the_same_seeds(monkeypatch):
-    """The defaults and the variant run on the same seeds; the table reports each seed, the means and the change."""
+def test_ablation_runs_the_defaults_once_and_each_variant_on_the_same_seeds(monkeypatch, tmp_path):
+    """Two variants share one defaults run per seed; each table reports each seed, the means and the change,
+    and a later run over another set joins the kept table instead of replacing it."""
     from benchmarks import bench_ablation
 
     calls = []
 
     def fake_score(name, overrides, steps, seed, work):
         calls.append((name, tuple(overrides), steps, seed))
-        variant = bool(overrides)
-        return 0.2 + 0.1 * variant + 0.01 * seed, {"a": 0.1 + variant * 0.2, "b": 0.5}, 1.0
+        variant = 0.1 * len(overrides)
+        return 0.2 + variant + 0.01 * seed, {"a": 0.1 + variant * 2, "b": 0.5}, 1.0
 
     monkeypatch.setattr(bench_ablation, "kseg_score", fake_score)
     monkeypatch.setattr(bench_ablation, "prepare", lambda name: "data/real/" + name)
-    table = bench_ablation.ablation_table("invert_auto", ["model.invert=auto"], ["mixed_nuclei"], 250, [0, 1])
-    assert sorted(c[3] for c in calls) == [0, 0, 1, 1] and {c[2] for c in calls} == {250}
+    monkeypatch.setattr(bench_ablation, "ABLATIONS", tmp_path)
+    variants = {"invert_auto": ["model.invert=auto"], "two": ["model.invert=auto", "train.ema=0.99"]}
+    bench_ablation.ablate(variants, ["mixed_nuclei"], 250, [0, 1])
+    assert sorted(calls) == sorted((name, o, 250, seed) for name, o in [("mixed_nuclei", ()),
+                                   ("mixed_nuclei", ("model.invert=auto",)),
+                                   ("mixed_nuclei", ("model.invert=auto", "train.ema=0.99"))] for seed in (0, 1))
+    table = (tmp_path / "invert_auto.md").read_text()
     row = next(line for line in table.splitlines() if line.startswith("| mixed_nuclei"))
     assert "| 0.2050 | 0.3050 | +0.1000 | 0.2000, 0.2100 | 0.3000, 0.3100 |" in row
     assert "a 0.100 → 0.300; b 0.500 → 0.500" in row
+    assert "| mixed_nuclei | mAP@[.5:.95] | 0.2050 | 0.4050 | +0.2000 |" in (tmp_path / "two.md").read_text()
+    bench_ablation.ablate({"invert_auto": ["model.invert=auto"]}, ["he_nuclei"], 250, [0, 1])
+    rows = [line.split("|")[1].strip() for line in (tmp_path / "invert_auto.md").read_text().splitlines()
+            if line.startswith("| ") and "---" not in line]
+    assert rows == ["set", "he_nuclei", "mixed_nuclei"]
 
 
 def test_ablation_variant_must_name_its_overrides(capsys):
