@@ -315,6 +315,8 @@ def test_a_group_in_two_folds_is_an_error_or_a_loud_warning(tmp_path: Path, caps
     ("predict.folds=[1, 1]", "predict.folds lists a fold twice: [1, 1]"),
     ("train.folds=[0, 0]", "train.folds lists a fold twice: [0, 0]"),
     ("predict.batch_size=4", "unknown config key 'predict.batch_size'"),
+    ("data.metric=tgs", "data.metric: 'tgs' is not a metric; for data.task instance: auto, map_iou, f2_iou"),
+    ("data.metric=mean_iou_classes", "data.metric: 'mean_iou_classes' does not score instance predictions"),
 ])
 def test_wrong_config_types_are_one_config_error(tmp_path: Path, capsys, override: str, message: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(message)):

@@ -2,6 +2,7 @@
 competition with RGBA images of different sizes through the same commands."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import cv2
@@ -12,7 +13,8 @@ import pytest
 from kseg import rle
 from kseg.cli import main
 from kseg.config import load_config
-from kseg.data import load_records, read_image
+from kseg.data import PRESETS, load_records, read_image
+from kseg.metric import tgs_score
 
 CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
 REAL_CONFIGS = sorted((Path(__file__).parents[1] / "configs" / "real").glob("*.yaml"))
@@ -24,7 +26,7 @@ REAL_ALLOWED = {"name", "data", "output", "folds"}
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_shipped_config_loads(path):
     cfg = load_config(path)
-    assert cfg["data"]["schema"]["preset"] in ("sartorius", "dsb2018")
+    assert cfg["data"]["schema"]["preset"] in PRESETS
     assert cfg["train"]["size"] % 32 == 0
 
 
@@ -80,3 +82,38 @@ def test_dsb_config_reads_column_major_rgba_images_of_varying_sizes(tmp_path):
     args = ["folds", "--config", "configs/dsb2018.yaml", *[a for s in sets for a in ("--set", s)]]
     assert main(args) == 0
     assert sorted(pd.read_csv(tmp_path / "run" / "folds.csv")["fold"]) == [0, 1, 2]
+
+
+def test_tgs_config_reads_the_kaggle_layout_and_scores_by_tgs_hits(tmp_path, capsys):
+    """configs/tgs.yaml on a TGS-shaped competition: id,rle_mask without sizes (taken from the 101 px images),
+    empty masks allowed, and ``kseg score`` with the config scores by data.metric tgs_ap_iou, not Dice."""
+    root = tmp_path / "tgs"
+    masks = {}
+    for side in ("train", "test"):
+        (root / side / "images").mkdir(parents=True)
+    for k in range(3):
+        mask = np.zeros((101, 101), np.uint8)
+        if k:
+            mask[10:10 + 20 * k, 30:70] = 1
+        masks[f"s{k}"] = mask
+        for side in ("train", "test"):
+            cv2.imwrite(str(root / side / "images" / f"s{k}.png"), (mask * 150 + 40).astype(np.uint8))
+    encode = {i: rle.encode(m, "F") for i, m in masks.items()}
+    pd.DataFrame({"id": list(encode), "rle_mask": list(encode.values())}).to_csv(root / "train.csv", index=False)
+    sets = [f"data.root={root}", f"output.dir={tmp_path / 'run'}", "folds.n_splits=3"]
+    cfg = load_config("configs/tgs.yaml", sets)
+    records = {r.id: r for r in load_records(cfg, progress=False)}
+    assert {i: r.shape for i, r in records.items()} == {i: (101, 101) for i in masks}
+    assert all(np.array_equal(records[i].labels > 0, m > 0) for i, m in masks.items())
+    shrunk = masks["s2"].copy()
+    shrunk[10:26] = 0  # 24 of 40 rows kept: IoU 0.6, a hit at 0.5 and 0.55 only
+    pred = {"s0": "", "s1": encode["s1"], "s2": rle.encode(shrunk, "F")}
+    pd.DataFrame({"id": list(pred), "rle_mask": list(pred.values())}).to_csv(tmp_path / "pred.csv", index=False)
+    assert main(["score", str(root / "train.csv"), str(tmp_path / "pred.csv"), "--config", "configs/tgs.yaml", "--json",
+                 *[a for s in sets for a in ("--set", s)]]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["per_image"] == {"s0": 1.0, "s1": 1.0, "s2": pytest.approx(tgs_score(masks["s2"], shrunk))}
+    assert report["per_image"]["s2"] == pytest.approx(0.2)
+    assert main(["score", str(root / "train.csv"), str(tmp_path / "pred.csv"), "--config", "configs/tgs.yaml", "--json",
+                 "--metric", "dice", *[a for s in sets for a in ("--set", s)]]) == 0
+    assert json.loads(capsys.readouterr().out)["per_image"]["s2"] == pytest.approx(2 * 24 / 64)

@@ -17,7 +17,9 @@ from kseg.data import PRESETS, Schema
 from kseg.errors import ConfigError, DataError, RLEError
 from kseg.metric import (
     METRICS,
+    TASK_METRICS,
     THRESHOLDS,
+    TaskScores,
     dice,
     f2_score,
     image_score,
@@ -26,6 +28,7 @@ from kseg.metric import (
     mean_iou_classes,
     metric_by_name,
     score_frames,
+    task_metric,
     task_score,
     tgs_score,
 )
@@ -496,3 +499,35 @@ def test_multiclass_score_matches_brute_force(data: tuple[list[np.ndarray], list
 ])
 def test_multiclass_edge_cases(truth: list, pred: list, expected: float) -> None:
     assert task_score(np.array(truth, np.uint16), np.array(pred, np.uint16), "multiclass") == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(("task", "name"), [("instance", "map_iou"), ("binary", "dice"), ("multiclass", "mean_iou_classes")])
+def test_each_task_is_scored_by_its_own_metric_unless_data_metric_names_another(task: str, name: str) -> None:
+    assert task_metric(task) is METRICS[name] and TASK_METRICS[task][0] == name
+    for other in TASK_METRICS[task]:
+        assert task_metric(task, other) is METRICS[other]
+
+
+@pytest.mark.parametrize(("task", "name", "message"), [
+    ("binary", "map_iou", r"data.metric: 'map_iou' does not score binary predictions; for data.task binary: auto, dice, iou, tgs_ap_iou"),
+    ("multiclass", "dice", r"'dice' does not score multiclass predictions"),
+    ("instance", "tgs", r"data.metric: 'tgs' is not a metric; for data.task instance: auto, map_iou, f2_iou"),
+])
+def test_a_metric_that_cannot_score_the_task_is_a_config_error(task: str, name: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        task_metric(task, name)
+
+
+@settings(max_examples=40, deadline=None)
+@given(pair=label_image_pairs(), name=st.sampled_from(TASK_METRICS["instance"]))
+def test_task_scores_follow_the_named_metric(pair: tuple[np.ndarray, np.ndarray], name: str) -> None:
+    """Validation, the search and ``kseg score`` all score through ``task_score``/``TaskScores``: under a named
+    metric they give its brute-force value, mask metrics on the union of the objects."""
+    truth, pred = pair
+    expected = PER_IMAGE_REFERENCES[name](truth, pred)
+    assert task_score(truth, pred, "instance", name) == pytest.approx(expected)
+    scores = TaskScores("instance", name)
+    scores.add(truth, pred)
+    assert scores.score == pytest.approx(expected)
+    if name in TASK_METRICS["binary"]:
+        assert task_score(truth > 0, pred > 0, "binary", name) == pytest.approx(PER_IMAGE_REFERENCES[name](truth > 0, pred > 0))

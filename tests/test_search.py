@@ -14,7 +14,7 @@ from kseg.config import Config, load_config
 from kseg.data import ImageRecord, load_records
 from kseg.demo import make_demo_data
 from kseg.errors import ConfigError, DataError
-from kseg.metric import dice, image_score
+from kseg.metric import dice, image_score, tgs_score
 from kseg.postprocess import instances_from_probs
 from kseg.search import Grid, command_search, read_grid, score_grid
 from kseg.targets import make_targets
@@ -129,6 +129,18 @@ def test_binary_grid_ignores_seeds_and_matches_naive_dice() -> None:
     probs = np.clip(ndimage.gaussian_filter(truth.astype(float), 1.5) + rng.normal(0, 0.3, truth.shape), 0, 1)[..., None]
     naive = [dice(truth, instances_from_probs(probs, params, "binary")) for params in grid.points()]
     np.testing.assert_allclose(score_grid(truth, probs, grid), naive)
+
+
+def test_the_grid_is_scored_by_the_configured_metric() -> None:
+    """data.metric tgs_ap_iou: every point scores as TGS does (hits over IoU thresholds), not as Dice."""
+    cfg = load_config(None, ["data.task=binary", "data.metric=tgs_ap_iou", f"postprocess.grid={json.dumps(SMALL_GRID)}"])
+    grid = read_grid(cfg, "binary")
+    truth = np.zeros((40, 50), np.int32)
+    truth[5:25, 5:30] = 1
+    probs = np.clip(ndimage.gaussian_filter(truth.astype(float), 3.0), 0, 1)[..., None]
+    scores = score_grid(truth, probs, grid)
+    np.testing.assert_allclose(scores, [tgs_score(truth, instances_from_probs(probs, p, "binary")) for p in grid.points()])
+    assert not np.allclose(scores, [dice(truth, instances_from_probs(probs, p, "binary")) for p in grid.points()])
 
 
 @pytest.mark.parametrize(

@@ -92,6 +92,7 @@ class Scoring:
     n_channels: int
     chosen: Mapping[str, Any]
     key: str
+    metric: str = "auto"
 
     def probabilities(self, image: OofImage, key: str) -> np.ndarray:
         """The image's OOF array ``key`` (``plain`` or ``tta``), uint8 probabilities ×255."""
@@ -146,7 +147,7 @@ class RunOof:
         oof = self.image(image_id)
         pred, cls, _ = self.scoring.predict(oof)
         return OofPrediction(oof.id, oof.fold, oof.cls, cls, read_image(self.image_paths[image_id]), oof.truth, pred,
-                             task_score(oof.truth, pred, self.scoring.task))
+                             task_score(oof.truth, pred, self.scoring.task, self.scoring.metric))
 
 
 def read_run_oof(cfg: Config, records: Sequence[ImageRecord] | None = None, *, require_search: bool = True) -> RunOof:
@@ -168,7 +169,7 @@ def read_run_oof(cfg: Config, records: Sequence[ImageRecord] | None = None, *, r
         "tta" if views_for_orientation(cfg["tta"], read_plan(run_dir).orientation) != ["identity"] else "plain")
     records = load_records(cfg, progress=False) if records is None else records
     images = {image.id: image for image in oof_images(cfg, records, run_dir)}
-    return RunOof(run_dir, Scoring(task, tuple(classes), len(channels), chosen, key), images,
+    return RunOof(run_dir, Scoring(task, tuple(classes), len(channels), chosen, key, cfg["data"]["metric"]), images,
                   {record.id: record.image_path for record in records})
 
 
@@ -180,8 +181,8 @@ def _analyse_one(image: OofImage, scoring: Scoring) -> tuple[dict[str, Any], np.
     truth_objects, pred_objects = label_objects(image.truth, scoring.task), label_objects(pred, scoring.task)
     true_positives, n_true, n_pred = match_counts(truth_objects, pred_objects, THRESHOLDS)
     row = {"id": image.id, "fold": image.fold, "cls": image.cls, "predicted_cls": cls,
-           "score": task_score(image.truth, pred, scoring.task),
-           "score_plain": task_score(image.truth, plain, scoring.task),
+           "score": task_score(image.truth, pred, scoring.task, scoring.metric),
+           "score_plain": task_score(image.truth, plain, scoring.task, scoring.metric),
            "n_true": n_true, "n_pred": n_pred, **classify_objects(truth_objects, pred_objects).counts()}
     return row, true_positives
 

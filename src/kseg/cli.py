@@ -93,12 +93,12 @@ def _cmd_overlay(args: argparse.Namespace) -> int:
 
 def _cmd_score(args: argparse.Namespace) -> int:
     from .data import PRESETS, Schema, read_csv, schema_from_config
-    from .metric import score_frames
+    from .metric import score_frames, task_metric
 
     shapes = None
     if args.config:
         cfg = _config(args)
-        schema, task = schema_from_config(cfg), cfg["data"]["task"]
+        schema, task, metric = schema_from_config(cfg), cfg["data"]["task"], cfg["data"]["metric"]
         if not (schema.height_col and schema.width_col):  # TGS, Severstal: the RLE needs the test images' sizes
             from .data import image_size, list_test_images
 
@@ -106,12 +106,15 @@ def _cmd_score(args: argparse.Namespace) -> int:
     elif args.schema:
         if args.schema not in PRESETS:
             raise KsegError(f"unknown schema preset '{args.schema}' (known: {', '.join(sorted(PRESETS))})")
-        schema, task = Schema(**PRESETS[args.schema]), args.task
+        schema, task, metric = Schema(**PRESETS[args.schema]), args.task, "auto"
     else:
         raise KsegError("kseg score needs --config CFG or --schema PRESET to know the columns")
+    if args.metric is not None:
+        metric = args.metric
+    task_metric(task, metric)  # a metric that cannot score the task is an error before any file is read
     truth, pred = (read_csv(Path(p), what) for p, what in ((args.truth, "truth CSV"), (args.pred, "prediction CSV")))
     report = score_frames(truth, pred, schema, shapes, task=task, truth_name=args.truth, pred_name=args.pred,
-                          allow_overlap=args.allow_overlap)
+                          allow_overlap=args.allow_overlap, metric=metric)
     if report.overlaps:
         print(f"warning: {args.pred}: {len(report.overlaps)} image(s) have overlapping predicted instances "
               f"({sum(report.overlaps.values())} pixels claimed twice; first row wins); Kaggle would reject "
@@ -259,6 +262,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="KEY=VALUE")
     p.add_argument("--schema", help="schema preset instead of a config (sartorius, dsb2018, siim, severstal)")
     p.add_argument("--task", default="instance", choices=list(TASKS))
+    p.add_argument("--metric", help="metric by name (default: the config's data.metric, else the task's own): "
+                   "map_iou, f2_iou, dice, iou, tgs_ap_iou, mean_iou_classes")
     p.add_argument("--json", action="store_true", help="print score and per-image scores as JSON")
     p.add_argument("--allow-overlap", action="store_true",
                    help="score predictions whose instances overlap (Kaggle rejects them) with a warning")

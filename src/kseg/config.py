@@ -40,6 +40,10 @@ DEFAULTS: Config = {
         # per (image, class present) with the class id in schema.class_col (Severstal, CamVid), scored by the
         # mean IoU over classes.
         "task": "instance",
+        # The competition metric that validation, the OOF search and the reports optimise: auto (instance map_iou,
+        # binary dice, multiclass mean_iou_classes) or a name from kseg.metric.TASK_METRICS: f2_iou (Airbus),
+        # tgs_ap_iou (TGS), iou, dice (an instance run's union of objects).
+        "metric": "auto",
         # multiclass: the class names, class id k = the k-th name (ids 1..n; a row outside them is an error);
         # null: ids 1..the highest id in train.csv, named by their number.
         "classes": None,
@@ -259,6 +263,9 @@ def _validate_values(cfg: Config) -> None:
     """Types and ranges of the values every command uses, so a wrong one is one ConfigError, not a traceback."""
     if cfg["data"]["task"] not in TASKS:
         raise ConfigError(f"data.task must be one of {', '.join(TASKS)}, got {cfg['data']['task']!r}")
+    from .metric import task_metric  # lazily: metric imports this module
+
+    task_metric(cfg["data"]["task"], cfg["data"]["metric"])
     names = cfg["data"]["classes"]
     if names is not None and (not isinstance(names, list) or not names
                               or not all(isinstance(n, str) and n.strip() for n in names) or len(set(names)) != len(names)):

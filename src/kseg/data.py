@@ -52,6 +52,13 @@ PRESETS: dict[str, dict[str, Any]] = {
         "rle_order": "F-relative", "class_col": None, "group_col": None, "header": False,
         "submission_cols": ("ImageId", "EncodedPixels"),
     },
+    # TGS Salt Identification (2018): id,rle_mask, column-major, one row per image (empty = no salt); 101x101 images,
+    # so the sizes come from the images. Use it with data.task: binary and data.metric: tgs_ap_iou.
+    "tgs": {
+        "id_col": "id", "rle_col": "rle_mask", "height_col": None, "width_col": None,
+        "rle_order": "F", "class_col": None, "group_col": None,
+        "submission_cols": ("id", "rle_mask"),
+    },
     # Severstal Steel Defect Detection (2019): one row per (image, class present), the class in its own column,
     # column-major RLE; the submission has the class as a third column. Pixels in no row are background.
     # Use it with data.task: multiclass (exclusive classes, softmax); unlabelled: ignore for a void label (CamVid).

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 __all__ = [
     "THRESHOLDS", "ScoreReport", "ObjectOverlaps", "object_overlaps", "iou_matrix", "match_counts", "image_score",
     "task_score", "dice", "iou", "score_frames",
-    "tgs_score", "f2_score", "mean_iou_classes", "Metric", "METRICS", "metric_by_name",
+    "tgs_score", "f2_score", "mean_iou_classes", "Metric", "METRICS", "metric_by_name", "TASK_METRICS", "task_metric",
     "TASKS", "BACKGROUND", "VOID", "class_counts", "add_counts", "class_ious", "class_map_counts", "class_map_ious",
     "class_map_score", "TaskScores", "dataset_score",
 ]
@@ -178,15 +178,14 @@ def _check_task(task: str) -> None:
         raise DataError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
 
 
-def task_score(truth: np.ndarray, pred: np.ndarray, task: str) -> float:
-    """The score kseg optimises for ``task`` on one image, in one place for its validation, its OOF search,
-    ``kseg score`` and the benchmarks: instance, ``image_score`` of the label images; binary, the Dice of
-    the foregrounds (non-zero pixels), both empty = 1; multiclass, the image's own mean IoU over the classes
-    of its truth (:func:`class_map_score`; a *set* is scored on pixel counts summed over its images, see
+def task_score(truth: np.ndarray, pred: np.ndarray, task: str, metric: str = "auto") -> float:
+    """The score kseg optimises for ``task`` on one image under ``metric`` (``data.metric``; auto: the task's
+    own, see :data:`TASK_METRICS`), in one place for its validation, its OOF search, ``kseg score`` and the
+    benchmarks: instance, ``image_score`` of the label images; binary, the Dice of the foregrounds (non-zero
+    pixels), both empty = 1; multiclass, the image's own mean IoU over the classes of its truth
+    (:func:`class_map_score`; a *set* is scored on pixel counts summed over its images, see
     :class:`TaskScores`, not as the mean of these)."""
-    if task == "multiclass":
-        return class_map_score(class_map_counts(truth, pred))
-    return dice(truth > 0, pred > 0) if task == "binary" else image_score(truth, pred)
+    return task_metric(task, metric).image(truth, pred)
 
 
 def tgs_score(truth_mask: np.ndarray, pred_mask: np.ndarray, thresholds: np.ndarray = THRESHOLDS) -> float:
@@ -363,13 +362,13 @@ def class_map_score(counts: np.ndarray) -> float:
 
 class TaskScores:
     """A task's score accumulated image by image, as every place that scores a set needs it (validation during
-    training, annotated test images, ``kseg score``, the benchmarks): instance and binary average
-    :func:`task_score` over images; multiclass sums per-class pixel counts (:func:`class_map_counts`) and scores
-    the sums, so memory stays that of one image and the score is the dataset-level mean IoU."""
+    training, annotated test images, ``kseg score``, the benchmarks): instance and binary average the per-image
+    ``metric`` (:func:`task_score`) over images; multiclass sums per-class pixel counts (:func:`class_map_counts`)
+    and scores the sums, so memory stays that of one image and the score is the dataset-level mean IoU."""
 
-    def __init__(self, task: str) -> None:
-        _check_task(task)
+    def __init__(self, task: str, metric: str = "auto") -> None:
         self.task = task
+        self.metric = task_metric(task, metric)
         self.per_image: list[float] = []
         self.counts = np.zeros((3, 0), np.int64)
 
@@ -380,7 +379,7 @@ class TaskScores:
             self.counts = add_counts(self.counts, counts)
             score = class_map_score(counts)
         else:
-            score = task_score(truth, pred, self.task)
+            score = self.metric.image(truth, pred)
         self.per_image.append(score)
         return score
 
@@ -420,6 +419,13 @@ class Metric:
     per_image: Callable[[np.ndarray, np.ndarray], float] | None = None
     dataset: Callable[[Sequence[np.ndarray], Sequence[np.ndarray]], float] | None = None
 
+    def image(self, truth: np.ndarray, pred: np.ndarray) -> float:
+        """The score of one pair of images: a mask metric sees the non-zero pixels of each (a label image scores
+        as the union of its objects); a class metric, the image's own mean IoU over its truth's classes."""
+        if self.target == "classes":
+            return class_map_score(class_map_counts(truth, pred))
+        return float(self.per_image(truth, pred))  # type: ignore[misc]
+
     def image_scores(self, truths: Sequence[np.ndarray], preds: Sequence[np.ndarray]) -> list[float]:
         """Each image's score, in input order (a DataError for a dataset-level metric, which has none)."""
         if self.per_image is None:
@@ -449,6 +455,27 @@ METRICS: dict[str, Metric] = {
                "classes present", dataset=mean_iou_classes),
     )
 }
+
+
+# The metrics that score each task's predictions, its own first (``data.metric: auto``): an instance run predicts
+# label images (a mask metric scores their union: Dice, TGS), a binary run masks, a multiclass run class maps.
+TASK_METRICS: dict[str, tuple[str, ...]] = {
+    "instance": ("map_iou", "f2_iou", "dice", "iou", "tgs_ap_iou"),
+    "binary": ("dice", "iou", "tgs_ap_iou"),
+    "multiclass": ("mean_iou_classes",),
+}
+
+
+def task_metric(task: str, name: str = "auto") -> Metric:
+    """The metric ``data.metric`` names for ``task`` (``auto``: the task's own); a ConfigError naming the metrics
+    that fit the task otherwise (a label metric cannot score a binary mask's components as the competition did)."""
+    _check_task(task)
+    if name == "auto":
+        return METRICS[TASK_METRICS[task][0]]
+    if name not in TASK_METRICS[task]:
+        known = f"{name!r} is not a metric" if name not in METRICS else f"{name!r} does not score {task} predictions"
+        raise ConfigError(f"data.metric: {known}; for data.task {task}: auto, {', '.join(TASK_METRICS[task])}")
+    return METRICS[name]
 
 
 def metric_by_name(name: str) -> Metric:
@@ -522,6 +549,7 @@ def score_frames(
     pred_name: str = "prediction",
     progress: bool = False,
     allow_overlap: bool = False,
+    metric: str = "auto",
 ) -> ScoreReport:
     """Score a prediction frame (``schema.submission_cols``) against a truth frame (``schema`` id/RLE columns).
 
@@ -535,9 +563,9 @@ def score_frames(
     ``truth_name``/``pred_name`` (e.g. file names) and file line numbers (see ``data.csv_lines``) appear in
     error messages. With task="instance", predicted instances that overlap (a duplicated row, say) are a
     SubmissionError, as on Kaggle, which rejects the file; with ``allow_overlap`` they are scored (first row wins) and counted in
-    ``ScoreReport.overlaps``.
+    ``ScoreReport.overlaps``. ``metric`` names the per-image metric (:func:`task_metric`; auto: the task's own).
     """
-    _check_task(task)
+    scorer = task_metric(task, metric)
     if task == "multiclass":
         return _score_class_frames(truth_df, pred_df, schema, shapes, truth_name=truth_name, pred_name=pred_name,
                                    progress=progress)
@@ -568,7 +596,7 @@ def score_frames(
                     f"image ({overlap} pixels claimed twice in the image); Kaggle rejects overlapping "
                     f"predictions (kseg score --allow-overlap scores them anyway, first row wins)")
             overlaps[image_id] = overlap
-        per_image[image_id] = task_score(truth, pred, task)
+        per_image[image_id] = scorer.image(truth, pred)
 
     per_class: dict[str, float] = {}
     if schema.class_col and schema.class_col in truth_df.columns:

@@ -85,10 +85,10 @@ class FoldScores:
     """
 
     def __init__(self, truth: dict[str, np.ndarray], fold_names: list[str], chosen: dict, classes: list[str],
-                 task: str) -> None:
+                 task: str, metric: str = "auto") -> None:
         self.truth, self.chosen, self.classes, self.task = truth, chosen, classes, task
-        self.ensemble = TaskScores(task)
-        self.per_fold: dict[str, TaskScores] = {name: TaskScores(task) for name in fold_names}
+        self.ensemble = TaskScores(task, metric)
+        self.per_fold: dict[str, TaskScores] = {name: TaskScores(task, metric) for name in fold_names}
 
     def add(self, image_id: str, ensemble_labels: np.ndarray, fold_probs: list[np.ndarray]) -> None:
         truth = self.truth[image_id]
@@ -150,7 +150,8 @@ def command_predict(cfg: Config, out: Path | None = None) -> Path:
     scores_path = fold_scores_path(out)
     scores = None
     if truth is not None:
-        scores = FoldScores(truth, [weights.parent.name for weights in fold_weight_files(cfg)], chosen, classes, task)
+        scores = FoldScores(truth, [weights.parent.name for weights in fold_weight_files(cfg)], chosen, classes, task,
+                            cfg["data"]["metric"])
     scores_path.unlink(missing_ok=True)  # numbers of an earlier prediction must not pass for this one's
     views = planned_views(cfg)
     print(f"predicting {len(tests)} test images with {len(models)} fold models x {len(views)} TTA views "

@@ -35,7 +35,7 @@ from kseg.data import ImageRecord, load_records
 from kseg.errors import ConfigError, DataError
 from kseg.files import atomic_path, child_path, write_json
 from kseg.folds import read_folds
-from kseg.metric import class_map_counts, class_map_ious, class_map_score, dice, image_score, task_score
+from kseg.metric import class_map_counts, class_map_ious, class_map_score, task_metric, task_score
 from kseg.plan import read_plan
 from kseg.postprocess import (
     PARAM_KEYS,
@@ -62,7 +62,8 @@ OOF_KEYS = ("plain", "tta")
 class Grid:
     """The searched values of each parameter (sorted, distinct) and the fixed ``fill_holes``.
 
-    The binary task has no seeds: ``seed_thresholds`` is empty and its axis has length 1.
+    The binary task has no seeds: ``seed_thresholds`` is empty and its axis has length 1. ``metric`` is
+    ``data.metric``, what every point is scored by.
     """
 
     task: str
@@ -70,6 +71,7 @@ class Grid:
     seed_thresholds: tuple[float, ...]
     min_areas: tuple[int, ...]
     fill_holes: bool
+    metric: str = "auto"
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -120,6 +122,7 @@ def read_grid(cfg: Mapping[str, Any], task: str) -> Grid:
         seed_thresholds=tuple(float(v) for v in axes.get("seed_threshold", ())),
         min_areas=tuple(int(v) for v in axes["min_area"]),
         fill_holes=bool(default.get("fill_holes", False)),
+        metric=cfg["data"]["metric"],
     )
 
 
@@ -142,15 +145,15 @@ def score_grid(truth: np.ndarray, probs: np.ndarray, grid: Grid) -> np.ndarray:
     probs = as_probabilities(probs, grid.task)
     if grid.task == "multiclass":
         return count_grid(truth, probs, grid)
+    metric = task_metric(grid.task, grid.metric)
     scores = np.empty(int(np.prod(grid.shape)), np.float64)
     flat_index = 0
     if grid.task == "binary":
-        truth_mask = truth > 0
         for fg_threshold in grid.fg_thresholds:
             components = binary_components(probs[..., 0], fg_threshold)
             areas = np.bincount(components.ravel())
             for min_area in grid.min_areas:
-                scores[flat_index] = dice(truth_mask, remove_small(components, min_area, areas) > 0)
+                scores[flat_index] = metric.image(truth, remove_small(components, min_area, areas))
                 flat_index += 1
         return scores
     for fg_threshold in grid.fg_thresholds:
@@ -158,7 +161,7 @@ def score_grid(truth: np.ndarray, probs: np.ndarray, grid: Grid) -> np.ndarray:
             candidates = instance_candidates(probs, fg_threshold, seed_threshold, grid.fill_holes)
             areas = np.bincount(candidates.ravel())
             for min_area in grid.min_areas:
-                scores[flat_index] = image_score(truth, remove_small(candidates, min_area, areas))
+                scores[flat_index] = metric.image(truth, remove_small(candidates, min_area, areas))
                 flat_index += 1
     return scores
 
@@ -172,9 +175,9 @@ def count_grid(truth: np.ndarray, probs: np.ndarray, grid: Grid) -> np.ndarray:
                      for area in grid.min_areas])
 
 
-def _score_params(truth: np.ndarray, probs: np.ndarray, params: Mapping[str, Any], task: str) -> float:
+def _score_params(truth: np.ndarray, probs: np.ndarray, params: Mapping[str, Any], task: str, metric: str) -> float:
     """The metric of one image post-processed end to end with ``params`` (no reuse)."""
-    return task_score(truth, instances_from_probs(probs, params, task), task)
+    return task_score(truth, instances_from_probs(probs, params, task), task, metric)
 
 
 def load_oof(path: Path, key: str, shape: tuple[int, int], n_channels: int) -> np.ndarray:
@@ -210,12 +213,13 @@ def _search_one(image: OofImage, key: str, grid: Grid, classes: Sequence[str], n
     return score_grid(image.truth, probs, grid), predict_class(probs, classes)
 
 
-def _final_one(image: OofImage, key: str, chosen: Mapping[str, Any], default: Mapping[str, Any], task: str,
+def _final_one(image: OofImage, key: str, chosen: Mapping[str, Any], default: Mapping[str, Any], grid: Grid,
                n_channels: int) -> tuple[float, float]:
     """(score without TTA at the chosen params, score on ``key`` at the config's default params)."""
     plain = load_oof(image.path, "plain", image.truth.shape, n_channels)
     searched = load_oof(image.path, key, image.truth.shape, n_channels)
-    return _score_params(image.truth, plain, chosen, task), _score_params(image.truth, searched, default, task)
+    return (_score_params(image.truth, plain, chosen, grid.task, grid.metric),
+            _score_params(image.truth, searched, default, grid.task, grid.metric))
 
 
 def oof_images(cfg: Mapping[str, Any], records: Sequence[ImageRecord], run_dir: Path) -> list[OofImage]:
@@ -332,7 +336,7 @@ def command_search(cfg: Mapping[str, Any], use_tta: bool | None = None) -> dict:
     final = scores[np.arange(len(images)), chosen_index]
 
     finals = list(tqdm(
-        parallel(delayed(_final_one)(image, key, points[index], default, task, len(channels))
+        parallel(delayed(_final_one)(image, key, points[index], default, grid, len(channels))
                  for image, index in zip(images, chosen_index)),
         total=len(images), desc="score", unit="img",
     ))

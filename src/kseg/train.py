@@ -496,7 +496,7 @@ class Validator:
     At most ``train.val_images`` images are scored (auto: as many as fit in :data:`VAL_PIXELS` pixels), an
     even spread over the fold, since whole-image inference after every epoch can cost more than the epoch's
     training on a CPU or with few steps per epoch.
-    ``val_score`` is the competition metric (mAP over IoU thresholds for instances, Dice for binary masks)
+    ``val_score`` is the competition metric (``data.metric``: by default mAP over IoU thresholds for instances, Dice for binary masks)
     after ``postprocess.default`` (multiclass: mean IoU over the validation images' summed pixel counts);
     ``val_loss`` is the training loss on the same full images; ``val_fg_dice``
     the soft Dice of the foreground. Short runs with small batches make ``val_loss`` swing by orders of
@@ -508,14 +508,14 @@ class Validator:
         self.cache, self.records = cache, records
         self.indices = _spread(list(indices), validation_count(cache, indices, cfg["train"]["val_images"]))
         self.preprocess, self.loss = preprocess, loss
-        self.task = cfg["data"]["task"]
+        self.task, self.metric = cfg["data"]["task"], cfg["data"]["metric"]
         self.params = validate_params(cfg["postprocess"]["default"], self.task)
         self.tile = cfg["predict"]["tile"]
 
     def __call__(self, model: Any) -> dict[str, float]:
         import tensorflow as tf
 
-        losses, soft_dice, scores = [], [], TaskScores(self.task)
+        losses, soft_dice, scores = [], [], TaskScores(self.task, self.metric)
         predict = _predict_fn(model)
         for index in self.indices:
             probs = predict_image(predict, self.preprocess(self.cache.images[index]), ["identity"], tile=self.tile)
