@@ -12,6 +12,7 @@ from kseg.model import (
     channel_weights,
     check_model_config,
     describe_model,
+    inverse_frequency_weights,
     model_arch,
     preprocess_fn,
     save_weights,
@@ -220,7 +221,36 @@ def test_channel_weights_select_channels():
     np.testing.assert_allclose(channel_weights(cfg, 2), [2.0, 0.0])  # scaled to mean 1
 
 
+def test_inverse_frequency_weights_favour_rare_classes_with_mean_one():
+    counts = np.array([900, 90, 10, 0])
+    full = inverse_frequency_weights(counts, 1.0)
+    assert full.mean() == pytest.approx(1.0)
+    assert full[1] / full[0] == pytest.approx(10.0) and full[2] / full[1] == pytest.approx(9.0)
+    assert full[3] == full[2]  # a class absent from the fold: the largest weight of the others
+    np.testing.assert_allclose(inverse_frequency_weights(counts, 0.0), 1.0)
+    half = inverse_frequency_weights(counts, 0.5)
+    assert half[1] / half[0] == pytest.approx(np.sqrt(10.0))
+
+
+def test_auto_channel_weights_come_from_the_training_fold_only():
+    from kseg.train import SampleCache, fold_channel_weights
+
+    cfg = config()
+    cfg["data"]["task"], cfg["train"]["channel_weights"], cfg["train"]["channel_weight_power"] = "multiclass", "auto", 1.0
+    targets = [np.zeros((4, 4, 3), np.uint8) for _ in range(3)]
+    targets[0][..., 0], targets[1][:2, :, 1], targets[1][2:, :, 0] = 1, 1, 1  # class 2 only in image 2
+    targets[2][..., 2] = 1
+    cache = SampleCache([np.zeros((4, 4, 3), np.uint8)] * 3, targets)
+    weights = fold_channel_weights(cfg, cache, [0, 1], 3)  # 24 background, 8 class 1, no class 2 pixel
+    np.testing.assert_allclose(weights / weights[0], [1.0, 3.0, 3.0])
+    assert channel_weights(cfg, 3) is None  # before any image is read: nothing to count yet
+
+
 @pytest.mark.parametrize("train_cfg, words", [
+    ({"channel_weights": "auto"}, r"train.channel_weights: auto weighs the classes of a multiclass task .*data.task is "
+                                  r"instance"),
+    ({"channel_weight_power": 2}, r"train.channel_weight_power must be a number in \[0, 1\], got 2"),
+    ({"channel_weight_power": True}, r"train.channel_weight_power must be a number"),
     ({"channel_weights": [1.0, 1.0]}, r"train.channel_weights must be a list of 3 numbers"),
     ({"channel_weights": [1.0, -1.0, 1.0]}, r"non-negative"),
     ({"channel_weights": [1.0, "x", 1.0]}, r"must contain numbers"),

@@ -207,9 +207,12 @@ def test_camvid_fixture_loads_as_class_maps_with_void(fixtures_dir):
 def test_multiclass_run_on_real_camvid_frames_writes_a_valid_submission(tmp_path, fixtures_dir, capsys):
     """The shipped CamVid config (Severstal schema, void ignored, softmax) on 4 + 2 real frames, 4x downscaled:
     folds by sequence, one epoch of a tiny U-Net, OOF search of min_area, one row per predicted class per test
-    image; ``kseg validate`` accepts it and ``kseg score`` scores it by mean IoU."""
+    image; ``kseg validate`` accepts it and ``kseg score`` scores it by mean IoU. Class weights ``auto`` come
+    from the training fold's pixel counts: one per channel, printed and recorded with the fold."""
     args = _camvid(tmp_path, fixtures_dir)
-    assert main(["run", *args]) == 0
+    assert main(["run", *args, "--set", "train.channel_weights=auto"]) == 0
+    weights_line = next(line for line in capsys.readouterr().out.splitlines() if "channel weights" in line)
+    assert len(weights_line.split(": channel weights ")[1].split(" (")[0].split(", ")) == 12
     run = tmp_path / "run"
     channels = json.loads((run / "channels.json").read_text())
     assert channels["task"] == "multiclass" and channels["channels"][:2] == ["background", "class:Sky"]

@@ -132,7 +132,10 @@ DEFAULTS: Config = {
         "val_images": "auto",
         "early_stopping": 8,
         "loss": "bce_dice",
+        # Loss weight per output channel: null, a list, or auto (multiclass: (1 / pixel frequency in the training
+        # fold) ** channel_weight_power, mean 1, printed per fold; see model.inverse_frequency_weights).
         "channel_weights": None,
+        "channel_weight_power": 0.5,
         "border_width": 2,
         "seed": 42,
         "workers": None,

@@ -24,7 +24,7 @@ from .unet import preprocess as scratch_preprocess
 
 __all__ = ["ARCHITECTURES", "AUTO_ARCH", "model_arch", "LOSSES", "check_model_config", "check_bn_momentum", "build_model",
            "describe_model", "save_weights", "load_weights", "build_loss", "void_masked", "preprocess_fn",
-           "channel_weights", "activation"]
+           "channel_weights", "inverse_frequency_weights", "activation"]
 
 # auto, segmentation_models' architectures (with model.backbone), then kseg's own from-scratch U-Net.
 # auto is Unet with model.backbone when there are pretrained encoder weights to start from, else unet_scratch:
@@ -67,6 +67,8 @@ def check_model_config(cfg: Mapping[str, Any]) -> None:
     stage runs (``kseg run`` calls it)."""
     arch = model_arch(cfg["model"])
     check_bn_momentum(cfg["model"]["bn_momentum"])
+    if not isinstance(cfg["train"]["channel_weights"], list):  # a list's length is checked when the channels are known
+        channel_weights(cfg, 0)
     if cfg["model"]["arch"] == AUTO_ARCH:
         print(f"model.arch auto: {arch}" + (" (no pretrained encoder weights: kseg's own U-Net)" if arch == SCRATCH_ARCH
                                             else f"/{cfg['model']['backbone']} (pretrained encoder)"))
@@ -340,11 +342,41 @@ def load_weights(model: Any, path: str | Path) -> None:
         store.close()
 
 
-def channel_weights(cfg: Mapping[str, Any], n_channels: int) -> np.ndarray | None:
-    """``train.channel_weights`` scaled to mean 1 (so the loss keeps its usual range), or None."""
+def inverse_frequency_weights(pixel_counts: np.ndarray, power: float) -> np.ndarray:
+    """Per-channel weights ``(1 / frequency) ** power`` from the channels' target pixel counts, mean 1.
+
+    Rare classes (a bicyclist is 0.25 % of CamVid's pixels, the road 30 %) otherwise add almost nothing to the
+    loss, while the mean IoU over classes counts each class the same. ``power`` softens the ratio (0: no
+    weighting, 1: full inverse frequency; the chest X-ray solutions used about 0.35). A channel without a pixel
+    in the fold gets the largest weight of the others.
+    """
+    counts = np.asarray(pixel_counts, dtype=np.float64)
+    present = counts > 0
+    if not present.any():
+        return np.ones(len(counts), np.float32)
+    weights = np.zeros(len(counts))
+    weights[present] = (counts.sum() / counts[present]) ** power
+    weights[~present] = weights[present].max()
+    return (weights * (len(counts) / weights.sum())).astype(np.float32)
+
+
+def channel_weights(cfg: Mapping[str, Any], n_channels: int, pixel_counts: np.ndarray | None = None) -> np.ndarray | None:
+    """``train.channel_weights`` scaled to mean 1 (so the loss keeps its usual range), or None.
+
+    ``auto`` (multiclass only): :func:`inverse_frequency_weights` of the training fold's ``pixel_counts`` at
+    ``train.channel_weight_power``; without counts (the config check before any image is read) None.
+    """
     weights = cfg["train"]["channel_weights"]
+    power = cfg["train"]["channel_weight_power"]
+    if isinstance(power, bool) or not isinstance(power, (int, float)) or not 0 <= power <= 1:
+        raise ConfigError(f"train.channel_weight_power must be a number in [0, 1], got {power!r}")
     if weights is None:
         return None
+    if weights == "auto":
+        if cfg["data"]["task"] != "multiclass":
+            raise ConfigError("train.channel_weights: auto weighs the classes of a multiclass task by their pixel "
+                              f"frequency; data.task is {cfg['data']['task']}: give a list of {n_channels} numbers or null")
+        return None if pixel_counts is None else inverse_frequency_weights(pixel_counts, float(power))
     if not isinstance(weights, list) or len(weights) != n_channels:
         raise ConfigError(f"train.channel_weights must be a list of {n_channels} numbers (one per channel), "
                           f"got {weights!r}")
@@ -357,11 +389,12 @@ def channel_weights(cfg: Mapping[str, Any], n_channels: int) -> np.ndarray | Non
     return values * (n_channels / values.sum())
 
 
-def build_loss(cfg: Mapping[str, Any], n_channels: int) -> Any:
+def build_loss(cfg: Mapping[str, Any], n_channels: int, weights: np.ndarray | None = None) -> Any:
     """The ``train.loss`` combination of segmentation_models losses, weighted per channel if asked.
 
     sm's Dice/Jaccard losses take class weights; its BCE and focal losses do not, so with weights
-    they are evaluated per channel and averaged with the same weights.
+    they are evaluated per channel and averaged with the same weights. ``weights``: the resolved
+    :func:`channel_weights` (``auto`` needs the fold's pixel counts); None reads the config's list.
 
     Under a softmax (multiclass) the pixel term is categorical: ``bce`` → categorical cross-entropy,
     ``focal`` → categorical focal loss. For multiclass the whole loss is masked (:func:`void_masked`): a
@@ -373,7 +406,8 @@ def build_loss(cfg: Mapping[str, Any], n_channels: int) -> Any:
     sm = _segmentation_models()
     from segmentation_models.base import Loss
 
-    weights = channel_weights(cfg, n_channels)
+    if weights is None:
+        weights = channel_weights(cfg, n_channels)
 
     class PerChannelLoss(Loss):
         def __init__(self, loss: Any, weights: np.ndarray) -> None:

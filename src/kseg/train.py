@@ -293,9 +293,9 @@ def train_dataset(cache: SampleCache, sampler: Sampler, cfg: Config,
 
 # ------------------------------------------------------------------------------------------------ model
 
-def compile_model(model: Any, cfg: Config, n_channels: int, replicas: int = 1) -> None:
-    """Adam at ``train.lr`` scaled for ``replicas``, the configured loss, and soft Dice of the foreground
-    channel as a metric.
+def compile_model(model: Any, cfg: Config, n_channels: int, replicas: int = 1, weights: np.ndarray | None = None) -> None:
+    """Adam at ``train.lr`` scaled for ``replicas``, the configured loss (``weights`` per channel: see
+    ``model.build_loss``), and soft Dice of the foreground channel as a metric.
 
     Neither XLA nor ``steps_per_execution`` is offered: XLA has no kernel for the gradient of the nearest-
     neighbour upsampling every segmentation_models decoder uses (``ResizeNearestNeighborGrad``, on CPU and
@@ -311,7 +311,7 @@ def compile_model(model: Any, cfg: Config, n_channels: int, replicas: int = 1) -
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=scaled_lr(cfg["train"]["lr"], replicas), use_ema=ema is not None,
                                         ema_momentum=0.99 if ema is None else float(ema)),
-        loss=build_loss(cfg, n_channels),
+        loss=build_loss(cfg, n_channels, weights),
         metrics=[sm.metrics.FScore(class_indexes=[0], name="fg_dice")],
     )
 
@@ -768,6 +768,19 @@ def command_oof(cfg: Config) -> list[Path]:
 
 # --------------------------------------------------------------------------------------------- one fold
 
+def fold_channel_weights(cfg: Config, cache: SampleCache, train_indices: Sequence[int], n_channels: int) -> np.ndarray | None:
+    """``train.channel_weights`` of one fold: the config's list, or (``auto``) from the pixel counts of each
+    channel in the fold's training targets, so no validation pixel shapes the loss."""
+    from .model import channel_weights
+
+    if cfg["train"]["channel_weights"] != "auto":
+        return channel_weights(cfg, n_channels)
+    counts = np.zeros(n_channels, np.int64)
+    for index in train_indices:
+        counts += cache.targets[index].reshape(-1, n_channels).sum(axis=0, dtype=np.int64)
+    return channel_weights(cfg, n_channels, counts)
+
+
 def _read_state(fold_dir: Path) -> dict | None:
     state_path, last = fold_dir / "state.json", fold_dir / "last.weights.h5"
     if not (state_path.is_file() and last.is_file()):
@@ -798,9 +811,14 @@ def _train_fold(cfg: Config, fold: int, records: Sequence[ImageRecord], fold_of:
         for marker in ("done.json", "state.json"):
             (fold_dir / marker).unlink(missing_ok=True)
     initial_epoch = state["epoch"] if state else 0
+    weights = fold_channel_weights(cfg, cache, train_indices, n_channels)
+    if weights is not None:
+        setup["channel_weights"] = [round(float(w), 4) for w in weights]
+        print(f"[train] fold {fold}: channel weights {', '.join(f'{w:.2f}' for w in weights)} "
+              f"(train.channel_weights {train_cfg['channel_weights']})")
     with accelerator.strategy.scope():
         model = build_model(cfg, n_channels)
-        compile_model(model, cfg, n_channels, replicas)
+        compile_model(model, cfg, n_channels, replicas, weights)
     print(f"[train] fold {fold}: {describe_model(model)}")
     if state:
         load_weights(model, fold_dir / "last.weights.h5")
