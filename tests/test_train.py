@@ -18,6 +18,7 @@ from kseg.config import load_config
 from kseg.data import image_size
 from kseg.demo import make_demo_data
 from kseg.errors import ConfigError
+from kseg.run import RunDir
 from kseg.train import Sampler, check_train_config, command_train, lr_at_step, sampling_probabilities, steps_per_epoch
 
 HEIGHT, WIDTH = 100, 120  # not multiples of 32: validation and OOF must pad and crop back
@@ -296,17 +297,18 @@ def test_checkpoint_follows_the_validation_metric_not_the_loss(tmp_path):
     epochs = iter([{"val_loss": 0.5, "val_score": 0.2}, {"val_loss": 0.9, "val_score": 0.6},
                    {"val_loss": 0.1, "val_score": 0.4}])
     sampler = Sampler(np.arange(3), [None] * 3, [False] * 3, 0.5, None, seed=0, fold=0, epoch_size=3)
-    recorder = FoldRecorder(tmp_path, model, sampler, lambda _: next(epochs), "val_score", pd.DataFrame(), 0, None, None)
+    run = RunDir(tmp_path)
+    recorder = FoldRecorder(run, 0, model, sampler, lambda _: next(epochs), "val_score", pd.DataFrame(), 0, None, None)
     for epoch in range(3):
         model.layers[0].set_weights([np.full((1, 1), float(epoch), np.float32)])
         sampler.draw(epoch)
         recorder.on_epoch_end(epoch, {"loss": 1.0})
     assert recorder.best_epoch == 1 and recorder.best_value == 0.6
-    model.load_weights(str(tmp_path / "best.weights.h5"))
+    model.load_weights(str(run.weights(0)))
     assert model.layers[0].get_weights()[0][0, 0] == 1.0
-    history = pd.read_csv(tmp_path / "history.csv")
+    history = pd.read_csv(run.history(0))
     assert history["val_score"].tolist() == [0.2, 0.6, 0.4]
-    assert json.loads((tmp_path / "state.json").read_text())["monitor"] == "val_score"
+    assert json.loads(run.state(0).read_text())["monitor"] == "val_score"
 
 
 def test_validation_images_fill_a_pixel_budget():

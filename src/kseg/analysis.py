@@ -21,7 +21,7 @@ import pandas as pd
 from joblib import Parallel, delayed
 from tqdm.auto import tqdm
 
-from kseg.config import FOLD_DIR, Config, output_dir, submission_path
+from kseg.config import Config, output_dir, submission_path
 from kseg.data import ImageRecord, load_records, read_image
 from kseg.errors import DataError
 from kseg.metric import THRESHOLDS, match_counts, object_overlaps, task_score
@@ -29,6 +29,7 @@ from kseg.pipeline import stage_seconds
 from kseg.plan import read_plan
 from kseg.postprocess import PARAM_KEYS, instances_from_probs, label_objects, predict_class
 from kseg.predict import fold_scores_path, params_for, read_postprocess
+from kseg.run import RunDir
 from kseg.search import OofImage, check_search_config, load_oof, oof_images
 from kseg.targets import read_channels
 from kseg.tta import views_for_orientation
@@ -161,8 +162,8 @@ def read_run_oof(cfg: Config, records: Sequence[ImageRecord] | None = None, *, r
     if not run_dir.is_dir():
         raise DataError(f"run folder {run_dir} (output.dir) not found: run `kseg run` with this config first")
     channels, classes = read_channels(run_dir, task)
-    if require_search and not (run_dir / "postprocess.json").is_file():
-        raise DataError(f"{run_dir / 'postprocess.json'} not found: the run {run_dir} is not finished (trained but "
+    if require_search and not RunDir(run_dir).postprocess.is_file():
+        raise DataError(f"{RunDir(run_dir).postprocess} not found: the run {run_dir} is not finished (trained but "
                         f"not searched); finish it with `kseg run` or `kseg search`")
     chosen = read_postprocess(cfg)
     key = chosen.get("searched_on") or (
@@ -292,9 +293,8 @@ def _params_text(params: Mapping[str, Any]) -> str:
 
 
 def _histories(run_dir: Path) -> dict[str, pd.DataFrame]:
-    folds = sorted((d for d in run_dir.iterdir() if d.is_dir() and FOLD_DIR.fullmatch(d.name)
-                    and (d / "history.csv").is_file()), key=lambda d: int(d.name[len("fold"):]))
-    return {d.name: pd.read_csv(d / "history.csv") for d in folds}
+    run = RunDir(run_dir)
+    return {run.fold(k).name: pd.read_csv(run.history(k)) for k in run.folds_with(run.history(0).name)}
 
 
 def analyse_oof(cfg: Config, records: Sequence[ImageRecord] | None = None, *, progress: bool = True) -> OofAnalysis:
@@ -314,7 +314,7 @@ def analyse_oof(cfg: Config, records: Sequence[ImageRecord] | None = None, *, pr
     n_true, n_pred = int(rows["n_true"].sum()), int(rows["n_pred"].sum())
     by_threshold = pd.DataFrame({"tp": true_positives, "fp": n_pred - true_positives, "fn": n_true - true_positives},
                                 index=pd.Index(THRESHOLDS, name="iou_threshold"))
-    table_path = run.run_dir / "search_table.csv"
+    table_path = RunDir(run.run_dir).search_table
     scores_path = fold_scores_path(submission_path(cfg))
     return OofAnalysis(
         run=run, images=rows, by_threshold=by_threshold,

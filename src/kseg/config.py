@@ -10,13 +10,13 @@ import copy
 import hashlib
 import json
 import os
-import re
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import yaml
 
 from .errors import ConfigError
+from .run import RunDir
 
 Config = dict[str, Any]
 
@@ -334,10 +334,6 @@ def data_path(cfg: Config, key: str) -> Path | None:
     return value if value.is_absolute() else Path(cfg["data"]["root"]) / value
 
 
-# The names of the fold folders kseg writes into output.dir; nothing else there is a fold of kseg's.
-FOLD_DIR = re.compile(r"fold\d+")
-
-
 def output_dir(cfg: Mapping[str, Any]) -> Path:
     return Path(cfg["output"]["dir"])
 
@@ -351,7 +347,7 @@ def submission_path(cfg: Mapping[str, Any]) -> Path:
 def folds_path(cfg: Mapping[str, Any]) -> Path:
     """``folds.file``, or ``<output.dir>/folds.csv`` when unset."""
     value = cfg["folds"]["file"]
-    return Path(value) if value else output_dir(cfg) / "folds.csv"
+    return Path(value) if value else RunDir.of(cfg).folds_csv
 
 
 def dump(cfg: Config) -> str:

@@ -41,11 +41,12 @@ from typing import IO, Any, Callable, Mapping, Sequence
 
 import kseg
 
-from .config import Config, dump, output_dir
+from .config import Config, dump
 from .config import get as config_get
 from .errors import ConfigError, KaggleError
 from .files import write_json, write_text
 from .plan import planned_folds
+from .run import RUN_FILES_OPTIONAL, RUN_FILES_REQUIRED, RunDir
 
 KINDS = ("infer", "train")
 KERNEL_METADATA = "kernel-metadata.json"
@@ -105,8 +106,6 @@ BUNDLED: dict[str, str] = {
 # kernel picks the one matching the TensorFlow it finds.
 TF_KERAS_MINORS = ("2.18", "2.19", "2.20", "2.21")
 # Files of a run directory the inference kernel needs besides the fold weights.
-RUN_FILES_REQUIRED = ("channels.json",)
-RUN_FILES_OPTIONAL = ("postprocess.json", "plan.json", "config.yaml", "folds.csv", "env.json")
 # Config keys that may name a local file; the code dataset bundles the file so a kernel finds it offline.
 ASSET_KEYS = ("model.encoder_weights", "model.init_from")
 
@@ -438,10 +437,10 @@ def _inference_folds(cfg: Config, from_kernels: bool) -> list[int]:
         return [int(k) for k in (wanted if isinstance(wanted, list) else [wanted])]
     if from_kernels:
         return planned_folds(cfg)[0]
-    run = output_dir(cfg)
-    folds = sorted(int(p.parent.name[4:]) for p in run.glob("fold*/best.weights.h5") if p.parent.name[4:].isdigit())
+    run = RunDir.of(cfg)
+    folds = run.trained_folds()
     if not folds:
-        raise ConfigError(f"no fold weights (fold*/best.weights.h5) under {run}: train first, or build with "
+        raise ConfigError(f"no fold weights (fold*/{run.weights(0).name}) under {run.root}: train first, or build with "
                           "--from-kernels to use the Kaggle train kernels' outputs")
     return folds
 
@@ -449,12 +448,13 @@ def _inference_folds(cfg: Config, from_kernels: bool) -> list[int]:
 def build_weights_dataset(cfg: Config, names: KernelNames, out_root: Path, folds: Sequence[int]) -> Path:
     """``<name>-kseg-weights/``: what ``kseg predict`` reads from the run directory, nothing more (no OOF,
     no last-epoch weights) so the upload stays small."""
-    run = output_dir(cfg)
-    required = [Path(f"fold{k}") / "best.weights.h5" for k in folds] + [Path(n) for n in RUN_FILES_REQUIRED]
+    paths = RunDir.of(cfg)
+    run = paths.root
+    required = ([paths.weights(k).relative_to(run) for k in folds] + [Path(n) for n in RUN_FILES_REQUIRED])
     missing = [str(run / rel) for rel in required if not (run / rel).is_file()]
     _raise_if(missing, f"the weights dataset needs these files of run {run} (run kseg train first)")
-    if not (run / "postprocess.json").is_file():
-        print(f"warning: {run / 'postprocess.json'} not found: the kernel will use postprocess.default "
+    if not paths.postprocess.is_file():
+        print(f"warning: {paths.postprocess} not found: the kernel will use postprocess.default "
               "(run kseg search for tuned parameters)")
     root = _fresh_dir(Path(out_root) / names.weights_dataset)
     for rel in required + [Path(n) for n in RUN_FILES_OPTIONAL if (run / n).is_file()]:
@@ -1096,7 +1096,7 @@ def run_local(kernel_dir: Path, input_dir: Path, timeout: float = 3600,
             problems += validate_submission(submission, schema_from_config(cfg), expected, cfg["data"]["task"],
                                             n_classes_of(cfg))
     else:
-        weights = working / "run" / f"fold{sidecar['fold']}" / "best.weights.h5"
+        weights = RunDir(working / "run").weights(int(sidecar["fold"]))
         if not weights.is_file():
             problems.append(f"{weights.relative_to(root)} not found: the train kernel produced no weights")
     report = LocalRunReport(ok=not problems, returncode=code, wall_s=wall,

@@ -19,12 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping
 
-from .config import FOLD_DIR, Config, data_path, fingerprint, folds_path, output_dir, submission_path
+from .config import Config, data_path, fingerprint, folds_path, output_dir, submission_path
 from .errors import ConfigError
 from .files import write_json
-
-# Where retraining moves the earlier fold folders (config.FOLD_DIR names; fold7_my_notes/ is the user's and stays).
-SUPERSEDED = "superseded"
+from .run import RunDir
 
 
 @dataclass(frozen=True)
@@ -110,15 +108,16 @@ def set_aside_folds(run_dir: Path) -> Path | None:
     Hours of training are not destroyed because the config changed: delete the folder by hand when the
     new run is better. Only kseg's exact names move.
     """
-    fold_dirs = sorted(d for d in run_dir.iterdir() if d.is_dir() and FOLD_DIR.fullmatch(d.name)) if run_dir.is_dir() else []
+    run = RunDir(run_dir)
+    fold_dirs = run.fold_dirs()
     if not fold_dirs:
         return None
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    target = run_dir / SUPERSEDED / stamp
+    target = run.superseded / stamp
     suffix = 1
     while target.exists():
         suffix += 1
-        target = run_dir / SUPERSEDED / f"{stamp}-{suffix}"
+        target = run.superseded / f"{stamp}-{suffix}"
     target.mkdir(parents=True)
     for fold_dir in fold_dirs:
         fold_dir.rename(target / fold_dir.name)
@@ -222,11 +221,11 @@ def _training_lines(run: Path) -> list[str]:
     import pandas as pd
 
     lines = []
-    plan_path = run / "plan.json"
+    plan_path = RunDir(run).plan
     if plan_path.is_file():
         lines.append(f"plan: {json.loads(plan_path.read_text())['plan']['reason']}")
     drawn: dict[str, int] = {}
-    for history_path in sorted(run.glob("fold*/history.csv")):
+    for history_path in (RunDir(run).history(k) for k in RunDir(run).folds_with("history.csv")):
         history = pd.read_csv(history_path)
         for column in history.columns:
             if column.startswith("drawn_") and column != "drawn_empty":
@@ -240,7 +239,7 @@ def _training_lines(run: Path) -> list[str]:
 
 def print_summary(cfg: Config, timings: dict[str, str], submission: Path) -> None:
     """OOF score per fold and class, TTA gain, chosen parameters, stage times, test score if known."""
-    pp_path = output_dir(cfg) / "postprocess.json"
+    pp_path = RunDir.of(cfg).postprocess
     pp = json.loads(pp_path.read_text()) if pp_path.is_file() else {}
     lines = ["", "=== summary ==="]
     if pp:

@@ -25,11 +25,11 @@ from .errors import ConfigError, DataError
 from .files import write_json
 from .metric import VOID
 from .normalize import Polarity, polarity_from_dict
+from .run import RunDir
 
 __all__ = ["Fingerprint", "Plan", "ORIENTATIONS", "label_asymmetry", "orientation_plan", "fingerprint", "make_plan", "scale_plan", "budget_plan", "planned_folds", "write_plan", "read_plan", "rescale_image",
-           "rescale_labels", "restore_probabilities", "PLAN_FILE"]
+           "rescale_labels", "restore_probabilities"]
 
-PLAN_FILE = "plan.json"
 # train.orientation: auto (from the labels), free (every flip and quarter turn), upright (up stays up: no
 # vertical flip, no quarter turn), fixed (no flip or turn at all).
 ORIENTATIONS = ("auto", "free", "upright", "fixed")
@@ -233,14 +233,14 @@ def scale_plan(fp: Fingerprint, train_cfg: Mapping[str, Any], task: str = "insta
 
 
 def write_plan(run_dir: Path, fp: Fingerprint, plan: Plan) -> Path:
-    path = run_dir / PLAN_FILE
+    path = RunDir(run_dir).plan
     write_json(path, {"fingerprint": asdict(fp), "plan": asdict(plan)})
     return path
 
 
 def read_plan(run_dir: Path) -> Plan:
     """The plan a run was trained with; a run without one (older kseg) was trained at full resolution."""
-    path = run_dir / PLAN_FILE
+    path = RunDir(run_dir).plan
     if not path.is_file():
         return Plan(scale=1.0, reason=f"{path} not found: full resolution")
     try:

@@ -9,7 +9,7 @@ from typing import Callable
 import numpy as np
 from tqdm.auto import tqdm
 
-from .config import FOLD_DIR, Config, output_dir, submission_path
+from .config import Config, output_dir, submission_path
 from .data import image_size, list_test_images, load_test_truth, n_classes_of, read_image, schema_from_config
 from .errors import ConfigError, SubmissionError
 from .files import child_path, write_json
@@ -18,6 +18,7 @@ from .normalize import input_normaliser
 from .plan import read_plan, rescale_image, restore_probabilities
 from .plots import save_overlays
 from .postprocess import instances_from_probs, predict_class
+from .run import RunDir
 from .submission import SubmissionWriter, validate_submission
 from .targets import read_channels
 from .tta import mean_of, predict_each, predict_ensemble, views_for_orientation
@@ -28,20 +29,19 @@ N_OVERLAYS = 4
 
 def fold_weight_files(cfg: Config) -> list[Path]:
     """Best weights of the folds named by ``predict.folds`` ('all' or a list of fold indices)."""
-    root = output_dir(cfg)
+    run = RunDir.of(cfg)
     wanted = cfg["predict"]["folds"]
     if wanted == "all":
         # Only kseg's own fold folders (fold0, fold1, ...): a user's fold7_notes/ must not join the ensemble.
-        files = sorted((d / "best.weights.h5" for d in root.glob("fold*") if FOLD_DIR.fullmatch(d.name)
-                        and (d / "best.weights.h5").is_file()), key=lambda f: int(f.parent.name[len("fold"):]))
+        files = [run.weights(k) for k in run.trained_folds()]
     else:
         indices = wanted if isinstance(wanted, list) else [wanted]
-        files = [root / f"fold{int(k)}" / "best.weights.h5" for k in indices]
+        files = [run.weights(int(k)) for k in indices]
         missing = [str(f) for f in files if not f.is_file()]
         if missing:
             raise ConfigError(f"predict.folds={wanted!r}: missing weights {', '.join(missing)}")
     if not files:
-        raise ConfigError(f"no fold weights (fold*/best.weights.h5) under {root}: train first")
+        raise ConfigError(f"no fold weights (fold*/{run.weights(0).name}) under {run.root}: train first")
     return files
 
 
@@ -65,7 +65,7 @@ def load_fold_models(cfg: Config) -> list[PredictFn]:
 
 def read_postprocess(cfg: Config) -> dict:
     """The OOF-searched parameters, or the config defaults (with a warning) when no search was run."""
-    path = output_dir(cfg) / "postprocess.json"
+    path = RunDir.of(cfg).postprocess
     if path.is_file():
         return json.loads(path.read_text())
     print(f"warning: {path} not found; using postprocess.default (run kseg search for tuned parameters)")

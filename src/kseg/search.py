@@ -49,6 +49,7 @@ from kseg.postprocess import (
     remove_small_classes,
     validate_params,
 )
+from kseg.run import RunDir
 from kseg.targets import read_channels
 from kseg.tta import views_for_orientation
 
@@ -227,7 +228,8 @@ def oof_images(cfg: Mapping[str, Any], records: Sequence[ImageRecord], run_dir: 
     folds = read_folds(config_module.folds_path(cfg), [record.id for record in records], cfg=cfg,
                        groups={record.id: record.group for record in records})
     fold_of = dict(zip(folds["id"], folds["fold"].astype(int)))
-    trained = sorted(k for k in set(fold_of.values()) if (run_dir / f"fold{k}" / "oof").is_dir())
+    run = RunDir(run_dir)
+    trained = sorted(k for k in set(fold_of.values()) if run.oof(k).is_dir())
     if not trained:
         raise DataError(f"no OOF predictions under {run_dir} (expected fold*/oof/*.npz): train the folds first")
     skipped = sorted(set(fold_of.values()) - set(trained))
@@ -238,7 +240,7 @@ def oof_images(cfg: Mapping[str, Any], records: Sequence[ImageRecord], run_dir: 
         fold = fold_of[record.id]
         if fold not in trained:
             continue
-        path = child_path(run_dir / f"fold{fold}" / "oof", f"{record.id}.npz", "OOF file of image id")
+        path = child_path(run.oof(fold), f"{record.id}.npz", "OOF file of image id")
         if not path.is_file():
             raise DataError(f"{path} not found: fold {fold} has OOF predictions but none for image {record.id}")
         images.append(OofImage(record.id, fold, record.cls, path, np.asarray(record.labels)))
@@ -357,9 +359,9 @@ def command_search(cfg: Mapping[str, Any], use_tta: bool | None = None) -> dict:
         "per_fold": _means_by(final, [image.fold for image in images]),
         "per_class_score": _means_by(final, true_classes) if classes else {},
     }
-    write_json(run_dir / "postprocess.json", result)
-    _write_table(run_dir / "search_table.csv", grid, scores, images, classes)
-    _plot_curves(run_dir / "search_curves.png", grid, scores.mean(axis=0), best)
+    write_json(RunDir(run_dir).postprocess, result)
+    _write_table(RunDir(run_dir).search_table, grid, scores, images, classes)
+    _plot_curves(RunDir(run_dir).search_curves, grid, scores.mean(axis=0), best)
     _print_summary(result, scores, best, per_class_index, true_classes)
     return result
 
@@ -420,14 +422,14 @@ def _search_class_maps(cfg: Mapping[str, Any], run_dir: Path, channels: Sequence
         "per_fold": {str(k): class_map_score(chosen_counts[folds == k].sum(axis=0)) for k in sorted(set(folds.tolist()))},
         "per_class_score": {names[k - 1]: value for k, value in ious.items() if 0 < k <= len(names)},
     }
-    write_json(run_dir / "postprocess.json", result)
+    write_json(RunDir(run_dir).postprocess, result)
     table = pd.DataFrame(points)
     table["score"] = scores
     for k, name in enumerate(names, start=1):
         table[f"iou:{name}"] = [class_map_ious(total[g][:, [0, k]]).get(1, np.nan) for g in range(len(points))]
-    with atomic_path(run_dir / "search_table.csv") as tmp:
+    with atomic_path(RunDir(run_dir).search_table) as tmp:
         table.to_csv(tmp, index=False, float_format="%.6f")
-    _plot_curves(run_dir / "search_curves.png", grid, scores, best)
+    _plot_curves(RunDir(run_dir).search_curves, grid, scores, best)
     print(table.to_string(index=False, float_format="%.4f"))
     print(f"OOF mean IoU {result['oof_score']:.4f} ({key}, min_area {chosen['min_area']})")
     print(f"  without TTA {result['oof_score_plain']:.4f}; with postprocess.default {result['oof_score_default']:.4f}")

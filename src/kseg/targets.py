@@ -23,6 +23,7 @@ from skimage.segmentation import find_boundaries
 
 from .config import TASKS
 from .errors import ConfigError, DataError
+from .run import RunDir
 
 __all__ = ["TASKS", "channel_names", "make_targets", "check_border_width", "read_channels"]
 
@@ -98,7 +99,7 @@ def make_targets(labels: np.ndarray, task: str, cls_index: int | None, n_classes
 
 def read_channels(run_dir: Path, task: str) -> tuple[list[str], list[str]]:
     """Channel names and classes a run was trained with (``channels.json``), checked against ``data.task``."""
-    path = run_dir / "channels.json"
+    path = RunDir(run_dir).channels
     if not path.is_file():
         raise DataError(f"{path} not found: train the run first (kseg train) so OOF predictions exist")
     try:

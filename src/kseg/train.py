@@ -55,6 +55,7 @@ from .plan import (
     write_plan,
 )
 from .postprocess import instances_from_probs, validate_params
+from .run import RunDir
 from .targets import channel_names, check_border_width, make_targets, read_channels
 from .tta import VIEWS, check_tile, predict_image, views_for_orientation
 
@@ -591,10 +592,10 @@ class FoldRecorder:
     ``best.weights.h5`` (best ``train.monitor``) and ``state.json`` (what ``--resume`` needs, and ``setup``:
     the accelerator the fold trains on, see :meth:`Accelerator.describe`)."""
 
-    def __init__(self, fold_dir: Path, model: Any, sampler: Sampler, validator: Validator, monitor: str,
+    def __init__(self, run: RunDir, fold: int, model: Any, sampler: Sampler, validator: Validator, monitor: str,
                  history: pd.DataFrame, epochs_done: int, best_value: float | None, best_epoch: int | None,
                  setup: Mapping[str, Any] | None = None) -> None:
-        self.fold_dir, self.model, self.sampler, self.validator = fold_dir, model, sampler, validator
+        self.run, self.fold, self.model, self.sampler, self.validator = run, fold, model, sampler, validator
         self.setup = dict(setup or {})
         self.monitor, self.mode = monitor, MONITORS[monitor]
         self.rows = history.to_dict("records")
@@ -613,7 +614,7 @@ class FoldRecorder:
             value = float(logs[self.monitor])
             if _improves(value, self.best_value, self.mode):
                 self.best_value, self.best_epoch = value, epoch
-                save_weights(self.model, self.fold_dir / "best.weights.h5")
+                save_weights(self.model, self.run.weights(self.fold))
         drawn = self.sampler.histogram(epoch)
         print(f"[train] epoch {epoch + 1}: " + ", ".join(f"{k} {logs[k]:.4f}" for k in ("loss", "val_loss", "val_score")
                                                          if k in logs)
@@ -622,15 +623,15 @@ class FoldRecorder:
                           "lr": _read_lr(self.model.optimizer), "seconds": round(time.perf_counter() - self.started, 1),
                           **{f"drawn_{k}": v for k, v in drawn.items()}})
         history = pd.DataFrame(self.rows)
-        with atomic_path(self.fold_dir / "history.csv") as tmp:
+        with atomic_path(self.run.history(self.fold)) as tmp:
             history.to_csv(tmp, index=False)
-        _save_curves(history, self.fold_dir / "curves.png", self.fold_dir.name)
-        save_weights(self.model, self.fold_dir / "last.weights.h5")  # the live weights: training resumes from them
+        _save_curves(history, self.run.curves(self.fold), self.run.fold(self.fold).name)
+        save_weights(self.model, self.run.last_weights(self.fold))  # the live weights: training resumes from them
         self.epochs_done = epoch + 1
         self.write_state()
 
     def write_state(self) -> None:
-        write_json(self.fold_dir / "state.json", {
+        write_json(self.run.state(self.fold), {
             "epoch": self.epochs_done, "monitor": self.monitor, "best_value": self.best_value,
             "best_epoch": self.best_epoch, "lr": _read_lr(self.model.optimizer), "stopped_early": self.stopped_early,
             **self.setup,
@@ -730,19 +731,19 @@ def command_oof(cfg: Config) -> list[Path]:
     plan = read_plan(out)
     oriented = oriented_config(cfg, plan.orientation)
     wanted = _oof_settings(oriented)
-    trained = sorted((d for d in out.glob("fold*") if config_module.FOLD_DIR.fullmatch(d.name)
-                      and (d / "done.json").is_file()), key=lambda d: int(d.name[len("fold"):]))
+    run = RunDir(out)
+    trained = run.folds_with(run.done(0).name)
     if not trained:
         raise DataError(f"no trained fold (fold*/done.json) in {out}: run `kseg train` with this config first")
 
-    def written_with(fold_dir: Path) -> dict | None:
-        meta = fold_dir / "oof" / OOF_META
+    def written_with(fold: int) -> dict | None:
+        meta = run.oof(fold) / OOF_META
         try:
             return {k: v for k, v in json.loads(meta.read_text()).items() if k in wanted} if meta.is_file() else None
         except (UnicodeDecodeError, json.JSONDecodeError):
             return None
 
-    stale = [d for d in trained if written_with(d) != wanted]
+    stale = [k for k in trained if written_with(k) != wanted]
     if not stale:
         print(f"[oof] every trained fold's OOF was written with views {', '.join(wanted['views'])} and tile "
               f"{wanted['tile']}: up to date")
@@ -753,17 +754,16 @@ def command_oof(cfg: Config) -> list[Path]:
     channels, _ = read_channels(out, task)
     target_classes = class_names(cfg, records) or run_classes(records, task)
     preprocess = preprocess_fn(cfg)
-    for fold_dir in stale:
-        fold = int(fold_dir.name[len("fold"):])
+    for fold in stale:
         val = [records[i] for i in np.flatnonzero(fold_of == fold)]
         print(f"[oof] fold {fold}: {len(val)} validation images, views {', '.join(wanted['views'])}")
         cache = SampleCache.from_records(val, task, target_classes, cfg["train"]["border_width"],
                                          progress=bool(cfg["train"]["verbose"]),
                                          normalise=input_normaliser(cfg, plan.invert), scale=plan.scale)
         model = build_model(cfg, len(channels))
-        load_weights(model, fold_dir / "best.weights.h5")
-        _write_oof(model, cache, val, range(len(val)), oriented, preprocess, fold_dir / "oof")
-    return stale
+        load_weights(model, run.weights(fold))
+        _write_oof(model, cache, val, range(len(val)), oriented, preprocess, run.oof(fold))
+    return [run.fold(k) for k in stale]
 
 
 # --------------------------------------------------------------------------------------------- one fold
@@ -781,8 +781,8 @@ def fold_channel_weights(cfg: Config, cache: SampleCache, train_indices: Sequenc
     return channel_weights(cfg, n_channels, counts)
 
 
-def _read_state(fold_dir: Path) -> dict | None:
-    state_path, last = fold_dir / "state.json", fold_dir / "last.weights.h5"
+def _read_state(run: RunDir, fold: int) -> dict | None:
+    state_path, last = run.state(fold), run.last_weights(fold)
     if not (state_path.is_file() and last.is_file()):
         return None
     return json.loads(state_path.read_text())
@@ -795,7 +795,8 @@ def _train_fold(cfg: Config, fold: int, records: Sequence[ImageRecord], fold_of:
     from .model import build_model, describe_model, load_weights, preprocess_fn
 
     train_cfg = cfg["train"]
-    fold_dir = config_module.output_dir(cfg) / f"fold{fold}"
+    run = RunDir.of(cfg)
+    fold_dir = run.fold(fold)
     train_indices = np.flatnonzero(fold_of != fold)
     val_indices = np.flatnonzero(fold_of == fold)
     replicas = accelerator.replicas
@@ -806,10 +807,10 @@ def _train_fold(cfg: Config, fold: int, records: Sequence[ImageRecord], fold_of:
           f"replica(s)), lr {setup['lr']:.3g}")
 
     keras.utils.set_random_seed(train_cfg["seed"])
-    state = _read_state(fold_dir) if resume else None
+    state = _read_state(run, fold) if resume else None
     if state is None:  # a fresh start: stale markers of an earlier run must not mark this one done or resumable
-        for marker in ("done.json", "state.json"):
-            (fold_dir / marker).unlink(missing_ok=True)
+        for marker in (run.done(fold), run.state(fold)):
+            marker.unlink(missing_ok=True)
     initial_epoch = state["epoch"] if state else 0
     weights = fold_channel_weights(cfg, cache, train_indices, n_channels)
     if weights is not None:
@@ -821,7 +822,7 @@ def _train_fold(cfg: Config, fold: int, records: Sequence[ImageRecord], fold_of:
         compile_model(model, cfg, n_channels, replicas, weights)
     print(f"[train] fold {fold}: {describe_model(model)}")
     if state:
-        load_weights(model, fold_dir / "last.weights.h5")
+        load_weights(model, run.last_weights(fold))
         model.optimizer.learning_rate.assign(state["lr"])
         print(f"[train] fold {fold}: resuming after epoch {initial_epoch} "
               f"(best {state['monitor']} {state['best_value']})")
@@ -834,14 +835,14 @@ def _train_fold(cfg: Config, fold: int, records: Sequence[ImageRecord], fold_of:
                       train_cfg["sampler"]["empty_fraction"], train_cfg["seed"], fold, steps * setup["global_batch"])
     sampler.next_epoch = initial_epoch
     preprocess = preprocess_fn(cfg)
-    history_path = fold_dir / "history.csv"
+    history_path = run.history(fold)
     history = pd.read_csv(history_path) if state and history_path.is_file() else pd.DataFrame()
     if len(history):
         history = history[history["epoch"] < initial_epoch]
     monitor = train_cfg["monitor"]
     resumable = state is not None and state.get("monitor") == monitor
     validator = Validator(cache, records, val_indices, cfg, preprocess, model.loss)
-    recorder = FoldRecorder(fold_dir, model, sampler, validator, monitor, history, initial_epoch,
+    recorder = FoldRecorder(run, fold, model, sampler, validator, monitor, history, initial_epoch,
                             state["best_value"] if resumable else None, state["best_epoch"] if resumable else None,
                             setup)
     finished = state is not None and (state["stopped_early"] or initial_epoch >= train_cfg["epochs"])
@@ -854,10 +855,10 @@ def _train_fold(cfg: Config, fold: int, records: Sequence[ImageRecord], fold_of:
         )
         recorder.write_state()  # records whether early stopping ended the fold
 
-    best = fold_dir / "best.weights.h5"
+    best = run.weights(fold)
     load_weights(model, best)
-    _write_oof(model, cache, records, val_indices, cfg, preprocess, fold_dir / "oof")
-    write_json(fold_dir / "done.json", {
+    _write_oof(model, cache, records, val_indices, cfg, preprocess, run.oof(fold))
+    write_json(run.done(fold), {
         "fold": fold, "epochs": recorder.epochs_done, "steps_per_epoch": steps, "best_epoch": recorder.best_epoch,
         "monitor": monitor, "best_value": recorder.best_value, "oof_images": len(val_indices), **setup,
     })
@@ -886,7 +887,7 @@ def _fold_assignment(cfg: Config, records: Sequence[ImageRecord]) -> np.ndarray:
     if not path.is_file():
         command_folds(cfg)
     folds = read_folds(path, [record.id for record in records], cfg=cfg, groups={r.id: r.group for r in records})
-    run_copy = config_module.output_dir(cfg) / "folds.csv"
+    run_copy = RunDir.of(cfg).folds_csv
     if path.resolve() != run_copy.resolve():
         with atomic_path(run_copy) as tmp:
             folds.to_csv(tmp, index=False)
@@ -947,7 +948,7 @@ def command_train(cfg: Config, fold: int | str | list[int] | None = None, resume
     fold_of = _fold_assignment(cfg, records)
     write_text(out / "config.yaml", config_module.dump(dict(cfg)))
     write_json(out / "env.json", _environment())
-    write_json(out / "channels.json", {"channels": channels, "classes": classes, "task": task})
+    write_json(RunDir(out).channels, {"channels": channels, "classes": classes, "task": task})
     fp = fingerprint([record.labels for record in records], [record.cls for record in records], task == "multiclass")
     requested = _folds_to_train(cfg["train"]["folds"] if fold is None else fold, sorted(set(fold_of.tolist())))
     plan = make_plan(fp, cfg["train"], task, requested)
@@ -957,7 +958,7 @@ def command_train(cfg: Config, fold: int | str | list[int] | None = None, resume
     write_plan(out, fp, plan)
     print(f"[plan] {len(records)} images, median object diameter {fp.median_diameter} px: {plan.reason}")
     requested = plan.folds
-    pending = [k for k in requested if not (resume and (out / f"fold{k}" / "done.json").is_file())]
+    pending = [k for k in requested if not (resume and RunDir(out).done(k).is_file())]
     for k in sorted(set(requested) - set(pending)):
         print(f"[train] fold {k}: done.json exists, skipping (--resume)")
     if pending:
@@ -978,4 +979,4 @@ def command_train(cfg: Config, fold: int | str | list[int] | None = None, resume
                 print(f"[train] fold {k} finished in {time.perf_counter() - start:.0f}s")
         finally:  # the policy is global: prediction and search later in the same process build float32 models
             keras.mixed_precision.set_global_policy(previous_policy)
-    return [out / f"fold{k}" / "best.weights.h5" for k in requested]
+    return [RunDir(out).weights(k) for k in requested]
