@@ -88,3 +88,25 @@ def test_score_and_validate_do_not_import_tensorflow(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parents[1])
     assert result.returncode == 0, result.stdout + result.stderr
     assert "ok" in result.stdout
+
+
+def test_caveats_are_warning_lines_from_the_cli_and_silenceable_in_a_notebook(monkeypatch, capsys):
+    """Library code warns with KsegWarning (never prints); the CLI shows every one as a ``warning:`` line on
+    stdout, repeats included, and a notebook's filter silences them."""
+    import warnings
+
+    from kseg import cli
+    from kseg.errors import KsegWarning, warn
+
+    def handler(args):
+        for _ in range(2):
+            warn("folds.csv has no group column")
+        return 0
+
+    monkeypatch.setattr(cli, "_cmd_validate", handler)
+    assert cli.main(["validate", "sub.csv", "--config", "configs/demo.yaml"]) == 0
+    assert capsys.readouterr().out.count("warning: folds.csv has no group column\n") == 2
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=KsegWarning)
+        warn("silenced")
+    assert capsys.readouterr() == ("", "")

@@ -1,6 +1,7 @@
 """kseg.folds: grouped + stratified folds, fallbacks, folds.csv round trip and its validation."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 from kseg import data, folds
 from kseg.config import load_config
 from kseg.demo import make_demo_data
-from kseg.errors import DataError
+from kseg.errors import DataError, KsegWarning
 
 
 def image_frame(n_images: int = 40, n_groups: int = 10, classes: tuple[str, ...] = ("a", "a", "b", "c")) -> pd.DataFrame:
@@ -62,37 +63,37 @@ def test_many_imbalanced_groups_never_straddle_folds(n_splits: int) -> None:
     assert (merged.groupby("cls")["fold"].nunique() == n_splits).all()  # every fold sees every class
 
 
-def test_without_groups_falls_back_to_stratified(capsys: pytest.CaptureFixture) -> None:
-    assigned = folds.make_folds(image_frame(), 4, seed=0, group_col=None)
-    assert "warning: no group column" in capsys.readouterr().out
+def test_without_groups_falls_back_to_stratified() -> None:
+    with pytest.warns(KsegWarning, match="no group column"):
+        assigned = folds.make_folds(image_frame(), 4, seed=0, group_col=None)
     merged = image_frame().merge(assigned, on="id")
     assert (merged.groupby("fold")["cls"].nunique() == 3).all()
 
 
-def test_without_classes_falls_back_to_group_kfold(capsys: pytest.CaptureFixture) -> None:
+def test_without_classes_falls_back_to_group_kfold() -> None:
     frame = image_frame().assign(cls=None)
-    assigned = folds.make_folds(frame, 5, seed=0)
-    assert "GroupKFold" in capsys.readouterr().out
+    with pytest.warns(KsegWarning, match="GroupKFold"):
+        assigned = folds.make_folds(frame, 5, seed=0)
     assert (frame.merge(assigned, on="id").groupby("group")["fold"].nunique() == 1).all()
 
 
-def test_without_groups_and_classes_falls_back_to_kfold(capsys: pytest.CaptureFixture) -> None:
-    assigned = folds.make_folds(image_frame().drop(columns=["group", "cls"]), 3, seed=0)
-    assert "no group column ('group') and no class column ('cls'); folds are plain random splits (KFold)" \
-        in capsys.readouterr().out
+def test_without_groups_and_classes_falls_back_to_kfold() -> None:
+    with pytest.warns(KsegWarning, match=re.escape("no group column ('group') and no class column ('cls'); folds are "
+                                                   "plain random splits (KFold)")):
+        assigned = folds.make_folds(image_frame().drop(columns=["group", "cls"]), 3, seed=0)
     assert assigned["fold"].value_counts().sort_index().tolist() == [14, 13, 13]
 
 
-def test_classes_too_small_to_stratify_fall_back_to_kfold(capsys: pytest.CaptureFixture) -> None:
+def test_classes_too_small_to_stratify_fall_back_to_kfold() -> None:
     frame = image_frame(n_images=6, classes=("a", "b", "c", "d", "e", "f")).assign(group=None)
-    folds.make_folds(frame, 3, seed=0)
-    assert "every class has fewer than 3 images; folds are plain random splits (KFold)" in capsys.readouterr().out
+    with pytest.warns(KsegWarning, match=re.escape("every class has fewer than 3 images; folds are plain random splits")):
+        folds.make_folds(frame, 3, seed=0)
 
 
-def test_classes_too_small_to_stratify_keep_the_groups(capsys: pytest.CaptureFixture) -> None:
+def test_classes_too_small_to_stratify_keep_the_groups() -> None:
     frame = image_frame(n_images=6, n_groups=3, classes=("a", "b", "c"))
-    assigned = folds.make_folds(frame, 3, seed=0)
-    assert "every class has fewer than 3 images; folds are grouped by 'group'" in capsys.readouterr().out
+    with pytest.warns(KsegWarning, match=re.escape("every class has fewer than 3 images; folds are grouped by 'group'")):
+        assigned = folds.make_folds(frame, 3, seed=0)
     assert (frame.merge(assigned, on="id").groupby("group")["fold"].nunique() == 1).all()
 
 

@@ -15,7 +15,7 @@ import pytest
 from kseg import kaggle_cli, kernels
 from kseg.cli import main
 from kseg.config import dump, load_config
-from kseg.errors import ConfigError, DataError, KaggleError
+from kseg.errors import ConfigError, DataError, KaggleError, KsegWarning
 from kseg.kernels import (
     BUNDLED,
     NETWORK_GUARD_MESSAGE,
@@ -964,9 +964,9 @@ def test_push_rejects_a_malformed_kaggle_json(cfg, tmp_path, fake_wheels, fake_k
 
 def test_push_dry_run_prints_the_commands_and_runs_none(cfg, tmp_path, fake_wheels, fake_kaggle, capsys):
     kernel = _build_infer(cfg, tmp_path, fake_wheels)
-    assert push(kernel, dry_run=True) == 0
+    with pytest.warns(KsegWarning, match="no Kaggle credentials found"):
+        assert push(kernel, dry_run=True) == 0
     out = capsys.readouterr().out
-    assert "warning: no Kaggle credentials found" in out
     assert f"kaggle datasets create -p {kernel.parent / 'unit-demo-kseg-weights'} -r zip" in out
     assert f"kaggle kernels push -p {kernel}" in out
     assert not fake_kaggle.exists()

@@ -13,7 +13,7 @@ import pytest
 from conftest import TINY, TINY_RUN, tiny_args
 from kseg.cli import main
 from kseg.config import load_config
-from kseg.errors import ConfigError
+from kseg.errors import ConfigError, KsegWarning
 from kseg.predict import command_predict, fold_weight_files
 
 pytestmark = pytest.mark.slow
@@ -103,13 +103,13 @@ def test_predict_subset_of_folds_and_missing_weights(finished_run, tmp_path):
         fold_weight_files(cfg)
 
 
-def test_predict_without_search_uses_defaults(finished_run, tmp_path, capsys):
+def test_predict_without_search_uses_defaults(finished_run, tmp_path):
     run_copy = tmp_path / "run"
     shutil.copytree(finished_run / "run", run_copy)
     (run_copy / "postprocess.json").unlink()
     cfg = load_config("configs/demo.yaml", TINY + [f"data.root={finished_run / 'data'}", f"output.dir={run_copy}"])
-    command_predict(cfg, tmp_path / "sub.csv")
-    assert "using postprocess.default" in capsys.readouterr().out
+    with pytest.warns(KsegWarning, match="using postprocess.default"):
+        command_predict(cfg, tmp_path / "sub.csv")
 
 
 def test_predict_before_training_is_one_clear_error(tmp_path, capsys):

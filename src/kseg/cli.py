@@ -6,12 +6,13 @@ import argparse
 import json
 import sys
 import traceback
+import warnings
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from . import __version__
 from .config import TASKS, Config, load_config
-from .errors import KsegError
+from .errors import KsegError, KsegWarning
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -346,10 +347,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _print_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                   file: Any = None, line: str | None = None) -> None:
+    """kseg's caveats as one ``warning:`` line on stdout, between the progress lines they belong to; other
+    libraries' warnings as Python prints them."""
+    if issubclass(category, KsegWarning):
+        print(f"warning: {message}", flush=True)
+    else:
+        _SHOW_WARNING(message, category, filename, lineno, file, line)
+
+
+_SHOW_WARNING = warnings.showwarning
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.handler(args)
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", KsegWarning)  # every caveat, not only the first from each line
+            warnings.showwarning = _print_warning
+            return args.handler(args)
     except KsegError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from kseg import config as config_module
 from kseg import rle
-from kseg.errors import ConfigError, DataError
+from kseg.errors import ConfigError, DataError, warn
 from kseg.files import child_path
 from kseg.metric import BACKGROUND, VOID
 
@@ -435,7 +435,7 @@ def _optional_column(frame: pd.DataFrame, path: Path, column: str | None, role: 
     """A class/group column the CSV lacks is tolerated (e.g. derived CSVs without sample_id), with a warning."""
     if column is None or column in frame.columns:
         return column
-    print(f"warning: {path} has no {role} column {column!r}; continuing without {role}s")
+    warn(f"{path} has no {role} column {column!r}; continuing without {role}s")
     return None
 
 
@@ -585,7 +585,7 @@ def load_records(cfg: Mapping[str, Any], *, progress: bool = True) -> list[Image
         ))
     overlapping = [record.overlap_pixels for record in records if record.overlap_pixels]
     if overlapping:
-        print(f"note: {sum(overlapping)} pixels were claimed by more than one instance in "
+        warn(f"{sum(overlapping)} pixels were claimed by more than one instance in "
               f"{len(overlapping)} images; the first row wins")
     return records
 

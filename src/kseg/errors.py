@@ -1,4 +1,6 @@
-"""One exception family, so the CLI can print a single clear line instead of a traceback."""
+"""One exception family, so the CLI can print a single clear line instead of a traceback, and one warning class."""
+
+import warnings
 
 
 class KsegError(Exception):
@@ -23,3 +25,16 @@ class SubmissionError(KsegError):
 
 class KaggleError(KsegError):
     """The kaggle CLI or the Kaggle server refused or failed a request (the message quotes its output)."""
+
+
+class KsegWarning(UserWarning):
+    """A caveat kseg works past (a missing column, a fold without OOF, no search result yet, ...).
+
+    A notebook silences them with ``warnings.filterwarnings("ignore", category=KsegWarning)``; the CLI prints
+    each as one ``warning:`` line on stdout, as it always has (``cli.main``); tests use ``pytest.warns``.
+    """
+
+
+def warn(message: str) -> None:
+    """Issue ``message`` as a :class:`KsegWarning` attributed to the caller of the function that warns."""
+    warnings.warn(message, KsegWarning, stacklevel=3)

@@ -23,7 +23,7 @@ from sklearn.model_selection import GroupKFold, KFold, StratifiedGroupKFold, Str
 
 from kseg import config as config_module
 from kseg import data
-from kseg.errors import DataError
+from kseg.errors import DataError, warn
 from kseg.files import atomic_path, write_json
 
 __all__ = ["MISSING_CLASS", "make_folds", "fold_table", "command_folds", "read_folds", "sidecar_path"]
@@ -78,14 +78,14 @@ def make_folds(frame: pd.DataFrame, n_splits: int, seed: int, group_col: str | N
         splitter = StratifiedGroupKFold(n_splits, shuffle=True, random_state=seed)
         splits = splitter.split(placeholder, classes, groups)
     elif groups is not None:
-        print(f"warning: {no_classes}; folds are grouped by {group_col!r} but not stratified (GroupKFold)")
+        warn(f"{no_classes}; folds are grouped by {group_col!r} but not stratified (GroupKFold)")
         splits = GroupKFold(n_splits, shuffle=True, random_state=seed).split(placeholder, groups=groups)
     elif stratifiable:
-        print(f"warning: no group column ({group_col!r}); folds are stratified by {class_col!r} but images of "
+        warn(f"no group column ({group_col!r}); folds are stratified by {class_col!r} but images of "
               f"one group may land in different folds (StratifiedKFold)")
         splits = StratifiedKFold(n_splits, shuffle=True, random_state=seed).split(placeholder, classes)
     else:
-        print(f"warning: no group column ({group_col!r}) and {no_classes}; folds are plain random splits (KFold)")
+        warn(f"no group column ({group_col!r}) and {no_classes}; folds are plain random splits (KFold)")
         splits = KFold(n_splits, shuffle=True, random_state=seed).split(placeholder)
 
     fold = np.full(n_images, -1, dtype=np.int64)
@@ -227,4 +227,4 @@ def _check_groups(path: Path, folds: pd.DataFrame, groups: Mapping[str, str | No
                f"({shown}{more}); near-duplicate images then leak into validation")
     if not allow:
         raise DataError(f"{message}. Recreate the file with `kseg folds`, or set folds.allow_group_leak: true")
-    print(f"WARNING: {message}; continuing because folds.allow_group_leak is true")
+    warn(f"{message}; continuing because folds.allow_group_leak is true")

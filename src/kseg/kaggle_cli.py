@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .config import Config
-from .errors import ConfigError, KaggleError
+from .errors import ConfigError, KaggleError, warn
 from .kernels import (
     KERNEL_METADATA,
     OUTPUTS_DIR,
@@ -129,7 +129,7 @@ def command_logs(target: str, wait: bool = False, runner: Runner = subprocess.ru
         try:
             wait_for_kernel(ref, runner, **poll)
         except KaggleError as exc:
-            print(f"note: {exc}")
+            warn(f"{exc}")
     print(_call(runner, [_kaggle(), "kernels", "logs", ref]).rstrip())
     return 0
 

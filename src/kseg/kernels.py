@@ -43,7 +43,7 @@ import kseg
 
 from .config import Config, dump
 from .config import get as config_get
-from .errors import ConfigError, KaggleError
+from .errors import ConfigError, KaggleError, warn
 from .files import write_json, write_text
 from .plan import planned_folds
 from .run import RUN_FILES_OPTIONAL, RUN_FILES_REQUIRED, RunDir
@@ -454,7 +454,7 @@ def build_weights_dataset(cfg: Config, names: KernelNames, out_root: Path, folds
     missing = [str(run / rel) for rel in required if not (run / rel).is_file()]
     _raise_if(missing, f"the weights dataset needs these files of run {run} (run kseg train first)")
     if not paths.postprocess.is_file():
-        print(f"warning: {paths.postprocess} not found: the kernel will use postprocess.default "
+        warn(f"{paths.postprocess} not found: the kernel will use postprocess.default "
               "(run kseg search for tuned parameters)")
     root = _fresh_dir(Path(out_root) / names.weights_dataset)
     for rel in required + [Path(n) for n in RUN_FILES_OPTIONAL if (run / n).is_file()]:
@@ -544,7 +544,7 @@ def build_kernel(cfg: Config, kind: str, fold: int | None = None, owner: str = "
     # Training downloads ImageNet encoder weights when asked to; inference never needs the internet.
     internet = kind == "train" and cfg["model"]["encoder_weights"] == "imagenet"
     if internet:
-        print("note: model.encoder_weights=imagenet is downloaded at training time, so this train kernel has "
+        warn("model.encoder_weights=imagenet is downloaded at training time, so this train kernel has "
               "the internet on; set it to a bundled .h5 path to train offline")
     overrides: dict[str, Any] = {"train.verbose": 2} if kind == "train" else {
         "model.encoder_weights": None, "model.init_from": None}
@@ -965,7 +965,7 @@ def kaggle_image_venv(cache_root: Path, requirements: Path = KAGGLE_IMAGE_REQUIR
     base = Path(base_python) if base_python else find_python()
     if base is None:
         base = Path(sys.executable)
-        print(f"warning: no Python {KAGGLE_IMAGE_PYTHON} found (looked at "
+        warn(f"no Python {KAGGLE_IMAGE_PYTHON} found (looked at "
               f"{', '.join(map(str, python_candidates())) or 'nothing'}): the venv uses {base}; Kaggle's image "
               f"runs {KAGGLE_IMAGE_PYTHON} (--base-python)")
     version = _python_version(base)
@@ -973,7 +973,7 @@ def kaggle_image_venv(cache_root: Path, requirements: Path = KAGGLE_IMAGE_REQUIR
         raise ConfigError(f"base interpreter {base} does not run (for a pyenv shim, pass the interpreter under "
                           "$(pyenv root)/versions/ instead)")
     if version != KAGGLE_IMAGE_PYTHON:
-        print(f"warning: the venv uses Python {version} ({base}); Kaggle's image runs {KAGGLE_IMAGE_PYTHON} "
+        warn(f"the venv uses Python {version} ({base}); Kaggle's image runs {KAGGLE_IMAGE_PYTHON} "
               "(--base-python)")
     key = hashlib.sha1(Path(requirements).read_bytes() + str(base).encode()).hexdigest()[:12]
     venv = Path(cache_root) / f"py{version}-{key}"
@@ -1156,7 +1156,7 @@ def missing_credentials_message() -> str:
 def _warn_readable_credentials() -> None:
     for path in _credential_files():
         if path.is_file() and path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-            print(f"warning: {path} is readable by other users: chmod 600 {shlex.quote(str(path))}")
+            warn(f"{path} is readable by other users: chmod 600 {shlex.quote(str(path))}")
 
 
 def _show(cmd: Sequence[str]) -> str:
@@ -1247,7 +1247,7 @@ def _dataset_dirs(kernel_dir: Path, meta: Mapping[str, Any]) -> list[tuple[str, 
         if (folder / DATASET_METADATA).is_file():
             found.append((ref, folder))
         else:
-            print(f"note: dataset {ref} is not built in {kernel_dir.parent}; assuming it exists on Kaggle")
+            warn(f"dataset {ref} is not built in {kernel_dir.parent}; assuming it exists on Kaggle")
     return found
 
 
@@ -1290,16 +1290,16 @@ def push(kernel_dir: Path, dry_run: bool = False, runner: Runner = subprocess.ru
         if not dry_run:
             raise ConfigError("the kaggle command is not on PATH: install the kaggle package "
                               "(pip install kaggle, or pip install -e '.[kaggle]')")
-        print("warning: the kaggle command is not on PATH (pip install kaggle)")
+        warn("the kaggle command is not on PATH (pip install kaggle)")
         kaggle = "kaggle"
     if find_credentials() is None:
         if not dry_run:
             raise ConfigError(missing_credentials_message())
-        print(f"warning: {missing_credentials_message()}")
+        warn(f"{missing_credentials_message()}")
     _warn_readable_credentials()
 
     for ref in meta.get("kernel_sources") or []:
-        print(f"note: this kernel reads the output of kernel {ref}: push it and let it finish first")
+        warn(f"this kernel reads the output of kernel {ref}: push it and let it finish first")
     stamp = time.strftime("%Y-%m-%d %H:%M:%S")
     push_cmd = [kaggle, "kernels", "push", "-p", str(kernel_dir)]
     sidecar_path = kernel_dir / SIDECAR
@@ -1352,7 +1352,7 @@ def push(kernel_dir: Path, dry_run: bool = False, runner: Runner = subprocess.ru
                 print("error: the kernel was not pushed, because it would run on the old version or none: run "
                       "the push again when the dataset is ready, or pass --push-on-timeout")
                 return 1
-            print("warning: pushing anyway (--push-on-timeout); the kernel may see the previous version")
+            warn("pushing anyway (--push-on-timeout); the kernel may see the previous version")
             uploaded[_base_ref(ref)] = _base_ref(ref)
             continue
         pinned[ref] = uploaded[_base_ref(ref)] = f"{_base_ref(ref)}/{version}" if version else _base_ref(ref)

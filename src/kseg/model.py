@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 
-from .errors import ConfigError
+from .errors import ConfigError, warn
 from .files import atomic_path
 from .unet import SCRATCH_ARCH, build_scratch_unet, check_scratch_config
 from .unet import preprocess as scratch_preprocess
@@ -77,7 +77,7 @@ def check_model_config(cfg: Mapping[str, Any]) -> None:
         return
     _check_backbone(_segmentation_models(), cfg["model"]["backbone"])
     if cfg["model"]["encoder_weights"] is None and cfg["model"]["init_from"] is None:
-        print(f"note: {arch}/{cfg['model']['backbone']} trains from scratch (model.encoder_weights: "
+        warn(f"{arch}/{cfg['model']['backbone']} trains from scratch (model.encoder_weights: "
               f"null); without pretrained weights, model.arch={SCRATCH_ARCH} makes about 3x the steps in the same "
               "time and scored higher on the real sets measured (BENCHMARKS.md)")
 

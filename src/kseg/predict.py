@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 
 from .config import Config, output_dir, submission_path
 from .data import image_size, list_test_images, load_test_truth, n_classes_of, read_image, schema_from_config
-from .errors import ConfigError, SubmissionError
+from .errors import ConfigError, SubmissionError, warn
 from .files import child_path, write_json
 from .metric import TaskScores
 from .normalize import input_normaliser
@@ -68,7 +68,7 @@ def read_postprocess(cfg: Config) -> dict:
     path = RunDir.of(cfg).postprocess
     if path.is_file():
         return json.loads(path.read_text())
-    print(f"warning: {path} not found; using postprocess.default (run kseg search for tuned parameters)")
+    warn(f"{path} not found; using postprocess.default (run kseg search for tuned parameters)")
     return {"default": cfg["postprocess"]["default"], "per_class": {}}
 
 

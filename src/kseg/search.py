@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from kseg import config as config_module
 from kseg.data import ImageRecord, load_records
-from kseg.errors import ConfigError, DataError
+from kseg.errors import ConfigError, DataError, warn
 from kseg.files import atomic_path, child_path, write_json
 from kseg.folds import read_folds
 from kseg.metric import class_map_counts, class_map_ious, class_map_score, task_metric, task_score
@@ -234,7 +234,7 @@ def oof_images(cfg: Mapping[str, Any], records: Sequence[ImageRecord], run_dir: 
         raise DataError(f"no OOF predictions under {run_dir} (expected fold*/oof/*.npz): train the folds first")
     skipped = sorted(set(fold_of.values()) - set(trained))
     if skipped:
-        print(f"note: folds {skipped} have no OOF predictions yet; searching on folds {trained}")
+        warn(f"folds {skipped} have no OOF predictions yet; searching on folds {trained}")
     images = []
     for record in records:
         fold = fold_of[record.id]
