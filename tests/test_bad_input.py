@@ -477,3 +477,26 @@ def test_prediction_ensembles_only_kseg_fold_folders(tmp_path):
         (tmp_path / name / "best.weights.h5").write_bytes(b"")
     cfg = load_config(None, [f"output.dir={tmp_path}"])
     assert [p.parent.name for p in fold_weight_files(cfg)] == ["fold0", "fold1", "fold10"]
+
+
+@pytest.mark.parametrize("content, message", [
+    ("{not json", r"postprocess.json: not valid JSON"),
+    ("[1, 2]", r"postprocess.json: expected a mapping with 'default' and 'per_class', got list"),
+    ('{"task": "binary", "default": {"fg_threshold": 0.5, "min_area": 0}}',
+     r"postprocess.json: searched for data.task 'binary', but the config's task is 'instance'"),
+    ('{"default": {"fg_threshold": 0.5, "seed_threshold": 0.5, "min_area": 0}, "per_class": []}',
+     r"postprocess.json: 'per_class' must be a mapping"),
+    ('{"default": {"fg_threshold": 1.5, "seed_threshold": 0.5, "min_area": 0, "fill_holes": true}}',
+     r"postprocess.json: default: post-processing param 'fg_threshold' must be a number in \[0, 1\], got 1.5"),
+    ('{"default": {"fg_threshold": 0.5, "seed_threshold": 0.5, "min_area": 0, "fill_holes": true},'
+     ' "per_class": {"astro": {"fg_threshold": 0.5}}}', r"postprocess.json: per_class.astro: post-processing param"),
+    ('{"per_class": {}}', r"postprocess.json: default: post-processing param 'fg_threshold' is missing"),
+])
+def test_a_broken_search_result_is_named_before_prediction(tmp_path: Path, content: str, message: str) -> None:
+    from kseg.predict import read_postprocess
+    from kseg.run import RunDir
+
+    cfg = load_config(None, [f"output.dir={tmp_path}"])
+    RunDir.of(cfg).postprocess.write_text(content)
+    with pytest.raises(DataError, match=message):
+        read_postprocess(cfg)

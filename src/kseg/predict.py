@@ -11,13 +11,13 @@ from tqdm.auto import tqdm
 
 from .config import Config, output_dir, submission_path
 from .data import image_size, list_test_images, load_test_truth, n_classes_of, read_image, schema_from_config
-from .errors import ConfigError, SubmissionError, warn
+from .errors import ConfigError, DataError, SubmissionError, warn
 from .files import child_path, write_json
 from .metric import TaskScores
 from .normalize import input_normaliser
 from .plan import read_plan, rescale_image, restore_probabilities
 from .plots import save_overlays
-from .postprocess import instances_from_probs, predict_class
+from .postprocess import instances_from_probs, predict_class, validate_params
 from .run import RunDir
 from .submission import SubmissionWriter, validate_submission
 from .targets import read_channels
@@ -64,12 +64,37 @@ def load_fold_models(cfg: Config) -> list[PredictFn]:
 
 
 def read_postprocess(cfg: Config) -> dict:
-    """The OOF-searched parameters, or the config defaults (with a warning) when no search was run."""
+    """The OOF-searched parameters, or the config defaults (with a warning) when no search was run.
+
+    The file is checked as it is read (a hand edit, a run of another task, a truncated copy in a Kaggle
+    dataset): a DataError names the file and the key, instead of a KeyError in the middle of predicting.
+    """
     path = RunDir.of(cfg).postprocess
     if path.is_file():
-        return json.loads(path.read_text())
+        return _checked_postprocess(path, cfg["data"]["task"])
     warn(f"{path} not found; using postprocess.default (run kseg search for tuned parameters)")
     return {"default": cfg["postprocess"]["default"], "per_class": {}}
+
+
+def _checked_postprocess(path: Path, task: str) -> dict:
+    try:
+        chosen = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise DataError(f"{path}: not valid JSON ({error}); rerun kseg search") from None
+    if not isinstance(chosen, dict):
+        raise DataError(f"{path}: expected a mapping with 'default' and 'per_class', got {type(chosen).__name__}")
+    if chosen.get("task", task) != task:
+        raise DataError(f"{path}: searched for data.task {chosen['task']!r}, but the config's task is {task!r}; "
+                        f"rerun kseg search")
+    per_class = chosen.setdefault("per_class", {})
+    if not isinstance(per_class, dict):
+        raise DataError(f"{path}: 'per_class' must be a mapping of class -> parameters, got {per_class!r}")
+    for where, params in [("default", chosen.get("default")), *((f"per_class.{c}", p) for c, p in per_class.items())]:
+        try:
+            validate_params(params if params is not None else {}, task)
+        except ConfigError as error:
+            raise DataError(f"{path}: {where}: {error}") from None
+    return chosen
 
 
 def params_for(chosen: dict, cls: str | None) -> dict:
