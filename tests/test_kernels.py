@@ -4,6 +4,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import shutil
 import stat
 import sys
@@ -367,6 +368,7 @@ def _hand_kernel(tmp_path: Path, script: str, kind: str = "infer") -> Path:
 
 WRITE_SUBMISSION = f"""
 import os
+import re
 from pathlib import Path
 
 root = Path(os.environ["KSEG_KAGGLE_ROOT"])
@@ -948,9 +950,9 @@ def test_push_warns_about_a_world_readable_kaggle_json(cfg, tmp_path, fake_wheel
     credentials.chmod(0o644)
     monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(config_dir))
     kernel = _build_infer(cfg, tmp_path, fake_wheels)
-    assert push(kernel, sleep=_no_sleep) == 0
-    out = capsys.readouterr().out
-    assert f"chmod 600 {credentials}" in out and SECRET not in out
+    with pytest.warns(KsegWarning, match=f"chmod 600 {re.escape(str(credentials))}") as caught:
+        assert push(kernel, sleep=_no_sleep) == 0
+    assert all(SECRET not in str(w.message) for w in caught) and SECRET not in capsys.readouterr().out
     assert stat.S_IMODE(credentials.stat().st_mode) == 0o644  # only advised, never changed
 
 

@@ -1,11 +1,12 @@
 """Model building: architectures, offline weights, losses and preprocessing (tiny resnet18 models on CPU)."""
 import copy
+import warnings
 
 import numpy as np
 import pytest
 
 from kseg.config import DEFAULTS
-from kseg.errors import ConfigError
+from kseg.errors import ConfigError, KsegWarning
 from kseg.model import (
     build_loss,
     build_model,
@@ -115,11 +116,12 @@ def test_auto_arch_is_unet_scratch_without_pretrained_weights(weights, arch, cap
         assert build_model(small, 2).name.startswith("unet_scratch")
 
 
-def test_a_segmentation_models_network_from_scratch_points_to_unet_scratch(capsys):
-    check_model_config(config())
-    assert "model.arch=unet_scratch" in capsys.readouterr().out
-    check_model_config(scratch())
-    assert capsys.readouterr().out == ""
+def test_a_segmentation_models_network_from_scratch_points_to_unet_scratch():
+    with pytest.warns(KsegWarning, match="model.arch=unet_scratch"):
+        check_model_config(config())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_model_config(scratch())
 
 
 def test_scratch_preprocessing_scales_to_minus_one_one_without_touching_the_input():
