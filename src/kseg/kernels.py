@@ -558,6 +558,7 @@ def build_kernel(cfg: Config, kind: str, fold: int | None = None, owner: str = "
         "weights_dataset": names.ref(names.weights_dataset) if kind == "infer" and not from_kernels else None,
         "train_kernels": [names.ref(k) for k in train_kernels],
         "search_if_missing": bool(train_kernels),
+        "search_result": RunDir(Path()).postprocess.name,  # the kernel knows the run layout only from here
         "bundled": {dist: module for dist, module in BUNDLED.items() if dist != "tf-keras"},
         "assets": {} if kind == "infer" else {key: f"assets/{p.name}" for key, p in _asset_files(cfg).items()},
         "overrides": overrides,
@@ -1605,7 +1606,7 @@ def main():
         if not (output / "run").is_dir():
             raise SystemExit(f"kseg kernel: the output of {ref} at {output} has no run/ folder (did it finish?)")
         link_tree(output / "run", RUN_DIR)
-    if SETTINGS["search_if_missing"] and not (RUN_DIR / "postprocess.json").exists():
+    if SETTINGS["search_if_missing"] and not (RUN_DIR / SETTINGS["search_result"]).exists():
         kseg_command("search")
     kseg_command("predict")
 
