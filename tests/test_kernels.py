@@ -368,7 +368,6 @@ def _hand_kernel(tmp_path: Path, script: str, kind: str = "infer") -> Path:
 
 WRITE_SUBMISSION = f"""
 import os
-import re
 from pathlib import Path
 
 root = Path(os.environ["KSEG_KAGGLE_ROOT"])
