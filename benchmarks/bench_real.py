@@ -173,7 +173,7 @@ class TestSet:
                         seconds: float | None = None, note: str = "") -> Row:
         per_class = {}
         if self.pixel_classes:
-            per_class = {self.pixel_classes[k - 1]: v for k, v in scores.class_ious().items()
+            per_class = {self.pixel_classes[k - 1]: v for k, v in scores.class_scores().items()
                          if 0 < k <= len(self.pixel_classes)}
         elif len(set(self.classes)) > 1:
             per_class = {str(k): float(v) for k, v in

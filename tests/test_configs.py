@@ -117,3 +117,38 @@ def test_tgs_config_reads_the_kaggle_layout_and_scores_by_tgs_hits(tmp_path, cap
     assert main(["score", str(root / "train.csv"), str(tmp_path / "pred.csv"), "--config", "configs/tgs.yaml", "--json",
                  "--metric", "dice", *[a for s in sets for a in ("--set", s)]]) == 0
     assert json.loads(capsys.readouterr().out)["per_image"]["s2"] == pytest.approx(2 * 24 / 64)
+
+
+def test_severstal_config_trains_on_unlisted_images_and_scores_by_pair_dice(tmp_path, capsys):
+    """configs/severstal.yaml on a Severstal-shaped competition: train.csv names only the image with a defect
+    (ids with .jpg), the defect-free image trains as empty (data.unlisted: empty), and ``kseg score`` with the
+    config scores the mean Dice over every (image, class 1..4) pair, a correctly empty pair scoring 1."""
+    root = tmp_path / "severstal"
+    for side in ("train_images", "test_images"):
+        (root / side).mkdir(parents=True)
+    mask = np.zeros((32, 64), bool)
+    mask[4:12, 8:40] = True
+    for name in ("0a.jpg", "0b.jpg"):
+        for side in ("train_images", "test_images"):
+            cv2.imwrite(str(root / side / name), np.full((32, 64, 3), 90, np.uint8))
+    truth = pd.DataFrame([["0b.jpg", "2", rle.encode(mask, "F")]], columns=["ImageId", "ClassId", "EncodedPixels"])
+    truth.to_csv(root / "train.csv", index=False)
+    pd.DataFrame({"ImageId": ["0a.jpg", "0b.jpg"], "EncodedPixels": ["", ""], "ClassId": ["1", "1"]}).to_csv(
+        root / "sample_submission.csv", index=False)
+    sets = [f"data.root={root}", f"output.dir={tmp_path / 'run'}", "folds.n_splits=2"]
+    records = load_records(load_config("configs/severstal.yaml", sets), progress=False)
+    assert [(r.id, int(r.labels.max())) for r in records] == [("0a.jpg", 0), ("0b.jpg", 2)]
+    half = mask.copy()
+    half[:, 24:] = False  # half the defect found: Dice 2 * 128 / (256 + 128) = 2/3
+    pred = pd.DataFrame([["0a.jpg", rle.encode(mask, "F"), "4"], ["0b.jpg", rle.encode(half, "F"), "2"]],
+                        columns=["ImageId", "EncodedPixels", "ClassId"])
+    pred.to_csv(tmp_path / "pred.csv", index=False)
+    pd.concat([truth, pd.DataFrame([["0a.jpg", "1", ""]], columns=truth.columns)]).to_csv(tmp_path / "truth.csv",
+                                                                                          index=False)
+    assert main(["score", str(tmp_path / "truth.csv"), str(tmp_path / "pred.csv"), "--config",
+                 "configs/severstal.yaml", "--json", *[a for s in sets for a in ("--set", s)]]) == 0
+    report = json.loads(capsys.readouterr().out)
+    # 0a: a false class-4 defect, its other three pairs right; 0b: class 2 half found, the other three right.
+    assert report["per_image"] == pytest.approx({"0a.jpg": 0.75, "0b.jpg": (3 + 2 / 3) / 4})
+    assert report["per_class"] == pytest.approx({"1": 1.0, "2": (1 + 2 / 3) / 2, "3": 1.0, "4": 0.5})
+    assert report["score"] == pytest.approx((0.75 + (3 + 2 / 3) / 4) / 2)

@@ -397,3 +397,53 @@ def test_no_test_images(tmp_path: Path) -> None:
 def test_missing_test_folder(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=rf"test image folder not found: {tmp_path / 'test'}"):
         data.list_test_images(sartorius_config(tmp_path))
+
+
+# --- images train.csv does not name (data.unlisted) -----------------------------------------------
+
+def _severstal_root(tmp_path: Path) -> Path:
+    """Severstal's layout: train.csv lists only the images with a defect, ids carry the .jpg extension."""
+    for name in ("a.jpg", "b.jpg", "c.jpg", ".d.jpg"):
+        write_gray(tmp_path / "train_images" / name, (4, 8))
+    write_gray(tmp_path / "train_images" / "nested" / "e.jpg", (4, 8))
+    mask = np.zeros((4, 8), bool)
+    mask[1:3, 2:5] = True
+    pd.DataFrame([["b.jpg", "3", rle.encode(mask, "F")]], columns=["ImageId", "ClassId", "EncodedPixels"]).to_csv(
+        tmp_path / "train.csv", index=False)
+    return tmp_path
+
+
+def _severstal_config(root: Path, *overrides: str) -> dict:
+    return load_config(None, [f"data.root={root}", "data.schema.preset=severstal", "data.task=multiclass",
+                              "data.train_dir=train_images", "data.image_ext=.jpg", *overrides])
+
+
+def test_unlisted_images_are_skipped_by_default(tmp_path: Path) -> None:
+    records = data.load_records(_severstal_config(_severstal_root(tmp_path)), progress=False)
+    assert [record.id for record in records] == ["b.jpg"]
+
+
+def test_unlisted_images_train_as_empty_with_ids_spelled_as_the_csv(tmp_path: Path) -> None:
+    """Severstal's defect-free images: every top-level image file the CSV does not name, never a hidden file (an
+    atomic write in progress) or one in a subfolder; their class maps are all background."""
+    cfg = _severstal_config(_severstal_root(tmp_path), "data.unlisted=empty")
+    records = data.load_records(cfg, progress=False)
+    assert [record.id for record in records] == ["a.jpg", "b.jpg", "c.jpg"]
+    assert [record.n_instances for record in records] == [0, 1, 0]
+    assert not records[0].labels.any() and records[1].labels.max() == 3 and records[0].shape == (4, 8)
+    assert data.read_index(cfg)["id"].tolist() == ["a.jpg", "b.jpg", "c.jpg"]
+
+
+def test_unlisted_ids_without_extension_when_the_csv_has_none(tmp_path: Path) -> None:
+    """TGS spells ids without the extension: the unlisted images are named the same way."""
+    for name in ("x", "y"):
+        write_gray(tmp_path / "train" / f"{name}.png", (4, 4))
+    pd.DataFrame([["x", ""]], columns=["id", "rle_mask"]).to_csv(tmp_path / "train.csv", index=False)
+    cfg = load_config(None, [f"data.root={tmp_path}", "data.schema.preset=tgs", "data.task=binary",
+                             "data.unlisted=empty"])
+    assert [record.id for record in data.load_records(cfg, progress=False)] == ["x", "y"]
+
+
+def test_bad_unlisted_value_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="data.unlisted must be one of skip, empty, got 'keep'"):
+        _severstal_config(tmp_path, "data.unlisted=keep")

@@ -21,6 +21,7 @@ from kseg.metric import (
     THRESHOLDS,
     TaskScores,
     dice,
+    dice_classes,
     f2_score,
     image_score,
     iou,
@@ -333,12 +334,12 @@ PER_IMAGE_REFERENCES = {
 
 
 def test_registry_names_and_unknown_name() -> None:
-    assert set(METRICS) == {"map_iou", "dice", "iou", "tgs_ap_iou", "f2_iou", "mean_iou_classes"}
+    assert set(METRICS) == {"map_iou", "dice", "iou", "tgs_ap_iou", "f2_iou", "mean_iou_classes", "dice_classes"}
     for name, metric in METRICS.items():
         assert metric_by_name(name) is metric and metric.name == name
         assert metric.target in ("labels", "mask", "classes") and metric.competition
         assert (metric.per_image is None) != (metric.dataset is None)
-    with pytest.raises(ConfigError, match=r"^unknown metric 'tgs'; valid metrics: map_iou, dice, .*mean_iou_classes$"):
+    with pytest.raises(ConfigError, match=r"^unknown metric 'tgs'; valid metrics: map_iou, dice, .*mean_iou_classes, dice_classes$"):
         metric_by_name("tgs")
 
 
@@ -371,6 +372,50 @@ def test_mean_iou_classes_matches_brute_force(data: tuple[list[np.ndarray], list
     assert mean_iou_classes(truths, preds, ignore_index=ignore_index) == pytest.approx(expected)
     if ignore_index is None:
         assert metric_by_name("mean_iou_classes").score(truths, preds) == pytest.approx(expected)
+
+
+def brute_dice_classes(truths: list[np.ndarray], preds: list[np.ndarray], n_classes: int) -> float:
+    """Severstal: one Dice per (image, class id 1..n_classes) from pixel loops, both empty = 1, then the mean."""
+    pairs = []
+    for truth, pred in zip(truths, preds):
+        for cls in range(1, n_classes + 1):
+            a, b = int((truth == cls).sum()), int((pred == cls).sum())
+            pairs.append(1.0 if a + b == 0 else 2 * int(((truth == cls) & (pred == cls)).sum()) / (a + b))
+    return float(np.mean(pairs)) if pairs else 1.0
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=class_map_sets(), extra=st.integers(0, 2))
+def test_dice_classes_matches_brute_force(data: tuple[list[np.ndarray], list[np.ndarray]], extra: int) -> None:
+    """Severstal's Dice over (image, class) pairs, by name, from a whole set and accumulated image by image; a
+    class of the run that no image holds (``extra``) is a correct empty pair in every image."""
+    truths, preds = data
+    highest = max(int(image.max(initial=0)) for image in (*truths, *preds))
+    n_classes = highest + extra
+    expected = brute_dice_classes(truths, preds, n_classes)
+    assert dice_classes(truths, preds, n_classes) == pytest.approx(expected)
+    assert metric_by_name("dice_classes").score(truths, preds) == pytest.approx(brute_dice_classes(truths, preds, highest))
+    scores = TaskScores("multiclass", "dice_classes", n_classes)
+    per_image = [scores.add(truth, pred) for truth, pred in zip(truths, preds)]
+    assert scores.score == pytest.approx(expected) and per_image == pytest.approx(
+        [brute_dice_classes([t], [p], n_classes) for t, p in zip(truths, preds)])
+    if n_classes:
+        assert np.mean(list(scores.class_scores().values())) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    ("truth", "pred", "expected"),
+    [
+        ("empty", "empty", 1.0),  # four correct "no defect" rows
+        ("empty", "object", 0.75),  # a false class-1 mask: that pair 0, the other three 1
+        ("object", "empty", 0.75),  # a missed class-1 defect
+        ("object", "object", 1.0),
+    ],
+)
+def test_dice_classes_severstal_empty_rules(truth: str, pred: str, expected: float) -> None:
+    images = _edge_images()
+    assert dice_classes([images[truth]], [images[pred]], n_classes=4) == pytest.approx(expected)
+    assert METRICS["dice_classes"].image(images[truth], images[pred], n_classes=4) == pytest.approx(expected)
 
 
 def _edge_images() -> dict[str, np.ndarray]:
@@ -486,7 +531,7 @@ def test_multiclass_score_matches_brute_force(data: tuple[list[np.ndarray], list
     scores = TaskScores("multiclass")
     per_image = [scores.add(t, p) for t, p in zip(truths, preds)]
     assert per_image == pytest.approx([brute_class_map_score([t], [p]) for t, p in zip(truths, preds)])
-    assert set(scores.class_ious()) <= {1, 2, 5}  # classes of the truth only; never background, void or 3
+    assert set(scores.class_scores()) <= {1, 2, 5}  # classes of the truth only; never background, void or 3
 
 
 @pytest.mark.parametrize(("truth", "pred", "expected"), [

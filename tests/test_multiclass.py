@@ -68,7 +68,7 @@ def test_task_scores_accumulate_pixels_over_images():
     scores = TaskScores("multiclass")
     scores.add(a, b)  # class 1: 1/2; class 2: 1/2 (the void pixel counts for nothing)
     scores.add(np.array([[2, 2]], np.uint16), np.array([[2, 2]], np.uint16))  # class 2 now 3/4
-    assert scores.class_ious() == pytest.approx({1: 0.5, 2: 0.75})
+    assert scores.class_scores() == pytest.approx({1: 0.5, 2: 0.75})
     assert scores.score == pytest.approx(0.625)
     assert task_score(a, b, "multiclass") == pytest.approx(0.5)
     # A class only predicted is not averaged (classes of the truth), but its pixels are the true class's misses.
@@ -231,6 +231,12 @@ def test_multiclass_run_on_real_camvid_frames_writes_a_valid_submission(tmp_path
                  "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert 0.0 <= report["score"] <= 1.0 and set(report["per_image"]) == set(submission["ImageId"])
+    # Severstal's metric by name: the OOF search scores and tabulates each class by its (image, class) Dice.
+    assert main(["search", *args, "--set", "data.metric=dice_classes"]) == 0
+    chosen = json.loads((run / "postprocess.json").read_text())
+    table = pd.read_csv(run / "search_table.csv")
+    assert 0.0 <= chosen["oof_score"] <= 1.0 and len(chosen["per_class_score"]) == 11
+    assert "dice_classes:Sky" in table.columns and "iou:Sky" not in table.columns
 
 
 def test_softmax_model_and_void_masked_loss():

@@ -93,13 +93,14 @@ def _cmd_overlay(args: argparse.Namespace) -> int:
 
 
 def _cmd_score(args: argparse.Namespace) -> int:
-    from .data import PRESETS, Schema, read_csv, schema_from_config
+    from .data import PRESETS, Schema, n_classes_of, read_csv, schema_from_config
     from .metric import score_frames, task_metric
 
-    shapes = None
+    shapes, n_classes = None, 0
     if args.config:
         cfg = _config(args)
         schema, task, metric = schema_from_config(cfg), cfg["data"]["task"], cfg["data"]["metric"]
+        n_classes = n_classes_of(cfg) or 0
         if not (schema.height_col and schema.width_col):  # TGS, Severstal: the RLE needs the test images' sizes
             from .data import image_size, list_test_images
 
@@ -115,7 +116,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
     task_metric(task, metric)  # a metric that cannot score the task is an error before any file is read
     truth, pred = (read_csv(Path(p), what) for p, what in ((args.truth, "truth CSV"), (args.pred, "prediction CSV")))
     report = score_frames(truth, pred, schema, shapes, task=task, truth_name=args.truth, pred_name=args.pred,
-                          allow_overlap=args.allow_overlap, metric=metric)
+                          allow_overlap=args.allow_overlap, metric=metric, n_classes=n_classes)
     if report.overlaps:
         print(f"warning: {args.pred}: {len(report.overlaps)} image(s) have overlapping predicted instances "
               f"({sum(report.overlaps.values())} pixels claimed twice; first row wins); Kaggle would reject "

@@ -22,6 +22,7 @@ Config = dict[str, Any]
 
 # The tasks kseg trains (see data.task below) and the output activations it builds.
 TASKS = ("instance", "binary", "multiclass")
+UNLISTED = ("skip", "empty")
 ACTIVATIONS = ("auto", "sigmoid", "softmax")
 
 DEFAULTS: Config = {
@@ -47,6 +48,10 @@ DEFAULTS: Config = {
         # multiclass: the class names, class id k = the k-th name (ids 1..n; a row outside them is an error);
         # null: ids 1..the highest id in train.csv, named by their number.
         "classes": None,
+        # Images in train_dir that train.csv never names: skip them, or train on them as images without any mask
+        # (empty: Severstal 2019 lists only the images with a defect, and its many defect-free images teach the
+        # model, and the OOF search, what an empty prediction is worth).
+        "unlisted": "skip",
         "schema": {
             "preset": None,
             "id_col": None,
@@ -274,6 +279,8 @@ def _validate_values(cfg: Config) -> None:
                               or not all(isinstance(n, str) and n.strip() for n in names) or len(set(names)) != len(names)):
         raise ConfigError(f"data.classes must be null or a list of distinct class names (class id k = the k-th), "
                           f"got {names!r}")
+    if cfg["data"]["unlisted"] not in UNLISTED:
+        raise ConfigError(f"data.unlisted must be one of {', '.join(UNLISTED)}, got {cfg['data']['unlisted']!r}")
     if cfg["model"]["activation"] not in ACTIVATIONS:
         raise ConfigError(f"model.activation must be one of {', '.join(ACTIVATIONS)}, got {cfg['model']['activation']!r}")
     for dotted in _REQUIRED_PATHS + _OPTIONAL_PATHS:

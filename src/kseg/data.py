@@ -500,7 +500,25 @@ def _read_train_table(cfg: Mapping[str, Any]) -> _TrainTable:
             "width": width,
         })
         image_paths[image_id] = path
+    if cfg["data"]["unlisted"] == "empty":
+        for image_id, path in _unlisted_images(train_dir, image_ext, image_paths):
+            height, width = image_size(path)
+            index_rows.append({"id": image_id, "cls": None, "group": None, "n_instances": 0,
+                               "height": height, "width": width})
+            image_paths[image_id] = path
+        index_rows.sort(key=lambda row: row["id"])
     return _TrainTable(csv_path, schema, rows, pd.DataFrame(index_rows, columns=INDEX_COLUMNS), image_paths)
+
+
+def _unlisted_images(train_dir: Path, image_ext: str, listed: Mapping[str, Path]) -> list[tuple[str, Path]]:
+    """``(id, path)`` of the ``*<image_ext>`` files in ``train_dir`` that no CSV row names (``data.unlisted:
+    empty``), each id spelled as the CSV spells its ids: with the extension when every listed id carries it
+    (Severstal's ``0002cc93b.jpg``), else without. Hidden files (atomic writes in progress) are skipped."""
+    named = {path.resolve() for path in listed.values()}
+    with_ext = bool(image_ext) and all(image_id.endswith(image_ext) for image_id in listed)
+    return sorted((path.name if with_ext else _id_of_file(path.name, image_ext), path)
+                  for path in train_dir.glob(f"*{image_ext}")
+                  if path.is_file() and not path.name.startswith(".") and path.resolve() not in named)
 
 
 def _row_classes(rows: pd.DataFrame, csv_path: Path, class_col: str | None, n_classes: int | None) -> list[int]:
@@ -564,9 +582,10 @@ def load_records(cfg: Mapping[str, Any], *, progress: bool = True) -> list[Image
     multiclass = cfg["data"]["task"] == "multiclass"
     records: list[ImageRecord] = []
     rows_by_id = dict(tuple(table.rows.groupby(schema.id_col, sort=True)))
+    no_rows = table.rows.iloc[:0]  # an image of data.unlisted: empty
     for entry in tqdm(table.index.itertuples(index=False), total=len(table.index), desc="decode masks",
                       disable=not progress):
-        image_rows = rows_by_id[entry.id]
+        image_rows = rows_by_id.get(entry.id, no_rows)
         image_rows = image_rows[~image_rows["_empty"]]
         wheres = [f"{csv_path} line {line} (id {entry.id})" for line in image_rows["_line"]]
         shape = (int(entry.height), int(entry.width))

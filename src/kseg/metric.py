@@ -29,7 +29,7 @@ __all__ = [
     "task_score", "dice", "iou", "score_frames",
     "tgs_score", "f2_score", "mean_iou_classes", "Metric", "METRICS", "metric_by_name", "TASK_METRICS", "task_metric",
     "TASKS", "BACKGROUND", "VOID", "class_counts", "add_counts", "class_ious", "class_map_counts", "class_map_ious",
-    "class_map_score", "TaskScores", "dataset_score",
+    "class_map_score", "class_dice", "dice_classes", "TaskScores", "dataset_score",
 ]
 
 # Rounded to the exact decimals: plain arange drifts upwards (0.6000000000000001), so an IoU of exactly
@@ -360,24 +360,71 @@ def class_map_score(counts: np.ndarray) -> float:
     return 0.0 if predicted.any() else 1.0
 
 
+def class_dice(counts: np.ndarray) -> np.ndarray:
+    """Dice of every (image, class) pair, ``(images, C - 1)`` for class ids 1..C-1, from per-image
+    :func:`class_map_counts` stacked as ``(images, 3, C)``: 2·I / (|truth| + |prediction|) = 2·I / (I + U), and 1.0
+    where the image has the class on neither side (Severstal's rule for a correctly empty ``ImageId_ClassId``)."""
+    intersection, union = counts[:, 0, 1:].astype(np.float64), counts[:, 1, 1:].astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(union > 0, 2 * intersection / (intersection + union), 1.0)
+
+
+def _mean_iou_of_counts(counts: np.ndarray) -> float:
+    return class_map_score(counts.sum(axis=0))
+
+
+def _iou_per_class_of_counts(counts: np.ndarray) -> dict[int, float]:
+    return class_map_ious(counts.sum(axis=0))
+
+
+def _dice_of_counts(counts: np.ndarray) -> float:
+    values = class_dice(counts)
+    return float(values.mean()) if values.size else 1.0
+
+
+def _dice_per_class_of_counts(counts: np.ndarray) -> dict[int, float]:
+    values = class_dice(counts)
+    return {k: float(values[:, k - 1].mean()) for k in range(1, values.shape[1] + 1)} if len(values) else {}
+
+
+def _padded(counts: Sequence[np.ndarray], n_bins: int) -> np.ndarray:
+    """Per-image class counts of different widths (the largest class id each image holds) as one
+    ``(images, 3, C)`` array, absent classes counted as zero pixels."""
+    width = max([n_bins, *(c.shape[1] for c in counts)])
+    return np.stack([np.pad(c, ((0, 0), (0, width - c.shape[1]))) for c in counts])
+
+
+def dice_classes(truths: Sequence[np.ndarray], preds: Sequence[np.ndarray], n_classes: int = 0) -> float:
+    """Severstal Steel Defect Detection (Kaggle 2019): the mean over every (image, class) pair of the Dice of that
+    class's pixels, 1.0 where the image has the class on neither side; classes 1..``n_classes`` (default: the
+    highest class id either side holds). Background (0) and VOID truth pixels are no class."""
+    _check_dataset(truths, preds)
+    n_bins = n_classes + 1 if n_classes else 0
+    counts = [class_map_counts(truth, pred, n_bins) for truth, pred in zip(truths, preds)]
+    return _dice_of_counts(_padded(counts, n_bins))
+
+
 class TaskScores:
     """A task's score accumulated image by image, as every place that scores a set needs it (validation during
     training, annotated test images, ``kseg score``, the benchmarks): instance and binary average the per-image
-    ``metric`` (:func:`task_score`) over images; multiclass sums per-class pixel counts (:func:`class_map_counts`)
-    and scores the sums, so memory stays that of one image and the score is the dataset-level mean IoU."""
+    ``metric`` (:func:`task_score`) over images; multiclass keeps each image's per-class pixel counts
+    (:func:`class_map_counts`, three integers per class) and scores them with the metric's ``counts_score``:
+    the dataset-level mean IoU sums them, Severstal's Dice averages its (image, class) pairs. ``n_classes`` (the
+    run's pixel classes) makes a class that neither side has in an image count as a pair, as Severstal does."""
 
-    def __init__(self, task: str, metric: str = "auto") -> None:
+    def __init__(self, task: str, metric: str = "auto", n_classes: int = 0) -> None:
         self.task = task
         self.metric = task_metric(task, metric)
+        self.n_bins = n_classes + 1 if n_classes else 0
         self.per_image: list[float] = []
-        self.counts = np.zeros((3, 0), np.int64)
+        self.image_counts: list[np.ndarray] = []
 
     def add(self, truth: np.ndarray, pred: np.ndarray) -> float:
-        """Count one image; returns its own score (for multiclass the image's mean IoU alone)."""
+        """Count one image; returns its own score (for multiclass the image's score under the metric alone)."""
         if self.task == "multiclass":
-            counts = class_map_counts(truth, pred)
-            self.counts = add_counts(self.counts, counts)
-            score = class_map_score(counts)
+            counts = class_map_counts(truth, pred, self.n_bins)
+            self.image_counts.append(counts)
+            score = self.metric.counts_score(counts[None])  # type: ignore[misc]
         else:
             score = self.metric.image(truth, pred)
         self.per_image.append(score)
@@ -387,11 +434,15 @@ class TaskScores:
     def score(self) -> float:
         if not self.per_image:
             raise DataError("no images to score")
-        return class_map_score(self.counts) if self.task == "multiclass" else float(np.mean(self.per_image))
+        if self.task == "multiclass":
+            return self.metric.counts_score(_padded(self.image_counts, self.n_bins))  # type: ignore[misc]
+        return float(np.mean(self.per_image))
 
-    def class_ious(self) -> dict[int, float]:
-        """Per-class IoU by class id (multiclass; empty for the other tasks)."""
-        return class_map_ious(self.counts) if self.task == "multiclass" else {}
+    def class_scores(self) -> dict[int, float]:
+        """Each class's score under the metric by class id (multiclass; empty for the other tasks)."""
+        if self.task != "multiclass" or not self.image_counts:
+            return {}
+        return self.metric.counts_per_class(_padded(self.image_counts, self.n_bins))  # type: ignore[misc]
 
 
 def dataset_score(truths: Sequence[np.ndarray], preds: Sequence[np.ndarray], task: str) -> float:
@@ -410,7 +461,9 @@ class Metric:
     ``target`` says what the images hold: ``"labels"`` (instance label images, 0 = background, each other
     value one object), ``"mask"`` (binary masks, non-zero = foreground) or ``"classes"`` (class-id maps).
     Per-image metrics (``per_image`` set) score a dataset as the mean over images, as every one of these
-    competitions does; the others (``dataset`` set) accumulate over all pixels first.
+    competitions does; the others (``dataset`` set) accumulate over all pixels first. A class metric scores
+    per-image :func:`class_map_counts` stacked ``(images, 3, C)`` (``counts_score``, and ``counts_per_class`` by
+    class id), which is what the multiclass OOF search, validation and ``kseg score`` accumulate.
     """
 
     name: str
@@ -418,12 +471,16 @@ class Metric:
     competition: str
     per_image: Callable[[np.ndarray, np.ndarray], float] | None = None
     dataset: Callable[[Sequence[np.ndarray], Sequence[np.ndarray]], float] | None = None
+    counts_score: Callable[[np.ndarray], float] | None = None
+    counts_per_class: Callable[[np.ndarray], dict[int, float]] | None = None
 
-    def image(self, truth: np.ndarray, pred: np.ndarray) -> float:
+    def image(self, truth: np.ndarray, pred: np.ndarray, n_classes: int = 0) -> float:
         """The score of one pair of images: a mask metric sees the non-zero pixels of each (a label image scores
-        as the union of its objects); a class metric, the image's own mean IoU over its truth's classes."""
+        as the union of its objects); a class metric, the image's own counts (``n_classes``: the run's classes,
+        for a metric that scores every (image, class) pair)."""
         if self.target == "classes":
-            return class_map_score(class_map_counts(truth, pred))
+            counts = class_map_counts(truth, pred, n_classes + 1 if n_classes else 0)
+            return self.counts_score(counts[None])  # type: ignore[misc]
         return float(self.per_image(truth, pred))  # type: ignore[misc]
 
     def image_scores(self, truths: Sequence[np.ndarray], preds: Sequence[np.ndarray]) -> list[float]:
@@ -452,7 +509,11 @@ METRICS: dict[str, Metric] = {
         Metric("f2_iou", "labels", "Airbus Ship Detection 2018: mean over images of F2 over IoU 0.5:0.05:0.95",
                per_image=f2_score),
         Metric("mean_iou_classes", "classes", "PASCAL VOC / CamVid: per-class IoU over the dataset, mean over "
-               "classes present", dataset=mean_iou_classes),
+               "classes present", dataset=mean_iou_classes, counts_score=_mean_iou_of_counts,
+               counts_per_class=_iou_per_class_of_counts),
+        Metric("dice_classes", "classes", "Severstal 2019: mean over (image, class) pairs of Dice, both empty = 1",
+               dataset=dice_classes, counts_score=_dice_of_counts,
+               counts_per_class=_dice_per_class_of_counts),
     )
 }
 
@@ -462,7 +523,7 @@ METRICS: dict[str, Metric] = {
 TASK_METRICS: dict[str, tuple[str, ...]] = {
     "instance": ("map_iou", "f2_iou", "dice", "iou", "tgs_ap_iou"),
     "binary": ("dice", "iou", "tgs_ap_iou"),
-    "multiclass": ("mean_iou_classes",),
+    "multiclass": ("mean_iou_classes", "dice_classes"),
 }
 
 
@@ -550,6 +611,7 @@ def score_frames(
     progress: bool = False,
     allow_overlap: bool = False,
     metric: str = "auto",
+    n_classes: int = 0,
 ) -> ScoreReport:
     """Score a prediction frame (``schema.submission_cols``) against a truth frame (``schema`` id/RLE columns).
 
@@ -558,8 +620,9 @@ def score_frames(
     the competition's instance score per image. task="binary": the Dice of the union of each image's
     masks (the Carvana / Severstal style). task="multiclass": one row per (image, class) on both sides
     (``schema.class_col`` in the truth, the third submission column in the prediction), scored by the dataset's
-    mean IoU over the classes of the truth (:class:`TaskScores`; ``per_class`` holds each class's IoU,
-    ``per_image`` each image's own mean IoU); rows of one image that overlap are an error on either side. Overlapping masks follow ``decode_labels`` (first row wins).
+    ``metric`` (mean IoU over the classes of the truth by default, :class:`TaskScores`; ``per_class`` holds each
+    class's score, ``per_image`` each image's own; ``n_classes``: the run's classes, for Severstal's Dice over every
+    (image, class) pair); rows of one image that overlap are an error on either side. Overlapping masks follow ``decode_labels`` (first row wins).
     ``truth_name``/``pred_name`` (e.g. file names) and file line numbers (see ``data.csv_lines``) appear in
     error messages. With task="instance", predicted instances that overlap (a duplicated row, say) are a
     SubmissionError, as on Kaggle, which rejects the file; with ``allow_overlap`` they are scored (first row wins) and counted in
@@ -568,7 +631,7 @@ def score_frames(
     scorer = task_metric(task, metric)
     if task == "multiclass":
         return _score_class_frames(truth_df, pred_df, schema, shapes, truth_name=truth_name, pred_name=pred_name,
-                                   progress=progress)
+                                   progress=progress, metric=metric, n_classes=n_classes)
     pred_id_col, pred_rle_col = schema.submission_cols
     pairs = _paired_rows(truth_df, pred_df, schema, shapes, [schema.id_col, schema.rle_col], [pred_id_col, pred_rle_col],
                          truth_name, pred_name)
@@ -641,6 +704,8 @@ def _score_class_frames(
     truth_name: str,
     pred_name: str,
     progress: bool,
+    metric: str,
+    n_classes: int,
 ) -> ScoreReport:
     """:func:`score_frames` of a multiclass task: class maps decoded from the rows of both frames (truth pixels in
     no row are background or VOID, per ``schema.unlabelled``), accumulated by :class:`TaskScores`."""
@@ -671,7 +736,7 @@ def _score_class_frames(
             raise error(f"{wheres[kept[at]]}: class id {ids[at]}: {problem}")
         return labels
 
-    scores = TaskScores("multiclass")
+    scores = TaskScores("multiclass", metric, n_classes)
     per_image: dict[str, float] = {}
     truth_fill = VOID if schema.unlabelled == "ignore" else BACKGROUND
     for image_id, rows in tqdm(truth_rows.items(), total=len(truth_rows), desc="scoring", disable=not progress):
@@ -681,7 +746,7 @@ def _score_class_frames(
                          pred_lines, image_id, BACKGROUND)
         per_image[image_id] = scores.add(truth, pred)
     return ScoreReport(score=scores.score, per_image=per_image,
-                       per_class={str(k): value for k, value in scores.class_ious().items()})
+                       per_class={str(k): value for k, value in scores.class_scores().items()})
 
 
 def _first_overlapping_line(rles: np.ndarray, lines: np.ndarray, shape: tuple[int, int], order: str) -> int:

@@ -264,17 +264,17 @@ def print_summary(cfg: Config, timings: dict[str, str], submission: Path) -> Non
         from .metric import score_frames
 
         schema = schema_from_config(cfg)
-        # The test images' sizes, for schemas without size columns (TGS, Severstal): their RLE needs the shape.
-        shapes = {image_id: image_size(path) for image_id, path in list_test_images(cfg)}
-        report = score_frames(read_annotations(truth, schema, "test truth"), read_csv(submission), schema, shapes,
-                              task=cfg["data"]["task"])
-        lines.append(f"test score against {truth.name}: {report.score:.4f}")
         names: dict[str, str] = {}
-        if cfg["data"]["task"] == "multiclass":  # per-class IoU by class id: named as the run's channels
+        if cfg["data"]["task"] == "multiclass":  # per-class scores by class id: named as the run's channels
             from .targets import read_channels
 
             channels, _ = read_channels(output_dir(cfg), "multiclass")
             names = {str(k): f"{k} {channel.removeprefix('class:')}" for k, channel in enumerate(channels) if k}
+        # The test images' sizes, for schemas without size columns (TGS, Severstal): their RLE needs the shape.
+        shapes = {image_id: image_size(path) for image_id, path in list_test_images(cfg)}
+        report = score_frames(read_annotations(truth, schema, "test truth"), read_csv(submission), schema, shapes,
+                              task=cfg["data"]["task"], metric=cfg["data"]["metric"], n_classes=len(names))
+        lines.append(f"test score against {truth.name}: {report.score:.4f}")
         order = (lambda item: (len(item[0]), item[0])) if names else (lambda item: item[0])  # class ids by number
         for cls, value in sorted(report.per_class.items(), key=order):
             lines.append(f"  class {names.get(cls, cls)}: {value:.4f}")

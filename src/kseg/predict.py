@@ -110,10 +110,10 @@ class FoldScores:
     """
 
     def __init__(self, truth: dict[str, np.ndarray], fold_names: list[str], chosen: dict, classes: list[str],
-                 task: str, metric: str = "auto") -> None:
+                 task: str, metric: str = "auto", n_classes: int = 0) -> None:
         self.truth, self.chosen, self.classes, self.task = truth, chosen, classes, task
-        self.ensemble = TaskScores(task, metric)
-        self.per_fold: dict[str, TaskScores] = {name: TaskScores(task, metric) for name in fold_names}
+        self.ensemble = TaskScores(task, metric, n_classes)
+        self.per_fold: dict[str, TaskScores] = {name: TaskScores(task, metric, n_classes) for name in fold_names}
 
     def add(self, image_id: str, ensemble_labels: np.ndarray, fold_probs: list[np.ndarray]) -> None:
         truth = self.truth[image_id]
@@ -166,7 +166,7 @@ def command_predict(cfg: Config, out: Path | None = None) -> Path:
     schema = schema_from_config(cfg)
     task = cfg["data"]["task"]
     tests = list_test_images(cfg)
-    _, classes = read_channels(output_dir(cfg), task)
+    channels, classes = read_channels(output_dir(cfg), task)
     chosen = read_postprocess(cfg)
     models = load_fold_models(cfg)
     prepare = model_input(cfg)
@@ -176,7 +176,7 @@ def command_predict(cfg: Config, out: Path | None = None) -> Path:
     scores = None
     if truth is not None:
         scores = FoldScores(truth, [weights.parent.name for weights in fold_weight_files(cfg)], chosen, classes, task,
-                            cfg["data"]["metric"])
+                            cfg["data"]["metric"], len(channels) - 1 if task == "multiclass" else 0)
     scores_path.unlink(missing_ok=True)  # numbers of an earlier prediction must not pass for this one's
     views = planned_views(cfg)
     print(f"predicting {len(tests)} test images with {len(models)} fold models x {len(views)} TTA views "

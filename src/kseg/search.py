@@ -35,7 +35,7 @@ from kseg.data import ImageRecord, load_records
 from kseg.errors import ConfigError, DataError, warn
 from kseg.files import atomic_path, child_path, write_json
 from kseg.folds import read_folds
-from kseg.metric import class_map_counts, class_map_ious, class_map_score, task_metric, task_score
+from kseg.metric import class_map_counts, task_metric, task_score
 from kseg.plan import read_plan
 from kseg.postprocess import (
     PARAM_KEYS,
@@ -378,9 +378,13 @@ def _counts_at(image: OofImage, key: str, params: Mapping[str, Any], n_channels:
 
 def _search_class_maps(cfg: Mapping[str, Any], run_dir: Path, channels: Sequence[str], grid: Grid,
                        default: Mapping[str, Any], key: str, n_jobs: int) -> dict:
-    """:func:`command_search` for multiclass: ``min_area`` chosen on the OOF set's mean IoU, per class when
-    ``postprocess.per_class`` (see the module docstring), and the same outputs as the other tasks."""
+    """:func:`command_search` for multiclass: ``min_area`` chosen on the OOF set's ``data.metric`` (mean IoU, or
+    Severstal's Dice), per class when ``postprocess.per_class`` (see the module docstring), and the same outputs as
+    the other tasks. Every metric scores the per-image class counts, so each grid point is counted once."""
     n_channels = len(channels)
+    metric = task_metric("multiclass", cfg["data"]["metric"])
+    score_of, per_class_of = metric.counts_score, metric.counts_per_class
+    assert score_of is not None and per_class_of is not None  # every class metric scores counts
     names = [channel.removeprefix("class:") for channel in channels[1:]]
     images = oof_images(cfg, load_records(cfg), run_dir)
     points = grid.points()
@@ -388,13 +392,13 @@ def _search_class_maps(cfg: Mapping[str, Any], run_dir: Path, channels: Sequence
     parallel = Parallel(n_jobs=n_jobs, return_as="generator")
     counts = np.stack(list(tqdm(parallel(delayed(_count_one)(image, key, grid, n_channels) for image in images),
                                 total=len(images), desc="search", unit="img")))  # (images, grid, 3, channels)
-    total = counts.sum(axis=0)
-    scores = np.array([class_map_score(total[g]) for g in range(len(points))])
+    scores = np.array([score_of(counts[:, g]) for g in range(len(points))])
+    class_scores = [per_class_of(counts[:, g]) for g in range(len(points))]
     best = int(np.argmax(scores))  # the first on ties: the smallest min_area
     chosen_index = np.full(n_channels, best)
     if cfg["postprocess"]["per_class"]:
         for k in range(1, n_channels):
-            per_point = [class_map_ious(total[g][:, [0, k]]).get(1) for g in range(len(points))]
+            per_point = [class_scores[g].get(k) for g in range(len(points))]
             if all(value is not None for value in per_point):
                 chosen_index[k] = int(np.argmax(np.array(per_point, dtype=float)))
         chosen = {"min_area": [grid.min_areas[g] for g in chosen_index[1:]]}
@@ -405,9 +409,9 @@ def _search_class_maps(cfg: Mapping[str, Any], run_dir: Path, channels: Sequence
     finals = list(tqdm(parallel(delayed(_counts_at)(image, name, params, n_channels)
                                 for image in images for name, params in (("plain", chosen), (key, default))),
                        total=2 * len(images), desc="score", unit="img"))
-    plain, at_default = np.sum(finals[0::2], axis=0), np.sum(finals[1::2], axis=0)
+    plain, at_default = np.stack(finals[0::2]), np.stack(finals[1::2])
     folds = np.array([image.fold for image in images])
-    ious = class_map_ious(chosen_counts.sum(axis=0))
+    per_class = per_class_of(chosen_counts)
     result = {
         "default": chosen,
         "per_class": {},
@@ -415,23 +419,24 @@ def _search_class_maps(cfg: Mapping[str, Any], run_dir: Path, channels: Sequence
         "task": "multiclass",
         "searched_on": key,
         "n_images": len(images),
-        "oof_score": class_map_score(chosen_counts.sum(axis=0)),
-        "oof_score_plain": class_map_score(plain),
-        "oof_score_default": class_map_score(at_default),
+        "oof_score": score_of(chosen_counts),
+        "oof_score_plain": score_of(plain),
+        "oof_score_default": score_of(at_default),
         "class_accuracy": None,
-        "per_fold": {str(k): class_map_score(chosen_counts[folds == k].sum(axis=0)) for k in sorted(set(folds.tolist()))},
-        "per_class_score": {names[k - 1]: value for k, value in ious.items() if 0 < k <= len(names)},
+        "per_fold": {str(k): score_of(chosen_counts[folds == k]) for k in sorted(set(folds.tolist()))},
+        "per_class_score": {names[k - 1]: value for k, value in per_class.items() if 0 < k <= len(names)},
     }
     write_json(RunDir(run_dir).postprocess, result)
     table = pd.DataFrame(points)
     table["score"] = scores
+    prefix = "iou" if metric.name == "mean_iou_classes" else metric.name
     for k, name in enumerate(names, start=1):
-        table[f"iou:{name}"] = [class_map_ious(total[g][:, [0, k]]).get(1, np.nan) for g in range(len(points))]
+        table[f"{prefix}:{name}"] = [class_scores[g].get(k, np.nan) for g in range(len(points))]
     with atomic_path(RunDir(run_dir).search_table) as tmp:
         table.to_csv(tmp, index=False, float_format="%.6f")
     _plot_curves(RunDir(run_dir).search_curves, grid, scores, best)
     print(table.to_string(index=False, float_format="%.4f"))
-    print(f"OOF mean IoU {result['oof_score']:.4f} ({key}, min_area {chosen['min_area']})")
+    print(f"OOF {metric.name} {result['oof_score']:.4f} ({key}, min_area {chosen['min_area']})")
     print(f"  without TTA {result['oof_score_plain']:.4f}; with postprocess.default {result['oof_score_default']:.4f}")
     return result
 

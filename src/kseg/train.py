@@ -510,13 +510,15 @@ class Validator:
         self.indices = _spread(list(indices), validation_count(cache, indices, cfg["train"]["val_images"]))
         self.preprocess, self.loss = preprocess, loss
         self.task, self.metric = cfg["data"]["task"], cfg["data"]["metric"]
+        # A multiclass target holds background + one channel per class; the metric may score every class.
+        self.n_classes = cache.targets[0].shape[-1] - 1 if self.task == "multiclass" else 0
         self.params = validate_params(cfg["postprocess"]["default"], self.task)
         self.tile = cfg["predict"]["tile"]
 
     def __call__(self, model: Any) -> dict[str, float]:
         import tensorflow as tf
 
-        losses, soft_dice, scores = [], [], TaskScores(self.task, self.metric)
+        losses, soft_dice, scores = [], [], TaskScores(self.task, self.metric, self.n_classes)
         predict = _predict_fn(model)
         for index in self.indices:
             probs = predict_image(predict, self.preprocess(self.cache.images[index]), ["identity"], tile=self.tile)
