@@ -265,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--schema", help="schema preset instead of a config (sartorius, dsb2018, siim, severstal)")
     p.add_argument("--task", default="instance", choices=list(TASKS))
     p.add_argument("--metric", help="metric by name (default: the config's data.metric, else the task's own): "
-                   "map_iou, f2_iou, dice, iou, tgs_ap_iou, mean_iou_classes")
+                   "map_iou, f2_iou, dice, iou, tgs_ap_iou, mean_iou_classes, dice_classes")
     p.add_argument("--json", action="store_true", help="print score and per-image scores as JSON")
     p.add_argument("--allow-overlap", action="store_true",
                    help="score predictions whose instances overlap (Kaggle rejects them) with a warning")

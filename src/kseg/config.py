@@ -43,7 +43,7 @@ DEFAULTS: Config = {
         "task": "instance",
         # The competition metric that validation, the OOF search and the reports optimise: auto (instance map_iou,
         # binary dice, multiclass mean_iou_classes) or a name from kseg.metric.TASK_METRICS: f2_iou (Airbus),
-        # tgs_ap_iou (TGS), iou, dice (an instance run's union of objects).
+        # tgs_ap_iou (TGS), iou, dice (an instance run's union of objects), dice_classes (Severstal, multiclass).
         "metric": "auto",
         # multiclass: the class names, class id k = the k-th name (ids 1..n; a row outside them is an error);
         # null: ids 1..the highest id in train.csv, named by their number.
