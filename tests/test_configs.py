@@ -26,8 +26,31 @@ REAL_ALLOWED = {"name", "data", "output", "folds"}
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_shipped_config_loads(path):
     cfg = load_config(path)
-    assert cfg["data"]["schema"]["preset"] in PRESETS
+    assert cfg["data"]["schema"]["preset"] in PRESETS or cfg["data"]["schema"]["rle_col"]
     assert cfg["train"]["size"] % 32 == 0
+
+
+@pytest.mark.parametrize("task", ["binary", "instance"])
+def test_isbi_config_reads_the_prepared_slices_as_either_task(tmp_path, fixtures_dir, task):
+    """configs/isbi2012.yaml on the layout benchmarks.real_sets prepares, here from the two real fixture slices:
+    binary unions the cell rows into the interior mask, instance keeps each 4-connected cell an object."""
+    from skimage.measure import label
+
+    root = tmp_path / "isbi"
+    (root / "train").mkdir(parents=True)
+    interior = cv2.imread(str(fixtures_dir / "isbi" / "label" / "0.png"), cv2.IMREAD_GRAYSCALE) > 127
+    cells = label(interior, connectivity=1)  # the fixture labels slice 0; both slices here carry its cells
+    rows = []
+    for k in range(2):
+        cv2.imwrite(str(root / "train" / f"slice{k:02d}.png"),
+                    cv2.imread(str(fixtures_dir / "isbi" / "image" / f"{k}.png"), cv2.IMREAD_GRAYSCALE))
+        rows += [(f"slice{k:02d}", rle.encode(cells == c, "C"), 512, 512, "block0") for c in range(1, cells.max() + 1)]
+    pd.DataFrame(rows, columns=["id", "annotation", "height", "width", "group"]).to_csv(root / "train.csv", index=False)
+    cfg = load_config("configs/isbi2012.yaml", [f"data.root={root}", f"data.task={task}"])
+    records = load_records(cfg, progress=False)
+    assert [r.group for r in records] == ["block0", "block0"]
+    assert np.array_equal(records[0].labels > 0, interior)
+    assert int(records[0].labels.max()) == (1 if task == "binary" else int(cells.max()))
 
 
 @pytest.mark.parametrize("path", REAL_CONFIGS, ids=lambda p: p.name)
