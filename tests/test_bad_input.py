@@ -215,6 +215,15 @@ def test_demo_data_refuses_a_folder_with_foreign_files(tmp_path: Path, capsys) -
     assert "is an existing file, not a folder" in cli_error(capsys, ["demo-data", str(target), *small])
 
 
+def test_demo_data_kind_from_the_cli(tmp_path: Path, capsys) -> None:
+    small = ["--n-train", "2", "--n-test", "1", "--height", "32", "--width", "32"]
+    assert main(["demo-data", str(tmp_path / "organs"), *small, "--kind", "multiclass"]) == 0
+    assert (tmp_path / "organs" / "train.csv").read_text().startswith("ImageId,ClassId,EncodedPixels\n")
+    err = cli_error(capsys, ["demo-data", str(tmp_path / "x"), *small, "--kind", "ct"])
+    assert err == "error: demo data kind must be one of sartorius, multiclass, got 'ct'"
+    assert not (tmp_path / "x").exists()
+
+
 # --- 4. two spellings of one image ----------------------------------------------------------------
 
 @pytest.mark.parametrize("second", ["a.png", "./a", "sub/../a"])

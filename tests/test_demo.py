@@ -9,7 +9,7 @@ import pytest
 
 from kseg import data
 from kseg.config import load_config
-from kseg.demo import TRAIN_COLUMNS, make_demo_data
+from kseg.demo import ORGANS, TRAIN_COLUMNS, make_demo_data
 from kseg.errors import DataError
 from kseg.metric import score_frames
 
@@ -109,3 +109,59 @@ def test_rejects_impossible_sizes(tmp_path: Path) -> None:
         make_demo_data(tmp_path, n_train=0)
     with pytest.raises(DataError, match=r"height=8"):
         make_demo_data(tmp_path, height=8)
+
+
+# --- the multiclass kind (Severstal format, organ-like classes) ---------------------------------------
+
+@pytest.fixture(scope="module")
+def organ_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_demo_data(tmp_path_factory.mktemp("organs"), n_train=30, n_test=4, height=128, width=128,
+                          kind="multiclass")
+
+
+def test_multiclass_kind_is_deterministic(tmp_path: Path) -> None:
+    first = make_demo_data(tmp_path / "a", seed=3, n_train=3, n_test=1, height=64, width=64, kind="multiclass")
+    second = make_demo_data(tmp_path / "b", seed=3, n_train=3, n_test=1, height=64, width=64, kind="multiclass")
+    files = sorted(p.relative_to(first) for p in first.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(second) for p in second.rglob("*") if p.is_file())
+    assert all((first / f).read_bytes() == (second / f).read_bytes() for f in files)
+
+
+def test_multiclass_kind_loads_as_exclusive_imbalanced_classes(organ_root: Path) -> None:
+    """Severstal columns, ids with their extension; five classes, the liver in every image, the lesion (inside
+    the liver, so it always touches it) in some, and pixel counts spanning two orders of magnitude."""
+    frame = pd.read_csv(organ_root / "train.csv", dtype=str, keep_default_na=False)
+    assert list(frame.columns) == ["ImageId", "ClassId", "EncodedPixels"]
+    assert set(frame["ImageId"]) == {p.name for p in (organ_root / "train").glob("*.png")}
+    cfg = load_config("configs/demo_multiclass.yaml", [f"data.root={organ_root}"])
+    records = data.load_records(cfg, progress=False)
+    assert len(records) == 30
+    pixels = np.sum([np.bincount(r.labels.ravel(), minlength=len(ORGANS) + 1) for r in records], axis=0)
+    shown = np.sum([np.bincount(np.unique(r.labels), minlength=len(ORGANS) + 1) for r in records], axis=0)
+    assert shown[1] == 30 and 0 < shown[5] < 30 and all(shown[1:] > 0)
+    assert pixels[1] > 50 * pixels[5] > 0
+    for record in records:
+        lesion = record.labels == 5
+        if lesion.any():
+            grown = np.zeros_like(lesion)
+            rows, cols = np.nonzero(lesion)
+            grown[max(rows.min() - 1, 0):rows.max() + 2, max(cols.min() - 1, 0):cols.max() + 2] = True
+            assert (record.labels[grown & ~lesion] == 1).any()
+
+
+def test_multiclass_kind_test_truth_and_sample_submission(organ_root: Path) -> None:
+    """The empty sample submission is a valid one for the test images, and scoring the truth against itself is 1."""
+    from kseg.submission import validate_submission
+
+    cfg = load_config("configs/demo_multiclass.yaml", [f"data.root={organ_root}"])
+    schema = data.schema_from_config(cfg)
+    shapes = {image_id: data.image_size(path) for image_id, path in data.list_test_images(cfg)}
+    assert validate_submission(organ_root / "sample_submission.csv", schema, shapes, "multiclass", 5) == []
+    truth = pd.read_csv(organ_root / "test_truth.csv", dtype=str, keep_default_na=False)
+    perfect = truth[["ImageId", "EncodedPixels", "ClassId"]]
+    assert score_frames(truth, perfect, schema, shapes, task="multiclass").score == 1.0
+
+
+def test_unknown_demo_kind_is_named(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="demo data kind must be one of sartorius, multiclass, got 'dicom'"):
+        make_demo_data(tmp_path, kind="dicom")

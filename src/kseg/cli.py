@@ -30,7 +30,7 @@ def _cmd_demo_data(args: argparse.Namespace) -> int:
     from .demo import make_demo_data
 
     root = make_demo_data(Path(args.dir), seed=args.seed, n_train=args.n_train, n_test=args.n_test,
-                          height=args.height, width=args.width, force=args.force)
+                          height=args.height, width=args.width, kind=args.kind, force=args.force)
     print(f"demo competition written to {root}")
     return 0
 
@@ -228,8 +228,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(handler=handler)
         return p
 
-    p = add("demo-data", _cmd_demo_data, "generate the synthetic Sartorius-format demo competition", config=False)
+    p = add("demo-data", _cmd_demo_data, "generate a synthetic competition: Sartorius-format cells (the demo) or "
+            "Severstal-format organs (--kind multiclass)", config=False)
     p.add_argument("dir")
+    p.add_argument("--kind", default="sartorius", help="sartorius (the demo) or multiclass (kseg.demo.KINDS)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n-train", type=int, default=24)
     p.add_argument("--n-test", type=int, default=6)

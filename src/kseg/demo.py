@@ -1,10 +1,16 @@
-"""A small synthetic Sartorius-format competition, so the whole pipeline runs without Kaggle data.
+"""Small synthetic competitions, so the whole pipeline runs without Kaggle data: Sartorius-format cells
+(``kind="sartorius"``, the demo) or Severstal-format organs (``kind="multiclass"``).
 
 It imitates what makes the real data hard rather than looking pretty: three imbalanced cell types with
 different object size and shape, images grouped by well (``sample_id``), dense touching and partly
 overlapping cells (so train.csv has real annotation overlaps), textured interiors, uneven illumination
 and noise. Cells are brighter than the background with a dark rim, so a small U-Net trained for a few
 CPU epochs can separate them and reach a meaningful score.
+
+The multiclass set imitates the organ competitions (chest X-ray, abdominal CT): five exclusive classes in a body
+section, from a liver in every image to a small lesion inside it in a third of them, so class imbalance, position
+and shape matter; brightness ranges overlap, so no threshold separates the classes. Its ``train.csv`` is
+``ImageId,ClassId,EncodedPixels`` (column-major, one row per class an image shows, ids with the ``.png``).
 """
 from __future__ import annotations
 
@@ -20,7 +26,9 @@ from kseg import rle
 from kseg.errors import DataError
 from kseg.files import atomic_path, is_temporary, write_json
 
-__all__ = ["make_demo_data", "CELL_TYPES", "TRAIN_COLUMNS"]
+__all__ = ["make_demo_data", "CELL_TYPES", "TRAIN_COLUMNS", "ORGANS", "KINDS"]
+
+KINDS = ("sartorius", "multiclass")
 
 TRAIN_COLUMNS = ["id", "annotation", "width", "height", "cell_type", "plate_time", "sample_date",
                  "sample_id", "elapsed_timedelta"]
@@ -53,6 +61,31 @@ CELL_TYPES = (
     CellType("astro", 0.25, "astros[hippo]", (20, 40), (24.0, 42.0), (0.60, 0.90), 0.22, (0.58, 0.70)),
     CellType("cort", 0.15, "cort[pre-treat]", (40, 80), (7.0, 11.0), (0.80, 1.00), 0.05, (0.70, 0.85)),
 )
+
+
+@dataclass(frozen=True)
+class Organ:
+    """One class of the multiclass demo: how often an image shows it, where, how large, how bright."""
+
+    name: str
+    presence: float  # share of images that show it
+    center: tuple[float, float]  # mean (row, column) as fractions of the image
+    semi_major: tuple[float, float]  # as fractions of the image's shorter side
+    aspect: tuple[float, float]
+    brightness: tuple[float, float]
+
+
+# Class id k = ORGANS[k - 1]; painted in this order, so a later organ covers an earlier one (the lesion lies in
+# the liver). Image left is the body's right, as radiology shows it: the set is not mirror-symmetric.
+ORGANS = (
+    Organ("liver", 1.00, (0.48, 0.33), (0.20, 0.26), (0.55, 0.75), (0.58, 0.66)),
+    Organ("spleen", 0.80, (0.42, 0.72), (0.08, 0.12), (0.50, 0.70), (0.62, 0.72)),
+    Organ("kidney_right", 0.90, (0.66, 0.37), (0.06, 0.08), (0.45, 0.60), (0.70, 0.80)),
+    Organ("kidney_left", 0.90, (0.66, 0.65), (0.06, 0.08), (0.45, 0.60), (0.70, 0.80)),
+    Organ("lesion", 0.35, (0.48, 0.33), (0.025, 0.045), (0.70, 1.00), (0.40, 0.48)),
+)
+_LESION = len(ORGANS)
+_ORGAN_COLUMNS = ["ImageId", "ClassId", "EncodedPixels"]
 
 
 @dataclass(frozen=True)
@@ -106,12 +139,13 @@ def _new_sample(rng: np.random.Generator, cell_type: CellType) -> _Sample:
     )
 
 
-def _cell_mask(rng: np.random.Generator, cell_type: CellType) -> np.ndarray:
-    """Bool mask of one cell in its own box: a rotated ellipse whose outline wobbles with harmonics 2-4."""
-    semi_major = rng.uniform(*cell_type.semi_major)
-    semi_minor = semi_major * rng.uniform(*cell_type.aspect)
+def _blob_mask(rng: np.random.Generator, semi_major_range: tuple[float, float], aspect: tuple[float, float],
+               wobble: float) -> np.ndarray:
+    """Bool mask of one blob in its own box: a rotated ellipse whose outline wobbles with harmonics 2-4."""
+    semi_major = rng.uniform(*semi_major_range)
+    semi_minor = semi_major * rng.uniform(*aspect)
     angle = rng.uniform(0, np.pi)
-    amplitudes = cell_type.wobble * rng.uniform(0.3, 1.0, size=3) / np.arange(1, 4)
+    amplitudes = wobble * rng.uniform(0.3, 1.0, size=3) / np.arange(1, 4)
     phases = rng.uniform(0, 2 * np.pi, size=3)
     half = int(np.ceil(semi_major * (1 + amplitudes.sum()))) + 1
     y, x = np.mgrid[-half:half + 1, -half:half + 1].astype(np.float64)
@@ -131,7 +165,7 @@ def _place_cells(rng: np.random.Generator, cell_type: CellType, height: int, wid
     for _ in range(target * 20):
         if len(cells) == target:
             break
-        mask = _cell_mask(rng, cell_type)
+        mask = _blob_mask(rng, cell_type.semi_major, cell_type.aspect, cell_type.wobble)
         radius = np.sqrt(mask.sum() / np.pi)
         if len(cells) and rng.random() < _COLONY_FRACTION:
             neighbour = int(rng.integers(len(cells)))
@@ -169,6 +203,13 @@ def _render(rng: np.random.Generator, cells: list[_Cell], height: int, width: in
         region = canvas[rows, cols]
         region[cell.mask] = cell.brightness + 0.08 * texture[rows, cols][cell.mask]
         region[rim] = 0.15
+    return _lit_and_noisy(rng, canvas)
+
+
+def _lit_and_noisy(rng: np.random.Generator, canvas: np.ndarray) -> np.ndarray:
+    """8-bit image of a [0, 1] canvas as a microscope or scanner records it: slightly blurred, lit unevenly
+    along a random direction, with sensor noise."""
+    height, width = canvas.shape
     canvas = cv2.GaussianBlur(canvas, (0, 0), 0.8)
     direction = rng.uniform(0, 2 * np.pi)
     y, x = np.mgrid[0:height, 0:width].astype(np.float32)
@@ -220,6 +261,67 @@ def _make_split(rng: np.random.Generator, folder: Path, n_images: int, height: i
     return sorted(image_ids), frame
 
 
+def _paste(canvas: np.ndarray, mask: np.ndarray, center: tuple[float, float]) -> np.ndarray:
+    """A full-size bool mask with the box ``mask`` centred at ``center`` (clipped at the borders)."""
+    height, width = canvas.shape
+    half_rows, half_cols = mask.shape[0] // 2, mask.shape[1] // 2
+    top, left = int(center[0]) - half_rows, int(center[1]) - half_cols
+    full = np.zeros((height, width), bool)
+    rows = slice(max(0, top), min(height, top + mask.shape[0]))
+    cols = slice(max(0, left), min(width, left + mask.shape[1]))
+    full[rows, cols] = mask[rows.start - top:rows.stop - top, cols.start - left:cols.stop - left]
+    return full
+
+
+def _organ_image(rng: np.random.Generator, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """One body section: the class map (uint8, class id k = ``ORGANS[k - 1]``, 0 = background) and its image."""
+    side = min(height, width)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    body = ((y / height - 0.5) / 0.46) ** 2 + ((x / width - 0.5) / 0.47) ** 2 <= 1
+    texture = cv2.GaussianBlur(rng.standard_normal((height, width)).astype(np.float32), (0, 0), 1.5)
+    texture /= texture.std() + 1e-6
+    canvas = np.where(body, 0.33 + 0.03 * texture, 0.04).astype(np.float32)
+    classes = np.zeros((height, width), np.uint8)
+    for class_id, organ in enumerate(ORGANS, start=1):
+        if rng.random() >= organ.presence:
+            continue
+        mask = _blob_mask(rng, (organ.semi_major[0] * side, organ.semi_major[1] * side), organ.aspect, 0.12)
+        if class_id == _LESION:  # somewhere inside the liver, if this image has room for it
+            inside = cv2.erode((classes == 1).astype(np.uint8), np.ones((mask.shape[0],) * 2, np.uint8)) > 0
+            if not inside.any():
+                continue
+            candidates = np.argwhere(inside)
+            center = tuple(candidates[int(rng.integers(len(candidates)))].astype(float))
+        else:
+            center = (organ.center[0] * height + rng.normal(0, 0.03 * side),
+                      organ.center[1] * width + rng.normal(0, 0.03 * side))
+        region = _paste(classes, mask, center) & body
+        classes[region] = class_id
+        canvas[region] = rng.uniform(*organ.brightness) + 0.06 * texture[region]
+    return classes, _lit_and_noisy(rng, canvas)
+
+
+def _make_organ_split(rng: np.random.Generator, folder: Path, n_images: int, height: int, width: int,
+                      used_ids: set[str]) -> tuple[list[str], pd.DataFrame]:
+    """Render ``n_images`` body sections into ``folder``; return their file names (the ids) and the rows of the
+    classes each shows (Severstal's train.csv format)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    names: list[str] = []
+    rows: list[list[object]] = []
+    for _ in range(n_images):
+        name = f"{int(rng.integers(0, 2**48)):012x}.png"
+        while name in used_ids:
+            name = f"{int(rng.integers(0, 2**48)):012x}.png"
+        used_ids.add(name)
+        names.append(name)
+        classes, image = _organ_image(rng, height, width)
+        _write_png(folder / name, image)
+        rows += [[name, class_id, rle.encode(classes == class_id, "F")]
+                 for class_id in range(1, len(ORGANS) + 1) if (classes == class_id).any()]
+    frame = pd.DataFrame(rows, columns=_ORGAN_COLUMNS).sort_values(["ImageId", "ClassId"]).reset_index(drop=True)
+    return sorted(names), frame
+
+
 def _demo_files(root: Path) -> set[str]:
     """Files (relative to ``root``) that earlier demo generations wrote, per the manifest."""
     manifest = root / MANIFEST
@@ -241,15 +343,19 @@ def _foreign_files(root: Path) -> list[str]:
 
 
 def make_demo_data(root: str | Path, seed: int = 0, n_train: int = 24, n_test: int = 6, height: int = 520,
-                   width: int = 704, *, force: bool = False) -> Path:
-    """Write a synthetic Sartorius competition into ``root`` and return ``root``; same seed, same bytes.
+                   width: int = 704, kind: str = "sartorius", *, force: bool = False) -> Path:
+    """Write a synthetic competition of ``kind`` (:data:`KINDS`) into ``root`` and return ``root``; same seed,
+    same bytes.
 
-    Layout: ``train.csv`` (the nine Sartorius columns, row-major RLE), ``train/*.png``, ``test/*.png``,
-    ``sample_submission.csv`` (``id,predicted`` with empty predictions) and ``test_truth.csv`` (the
-    test annotations in train.csv format, to score demo submissions). Every file is written atomically
-    and listed in ``.kseg-demo.json``: a later generation replaces those, but refuses (DataError) a
+    Layout: ``train.csv``, ``train/*.png``, ``test/*.png``, ``sample_submission.csv`` (empty predictions) and
+    ``test_truth.csv`` (the test annotations in train.csv format, to score demo submissions). ``sartorius``: the
+    nine Sartorius columns, row-major RLE, ``id,predicted``; ``multiclass``: ``ImageId,ClassId,EncodedPixels``,
+    column-major, ``ImageId,EncodedPixels,ClassId`` (``configs/demo_multiclass.yaml``). Every file is written
+    atomically and listed in ``.kseg-demo.json``: a later generation replaces those, but refuses (DataError) a
     folder holding any other file, such as a real competition's train.csv, unless ``force``.
     """
+    if kind not in KINDS:
+        raise DataError(f"demo data kind must be one of {', '.join(KINDS)}, got {kind!r}")
     if n_train < 1 or n_test < 1 or height < 16 or width < 16:
         raise DataError(f"demo data needs n_train, n_test >= 1 and images of at least 16x16 pixels; got "
                         f"n_train={n_train}, n_test={n_test}, height={height}, width={width}")
@@ -265,13 +371,20 @@ def make_demo_data(root: str | Path, seed: int = 0, n_train: int = 24, n_test: i
     rng = np.random.default_rng(seed)
     used_ids: set[str] = set()
     earlier = _demo_files(root) if root.is_dir() else set()
-    train_ids, train = _make_split(rng, root / "train", n_train, height, width, used_ids)
-    test_ids, test = _make_split(rng, root / "test", n_test, height, width, used_ids)
+    make_split = _make_split if kind == "sartorius" else _make_organ_split
+    train_ids, train = make_split(rng, root / "train", n_train, height, width, used_ids)
+    test_ids, test = make_split(rng, root / "test", n_test, height, width, used_ids)
+    if kind == "sartorius":
+        files = [f"{image_id}.png" for image_id in (*train_ids, *test_ids)]
+        sample = pd.DataFrame({"id": test_ids, "predicted": [""] * len(test_ids)})
+    else:
+        files = [*train_ids, *test_ids]
+        sample = pd.DataFrame({"ImageId": test_ids, "EncodedPixels": "", "ClassId": ""})
     _write_csv(root / "train.csv", train)
     _write_csv(root / "test_truth.csv", test)
-    _write_csv(root / "sample_submission.csv", pd.DataFrame({"id": test_ids, "predicted": [""] * len(test_ids)}))
+    _write_csv(root / "sample_submission.csv", sample)
     written = {"train.csv", "test_truth.csv", "sample_submission.csv",
-               *(f"train/{image_id}.png" for image_id in train_ids), *(f"test/{image_id}.png" for image_id in test_ids)}
+               *(f"{'train' if k < len(train_ids) else 'test'}/{name}" for k, name in enumerate(files))}
     # Images of an earlier seed stay kseg's: a later generation may still replace them.
     kept = {name for name in earlier if (root / name).is_file()}
     write_json(root / MANIFEST, {"files": sorted(written | kept)})
