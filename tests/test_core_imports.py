@@ -6,7 +6,8 @@ import subprocess
 import sys
 
 CORE = ["rle", "metric", "postprocess", "tta", "search", "submission", "normalize", "plan", "data", "folds",
-        "targets", "config", "run", "files", "errors", "dicom", "eda", "analysis", "overlay", "report", "demo"]
+        "targets", "config", "run", "files", "errors", "dicom", "eda", "analysis", "overlay", "report", "demo",
+        "channels"]
 HEAVY = ["tensorflow", "tf_keras", "keras", "segmentation_models", "albumentations"]
 
 

@@ -41,9 +41,11 @@ def test_run_writes_a_valid_scorable_submission(finished_run, capsys):
 def test_binary_run_on_real_polyp_frames_writes_a_valid_submission(tmp_path, fixtures_dir, capsys):
     """The shipped polyps config (TGS schema, JPEG, task binary) on 4 + 2 real Kvasir-SEG frames
     (tests/fixtures/SOURCE.md): the submission has one row per test image and ``kseg validate`` accepts it.
-    The fixture's CSVs are the source rows as they are, without the prepared set's group column."""
+    The fixture's CSVs are the source rows as they are, without the prepared set's group column. The input carries
+    two extra channels (model.extra_channels), computed alike for training, OOF and the test images."""
     shutil.copytree(fixtures_dir / "polyps", tmp_path / "data")
-    args = tiny_args(tmp_path, ["model.backbone=resnet18", "model.encoder_weights=null", "data.schema.group_col=null"],
+    args = tiny_args(tmp_path, ["model.backbone=resnet18", "model.encoder_weights=null", "data.schema.group_col=null",
+                                "model.extra_channels=[median, yen]"],
                      config="configs/real/polyps_kvasir.yaml", tiny=TINY_RUN)
     assert main(["run", *args]) == 0
     assert json.loads((tmp_path / "run" / "channels.json").read_text())["task"] == "binary"

@@ -93,6 +93,9 @@ DEFAULTS: Config = {
         # on dark ground with dark on bright (fluorescence + H&E), a rule fitted on them picks the images to
         # invert (normalize.fit_polarity, written in plan.json); a set of one polarity inverts nothing.
         "invert": "auto",
+        # Channels computed from the gray image and fed beside it (kseg.channels: median, nlmeans, multi_otsu,
+        # yen; at most two): the input becomes [gray, extras..., gray], still three channels. []: the image as read.
+        "extra_channels": [],
         # The output activation: auto = softmax over the channels for data.task multiclass (exclusive classes),
         # sigmoid per channel otherwise; softmax or sigmoid force one.
         "activation": "auto",

@@ -190,12 +190,16 @@ def stretched(image: np.ndarray, norm: str) -> np.ndarray:
 
 
 def input_normaliser(cfg: Mapping[str, Any], polarity: Polarity | None = None) -> Callable[[np.ndarray], np.ndarray]:
-    """The normalisation of ``model.input_norm`` / ``model.invert`` as an image → image function.
+    """The normalisation of ``model.input_norm`` / ``model.invert`` as an image → image function, then the
+    ``model.extra_channels`` (:mod:`kseg.channels`) computed from the normalised image.
     ``model.invert: auto`` needs the run's fitted ``polarity`` (plan.json); without one nothing is inverted."""
+    from .channels import check_extra_channels, with_extra_channels
+
     norm, invert = check_norm_config(cfg["model"])
+    extras = check_extra_channels(cfg["model"])
     rule: bool | Polarity = (polarity or NO_INVERSION) if invert == "auto" else bool(invert)
 
     def normalise(image: np.ndarray) -> np.ndarray:
-        return normalise_image(image, norm, rule)
+        return with_extra_channels(normalise_image(image, norm, rule), extras)
 
     return normalise

@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 
 from . import config as config_module
 from .augment import augment_for_orientation, build_augment, seed_pipeline
+from .channels import check_extra_channels
 from .data import ImageRecord, class_names, load_records, read_image
 from .errors import ConfigError, DataError
 from .files import atomic_path, child_path, write_json, write_text
@@ -193,6 +194,7 @@ def check_train_config(cfg: Config) -> None:
     if fraction is not None and (not isinstance(fraction, (int, float)) or not 0.0 <= fraction <= 1.0):
         raise ConfigError(f"train.sampler.empty_fraction must be null or a number in [0, 1], got {fraction!r}")
     check_norm_config(cfg["model"])
+    check_extra_channels(cfg["model"])
     check_plan_config(train)
     check_border_width(train["border_width"])
     check_tile(cfg["predict"]["tile"])  # the OOF predictions are tiled like the test images
