@@ -168,3 +168,30 @@ def test_image_size_of_a_broken_dicom_names_the_file(tmp_path):
     broken.write_bytes(b"not a dicom file at all" * 10)
     with pytest.raises(DataError, match="broken.dcm: not a readable DICOM file"):
         image_size(broken)
+
+
+def test_data_dicom_window_reads_every_slice_through_one_window(ct_path: Path) -> None:
+    """``data.dicom_window``: the run's image reader maps HU through the configured window (the same HU, the same
+    grey in every slice) instead of stretching each slice by its own percentiles; null keeps the stretch."""
+    from kseg.config import load_config
+    from kseg.data import image_reader, read_image
+
+    windowed = image_reader(load_config(None, ["data.dicom_window=[40, 400]"]))(ct_path)
+    expected = read_dicom(ct_path, (40, 400), as_uint8=True)
+    assert windowed.shape == (512, 512, 3) and all(np.array_equal(windowed[..., c], expected) for c in range(3))
+    assert np.array_equal(image_reader(load_config(None, ["data.dicom_window=file"]))(ct_path), windowed)
+    assert np.array_equal(image_reader(load_config(None, []))(ct_path), read_image(ct_path))
+    assert not np.array_equal(read_image(ct_path), windowed)
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ("[40]", r"data.dicom_window must be \(center, width\) or 'file', got \[40\]"),
+    ("[40, 0]", r"data.dicom_window width must be positive, got \[40, 0\]"),
+    ("soft", r"data.dicom_window must be \(center, width\) or 'file', got 'soft'"),
+    ("[true, 400]", r"data.dicom_window must be \(center, width\) or 'file', got \[True, 400\]"),
+])
+def test_bad_dicom_window_fails_at_load(value: str, message: str) -> None:
+    from kseg.config import load_config
+
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [f"data.dicom_window={value}"])

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -22,7 +22,7 @@ from joblib import Parallel, delayed
 from tqdm.auto import tqdm
 
 from kseg.config import Config, output_dir, submission_path
-from kseg.data import ImageRecord, load_records, read_image
+from kseg.data import ImageRecord, image_reader, load_records
 from kseg.errors import DataError
 from kseg.metric import THRESHOLDS, match_counts, object_overlaps, task_score
 from kseg.pipeline import stage_seconds
@@ -134,6 +134,7 @@ class RunOof:
     scoring: Scoring
     images: dict[str, OofImage]
     image_paths: dict[str, Path]
+    read: Callable[[Path], np.ndarray]  # the run's image reader (data.image_reader)
 
     def image(self, image_id: str) -> OofImage:
         """The OOF image ``image_id``; a DataError names the id and why it has no OOF prediction."""
@@ -147,7 +148,7 @@ class RunOof:
         """Image, truth and post-processed OOF prediction of ``image_id``."""
         oof = self.image(image_id)
         pred, cls, _ = self.scoring.predict(oof)
-        return OofPrediction(oof.id, oof.fold, oof.cls, cls, read_image(self.image_paths[image_id]), oof.truth, pred,
+        return OofPrediction(oof.id, oof.fold, oof.cls, cls, self.read(self.image_paths[image_id]), oof.truth, pred,
                              task_score(oof.truth, pred, self.scoring.task, self.scoring.metric))
 
 
@@ -171,7 +172,7 @@ def read_run_oof(cfg: Config, records: Sequence[ImageRecord] | None = None, *, r
     records = load_records(cfg, progress=False) if records is None else records
     images = {image.id: image for image in oof_images(cfg, records, run_dir)}
     return RunOof(run_dir, Scoring(task, tuple(classes), len(channels), chosen, key, cfg["data"]["metric"]), images,
-                  {record.id: record.image_path for record in records})
+                  {record.id: record.image_path for record in records}, image_reader(cfg))
 
 
 def _analyse_one(image: OofImage, scoring: Scoring) -> tuple[dict[str, Any], np.ndarray]:

@@ -52,6 +52,10 @@ DEFAULTS: Config = {
         # (empty: Severstal 2019 lists only the images with a defect, and its many defect-free images teach the
         # model, and the OOF search, what an empty prediction is worth).
         "unlisted": "skip",
+        # DICOM images: null reads modality units (HU for CT) stretched per image by percentiles; [center, width]
+        # (e.g. [40, 400], a soft-tissue window) or file (the file's WindowCenter/WindowWidth) maps them through
+        # a fixed window, so the same HU give the same grey in every slice.
+        "dicom_window": None,
         "schema": {
             "preset": None,
             "id_col": None,
@@ -282,6 +286,9 @@ def _validate_values(cfg: Config) -> None:
                               or not all(isinstance(n, str) and n.strip() for n in names) or len(set(names)) != len(names)):
         raise ConfigError(f"data.classes must be null or a list of distinct class names (class id k = the k-th), "
                           f"got {names!r}")
+    from .dicom import check_window  # cheap: pydicom is imported only to read a file
+
+    check_window(cfg["data"]["dicom_window"], "data.dicom_window")
     if cfg["data"]["unlisted"] not in UNLISTED:
         raise ConfigError(f"data.unlisted must be one of {', '.join(UNLISTED)}, got {cfg['data']['unlisted']!r}")
     if cfg["model"]["activation"] not in ACTIVATIONS:

@@ -10,9 +10,10 @@ mask would otherwise train and score silently. Every path built from an id goes 
 from __future__ import annotations
 
 import csv
+import functools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import cv2
 import numpy as np
@@ -202,13 +203,16 @@ def class_names(cfg: Mapping[str, Any], records: Sequence["ImageRecord"]) -> lis
     return [str(k) for k in range(1, max(highest, 1) + 1)]
 
 
-def read_image(path: str | Path) -> np.ndarray:
+def read_image(path: str | Path, dicom_window: Any = None) -> np.ndarray:
     """Image as ``uint8`` (H, W, 3) RGB, whatever is on disk, so every model sees one layout.
 
     Gray is replicated to three channels, alpha is dropped, and 16-bit or float images are stretched
     per image from their 0.1 to 99.9 percentiles to 0..255 (their absolute range differs between microscopes
     and files). DICOM files (``.dcm``) are read with ``kseg.dicom.read_dicom`` in modality units (CT in HU
-    after RescaleSlope/Intercept, MONOCHROME1 inverted) and stretched the same way.
+    after RescaleSlope/Intercept, MONOCHROME1 inverted) and stretched the same way, or, with a
+    ``dicom_window`` (``data.dicom_window``: ``(center, width)`` in modality units, or ``"file"``), mapped
+    through that window: the same HU give the same grey in every slice, as radiologists read CT.
+    Use :func:`image_reader` for the run's own reading.
     """
     path = Path(path)
     if not path.is_file():
@@ -216,8 +220,10 @@ def read_image(path: str | Path) -> np.ndarray:
     if path.suffix.lower() in DICOM_SUFFIXES:
         from kseg.dicom import read_dicom
 
-        # Modality units (HU for CT, rescale applied), kept at full depth until the percentile stretch below.
-        pixels = np.asarray(read_dicom(path))
+        # Modality units (HU for CT, rescale applied), kept at full depth until the percentile stretch below,
+        # or windowed straight to 0..255.
+        pixels = (np.asarray(read_dicom(path)) if dicom_window is None
+                  else read_dicom(path, dicom_window, as_uint8=True))
     else:
         pixels = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
         if pixels is None:
@@ -236,6 +242,15 @@ def read_image(path: str | Path) -> np.ndarray:
     if pixels.dtype != np.uint8:
         pixels = _scale_to_uint8(pixels.astype(np.float64))
     return np.ascontiguousarray(pixels)
+
+
+def image_reader(cfg: Mapping[str, Any]) -> Callable[[str | Path], np.ndarray]:
+    """:func:`read_image` as the run reads every image (``data.dicom_window``): training, OOF, prediction,
+    the kernels and the reports call this one, so a window changes them all alike."""
+    from kseg.dicom import check_window
+
+    window = check_window(cfg["data"]["dicom_window"], "data.dicom_window")
+    return functools.partial(read_image, dicom_window=window)
 
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

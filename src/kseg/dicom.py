@@ -18,7 +18,7 @@ import numpy as np
 
 from kseg.errors import ConfigError, DataError
 
-__all__ = ["Window", "read_dicom", "dicom_size"]
+__all__ = ["Window", "read_dicom", "dicom_size", "check_window"]
 
 # (center, width) in modality units, as DICOM's WindowCenter/WindowWidth; "file" uses those tags.
 Window = Union[tuple[float, float], Literal["file"]]
@@ -49,6 +49,20 @@ def _stored_range(ds: Any) -> tuple[int, int]:
     return 0, (1 << bits) - 1
 
 
+def check_window(window: Any, name: str = "DICOM window") -> Window | None:
+    """A window as configured (``data.dicom_window``): None (modality units), ``"file"`` (the file's own tags) or
+    ``(center, width)`` numbers with a positive width; one ConfigError naming ``name`` otherwise."""
+    if window is None or window == "file":
+        return window
+    if isinstance(window, str) or not isinstance(window, (list, tuple)) or len(window) != 2 or any(
+            isinstance(value, bool) or not isinstance(value, (int, float)) for value in window):
+        raise ConfigError(f"{name} must be (center, width) or 'file', got {window!r}")
+    center, width = (float(value) for value in window)
+    if not width > 0:
+        raise ConfigError(f"{name} width must be positive, got {window!r}")
+    return center, width
+
+
 def _window_of(ds: Any, window: Window, path: Path) -> tuple[float, float]:
     if isinstance(window, str):
         if window != "file":
@@ -59,13 +73,7 @@ def _window_of(ds: Any, window: Window, path: Path) -> tuple[float, float]:
         if not width > 0:
             raise DataError(f"{path}: WindowWidth is {width}, not positive")
         return center, width
-    try:
-        center, width = (float(value) for value in window)
-    except (TypeError, ValueError):
-        raise ConfigError(f"DICOM window must be (center, width) or 'file', got {window!r}") from None
-    if not width > 0:
-        raise ConfigError(f"DICOM window width must be positive, got {window!r}")
-    return center, width
+    return check_window(tuple(window) if isinstance(window, list) else window)  # type: ignore[return-value]
 
 
 def read_dicom(path: str | Path, window: Window | None = None, *, as_uint8: bool = False) -> np.ndarray:

@@ -18,7 +18,7 @@ from PIL import Image
 from skimage.measure import regionprops_table
 
 from kseg.config import Config, folds_path
-from kseg.data import DICOM_SUFFIXES, ImageRecord, load_records, read_image, records_frame
+from kseg.data import DICOM_SUFFIXES, ImageRecord, image_reader, load_records, records_frame
 from kseg.folds import MISSING_CLASS, fold_table, make_folds, read_folds
 from kseg.postprocess import label_objects
 
@@ -101,6 +101,7 @@ def dataset_stats(cfg: Config, records: Sequence[ImageRecord] | None = None) -> 
     """
     records = load_records(cfg, progress=False) if records is None else records
     task = cfg["data"]["task"]
+    read = image_reader(cfg)
     folds, folds_note = _folds(cfg, records)
     fold_of = dict(zip(folds["id"], folds["fold"]))
     image_rows, instance_frames = [], []
@@ -118,7 +119,7 @@ def dataset_stats(cfg: Config, records: Sequence[ImageRecord] | None = None) -> 
             "overlap_share": record.overlap_pixels / n_foreground if n_foreground else 0.0,
         })
         instance_frames.append(_instance_rows(record, cls, task))
-        grey = np.rint(read_image(record.image_path).mean(axis=2)).astype(np.uint8)
+        grey = np.rint(read(record.image_path).mean(axis=2)).astype(np.uint8)
         for part, mask in (("objects", foreground), ("background", ~foreground)):
             counts = np.bincount(grey[mask], minlength=_LEVELS)
             histograms[(cls, part)] = histograms.get((cls, part), 0) + counts

@@ -15,7 +15,15 @@ import numpy as np
 
 from .analysis import ERROR_KINDS, classify_objects, read_run_oof
 from .config import Config, data_path, output_dir, submission_path
-from .data import image_size, list_test_images, load_records, load_test_truth, read_image, read_index, schema_from_config
+from .data import (
+    image_reader,
+    image_size,
+    list_test_images,
+    load_records,
+    load_test_truth,
+    read_index,
+    schema_from_config,
+)
 from .errors import DataError, KsegError
 from .files import child_path
 from .plots import ERROR_COLOURS, image_panels, overlay, overlays_figure, save_figure
@@ -86,8 +94,9 @@ def _test_figures(cfg: Config, ids: Sequence[str]) -> dict[str, "Figure"]:
     truth = load_test_truth(cfg) or {}
     task = cfg["data"]["task"]
     figures = {}
+    read = image_reader(cfg)
     for image_id in ids:
-        image = read_image(tests[image_id])
+        image = read(tests[image_id])
         if image_id in truth:
             figures[image_id] = error_figure(image, truth[image_id], preds[image_id], f"{image_id} (test)", task)
         else:
@@ -113,7 +122,8 @@ def write_overlays(cfg: Config, ids: Sequence[str], source: str = "oof", out_dir
         _check_ids(ids, read_index(cfg)["id"].tolist(), str(data_path(cfg, "train_csv")))
         records = {record.id: record for record in load_records(cfg, progress=False)}
         if source == "truth":
-            figures = {image_id: overlays_figure(read_image(records[image_id].image_path), {
+            read = image_reader(cfg)
+            figures = {image_id: overlays_figure(read(records[image_id].image_path), {
                 f"{image_id} truth ({records[image_id].cls or task})": label_objects(records[image_id].labels, task)})
                 for image_id in ids}
         else:

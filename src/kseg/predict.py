@@ -10,7 +10,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .config import Config, output_dir, submission_path
-from .data import image_size, list_test_images, load_test_truth, n_classes_of, read_image, schema_from_config
+from .data import image_reader, image_size, list_test_images, load_test_truth, n_classes_of, schema_from_config
 from .errors import ConfigError, DataError, SubmissionError, warn
 from .files import child_path, write_json
 from .metric import TaskScores
@@ -183,10 +183,11 @@ def command_predict(cfg: Config, out: Path | None = None) -> Path:
           f"({', '.join(views)})")
 
     expected = {image_id: image_size(path) for image_id, path in tests}
+    read = image_reader(cfg)
     # Rows are streamed image by image: no label image outlives its loop turn (memory flat in the test set).
     with SubmissionWriter(out, schema) as writer:
         for i, (image_id, path) in enumerate(tqdm(tests, desc="predict", unit="img")):
-            image = read_image(path)
+            image = read(path)
             prepared, shape, tile = prepare(image), image.shape[:2], cfg["predict"]["tile"]
             annotated = scores is not None and image_id in scores.truth
             if annotated:  # the same ensemble, with each fold's prediction kept for its own score

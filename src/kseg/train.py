@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 from . import config as config_module
 from .augment import augment_for_orientation, build_augment, seed_pipeline
 from .channels import check_extra_channels
-from .data import ImageRecord, class_names, load_records, read_image
+from .data import ImageRecord, class_names, image_reader, load_records, read_image
 from .errors import ConfigError, DataError
 from .files import atomic_path, child_path, write_json, write_text
 from .folds import command_folds, read_folds
@@ -230,10 +230,10 @@ class SampleCache:
     def from_records(cls, records: Sequence[ImageRecord], task: str, classes: Sequence[str], border_width: int,
                      progress: bool = True,
                      normalise: Callable[[np.ndarray], np.ndarray] = lambda image: image,
-                     scale: float = 1.0) -> "SampleCache":
+                     scale: float = 1.0, read: Callable[[Path], np.ndarray] = read_image) -> "SampleCache":
         images, targets = [], []
         for record in tqdm(records, desc="cache images", disable=not progress):
-            images.append(rescale_image(normalise(read_image(record.image_path)), scale))
+            images.append(rescale_image(normalise(read(record.image_path)), scale))
             cls_index = classes.index(str(record.cls)) if classes and record.cls is not None else None
             labels = rescale_labels(record.labels, scale)
             targets.append(make_targets(labels, task, cls_index, len(classes), border_width).astype(np.uint8))
@@ -763,7 +763,8 @@ def command_oof(cfg: Config) -> list[Path]:
         print(f"[oof] fold {fold}: {len(val)} validation images, views {', '.join(wanted['views'])}")
         cache = SampleCache.from_records(val, task, target_classes, cfg["train"]["border_width"],
                                          progress=bool(cfg["train"]["verbose"]),
-                                         normalise=input_normaliser(cfg, plan.invert), scale=plan.scale)
+                                         normalise=input_normaliser(cfg, plan.invert), scale=plan.scale,
+                                         read=image_reader(cfg))
         model = build_model(cfg, len(channels))
         load_weights(model, run.weights(fold))
         _write_oof(model, cache, val, range(len(val)), oriented, preprocess, run.oof(fold))
@@ -924,7 +925,8 @@ def _fit_polarity(cfg: Config, records: Sequence[ImageRecord]) -> Polarity:
     if cfg["data"]["task"] == "multiclass":  # every pixel is some class: there is no object and ground
         return Polarity("none", "task multiclass: no objects on a ground to compare, nothing inverted")
     norm, _ = check_norm_config(cfg["model"])
-    samples = ((stretched(read_image(record.image_path), norm), record.labels) for record in records)
+    read = image_reader(cfg)
+    samples = ((stretched(read(record.image_path), norm), record.labels) for record in records)
     return fit_polarity(tqdm(samples, total=len(records), desc="polarity", disable=not cfg["train"]["verbose"]))
 
 
@@ -969,7 +971,7 @@ def command_train(cfg: Config, fold: int | str | list[int] | None = None, resume
         cache = SampleCache.from_records(records, task, target_classes, cfg["train"]["border_width"],
                                          progress=bool(cfg["train"]["verbose"]),
                                          normalise=input_normaliser(cfg, plan.invert),
-                                         scale=plan.scale)
+                                         scale=plan.scale, read=image_reader(cfg))
         import tf_keras as keras
 
         previous_policy = keras.mixed_precision.global_policy()
