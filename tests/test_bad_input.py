@@ -220,7 +220,7 @@ def test_demo_data_kind_from_the_cli(tmp_path: Path, capsys) -> None:
     assert main(["demo-data", str(tmp_path / "organs"), *small, "--kind", "multiclass"]) == 0
     assert (tmp_path / "organs" / "train.csv").read_text().startswith("ImageId,ClassId,EncodedPixels\n")
     err = cli_error(capsys, ["demo-data", str(tmp_path / "x"), *small, "--kind", "ct"])
-    assert err == "error: demo data kind must be one of sartorius, multiclass, got 'ct'"
+    assert err == "error: demo data kind must be one of sartorius, multiclass, dicom, got 'ct'"
     assert not (tmp_path / "x").exists()
 
 

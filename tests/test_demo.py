@@ -162,6 +162,27 @@ def test_multiclass_kind_test_truth_and_sample_submission(organ_root: Path) -> N
     assert score_frames(truth, perfect, schema, shapes, task="multiclass").score == 1.0
 
 
+def test_dicom_kind_writes_ct_slices_in_hounsfield_units(tmp_path: Path) -> None:
+    """The same sections as CT: signed 16-bit with a rescale intercept, air (-1000 HU) outside the body, the organs
+    in the soft-tissue window; configs/demo_dicom.yaml reads them through that window, and their class maps are
+    those of the CSV. Same seed, same bytes (the UIDs come from the file names)."""
+    from kseg.dicom import read_dicom
+
+    first = make_demo_data(tmp_path / "a", seed=1, n_train=3, n_test=1, height=64, width=64, kind="dicom")
+    second = make_demo_data(tmp_path / "b", seed=1, n_train=3, n_test=1, height=64, width=64, kind="dicom")
+    slices = sorted((first / "train").glob("*.dcm"))
+    assert len(slices) == 3 and all(p.read_bytes() == (second / "train" / p.name).read_bytes() for p in slices)
+    hu = read_dicom(slices[0])
+    assert hu.dtype == np.float32 and hu[0, 0] < -900 and -160 < float(np.median(hu[24:40, 24:40])) < 240
+    cfg = load_config("configs/demo_dicom.yaml", [f"data.root={first}"])
+    records = data.load_records(cfg, progress=False)
+    assert [r.id for r in records] == [p.name for p in slices] and records[0].labels.max() >= 1
+    image = data.image_reader(cfg)(records[0].image_path)
+    assert image.shape == (64, 64, 3) and image[0, 0, 0] == 0  # air is below the window
+    liver = records[0].labels == 1
+    assert image[..., 0][liver].mean() > image[..., 0][(records[0].labels == 0) & (image[..., 0] > 0)].mean()
+
+
 def test_unknown_demo_kind_is_named(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match="demo data kind must be one of sartorius, multiclass, got 'dicom'"):
-        make_demo_data(tmp_path, kind="dicom")
+    with pytest.raises(DataError, match="demo data kind must be one of sartorius, multiclass, dicom, got 'mri'"):
+        make_demo_data(tmp_path, kind="mri")

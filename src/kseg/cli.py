@@ -229,9 +229,10 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     p = add("demo-data", _cmd_demo_data, "generate a synthetic competition: Sartorius-format cells (the demo) or "
-            "Severstal-format organs (--kind multiclass)", config=False)
+            "Severstal-format organs (--kind multiclass, or --kind dicom as CT slices)", config=False)
     p.add_argument("dir")
-    p.add_argument("--kind", default="sartorius", help="sartorius (the demo) or multiclass (kseg.demo.KINDS)")
+    p.add_argument("--kind", default="sartorius", help="sartorius (the demo), multiclass (organs, PNG) or dicom "
+                   "(the organs as CT slices)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n-train", type=int, default=24)
     p.add_argument("--n-test", type=int, default=6)

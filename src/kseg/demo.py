@@ -1,5 +1,6 @@
 """Small synthetic competitions, so the whole pipeline runs without Kaggle data: Sartorius-format cells
-(``kind="sartorius"``, the demo) or Severstal-format organs (``kind="multiclass"``).
+(``kind="sartorius"``, the demo), Severstal-format organs as PNG (``kind="multiclass"``) or as CT DICOM slices
+(``kind="dicom"``).
 
 It imitates what makes the real data hard rather than looking pretty: three imbalanced cell types with
 different object size and shape, images grouped by well (``sample_id``), dense touching and partly
@@ -11,6 +12,8 @@ The multiclass set imitates the organ competitions (chest X-ray, abdominal CT): 
 section, from a liver in every image to a small lesion inside it in a third of them, so class imbalance, position
 and shape matter; brightness ranges overlap, so no threshold separates the classes. Its ``train.csv`` is
 ``ImageId,ClassId,EncodedPixels`` (column-major, one row per class an image shows, ids with the ``.png``).
+The DICOM kind writes the same sections as CT slices in Hounsfield units (signed 16-bit, RescaleIntercept -1024,
+a soft-tissue WindowCenter/WindowWidth of 40/400, air outside the body), ids with the ``.dcm``.
 """
 from __future__ import annotations
 
@@ -28,7 +31,11 @@ from kseg.files import atomic_path, is_temporary, write_json
 
 __all__ = ["make_demo_data", "CELL_TYPES", "TRAIN_COLUMNS", "ORGANS", "KINDS"]
 
-KINDS = ("sartorius", "multiclass")
+KINDS = ("sartorius", "multiclass", "dicom")
+# The soft-tissue window the organ brightnesses are defined in: brightness b is -160 + 400 b HU.
+_CT_WINDOW = (40.0, 400.0)
+_AIR_HU = -1000.0
+_CT_NOISE_HU = 12.0
 
 TRAIN_COLUMNS = ["id", "annotation", "width", "height", "cell_type", "plate_time", "sample_date",
                  "sample_id", "elapsed_timedelta"]
@@ -273,8 +280,9 @@ def _paste(canvas: np.ndarray, mask: np.ndarray, center: tuple[float, float]) ->
     return full
 
 
-def _organ_image(rng: np.random.Generator, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """One body section: the class map (uint8, class id k = ``ORGANS[k - 1]``, 0 = background) and its image."""
+def _organ_section(rng: np.random.Generator, height: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One body section: the class map (uint8, class id k = ``ORGANS[k - 1]``, 0 = background), its tissue
+    brightness in [0, 1] before any recording, and the body's mask."""
     side = min(height, width)
     y, x = np.mgrid[0:height, 0:width].astype(np.float32)
     body = ((y / height - 0.5) / 0.46) ** 2 + ((x / width - 0.5) / 0.47) ** 2 <= 1
@@ -298,24 +306,57 @@ def _organ_image(rng: np.random.Generator, height: int, width: int) -> tuple[np.
         region = _paste(classes, mask, center) & body
         classes[region] = class_id
         canvas[region] = rng.uniform(*organ.brightness) + 0.06 * texture[region]
-    return classes, _lit_and_noisy(rng, canvas)
+    return classes, canvas, body
+
+
+def _write_ct_slice(path: Path, rng: np.random.Generator, canvas: np.ndarray, body: np.ndarray) -> None:
+    """The section as a CT slice: brightness b is -160 + 400 b HU inside the body (b = 0..1 spans the soft-tissue
+    window), air outside, scanner noise; stored as signed 16-bit with RescaleIntercept -1024, written atomically."""
+    import pydicom
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+    center, width = _CT_WINDOW
+    hu = np.where(body, center - width / 2 + width * canvas, _AIR_HU)
+    hu = hu + rng.normal(0, _CT_NOISE_HU, size=hu.shape)
+    stored = np.clip(np.round(hu + 1024), -32768, 32767).astype(np.int16)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = CTImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid(entropy_srcs=[path.name])  # same name, same bytes
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = pydicom.Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
+    ds.Modality, ds.PatientID, ds.StudyDate = "CT", path.stem, "20260101"
+    ds.Rows, ds.Columns = stored.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+    ds.RescaleSlope, ds.RescaleIntercept = 1, -1024
+    ds.WindowCenter, ds.WindowWidth = center, width
+    ds.PixelData = stored.tobytes()
+    with atomic_path(path) as tmp:
+        ds.save_as(tmp, enforce_file_format=True)
 
 
 def _make_organ_split(rng: np.random.Generator, folder: Path, n_images: int, height: int, width: int,
-                      used_ids: set[str]) -> tuple[list[str], pd.DataFrame]:
-    """Render ``n_images`` body sections into ``folder``; return their file names (the ids) and the rows of the
-    classes each shows (Severstal's train.csv format)."""
+                      used_ids: set[str], dicom: bool = False) -> tuple[list[str], pd.DataFrame]:
+    """Render ``n_images`` body sections into ``folder`` (PNG images, or CT slices with ``dicom``); return their file
+    names (the ids) and the rows of the classes each shows (Severstal's train.csv format)."""
     folder.mkdir(parents=True, exist_ok=True)
+    suffix = ".dcm" if dicom else ".png"
     names: list[str] = []
     rows: list[list[object]] = []
     for _ in range(n_images):
-        name = f"{int(rng.integers(0, 2**48)):012x}.png"
+        name = f"{int(rng.integers(0, 2**48)):012x}{suffix}"
         while name in used_ids:
-            name = f"{int(rng.integers(0, 2**48)):012x}.png"
+            name = f"{int(rng.integers(0, 2**48)):012x}{suffix}"
         used_ids.add(name)
         names.append(name)
-        classes, image = _organ_image(rng, height, width)
-        _write_png(folder / name, image)
+        classes, canvas, body = _organ_section(rng, height, width)
+        if dicom:
+            _write_ct_slice(folder / name, rng, canvas, body)
+        else:
+            _write_png(folder / name, _lit_and_noisy(rng, canvas))
         rows += [[name, class_id, rle.encode(classes == class_id, "F")]
                  for class_id in range(1, len(ORGANS) + 1) if (classes == class_id).any()]
     frame = pd.DataFrame(rows, columns=_ORGAN_COLUMNS).sort_values(["ImageId", "ClassId"]).reset_index(drop=True)
@@ -349,8 +390,9 @@ def make_demo_data(root: str | Path, seed: int = 0, n_train: int = 24, n_test: i
 
     Layout: ``train.csv``, ``train/*.png``, ``test/*.png``, ``sample_submission.csv`` (empty predictions) and
     ``test_truth.csv`` (the test annotations in train.csv format, to score demo submissions). ``sartorius``: the
-    nine Sartorius columns, row-major RLE, ``id,predicted``; ``multiclass``: ``ImageId,ClassId,EncodedPixels``,
-    column-major, ``ImageId,EncodedPixels,ClassId`` (``configs/demo_multiclass.yaml``). Every file is written
+    nine Sartorius columns, row-major RLE, ``id,predicted``; ``multiclass`` and ``dicom`` (``.dcm`` CT slices):
+    ``ImageId,ClassId,EncodedPixels``, column-major, ``ImageId,EncodedPixels,ClassId``
+    (``configs/demo_multiclass.yaml``, ``configs/demo_dicom.yaml``). Every file is written
     atomically and listed in ``.kseg-demo.json``: a later generation replaces those, but refuses (DataError) a
     folder holding any other file, such as a real competition's train.csv, unless ``force``.
     """
@@ -371,9 +413,13 @@ def make_demo_data(root: str | Path, seed: int = 0, n_train: int = 24, n_test: i
     rng = np.random.default_rng(seed)
     used_ids: set[str] = set()
     earlier = _demo_files(root) if root.is_dir() else set()
-    make_split = _make_split if kind == "sartorius" else _make_organ_split
-    train_ids, train = make_split(rng, root / "train", n_train, height, width, used_ids)
-    test_ids, test = make_split(rng, root / "test", n_test, height, width, used_ids)
+    def make_split(folder: Path, n_images: int) -> tuple[list[str], pd.DataFrame]:
+        if kind == "sartorius":
+            return _make_split(rng, folder, n_images, height, width, used_ids)
+        return _make_organ_split(rng, folder, n_images, height, width, used_ids, dicom=kind == "dicom")
+
+    train_ids, train = make_split(root / "train", n_train)
+    test_ids, test = make_split(root / "test", n_test)
     if kind == "sartorius":
         files = [f"{image_id}.png" for image_id in (*train_ids, *test_ids)]
         sample = pd.DataFrame({"id": test_ids, "predicted": [""] * len(test_ids)})
