@@ -33,6 +33,21 @@ def test_percentile_is_per_channel():
     assert out[..., 0].max() == 255 and out[..., 1].max() == 255 and out[..., 1].min() == 0
 
 
+@pytest.mark.parametrize("norm", ["percentile", "standardize"])
+def test_image_scope_keeps_the_colour_balance(norm):
+    """``input_norm_scope: image``: one stretch for all channels, so a reddish photograph stays reddish (the
+    channel scope stretches each channel to the full range and turns it grey); a gray image is the same either way."""
+    image = np.concatenate([gradient(60, 200, 1), gradient(20, 90, 1), gradient(10, 60, 1)], axis=2)
+    joint, separate = normalise_image(image, norm, scope="image"), normalise_image(image, norm)
+    means = joint.reshape(-1, 3).mean(axis=0)
+    assert means[0] > means[1] + 40 > means[2] + 40
+    assert np.ptp(separate.reshape(-1, 3).mean(axis=0)) < np.ptp(means) / 3
+    gray = gradient(30, 120)
+    assert np.array_equal(normalise_image(gray, norm, scope="image"), normalise_image(gray, norm))
+    assert np.array_equal(input_normaliser(load_config(None, [f"model.input_norm={norm}", "model.invert=false",
+                                                               "model.input_norm_scope=image"]))(image), joint)
+
+
 def test_flat_image_does_not_divide_by_zero():
     assert not normalise_image(np.full((4, 4, 3), 77, np.uint8), "percentile").any()
     assert not normalise_image(np.full((4, 4, 3), 77, np.uint8), "standardize").any()
@@ -140,6 +155,7 @@ def test_bad_polarity_in_plan_json(tmp_path, invert, words):
 @pytest.mark.parametrize("override, words", [
     ("model.input_norm=zscore", "model.input_norm must be one of none, percentile, standardize"),
     ("model.invert=sometimes", "model.invert must be true, false or auto"),
+    ("model.input_norm_scope=pixel", "model.input_norm_scope must be one of channel, image, got 'pixel'"),
 ])
 def test_bad_normalisation_config(override, words):
     with pytest.raises(ConfigError, match=words):

@@ -93,6 +93,9 @@ DEFAULTS: Config = {
         # Per-image intensity normalisation before the backbone's own (see normalize.py): none, percentile
         # (stretch the 1st..99.8th percentile per channel, as stardist/cellpose) or standardize.
         "input_norm": "percentile",
+        # What one stretch covers: channel (each channel its own, stardist) or image (all channels together,
+        # keeping an RGB photograph's colour balance).
+        "input_norm_scope": "channel",
         # Invert images: false, true, or auto: learned from the training labels; when a set mixes bright objects
         # on dark ground with dark on bright (fluorescence + H&E), a rule fitted on them picks the images to
         # invert (normalize.fit_polarity, written in plan.json); a set of one polarity inverts nothing.

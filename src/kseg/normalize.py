@@ -34,6 +34,10 @@ __all__ = ["NORMS", "Polarity", "NO_INVERSION", "normalise_image", "input_normal
 # none: the pixels as read; percentile: per channel, [p_low, p_high] -> [0, 255] (stardist's
 # normalize(x, 1, 99.8)); standardize: per channel z-score, +-3 sigma -> [0, 255].
 NORMS = ("none", "percentile", "standardize")
+# channel: each channel stretched by its own statistics (stardist: fluorescence channels are independent
+# stains); image: one stretch from the statistics of all channels together, which keeps an RGB photograph's
+# colours (H&E, endoscopy, street scenes) as they are relative to each other.
+NORM_SCOPES = ("channel", "image")
 PERCENTILES = (1.0, 99.8)
 _SIGMAS = 3.0
 # Polarity: a training image whose objects differ from their ground by less than this (of the stretched
@@ -146,10 +150,14 @@ def polarity_from_dict(value: Any, where: str) -> Polarity:
 
 
 def check_norm_config(model_cfg: Mapping[str, Any]) -> tuple[str, bool | str]:
-    """``(model.input_norm, model.invert)`` checked; one ConfigError naming the key otherwise."""
+    """``(model.input_norm, model.invert)`` checked, and ``model.input_norm_scope``; one ConfigError naming the
+    key otherwise."""
     norm, invert = model_cfg["input_norm"], model_cfg["invert"]
     if norm not in NORMS:
         raise ConfigError(f"model.input_norm must be one of {', '.join(NORMS)}, got {norm!r}")
+    if model_cfg["input_norm_scope"] not in NORM_SCOPES:
+        raise ConfigError(f"model.input_norm_scope must be one of {', '.join(NORM_SCOPES)}, "
+                          f"got {model_cfg['input_norm_scope']!r}")
     if not (invert is True or invert is False or invert == "auto"):
         raise ConfigError(f"model.invert must be true, false or auto, got {invert!r}")
     return norm, invert
@@ -163,19 +171,26 @@ def _stretch(image: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray
     return np.clip(scaled, 0.0, 1.0)
 
 
-def normalise_image(image: np.ndarray, norm: str = "percentile", invert: bool | Polarity = False) -> np.ndarray:
-    """uint8 (H, W, 3) → uint8 (H, W, 3): per-channel stretch by ``norm``, then inversion (always, never,
-    or where a fitted :class:`Polarity` says)."""
+def normalise_image(image: np.ndarray, norm: str = "percentile", invert: bool | Polarity = False,
+                    scope: str = "channel") -> np.ndarray:
+    """uint8 (H, W, 3) → uint8 (H, W, 3): stretch by ``norm`` (per channel, or with ``scope="image"`` one stretch
+    from all channels' pixels), then inversion (always, never, or where a fitted :class:`Polarity` says)."""
     if image.ndim != 3:
         raise ValueError(f"expected an (height, width, channels) image, got shape {image.shape}")
     if norm == "none" and (invert is False or invert == NO_INVERSION):
         return image
     pixels = image.astype(np.float32)
+    channels = image.shape[-1]
+    axes = (0, 1) if scope == "channel" else None
+
+    def per_channel(value: np.ndarray) -> np.ndarray:
+        return np.broadcast_to(np.asarray(value, np.float32), (channels,)).copy()
+
     if norm == "percentile":
-        low, high = np.percentile(pixels, PERCENTILES, axis=(0, 1))
+        low, high = (per_channel(v) for v in np.percentile(pixels, PERCENTILES, axis=axes))
         scaled = _stretch(pixels, low, high)
     elif norm == "standardize":
-        mean, std = pixels.mean(axis=(0, 1)), pixels.std(axis=(0, 1))
+        mean, std = per_channel(pixels.mean(axis=axes)), per_channel(pixels.std(axis=axes))
         scaled = _stretch(pixels, mean - _SIGMAS * std, mean + _SIGMAS * std)
     else:
         scaled = pixels / 255.0
@@ -184,9 +199,9 @@ def normalise_image(image: np.ndarray, norm: str = "percentile", invert: bool | 
     return np.round(scaled * 255.0).astype(np.uint8)
 
 
-def stretched(image: np.ndarray, norm: str) -> np.ndarray:
+def stretched(image: np.ndarray, norm: str, scope: str = "channel") -> np.ndarray:
     """The image after ``norm``'s stretch and before any inversion, in [0, 1]: what polarity is judged on."""
-    return normalise_image(image, norm, False).astype(np.float32) / 255.0
+    return normalise_image(image, norm, False, scope).astype(np.float32) / 255.0
 
 
 def input_normaliser(cfg: Mapping[str, Any], polarity: Polarity | None = None) -> Callable[[np.ndarray], np.ndarray]:
@@ -196,10 +211,10 @@ def input_normaliser(cfg: Mapping[str, Any], polarity: Polarity | None = None) -
     from .channels import check_extra_channels, with_extra_channels
 
     norm, invert = check_norm_config(cfg["model"])
-    extras = check_extra_channels(cfg["model"])
+    extras, scope = check_extra_channels(cfg["model"]), cfg["model"]["input_norm_scope"]
     rule: bool | Polarity = (polarity or NO_INVERSION) if invert == "auto" else bool(invert)
 
     def normalise(image: np.ndarray) -> np.ndarray:
-        return with_extra_channels(normalise_image(image, norm, rule), extras)
+        return with_extra_channels(normalise_image(image, norm, rule, scope), extras)
 
     return normalise

@@ -926,7 +926,8 @@ def _fit_polarity(cfg: Config, records: Sequence[ImageRecord]) -> Polarity:
         return Polarity("none", "task multiclass: no objects on a ground to compare, nothing inverted")
     norm, _ = check_norm_config(cfg["model"])
     read = image_reader(cfg)
-    samples = ((stretched(read(record.image_path), norm), record.labels) for record in records)
+    scope = cfg["model"]["input_norm_scope"]
+    samples = ((stretched(read(record.image_path), norm, scope), record.labels) for record in records)
     return fit_polarity(tqdm(samples, total=len(records), desc="polarity", disable=not cfg["train"]["verbose"]))
 
 
