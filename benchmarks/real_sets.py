@@ -327,6 +327,12 @@ def build_isbi(source: Path, root: Path, quick: bool) -> Split:
                               {k: v for k, v in items.items() if v[2] == test_group})
 
 
+def build_isbi_binary(shared: Path, root: Path, quick: bool) -> Split:
+    """The same slices, blocks and held-out block as :func:`build_isbi`, for the binary task: its config unions
+    each slice's cell rows into the cell-interior mask (the complement of the challenge's membrane map)."""
+    return build_isbi(shared / "isbi2012_membrane", root, quick)
+
+
 def build_sartorius(source: Path, root: Path, quick: bool) -> Split:
     """The two fully annotated real images, each cut into 2x3 tiles of 260x234 (a tile is a group, so
     kseg's default 5 folds exist): 0030fd0e6378 (395 cells) is the training set, 0f08d640930b (105 cells)
@@ -392,6 +398,7 @@ def build_camvid(source: Path, root: Path, quick: bool) -> Split:
 
 SETS: dict[str, RealSet] = {s.name: s for s in (
     RealSet("isbi2012_membrane", "instance", TILE_SCHEMA, build_isbi),
+    RealSet("isbi2012_binary", "binary", TILE_SCHEMA, build_isbi_binary, sources=("isbi2012_membrane",)),
     RealSet("sartorius_mini", "instance", TILE_SCHEMA, build_sartorius),
     RealSet("fluo_nuclei_sbsst265", "instance", DSB_SCHEMA, build_fluo, report_col="magnification",
             split_col="train_testset_split"),
