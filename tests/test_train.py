@@ -54,6 +54,40 @@ def test_sampler_empty_fraction():
     assert natural.histogram(0)["empty"] / natural.epoch_size == pytest.approx(0.1, abs=0.01)
 
 
+def test_empty_fraction_in_a_binary_run_where_most_images_are_empty(tmp_path):
+    """The CT-liver case end to end: 12 of 16 binary images hold no foreground (TGS layout, one listed with an
+    empty mask, the others unlisted and trained as empty by data.unlisted), and train.sampler.empty_fraction
+    0.25 draws them a quarter of the time instead of three quarters; history.csv records the draws."""
+    import cv2
+
+    from kseg import rle
+    from kseg.cli import main
+
+    root = tmp_path / "data"
+    (root / "train").mkdir(parents=True)
+    (root / "test").mkdir()
+    rows = []
+    for k in range(16):
+        mask = np.zeros((64, 64), np.uint8)
+        if k < 4:
+            mask[16:40, 20:44] = 1
+        cv2.imwrite(str(root / "train" / f"s{k:02d}.png"), (40 + 150 * mask).astype(np.uint8))
+        if k <= 4:  # slice 4 listed with an empty mask, 5..15 not listed at all
+            rows.append({"id": f"s{k:02d}", "rle_mask": rle.encode(mask, "F")})
+    cv2.imwrite(str(root / "test" / "t0.png"), np.full((64, 64), 40, np.uint8))
+    pd.DataFrame(rows).to_csv(root / "train.csv", index=False)
+    sets = [f"data.root={root}", f"output.dir={tmp_path / 'run'}", f"output.submission={tmp_path / 'sub.csv'}",
+            "data.train_dir=train", "data.test_dir=test", "data.unlisted=empty", "train.sampler.empty_fraction=0.25",
+            "train.folds=[0]", "folds.n_splits=2",
+            "model.arch=unet_scratch", "model.encoder_weights=null", "model.scratch.filters=4", "model.scratch.depth=2",
+            "train.size=64", "train.epochs=1", "train.steps_per_epoch=25", "train.batch_size=4", "train.verbose=0",
+            "tta=[identity]"]
+    assert main(["train", "--config", "configs/tgs.yaml", *[a for s in sets for a in ("--set", s)]]) == 0
+    history = pd.read_csv(tmp_path / "run" / "fold0" / "history.csv")
+    share = history["drawn_empty"].iloc[0] / history["drawn_all"].iloc[0]
+    assert history["drawn_all"].iloc[0] == 100 and 0.15 <= share <= 0.35  # 0.75 without empty_fraction
+
+
 def test_sampler_is_reproducible_per_epoch():
     first, _ = sampler_for({"a": 5, "b": 3}, 0.0, size=50)
     second, _ = sampler_for({"a": 5, "b": 3}, 0.0, size=50)
