@@ -6,6 +6,8 @@ from typing import Sequence
 
 import pytest
 
+from kseg.console import console
+
 # A tiny demo competition and run: every file `kseg run` writes, in about a minute on 2 CPU cores.
 # TINY_RUN: the tiny run of any competition folder; TINY adds the demo competition it is generated from.
 TINY_RUN = [
@@ -44,3 +46,11 @@ def finished_run(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("run")
     assert main(["run", *tiny_args(root)]) == 0
     return root
+
+
+@pytest.fixture(autouse=True)
+def kseg_console():
+    """The CLI's console around every test, so a test that calls a stage directly reads the lines a user of
+    ``kseg`` sees (``capsys``); tests of the logging itself use ``caplog`` (test_console.py)."""
+    with console() as handler:
+        yield handler

@@ -12,6 +12,7 @@ from typing import Any, Callable, Sequence
 
 from . import __version__
 from .config import TASKS, Config, load_config
+from .console import console
 from .errors import KsegError, KsegWarning
 
 
@@ -367,7 +368,7 @@ _SHOW_WARNING = warnings.showwarning
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), console():
             warnings.simplefilter("always", KsegWarning)  # every caveat, not only the first from each line
             warnings.showwarning = _print_warning
             return args.handler(args)

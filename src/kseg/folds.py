@@ -13,6 +13,7 @@ warning that names the groups).
 from __future__ import annotations
 
 import json
+import logging
 import re
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -25,6 +26,8 @@ from kseg import config as config_module
 from kseg import data
 from kseg.errors import DataError, warn
 from kseg.files import atomic_path, write_json
+
+log = logging.getLogger(__name__)
 
 __all__ = ["MISSING_CLASS", "make_folds", "fold_table", "command_folds", "read_folds", "sidecar_path"]
 
@@ -141,8 +144,8 @@ def command_folds(cfg: Mapping[str, Any]) -> Path:
     with atomic_path(path) as tmp:
         folds.to_csv(tmp, index=False)
     write_json(sidecar_path(path), _settings(cfg))
-    print(fold_table(frame, folds).to_string())
-    print(f"wrote {path}")
+    log.info(fold_table(frame, folds).to_string())
+    log.info(f"wrote {path}")
     return path
 
 

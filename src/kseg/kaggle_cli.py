@@ -9,6 +9,7 @@ a :class:`kseg.errors.KaggleError` whose message quotes the CLI's last line.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import subprocess
 import time
@@ -30,6 +31,8 @@ from .kernels import (
     find_kaggle,
     missing_credentials_message,
 )
+
+log = logging.getLogger(__name__)
 
 # `kaggle kernels status` prints '<ref> has status "KernelWorkerStatus.<NAME>"' (kernels_status_cli).
 _KERNEL_STATUS = re.compile(r'has status "(?:KernelWorkerStatus\.)?([A-Za-z_]+)"')
@@ -55,7 +58,7 @@ def _kaggle() -> str:
 def _call(runner: Runner, cmd: list[str], echo: bool = True) -> str:
     """Run one CLI command; a non-zero exit is a KaggleError quoting its last line."""
     if echo:
-        print(f"$ {_show(cmd)}", flush=True)
+        log.info(f"$ {_show(cmd)}")
     result = runner(cmd, capture_output=True, text=True)
     output = (result.stdout or "") + (result.stderr or "")
     if result.returncode != 0:
@@ -100,7 +103,7 @@ def wait_for_kernel(ref: str, runner: Runner = subprocess.run, *, sleep: Callabl
     status = "unknown"
     for poll in range(polls + 1):
         status, failure = kernel_status(ref, runner)
-        print(f"{ref}: {status}", flush=True)
+        log.info(f"{ref}: {status}")
         if status == KERNEL_DONE:
             return status
         if status in KERNEL_FAILED:
@@ -118,7 +121,7 @@ def command_status(target: str, wait: bool = False, runner: Runner = subprocess.
         wait_for_kernel(ref, runner, **poll)
         return 0
     status, failure = kernel_status(ref, runner)
-    print(f"{ref}: {status}" + (f" ({failure})" if failure else ""))
+    log.info(f"{ref}: {status}" + (f" ({failure})" if failure else ""))
     return 1 if status in KERNEL_FAILED else 0
 
 
@@ -130,7 +133,7 @@ def command_logs(target: str, wait: bool = False, runner: Runner = subprocess.ru
             wait_for_kernel(ref, runner, **poll)
         except KaggleError as exc:
             warn(f"{exc}")
-    print(_call(runner, [_kaggle(), "kernels", "logs", ref]).rstrip())
+    log.info(_call(runner, [_kaggle(), "kernels", "logs", ref]).rstrip())
     return 0
 
 
@@ -147,7 +150,7 @@ def command_output(target: str, dest: Path | None = None, wait: bool = False, ru
     dest.mkdir(parents=True, exist_ok=True)
     _call(runner, [_kaggle(), "kernels", "output", ref, "-p", str(dest), "-o"])
     files = sorted(p for p in dest.rglob("*") if p.is_file())
-    print(f"output of {ref}: {len(files)} files in {dest}")
+    log.info(f"output of {ref}: {len(files)} files in {dest}")
     return dest
 
 
@@ -192,7 +195,7 @@ def command_download(cfg: Config, competition: str | None = None, runner: Runner
     except zipfile.BadZipFile:
         raise KaggleError(f"{archive}: not a valid zip file (interrupted download? run again with --force)") from None
     archive.unlink()
-    print(f"competition {slug}: {n_files} files unzipped into {root}")
+    log.info(f"competition {slug}: {n_files} files unzipped into {root}")
     return root
 
 
@@ -222,7 +225,7 @@ def command_submit(cfg: Config, kernel: str, version: int, *, competition: str |
     message = message or f"kseg {ref} v{version}"
     output = _call(runner, [_kaggle(), "competitions", "submit", slug, "-k", ref, "-f", file_name,
                             "-v", str(version), "-m", message])
-    print(output.rstrip())
+    log.info(output.rstrip())
     if "Could not submit to competition" in output or "Could not find competition" in output:
         raise KaggleError(f"Kaggle refused the submission of {ref} v{version} to {slug}: {_last_line(output)}")
     if not wait:
@@ -235,7 +238,7 @@ def command_submit(cfg: Config, kernel: str, version: int, *, competition: str |
             status = _status_name(latest.get("status"))
             if status == SUBMISSION_DONE:
                 score = latest.get("publicScore")
-                print(f"submission {latest.get('ref')} of {ref} v{version}: public score {score}")
+                log.info(f"submission {latest.get('ref')} of {ref} v{version}: public score {score}")
                 try:
                     return float(score) if score not in (None, "") else None
                 except ValueError:
@@ -243,7 +246,7 @@ def command_submit(cfg: Config, kernel: str, version: int, *, competition: str |
             if status == SUBMISSION_FAILED:
                 raise KaggleError(f"Kaggle could not score submission {latest.get('ref')} of {ref} v{version} "
                                   f"(status error): see https://www.kaggle.com/competitions/{slug}/submissions")
-            print(f"submission of {ref} v{version}: {status or 'pending'}", flush=True)
+            log.info(f"submission of {ref} v{version}: {status or 'pending'}")
         if poll < polls:
             sleep(interval)
     raise KaggleError(f"submission of {ref} v{version} not scored after {timeout:.0f}s: "

@@ -23,6 +23,7 @@ import collections
 import functools
 import importlib.metadata
 import json
+import logging
 import os
 import pprint
 import re
@@ -47,6 +48,8 @@ from .errors import ConfigError, KaggleError, warn
 from .files import write_json, write_text
 from .plan import planned_folds
 from .run import RUN_FILES_OPTIONAL, RUN_FILES_REQUIRED, RunDir
+
+log = logging.getLogger(__name__)
 
 KINDS = ("infer", "train")
 KERNEL_METADATA = "kernel-metadata.json"
@@ -335,7 +338,7 @@ def download_wheels(requirements: Sequence[str], dest: Path) -> list[Path]:
     for batch in [list(requirements), *([spec] for spec in tf_keras_requirements(requirements))]:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet",
                "-d", str(dest), *batch]
-        print("downloading wheels:", " ".join(batch), flush=True)
+        log.info(f"downloading wheels: {' '.join(batch)}")
         result = subprocess.run(cmd, capture_output=True, text=True)
         if result.returncode != 0:
             raise _pip_failure(cmd, (result.stdout or "") + (result.stderr or ""),
@@ -419,7 +422,7 @@ def build_code_dataset(cfg: Config, names: KernelNames, out_root: Path,
         raise ConfigError(f"{wheel_dir}: no wheel for {', '.join(missing)}; the offline kernel could not "
                           "install it")
     minors = _tf_keras_minors(wheel_dir)
-    print(f"tf-keras wheels for TensorFlow {', '.join(minors)} (the kernel uses the one matching the image)")
+    log.info(f"tf-keras wheels for TensorFlow {', '.join(minors)} (the kernel uses the one matching the image)")
     for key, path in _asset_files(cfg).items():
         _copy_file(path, root / "assets" / path.name)
     write_text(root / "config.yaml", dump(cfg))
@@ -495,7 +498,7 @@ def print_folder_sizes(folders: Sequence[Path]) -> None:
     """Size of each upload: Kaggle datasets have quotas, and a surprise 2 GB folder is worth noticing."""
     for folder in folders:
         n_files, n_bytes = _folder_size(folder)
-        print(f"  {str(folder):<50} {n_files:>5} files {n_bytes / 2**20:>9.1f} MB")
+        log.info(f"  {str(folder):<50} {n_files:>5} files {n_bytes / 2**20:>9.1f} MB")
 
 
 def build_kernel(cfg: Config, kind: str, fold: int | None = None, owner: str = "",
@@ -587,7 +590,7 @@ def build_kernel(cfg: Config, kind: str, fold: int | None = None, owner: str = "
                                       "built_at": time.strftime("%Y-%m-%d %H:%M:%S")})
     problems = validate_kernel_dir(kernel_dir) + [p for d in datasets for p in validate_dataset_dir(d)]
     _raise_if(problems, "the built kernel would be rejected by Kaggle")
-    print(f"built {kind} kernel {metadata['id']}:")
+    log.info(f"built {kind} kernel {metadata['id']}:")
     print_folder_sizes([kernel_dir, *datasets])
     return kernel_dir
 
@@ -829,7 +832,7 @@ def _scaled_competition(source: Path, cfg: Config, factor: int, dest: Path) -> P
         import pandas as pd
 
         pd.concat(scaled).to_csv(dest / sample.relative_to(source), index=False)
-    print(f"scale test: {len(tests)} test images x {factor} = {len(new_ids)} in {dest}")
+    log.info(f"scale test: {len(tests)} test images x {factor} = {len(new_ids)} in {dest}")
     return dest
 
 
@@ -983,8 +986,7 @@ def kaggle_image_venv(cache_root: Path, requirements: Path = KAGGLE_IMAGE_REQUIR
         return python
     if venv.exists():
         shutil.rmtree(venv)
-    print(f"building the Kaggle-image venv {venv} from {requirements} (Python {version}; needs the index once)",
-          flush=True)
+    log.info(f"building the Kaggle-image venv {venv} from {requirements} (Python {version}; needs the index once)")
     for cmd in ([str(base), "-m", "venv", str(venv)],
                 [str(python), "-m", "pip", "install", "--quiet", "-r", str(requirements)]):
         result = subprocess.run(cmd, capture_output=True, text=True)
@@ -1105,7 +1107,7 @@ def run_local(kernel_dir: Path, input_dir: Path, timeout: float = 3600,
                             stdout_tail=out_tail, stderr_tail=err_tail, network=network, input_mode=input_mode,
                             layout=layout, n_test_images=len(expected), scale_test=scale_test,
                             time_limit_s=time_limit)
-    print(report.summary())
+    log.info(report.summary())
     return report
 
 
@@ -1166,11 +1168,11 @@ def _show(cmd: Sequence[str]) -> str:
 
 def _run_cli(runner: Runner, cmd: list[str]) -> tuple[bool, str]:
     """Run one kaggle command, echo its output; success needs exit 0 and none of the CLI's error lines."""
-    print(f"$ {_show(cmd)}", flush=True)
+    log.info(f"$ {_show(cmd)}")
     result = runner(cmd, capture_output=True, text=True)
     output = (result.stdout or "") + (result.stderr or "")
     if output.strip():
-        print(output.rstrip())
+        log.info(output.rstrip())
     ok = result.returncode == 0 and not any(marker in output for marker in _CLI_FAILURE_MARKERS)
     return ok, output
 
@@ -1229,14 +1231,14 @@ def _wait_until_ready(runner: Runner, kaggle: str, ref: str, previous: int | Non
             new = state.version is None or previous is None or state.version > previous
             last = f"{state.status} (version {state.version})"
             if state.status in DATASET_FAILED and new:
-                print(f"error: Kaggle could not process dataset {ref}: status {last}")
+                log.error(f"error: Kaggle could not process dataset {ref}: status {last}")
                 return "failed", state.version
             if state.status == DATASET_READY and new:
-                print(f"dataset {ref} version {state.version} is ready")
+                log.info(f"dataset {ref} version {state.version} is ready")
                 return "ready", state.version
         if poll < polls:
             sleep(DATASET_POLL_S)
-    print(f"dataset {ref} is not ready after {timeout:.0f}s (last status: {last})")
+    log.info(f"dataset {ref} is not ready after {timeout:.0f}s (last status: {last})")
     return "timeout", None
 
 
@@ -1262,7 +1264,7 @@ def _pin_dataset_sources(kernel_dir: Path, meta: dict[str, Any], pinned: Mapping
     runs on the version just uploaded, not on whatever is newest when Kaggle schedules it."""
     meta["dataset_sources"] = [pinned.get(ref, ref) for ref in meta.get("dataset_sources") or []]
     write_json(kernel_dir / KERNEL_METADATA, meta)
-    print(f"pinned dataset sources in {kernel_dir / KERNEL_METADATA}: {', '.join(meta['dataset_sources'])}")
+    log.info(f"pinned dataset sources in {kernel_dir / KERNEL_METADATA}: {', '.join(meta['dataset_sources'])}")
 
 
 def push(kernel_dir: Path, dry_run: bool = False, runner: Runner = subprocess.run, *,
@@ -1308,49 +1310,49 @@ def push(kernel_dir: Path, dry_run: bool = False, runner: Runner = subprocess.ru
     if timeout_s:
         push_cmd += ["-t", str(int(timeout_s))]
     if dry_run:
-        print("dry run: these commands would run, in order")
+        log.info("dry run: these commands would run, in order")
         for ref, folder in datasets:
-            print(f"  {_show([kaggle, 'datasets', 'status', _base_ref(ref), '--format', 'json'])}"
+            log.info(f"  {_show([kaggle, 'datasets', 'status', _base_ref(ref), '--format', 'json'])}"
                   "   # exists? then polled until the new version is ready")
-            print(f"  {_show([kaggle, 'datasets', 'version', '-p', str(folder), '-r', 'zip', '-m', f'kseg {stamp}'])}"
+            log.info(f"  {_show([kaggle, 'datasets', 'version', '-p', str(folder), '-r', 'zip', '-m', f'kseg {stamp}'])}"
                   "   # if it exists")
-            print(f"  {_show([kaggle, 'datasets', 'create', '-p', str(folder), '-r', 'zip'])}   # if it does not")
-        print(f"  {_show(push_cmd)}")
+            log.info(f"  {_show([kaggle, 'datasets', 'create', '-p', str(folder), '-r', 'zip'])}   # if it does not")
+        log.info(f"  {_show(push_cmd)}")
         return 0
 
     pinned: dict[str, str] = {}
     uploaded = {} if uploaded is None else uploaded
     for ref, folder in datasets:
         if _base_ref(ref) in uploaded:
-            print(f"dataset {_base_ref(ref)} was uploaded by this command already")
+            log.info(f"dataset {_base_ref(ref)} was uploaded by this command already")
             pinned[ref] = uploaded[_base_ref(ref)]
             continue
         try:
             before = dataset_state(runner, kaggle, ref)
         except KaggleError as exc:
-            print(f"error: {exc}; the kernel was not pushed")
+            log.error(f"error: {exc}; the kernel was not pushed")
             return 1
         n_files, n_bytes = _folder_size(folder)
-        print(f"{'updating' if before.exists else 'creating'} dataset {_base_ref(ref)} "
+        log.info(f"{'updating' if before.exists else 'creating'} dataset {_base_ref(ref)} "
               f"({n_files} files, {n_bytes / 2**20:.1f} MB)")
         cmd = ([kaggle, "datasets", "version", "-p", str(folder), "-r", "zip", "-m", f"kseg {stamp}"]
                if before.exists else [kaggle, "datasets", "create", "-p", str(folder), "-r", "zip"])
         ok, _ = _run_cli(runner, cmd)
         if not ok:
-            print(f"error: uploading dataset {_base_ref(ref)} failed; the kernel was not pushed")
+            log.error(f"error: uploading dataset {_base_ref(ref)} failed; the kernel was not pushed")
             return 1
         try:
             outcome, version = _wait_until_ready(runner, kaggle, ref, before.version if before.exists else None,
                                                  sleep, dataset_timeout)
         except KaggleError as exc:
-            print(f"error: {exc}; the kernel was not pushed")
+            log.error(f"error: {exc}; the kernel was not pushed")
             return 1
         if outcome == "failed":
-            print(f"error: dataset {_base_ref(ref)} failed on Kaggle; the kernel was not pushed")
+            log.error(f"error: dataset {_base_ref(ref)} failed on Kaggle; the kernel was not pushed")
             return 1
         if outcome == "timeout":
             if not push_on_timeout:
-                print("error: the kernel was not pushed, because it would run on the old version or none: run "
+                log.error("error: the kernel was not pushed, because it would run on the old version or none: run "
                       "the push again when the dataset is ready, or pass --push-on-timeout")
                 return 1
             warn("pushing anyway (--push-on-timeout); the kernel may see the previous version")
@@ -1361,7 +1363,7 @@ def push(kernel_dir: Path, dry_run: bool = False, runner: Runner = subprocess.ru
         _pin_dataset_sources(kernel_dir, meta, pinned)
     ok, output = _run_cli(runner, push_cmd)
     if not ok:
-        print(f"error: kaggle kernels push failed for {meta['id']}")
+        log.error(f"error: kaggle kernels push failed for {meta['id']}")
         return 1
     _print_next_steps(kernel_dir, meta, output)
     return 0
@@ -1374,12 +1376,12 @@ def push_many(kernel_dirs: Sequence[Path], dry_run: bool = False, runner: Runner
     uploaded: dict[str, str] = {}
     for position, kernel_dir in enumerate(kernel_dirs, start=1):
         if len(kernel_dirs) > 1:
-            print(f"=== {position}/{len(kernel_dirs)}: {kernel_dir}", flush=True)
+            log.info(f"=== {position}/{len(kernel_dirs)}: {kernel_dir}")
         code = push(kernel_dir, dry_run, runner, uploaded=uploaded, **options)
         if code != 0:
             left = [str(k) for k in kernel_dirs[position:]]
             if left:
-                print(f"error: stopped; not pushed: {', '.join(left)}")
+                log.error(f"error: stopped; not pushed: {', '.join(left)}")
             return code
     return 0
 
@@ -1390,15 +1392,15 @@ def _print_next_steps(kernel_dir: Path, meta: Mapping[str, Any], push_output: st
     version = match.group(1) if match else "<VERSION>"
     sidecar_path = kernel_dir / SIDECAR
     kind = json.loads(sidecar_path.read_text()).get("kind") if sidecar_path.is_file() else "infer"
-    print(f"follow the run: kaggle kernels status {ref}")
+    log.info(f"follow the run: kaggle kernels status {ref}")
     if kind == "train":
         slug = ref.split("/")[1]
-        print("when it is complete, build the inference kernel with --from-kernels; to try it with run-local, "
+        log.info("when it is complete, build the inference kernel with --from-kernels; to try it with run-local, "
               f"first fetch this output: kaggle kernels output {ref} -p {kernel_dir.parent / OUTPUTS_DIR / slug}")
         return
     competition = (meta.get("competition_sources") or ["<COMPETITION>"])[0]
-    print("when it is complete, submit its output:")
-    print("  " + shlex.join(["kaggle", "competitions", "submit", competition, "-k", ref, "-f", "submission.csv",
+    log.info("when it is complete, submit its output:")
+    log.info("  " + shlex.join(["kaggle", "competitions", "submit", competition, "-k", ref, "-f", "submission.csv",
                              "-v", version, "-m", f"kseg {ref} v{version}"]))
 
 

@@ -12,6 +12,7 @@ classification_models), or the encoder part of a full kseg ``.weights.h5`` file 
 from __future__ import annotations
 
 import contextlib
+import logging
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
@@ -21,6 +22,8 @@ from .errors import ConfigError, warn
 from .files import atomic_path
 from .unet import SCRATCH_ARCH, build_scratch_unet, check_scratch_config
 from .unet import preprocess as scratch_preprocess
+
+log = logging.getLogger(__name__)
 
 __all__ = ["ARCHITECTURES", "AUTO_ARCH", "model_arch", "LOSSES", "check_model_config", "check_bn_momentum", "build_model",
            "describe_model", "save_weights", "load_weights", "build_loss", "void_masked", "preprocess_fn",
@@ -70,7 +73,7 @@ def check_model_config(cfg: Mapping[str, Any]) -> None:
     if not isinstance(cfg["train"]["channel_weights"], list):  # a list's length is checked when the channels are known
         channel_weights(cfg, 0)
     if cfg["model"]["arch"] == AUTO_ARCH:
-        print(f"model.arch auto: {arch}" + (" (no pretrained encoder weights: kseg's own U-Net)" if arch == SCRATCH_ARCH
+        log.info(f"model.arch auto: {arch}" + (" (no pretrained encoder weights: kseg's own U-Net)" if arch == SCRATCH_ARCH
                                             else f"/{cfg['model']['backbone']} (pretrained encoder)"))
     if arch == SCRATCH_ARCH:
         check_scratch_config(cfg["model"])

@@ -8,6 +8,7 @@ for people who live in the terminal.
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
@@ -29,6 +30,8 @@ from .files import child_path
 from .plots import ERROR_COLOURS, image_panels, overlay, overlays_figure, save_figure
 from .postprocess import label_objects
 from .submission import submission_labels
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -140,5 +143,5 @@ def command_overlay(cfg: Config, ids: Sequence[str], source: str, out_dir: Path 
     """``kseg overlay``: write the overlays and print where."""
     paths = write_overlays(cfg, ids, source, out_dir)
     for path in paths:
-        print(f"wrote {path}")
+        log.info(f"wrote {path}")
     return paths

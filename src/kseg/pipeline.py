@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,8 @@ from .config import Config, data_path, fingerprint, folds_path, output_dir, subm
 from .errors import ConfigError
 from .files import write_json
 from .run import RunDir
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -132,7 +135,7 @@ def ensure_demo_data(cfg: Config) -> None:
         return
     from .demo import make_demo_data
 
-    print(f"[demo] generating the demo competition in {cfg['data']['root']}")
+    log.info(f"[demo] generating the demo competition in {cfg['data']['root']}")
     make_demo_data(Path(cfg["data"]["root"]), **demo)
 
 
@@ -148,7 +151,7 @@ def _run_train(cfg: Config, resume: bool) -> None:
     if not resume:
         moved = set_aside_folds(output_dir(cfg))
         if moved is not None:
-            print(f"[train] config changed or --force: the earlier folds moved to {moved}")
+            log.info(f"[train] config changed or --force: the earlier folds moved to {moved}")
     command_train(cfg, resume=resume)  # the folds of train.folds
 
 
@@ -194,7 +197,7 @@ def command_run(cfg: Config, force: bool = False) -> Path:
         # Same fingerprint but unfinished: an interrupted stage, which training can resume.
         resume = not force and marker.get("fingerprint") == fp
         write_json(_marker(cfg, stage.name), {"fingerprint": fp, "finished": False})
-        print(f"\n=== {stage.name} ===")
+        log.info(f"\n=== {stage.name} ===")
         start = time.perf_counter()
         RUNNERS[stage.name](cfg, resume)
         seconds = time.perf_counter() - start
@@ -204,7 +207,7 @@ def command_run(cfg: Config, force: bool = False) -> Path:
     submission = submission_path(cfg)
     from .submission import command_validate
 
-    print("\n=== validate ===")
+    log.info("\n=== validate ===")
     if command_validate(submission, cfg) != 0:
         from .errors import SubmissionError
 
@@ -212,7 +215,7 @@ def command_run(cfg: Config, force: bool = False) -> Path:
     print_summary(cfg, timings, submission)
     from .report import write_report
 
-    print(f"report: {write_report(cfg)}")
+    log.info(f"report: {write_report(cfg)}")
     return submission
 
 
@@ -293,4 +296,4 @@ def print_summary(cfg: Config, timings: dict[str, str], submission: Path) -> Non
     lines.append("stage times: " + ", ".join(f"{k} {v}" for k, v in timings.items()))
     lines.append(f"folds file: {folds_path(cfg)}")
     lines.append(f"submission: {submission}")
-    print("\n".join(lines))
+    log.info("\n".join(lines))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 from pathlib import Path
 from typing import Callable
 
@@ -22,6 +23,8 @@ from .run import RunDir
 from .submission import SubmissionWriter, validate_submission
 from .targets import read_channels
 from .tta import mean_of, predict_each, predict_ensemble, views_for_orientation
+
+log = logging.getLogger(__name__)
 
 PredictFn = Callable[[np.ndarray], np.ndarray]
 N_OVERLAYS = 4
@@ -128,7 +131,7 @@ class FoldScores:
     def write(self, path: Path) -> None:
         means = {name: scores.score for name, scores in self.per_fold.items()}
         write_json(path, {"n_images": len(self), "ensemble": self.ensemble.score, "per_fold": means})
-        print(f"annotated test images ({len(self)}): ensemble {self.ensemble.score:.4f}; single folds "
+        log.info(f"annotated test images ({len(self)}): ensemble {self.ensemble.score:.4f}; single folds "
               + ", ".join(f"{name} {value:.4f}" for name, value in means.items()))
 
 
@@ -179,7 +182,7 @@ def command_predict(cfg: Config, out: Path | None = None) -> Path:
                             cfg["data"]["metric"], len(channels) - 1 if task == "multiclass" else 0)
     scores_path.unlink(missing_ok=True)  # numbers of an earlier prediction must not pass for this one's
     views = planned_views(cfg)
-    print(f"predicting {len(tests)} test images with {len(models)} fold models x {len(views)} TTA views "
+    log.info(f"predicting {len(tests)} test images with {len(models)} fold models x {len(views)} TTA views "
           f"({', '.join(views)})")
 
     expected = {image_id: image_size(path) for image_id, path in tests}
@@ -208,7 +211,7 @@ def command_predict(cfg: Config, out: Path | None = None) -> Path:
         problems = validate_submission(writer.tmp_path, schema, expected, task, n_classes_of(cfg))
         if problems:
             raise SubmissionError(f"the submission for {out} failed validation:\n  " + "\n  ".join(problems))
-    print(f"submission written: {out} ({writer.n_rows} rows, {writer.n_images} images, "
+    log.info(f"submission written: {out} ({writer.n_rows} rows, {writer.n_images} images, "
           f"{writer.n_instances} instances; valid)")
     if scores is not None and len(scores):
         scores.write(scores_path)

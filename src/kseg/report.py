@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,8 @@ from .analysis import OofAnalysis, analyse_oof
 from .config import Config, output_dir
 from .files import write_text
 from .overlay import error_figure
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -125,5 +128,5 @@ def write_report(cfg: Config, analysis: OofAnalysis | None = None) -> Path:
 def command_report(cfg: Config) -> Path:
     """``kseg report``: write the report and print its path."""
     path = write_report(cfg)
-    print(f"report: {path}")
+    log.info(f"report: {path}")
     return path

@@ -20,6 +20,7 @@ IoU (its pixels become "no class", which the true class already counted as misse
 from __future__ import annotations
 
 import itertools
+import logging
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +53,8 @@ from kseg.postprocess import (
 from kseg.run import RunDir
 from kseg.targets import read_channels
 from kseg.tta import views_for_orientation
+
+log = logging.getLogger(__name__)
 
 __all__ = ["Grid", "read_grid", "check_search_config", "score_grid", "count_grid", "OofImage", "oof_images", "load_oof",
            "command_search"]
@@ -317,7 +320,7 @@ def command_search(cfg: Mapping[str, Any], use_tta: bool | None = None) -> dict:
 
     images = oof_images(cfg, load_records(cfg), run_dir)
     points = grid.points()
-    print(f"searching {len(points)} parameter sets on {len(images)} OOF images ({key} predictions, {n_jobs} jobs)")
+    log.info(f"searching {len(points)} parameter sets on {len(images)} OOF images ({key} predictions, {n_jobs} jobs)")
     parallel = Parallel(n_jobs=n_jobs, return_as="generator")
     searched = list(tqdm(
         parallel(delayed(_search_one)(image, key, grid, classes, len(channels)) for image in images),
@@ -388,7 +391,7 @@ def _search_class_maps(cfg: Mapping[str, Any], run_dir: Path, channels: Sequence
     names = [channel.removeprefix("class:") for channel in channels[1:]]
     images = oof_images(cfg, load_records(cfg), run_dir)
     points = grid.points()
-    print(f"searching {len(points)} parameter sets on {len(images)} OOF images ({key} predictions, {n_jobs} jobs)")
+    log.info(f"searching {len(points)} parameter sets on {len(images)} OOF images ({key} predictions, {n_jobs} jobs)")
     parallel = Parallel(n_jobs=n_jobs, return_as="generator")
     counts = np.stack(list(tqdm(parallel(delayed(_count_one)(image, key, grid, n_channels) for image in images),
                                 total=len(images), desc="search", unit="img")))  # (images, grid, 3, channels)
@@ -435,9 +438,9 @@ def _search_class_maps(cfg: Mapping[str, Any], run_dir: Path, channels: Sequence
     with atomic_path(RunDir(run_dir).search_table) as tmp:
         table.to_csv(tmp, index=False, float_format="%.6f")
     _plot_curves(RunDir(run_dir).search_curves, grid, scores, best)
-    print(table.to_string(index=False, float_format="%.4f"))
-    print(f"OOF {metric.name} {result['oof_score']:.4f} ({key}, min_area {chosen['min_area']})")
-    print(f"  without TTA {result['oof_score_plain']:.4f}; with postprocess.default {result['oof_score_default']:.4f}")
+    log.info(table.to_string(index=False, float_format="%.4f"))
+    log.info(f"OOF {metric.name} {result['oof_score']:.4f} ({key}, min_area {chosen['min_area']})")
+    log.info(f"  without TTA {result['oof_score_plain']:.4f}; with postprocess.default {result['oof_score_default']:.4f}")
     return result
 
 
@@ -447,8 +450,8 @@ def _print_summary(result: Mapping[str, Any], scores: np.ndarray, best: int, per
     for cls, index in per_class_index.items():
         members = np.array([c == cls for c in true_classes])
         rows.append({"params for": cls, **result["per_class"][cls], "score (true class)": scores[members, index].mean()})
-    print(pd.DataFrame(rows).drop(columns=["fill_holes"], errors="ignore").to_string(index=False, float_format="%.4f"))
+    log.info(pd.DataFrame(rows).drop(columns=["fill_holes"], errors="ignore").to_string(index=False, float_format="%.4f"))
     accuracy = result["class_accuracy"]
-    print(f"OOF score {result['oof_score']:.4f} ({result['searched_on']}, params of the predicted class"
+    log.info(f"OOF score {result['oof_score']:.4f} ({result['searched_on']}, params of the predicted class"
           + (f", class accuracy {accuracy:.3f}" if accuracy is not None else "") + ")")
-    print(f"  without TTA {result['oof_score_plain']:.4f}; with postprocess.default {result['oof_score_default']:.4f}")
+    log.info(f"  without TTA {result['oof_score_plain']:.4f}; with postprocess.default {result['oof_score_default']:.4f}")

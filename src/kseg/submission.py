@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import logging
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Mapping
@@ -24,6 +25,8 @@ from kseg import data, rle
 from kseg.data import Schema
 from kseg.errors import DataError, RLEError, SubmissionError
 from kseg.files import atomic_path
+
+log = logging.getLogger(__name__)
 
 __all__ = ["submission_frame", "image_rows", "write_submission", "SubmissionWriter", "submission_labels", "validate_submission",
            "command_validate", "MAX_PROBLEMS"]
@@ -277,12 +280,12 @@ def command_validate(path: str | Path | None, cfg: Mapping[str, Any]) -> int:
     expected = {image_id: data.image_size(image_file) for image_id, image_file in data.list_test_images(cfg)}
     problems = validate_submission(path, schema, expected, cfg["data"]["task"], data.n_classes_of(cfg))
     if problems:
-        print(f"invalid: {path}")
+        log.info(f"invalid: {path}")
         for problem in problems:
-            print(f"  {problem}")
+            log.info(f"  {problem}")
         return 1
     frame = data.read_csv(path, "submission file")
     n_instances = sum(not rle.is_empty(value, schema.rle_order) for value in frame[schema.submission_cols[1]])
     what = "class masks" if cfg["data"]["task"] == "multiclass" else "instances"
-    print(f"valid: {len(frame)} rows, {frame[schema.submission_cols[0]].nunique()} images, {n_instances} {what}")
+    log.info(f"valid: {len(frame)} rows, {frame[schema.submission_cols[0]].nunique()} images, {n_instances} {what}")
     return 0

@@ -22,6 +22,7 @@ import contextlib
 import copy
 import importlib
 import json
+import logging
 import math
 import platform
 import subprocess
@@ -59,6 +60,8 @@ from .postprocess import instances_from_probs, validate_params
 from .run import RunDir
 from .targets import channel_names, check_border_width, make_targets, read_channels
 from .tta import VIEWS, check_tile, predict_image, views_for_orientation
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "SampleCache", "Sampler", "sampling_probabilities", "check_train_config", "run_classes", "train_dataset",
@@ -361,7 +364,7 @@ def _dtype_policy(mixed_precision: bool | str, strategy: Any, has_gpu: bool) -> 
         return "mixed_bfloat16"
     if has_gpu:
         return "mixed_float16"
-    print("[train] train.mixed_precision: no GPU or TPU, so training runs in float32 (a CPU gains nothing from "
+    log.info("[train] train.mixed_precision: no GPU or TPU, so training runs in float32 (a CPU gains nothing from "
           "float16); set it to mixed_float16 or mixed_bfloat16 to force a policy")
     return "float32"
 
@@ -401,7 +404,7 @@ def _accelerator(train_cfg: Config) -> Accelerator:
     if not has_gpu and not isinstance(strategy, tf.distribute.TPUStrategy):
         tf.config.experimental.enable_op_determinism()
     accelerator = Accelerator(strategy, policy)
-    print(f"[train] {type(strategy).__name__} with {accelerator.replicas} replica(s), dtype policy {policy}")
+    log.info(f"[train] {type(strategy).__name__} with {accelerator.replicas} replica(s), dtype policy {policy}")
     return accelerator
 
 
@@ -620,7 +623,7 @@ class FoldRecorder:
                 self.best_value, self.best_epoch = value, epoch
                 save_weights(self.model, self.run.weights(self.fold))
         drawn = self.sampler.histogram(epoch)
-        print(f"[train] epoch {epoch + 1}: " + ", ".join(f"{k} {logs[k]:.4f}" for k in ("loss", "val_loss", "val_score")
+        log.info(f"[train] epoch {epoch + 1}: " + ", ".join(f"{k} {logs[k]:.4f}" for k in ("loss", "val_loss", "val_score")
                                                          if k in logs)
               + "; images drawn: " + ", ".join(f"{k} {v}" for k, v in drawn.items()))
         self.rows.append({"epoch": epoch, **{k: float(v) for k, v in logs.items() if k != "lr"},
@@ -749,7 +752,7 @@ def command_oof(cfg: Config) -> list[Path]:
 
     stale = [k for k in trained if written_with(k) != wanted]
     if not stale:
-        print(f"[oof] every trained fold's OOF was written with views {', '.join(wanted['views'])} and tile "
+        log.info(f"[oof] every trained fold's OOF was written with views {', '.join(wanted['views'])} and tile "
               f"{wanted['tile']}: up to date")
         return []
     task = cfg["data"]["task"]
@@ -760,7 +763,7 @@ def command_oof(cfg: Config) -> list[Path]:
     preprocess = preprocess_fn(cfg)
     for fold in stale:
         val = [records[i] for i in np.flatnonzero(fold_of == fold)]
-        print(f"[oof] fold {fold}: {len(val)} validation images, views {', '.join(wanted['views'])}")
+        log.info(f"[oof] fold {fold}: {len(val)} validation images, views {', '.join(wanted['views'])}")
         cache = SampleCache.from_records(val, task, target_classes, cfg["train"]["border_width"],
                                          progress=bool(cfg["train"]["verbose"]),
                                          normalise=input_normaliser(cfg, plan.invert), scale=plan.scale,
@@ -807,7 +810,7 @@ def _train_fold(cfg: Config, fold: int, records: Sequence[ImageRecord], fold_of:
     replicas = accelerator.replicas
     setup = accelerator.describe(train_cfg)
     steps = planned_steps or steps_per_epoch(train_cfg, len(train_indices), replicas)
-    print(f"\n[train] fold {fold}: {len(train_indices)} training images, {len(val_indices)} validation images, "
+    log.info(f"\n[train] fold {fold}: {len(train_indices)} training images, {len(val_indices)} validation images, "
           f"{steps} steps of {setup['global_batch']} ({setup['batch_per_replica']} per replica x {replicas} "
           f"replica(s)), lr {setup['lr']:.3g}")
 
@@ -820,19 +823,19 @@ def _train_fold(cfg: Config, fold: int, records: Sequence[ImageRecord], fold_of:
     weights = fold_channel_weights(cfg, cache, train_indices, n_channels)
     if weights is not None:
         setup["channel_weights"] = [round(float(w), 4) for w in weights]
-        print(f"[train] fold {fold}: channel weights {', '.join(f'{w:.2f}' for w in weights)} "
+        log.info(f"[train] fold {fold}: channel weights {', '.join(f'{w:.2f}' for w in weights)} "
               f"(train.channel_weights {train_cfg['channel_weights']})")
     with accelerator.strategy.scope():
         model = build_model(cfg, n_channels)
         compile_model(model, cfg, n_channels, replicas, weights)
-    print(f"[train] fold {fold}: {describe_model(model)}")
+    log.info(f"[train] fold {fold}: {describe_model(model)}")
     if state:
         load_weights(model, run.last_weights(fold))
         model.optimizer.learning_rate.assign(state["lr"])
-        print(f"[train] fold {fold}: resuming after epoch {initial_epoch} "
+        log.info(f"[train] fold {fold}: resuming after epoch {initial_epoch} "
               f"(best {state['monitor']} {state['best_value']})")
         if state.get("replicas", replicas) != replicas:
-            print(f"[train] fold {fold}: it trained on {state['replicas']} replica(s), now {replicas}: the global "
+            log.info(f"[train] fold {fold}: it trained on {state['replicas']} replica(s), now {replicas}: the global "
                   f"batch, the steps per epoch and the learning rate schedule change from here")
 
     sampler = Sampler(train_indices, [records[i].cls for i in train_indices],
@@ -961,13 +964,13 @@ def command_train(cfg: Config, fold: int | str | list[int] | None = None, resume
     plan = make_plan(fp, cfg["train"], task, requested)
     if cfg["model"]["invert"] == "auto":
         plan = replace(plan, invert=_fit_polarity(cfg, records))
-        print(f"[plan] model.invert auto: {plan.invert.reason}")
+        log.info(f"[plan] model.invert auto: {plan.invert.reason}")
     write_plan(out, fp, plan)
-    print(f"[plan] {len(records)} images, median object diameter {fp.median_diameter} px: {plan.reason}")
+    log.info(f"[plan] {len(records)} images, median object diameter {fp.median_diameter} px: {plan.reason}")
     requested = plan.folds
     pending = [k for k in requested if not (resume and RunDir(out).done(k).is_file())]
     for k in sorted(set(requested) - set(pending)):
-        print(f"[train] fold {k}: done.json exists, skipping (--resume)")
+        log.info(f"[train] fold {k}: done.json exists, skipping (--resume)")
     if pending:
         cache = SampleCache.from_records(records, task, target_classes, cfg["train"]["border_width"],
                                          progress=bool(cfg["train"]["verbose"]),
@@ -983,7 +986,7 @@ def command_train(cfg: Config, fold: int | str | list[int] | None = None, resume
                 start = time.perf_counter()
                 _train_fold(oriented, k, records, fold_of, cache, len(channels), accelerator, resume,
                             plan.steps_per_epoch)
-                print(f"[train] fold {k} finished in {time.perf_counter() - start:.0f}s")
+                log.info(f"[train] fold {k} finished in {time.perf_counter() - start:.0f}s")
         finally:  # the policy is global: prediction and search later in the same process build float32 models
             keras.mixed_precision.set_global_policy(previous_policy)
     return [RunDir(out).weights(k) for k in requested]
