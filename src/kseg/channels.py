@@ -41,7 +41,7 @@ def _denoised(level: np.ndarray) -> np.ndarray:
 
 
 def _multi_otsu(level: np.ndarray) -> np.ndarray:
-    """Three-class Otsu layer: each pixel's class (dark, middle, bright) as 0, 127, 255."""
+    """Three-class Otsu layer: each pixel's class (dark, middle, bright) as 0, 128, 255."""
     from skimage.filters import threshold_multiotsu
 
     if int(level.min()) == int(level.max()):

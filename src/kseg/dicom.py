@@ -73,7 +73,7 @@ def _window_of(ds: Any, window: Window, path: Path) -> tuple[float, float]:
         if not width > 0:
             raise DataError(f"{path}: WindowWidth is {width}, not positive")
         return center, width
-    return check_window(tuple(window) if isinstance(window, list) else window)  # type: ignore[return-value]
+    return check_window(window)  # type: ignore[return-value]
 
 
 def read_dicom(path: str | Path, window: Window | None = None, *, as_uint8: bool = False) -> np.ndarray:
