@@ -33,7 +33,7 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Sequence
@@ -295,56 +295,80 @@ def _notebook_row(images: Sequence[np.ndarray], truths: Sequence[np.ndarray], te
     return test.row(title, preds, time.perf_counter() - start, f"{trained.steps} steps in {trained.seconds:.0f}s")
 
 
+def mean_row(rows: Sequence[Row]) -> Row:
+    """One row for the same method trained on several seeds: the mean of every score and time, each seed's
+    score in the note (the spread says how far one run's number can be trusted)."""
+    if len(rows) == 1:
+        return rows[0]
+    seconds = [r.seconds for r in rows if r.seconds is not None]
+    per_class = {c: float(np.mean([r.per_class[c] for r in rows])) for c in rows[0].per_class}
+    spread = f"mean of {len(rows)} seeds: " + ", ".join(f"{r.score:.4f}" for r in rows)
+    note = f"{spread}; first seed: {rows[0].note}" if rows[0].note else spread
+    return Row(rows[0].method, float(np.mean([r.score for r in rows])), float(np.mean([r.dice for r in rows])),
+               per_class, float(np.mean(seconds)) if seconds else None, note)
+
+
+def _trained_rows(name: str, root: Path, work: Path, train_images: Sequence[np.ndarray], train_truths: Sequence[np.ndarray],
+                  test: TestSet, budget: TrainBudget, overrides: list[str], stages: bool,
+                  keep_run: bool = False) -> list[Row]:
+    """The rows that train, on ``budget.seed`` (kseg: ``train.seed``): plain notebook, notebook with tricks,
+    kseg's run and (``stages``) its stage rows. ``overrides``: kseg's budget overrides; ``keep_run``: resume
+    the kseg run an interrupted benchmark left (its finished stages are kept)."""
+    start = time.perf_counter()
+    if test.task == "multiclass":
+        plain = train_plain_softmax_unet(train_images, train_truths, len(test.pixel_classes), budget)
+        preds = [predict_plain_softmax_unet(plain.model, image) for image in test.images]
+    else:
+        plain = train_plain_unet(train_images, [t > 0 for t in train_truths], budget)
+        predict = predict_plain_unet if test.task == "instance" else plain_unet_foreground
+        preds = [predict(plain.model, image) for image in test.images]
+    rows = [test.row(PLAIN_TITLES[test.task], preds, time.perf_counter() - start,
+                     f"{plain.steps} steps in {plain.seconds:.0f}s"),
+            _notebook_row(train_images, train_truths, test, budget)]
+
+    if not keep_run:
+        shutil.rmtree(work / "kseg", ignore_errors=True)  # nothing from an earlier run or seed may leak in
+    cfg = load_config(CONFIGS / f"{name}.yaml", [f"data.root={root}", f"output.dir={work / 'kseg'}", *overrides,
+                                                 f"train.seed={budget.seed}"])
+    command_run(cfg)
+    tests = load_records(_side_config(cfg, "test_truth.csv", "test"), progress=False)
+    preds = _submission_labels(cfg, [r.id for r in tests], [r.shape for r in tests])
+    rows.append(test.row("**kseg run, shipped defaults**", preds, _stage_seconds(cfg), "all folds, searched, TTA"))
+    return rows + (_kseg_stage_rows(cfg, test) if stages else [])
+
+
 def evaluate_set(name: str, budget_seconds: float, quick: bool, resume: bool = False,
-                 stages: bool = True, crop: int = 256, batch: int = 8) -> tuple[list[Row], dict]:
-    """All rows of one set, and facts for the table header (split sizes, budgets). ``stages=False`` skips
+                 stages: bool = True, crop: int = 256, batch: int = 8,
+                 seeds: Sequence[int] = (TrainBudget.seed,)) -> tuple[list[Row], dict]:
+    """All rows of one set, and facts for the table header (split sizes, budgets). Every trained row is
+    trained once per seed and reported as the mean (:func:`mean_row`). ``stages=False`` skips
     the stage rows: they predict every test image again with every fold and view (on 1024x1280 images on
     this CPU, about as long as kseg's own prediction)."""
     spec = SETS[name]
     work = WORK / ("quick" if quick else "full") / name
     root = prepare(name, work / "data" if quick else None, quick=quick)
-    if not resume:
-        shutil.rmtree(work / "kseg", ignore_errors=True)  # nothing from an earlier run may leak in
     # The data, the test set and kseg's network come from this config; its step budget (here at a placeholder
     # 1 s per step) is replaced once kseg's network has been timed, below.
     overrides = kseg_budget_overrides(budget_seconds, 1.0, quick)
     cfg = load_config(CONFIGS / f"{name}.yaml", [f"data.root={root}", f"output.dir={work / 'kseg'}", *overrides])
     train_records = load_records(cfg, progress=False)
+    train_truths = [r.labels for r in train_records]
     test = _test_set(cfg, spec.report_col, class_names(cfg, train_records))
     train_images = [read_image(r.image_path) for r in train_records]
     budget = QUICK_BUDGET if quick else TrainBudget(seconds=budget_seconds, size=crop, batch=batch)
-    rows: list[Row] = []
-
-    rows.append(_classical_row(train_images, [r.labels for r in train_records], test, spec.stain))
-
-    start = time.perf_counter()
-    if test.task == "multiclass":
-        plain = train_plain_softmax_unet(train_images, [r.labels for r in train_records], len(test.pixel_classes), budget)
-        preds = [predict_plain_softmax_unet(plain.model, image) for image in test.images]
-    else:
-        plain = train_plain_unet(train_images, [r.labels > 0 for r in train_records], budget)
-        predict = predict_plain_unet if test.task == "instance" else plain_unet_foreground
-        preds = [predict(plain.model, image) for image in test.images]
-    rows.append(test.row(PLAIN_TITLES[test.task], preds, time.perf_counter() - start,
-                         f"{plain.steps} steps in {plain.seconds:.0f}s"))
-
-    rows.append(_notebook_row(train_images, [r.labels for r in train_records], test, budget))
+    rows = [_classical_row(train_images, train_truths, test, spec.stain)]
 
     # kseg trains as many steps of its network, on the same crops and batch, as fit in the budget on this machine.
     if not quick:
         task = cfg["data"]["task"]
         n_channels = len(channel_names(task, class_names(cfg, train_records) or run_classes(train_records, task)))
-        seconds_per_step = kseg_seconds_per_step(cfg, n_channels, budget.size, budget.batch)
-        overrides = kseg_budget_overrides(budget_seconds, seconds_per_step)
-        cfg = load_config(CONFIGS / f"{name}.yaml", [f"data.root={root}", f"output.dir={work / 'kseg'}", *overrides])
-    command_run(cfg)
-    tests = load_records(_side_config(cfg, "test_truth.csv", "test"), progress=False)
-    preds = _submission_labels(cfg, [r.id for r in tests], [r.shape for r in tests])
-    rows.append(test.row("**kseg run, shipped defaults**", preds, _stage_seconds(cfg), "all folds, searched, TTA"))
-    if stages:
-        rows += _kseg_stage_rows(cfg, test)
+        overrides = kseg_budget_overrides(budget_seconds, kseg_seconds_per_step(cfg, n_channels, budget.size,
+                                                                                budget.batch))
+    per_seed = [_trained_rows(name, root, work, train_images, train_truths, test, replace(budget, seed=seed),
+                              overrides, stages, keep_run=resume) for seed in seeds]
+    rows += [mean_row(same) for same in zip(*per_seed)]
     facts = {"n_train": len(train_records), "n_test": len(test.images), "budget": budget, "overrides": overrides,
-             "task": test.task,
+             "task": test.task, "seeds": list(seeds),
              "classes": test.pixel_classes or (sorted({str(c) for c in test.classes}) if len(set(test.classes)) > 1
                                                else [])}
     return rows, facts
@@ -382,7 +406,10 @@ def set_table(name: str, rows: list[Row], facts: dict, budget_seconds: float, qu
                 "crops and batch as its own network makes in that time on this machine (timed just before it trains), "
                 "over the folds it trains; its input pipeline, validation, OOF, search and prediction come on top "
                 "(its row's time). ")
-             + f"kseg's only overrides: `{' '.join(facts['overrides'])}`.", "",
+             + f"kseg's only overrides: `{' '.join(facts['overrides'])}`."
+             + (f" Every trained row is the mean of seeds {', '.join(map(str, facts['seeds']))} (the baselines' "
+                "crops and initialisation, kseg's `train.seed`); each seed's score is in its notes."
+                if len(facts.get("seeds", ())) > 1 else ""), "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         cells = [row.method, f"{row.score:.4f}", *([f"{row.dice:.4f}"] if with_dice else []),
@@ -401,7 +428,8 @@ def _section(tables: Sequence[str]) -> str:
 
 
 def run(quick: bool = False, sets: Sequence[str] = DEFAULT_SETS, budget_seconds: float = DEFAULT_BUDGET,
-        resume: bool = False, stages: bool = True, crop: int = 256, batch: int = 8) -> str:
+        resume: bool = False, stages: bool = True, crop: int = 256, batch: int = 8,
+        seeds: Sequence[int] = (TrainBudget.seed,)) -> str:
     """The section for BENCHMARKS.md. Full runs keep each set's table in ``results/real/<set>.md`` and the
     section holds every set's latest table, so ``--sets`` reruns some sets without losing the others."""
     if not SHARED.is_dir():
@@ -413,7 +441,7 @@ def run(quick: bool = False, sets: Sequence[str] = DEFAULT_SETS, budget_seconds:
             continue
         start = time.perf_counter()
         print(f"[bench_real] {name} ...", flush=True)
-        rows, facts = evaluate_set(name, budget_seconds, quick, resume, stages, crop, batch)
+        rows, facts = evaluate_set(name, budget_seconds, quick, resume, stages, crop, batch, seeds)
         tables[name] = set_table(name, rows, facts, budget_seconds, quick) + \
             f"\n\n_({name}: {time.perf_counter() - start:.0f} s in all)_"
         if not quick:
@@ -435,13 +463,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--crop", type=int, default=256, help="the baselines' crop size")
     parser.add_argument("--batch", type=int, default=8, help="the baselines' crops per step")
     parser.add_argument("--no-stages", action="store_true", help="skip the kseg stage rows (saves a full re-prediction)")
+    parser.add_argument("--seeds", default=str(TrainBudget.seed),
+                        help="comma-separated seeds: every trained row is trained once per seed and reported as the mean")
     args = parser.parse_args(argv)
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s]
+    except ValueError:
+        parser.error(f"--seeds {args.seeds!r}: comma-separated integers")
+    if not seeds:
+        parser.error("--seeds: at least one seed")
+    if args.resume and len(seeds) > 1:
+        parser.error("--resume keeps one interrupted kseg run: it cannot be combined with several --seeds")
     sets = [s for s in args.sets.split(",") if s]
     unknown = [s for s in sets if s not in SETS]
     if unknown:
         parser.error(f"unknown set(s) {', '.join(unknown)}; known: {', '.join(SETS)}")
     start = time.perf_counter()
-    section = run(args.quick, sets, args.budget, args.resume, not args.no_stages, args.crop, args.batch)
+    section = run(args.quick, sets, args.budget, args.resume, not args.no_stages, args.crop, args.batch, seeds)
     if args.quick:
         return 0
     from . import run as bench_run

@@ -17,7 +17,7 @@ from benchmarks.baselines import (
     otsu_binary,
     train_for_budget,
 )
-from benchmarks.bench_real import Row, kseg_budget_overrides, set_table
+from benchmarks.bench_real import Row, kseg_budget_overrides, mean_row, set_table
 from benchmarks.real_sets import MARKER, SETS, SHARED, prepare
 from kseg.config import load_config
 from kseg.data import load_records, read_csv, schema_from_config
@@ -282,3 +282,20 @@ def test_set_table_of_a_multiclass_set_has_one_iou_column_per_class():
     assert "| method | mean IoU | IoU road | IoU car | time | notes |" in text and "fg Dice" not in text
     assert "| **kseg run, shipped defaults** | 0.3000 | 0.5000 | 0.2000 | 80s |  |" in text
     assert "kseg beats every baseline on this set." in text
+
+
+def test_rows_of_several_seeds_report_the_mean_and_each_seed():
+    """One short from-scratch run varies by more than most defaults change: a scoreboard row trained on
+    several seeds shows their mean, with every seed's score beside it."""
+    rows = [Row("notebook (x)", 0.40, 0.6, {"a": 0.2}, 10.0, "70 steps in 240s"),
+            Row("notebook (x)", 0.50, 0.8, {"a": 0.4}, 20.0, "72 steps in 240s")]
+    mean = mean_row(rows)
+    assert (mean.method, mean.score, mean.dice, mean.seconds) == ("notebook (x)", pytest.approx(0.45),
+                                                                  pytest.approx(0.7), pytest.approx(15.0))
+    assert mean.per_class == {"a": pytest.approx(0.3)}
+    assert mean.note == "mean of 2 seeds: 0.4000, 0.5000; first seed: 70 steps in 240s"
+    assert mean_row(rows[:1]) is rows[0]
+    facts = {"n_train": 4, "n_test": 2, "budget": TrainBudget(seconds=60), "overrides": [], "task": "binary",
+             "classes": [], "seeds": [0, 1]}
+    assert "the mean of seeds 0, 1" in set_table("toy", [mean, Row("**kseg run, shipped defaults**", 0.5, 0.5)],
+                                                 facts, 60, quick=False)
