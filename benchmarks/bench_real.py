@@ -49,7 +49,8 @@ from kseg.metric import TaskScores, dice
 from kseg.pipeline import command_run
 from kseg.plan import restore_probabilities
 from kseg.postprocess import instances_from_probs, predict_class
-from kseg.predict import load_fold_models, model_input, params_for, planned_views, read_postprocess
+from kseg.predict import load_fold_models, model_input, planned_views
+from kseg.search import read_search_result
 from kseg.submission import submission_labels
 from kseg.targets import channel_names, read_channels
 from kseg.train import run_classes
@@ -219,12 +220,12 @@ def _kseg_stage_rows(cfg: Config, test: TestSet) -> list[Row]:
     prepare = model_input(cfg)
     task = cfg["data"]["task"]
     _, classes = read_channels(Path(cfg["output"]["dir"]), task)
-    chosen = read_postprocess(cfg)
+    chosen = read_search_result(cfg)
     default = cfg["postprocess"]["default"]
 
     def instances(probs: np.ndarray, params: dict | None) -> np.ndarray:
         cls = predict_class(probs, classes) if classes else None
-        return instances_from_probs(probs, params or params_for(chosen, cls), task)
+        return instances_from_probs(probs, params or chosen.params_for(cls), task)
 
     variants: list[tuple[str, Callable[[list, list], np.ndarray]]] = [
         ("kseg stage: fold 0 only, no TTA, default post-processing", lambda p, t: instances(p[0], default)),

@@ -500,12 +500,18 @@ def test_prediction_ensembles_only_kseg_fold_folders(tmp_path):
     ('{"default": {"fg_threshold": 0.5, "seed_threshold": 0.5, "min_area": 0, "fill_holes": true},'
      ' "per_class": {"astro": {"fg_threshold": 0.5}}}', r"postprocess.json: per_class.astro: post-processing param"),
     ('{"per_class": {}}', r"postprocess.json: default: post-processing param 'fg_threshold' is missing"),
+    ('{"default": {"fg_threshold": 0.5, "seed_threshold": 0.5, "min_area": 0, "fill_holes": true}, "oof_scor": 0.5}',
+     r"postprocess.json: unknown key\(s\) 'oof_scor'; a search result has"),
+    ('{"default": {"fg_threshold": 0.5, "seed_threshold": 0.5, "min_area": 0, "fill_holes": true}, "oof_score": "0.5"}',
+     r"postprocess.json: oof_score must be a number or null, got '0.5'"),
+    ('{"default": {"fg_threshold": 0.5, "seed_threshold": 0.5, "min_area": 0, "fill_holes": true}, "per_fold": [0.5]}',
+     r"postprocess.json: per_fold must map names to scores, got \[0.5\]"),
 ])
 def test_a_broken_search_result_is_named_before_prediction(tmp_path: Path, content: str, message: str) -> None:
-    from kseg.predict import read_postprocess
     from kseg.run import RunDir
+    from kseg.search import read_search_result
 
     cfg = load_config(None, [f"output.dir={tmp_path}"])
     RunDir.of(cfg).postprocess.write_text(content)
     with pytest.raises(DataError, match=message):
-        read_postprocess(cfg)
+        read_search_result(cfg)

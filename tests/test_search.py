@@ -16,7 +16,7 @@ from kseg.demo import make_demo_data
 from kseg.errors import ConfigError, DataError
 from kseg.metric import dice, image_score, tgs_score
 from kseg.postprocess import instances_from_probs
-from kseg.search import Grid, command_search, read_grid, score_grid
+from kseg.search import Grid, SearchResult, command_search, read_grid, score_grid
 from kseg.targets import make_targets
 
 # Holds postprocess.default (0.5, 0.5, 16), so the searched params can never score below it.
@@ -73,7 +73,7 @@ def test_search_writes_outputs_and_beats_the_default_params(demo_run: tuple) -> 
     result = command_search(cfg)
     run_dir = Path(cfg["output"]["dir"])
     saved = json.loads((run_dir / "postprocess.json").read_text())
-    assert saved == json.loads(json.dumps(result))
+    assert SearchResult.read(run_dir / "postprocess.json", "instance") == result  # the typed result round-trips
     for key in ("default", "per_class", "classes", "oof_score", "oof_score_plain", "oof_score_default",
                 "class_accuracy", "per_fold", "per_class_score"):
         assert key in saved
@@ -101,11 +101,11 @@ def test_search_on_plain_predictions_and_parallel_workers(demo_run: tuple) -> No
     poor_default = {"fg_threshold": 0.7, "seed_threshold": 0.8, "min_area": 40, "fill_holes": True}
     parallel_cfg = {**cfg, "postprocess": {**cfg["postprocess"], "n_jobs": 2, "per_class": False, "default": poor_default}}
     result = command_search(parallel_cfg, use_tta=False)
-    assert result["searched_on"] == "plain"
-    assert result["per_class"] == {}
-    assert result["oof_score"] == pytest.approx(result["oof_score_plain"])
-    assert result["oof_score"] > result["oof_score_default"] + 0.05
-    assert result["default"] != poor_default
+    assert result.searched_on == "plain"
+    assert result.per_class == {}
+    assert result.oof_score == pytest.approx(result.oof_score_plain)
+    assert result.oof_score > result.oof_score_default + 0.05
+    assert result.default != poor_default
 
 
 def test_reuse_path_equals_naive_post_processing(demo_run: tuple) -> None:
@@ -187,8 +187,8 @@ def test_untrained_folds_are_skipped_and_no_oof_at_all_is_an_error(demo_run: tup
     write_run(partial_cfg, records, classes, folds)
     shutil.rmtree(tmp_path / "run" / "fold1")
     result = command_search(partial_cfg)
-    assert result["n_images"] == list(folds.values()).count(0)
-    assert set(result["per_fold"]) == {"0"}
+    assert result.n_images == list(folds.values()).count(0)
+    assert set(result.per_fold) == {"0"}
     shutil.rmtree(tmp_path / "run" / "fold0")
     with pytest.raises(DataError, match="no OOF predictions"):
         command_search(partial_cfg)

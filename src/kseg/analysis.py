@@ -28,9 +28,9 @@ from kseg.metric import THRESHOLDS, match_counts, object_overlaps, task_score
 from kseg.pipeline import stage_seconds
 from kseg.plan import read_plan
 from kseg.postprocess import PARAM_KEYS, instances_from_probs, label_objects, predict_class
-from kseg.predict import fold_scores_path, params_for, read_postprocess
+from kseg.predict import fold_scores_path
 from kseg.run import RunDir
-from kseg.search import OofImage, check_search_config, load_oof, oof_images
+from kseg.search import OofImage, SearchResult, check_search_config, load_oof, oof_images, read_search_result
 from kseg.targets import read_channels
 from kseg.tta import views_for_orientation
 
@@ -91,7 +91,7 @@ class Scoring:
     task: str
     classes: tuple[str, ...]
     n_channels: int
-    chosen: Mapping[str, Any]
+    chosen: SearchResult
     key: str
     metric: str = "auto"
 
@@ -103,7 +103,7 @@ class Scoring:
         """(instances, predicted class, parameters used) of one OOF image."""
         probs = self.probabilities(image, self.key)
         cls = predict_class(probs, list(self.classes)) if self.classes else None
-        params = params_for(dict(self.chosen), cls)
+        params = self.chosen.params_for(cls)
         return instances_from_probs(probs, params, self.task), cls, params
 
 
@@ -166,8 +166,8 @@ def read_run_oof(cfg: Config, records: Sequence[ImageRecord] | None = None, *, r
     if require_search and not RunDir(run_dir).postprocess.is_file():
         raise DataError(f"{RunDir(run_dir).postprocess} not found: the run {run_dir} is not finished (trained but "
                         f"not searched); finish it with `kseg run` or `kseg search`")
-    chosen = read_postprocess(cfg)
-    key = chosen.get("searched_on") or (
+    chosen = read_search_result(cfg)
+    key = chosen.searched_on or (
         "tta" if views_for_orientation(cfg["tta"], read_plan(run_dir).orientation) != ["identity"] else "plain")
     records = load_records(cfg, progress=False) if records is None else records
     images = {image.id: image for image in oof_images(cfg, records, run_dir)}
@@ -228,7 +228,7 @@ class OofAnalysis:
     plan: str
 
     @property
-    def chosen(self) -> Mapping[str, Any]:
+    def chosen(self) -> SearchResult:
         """``postprocess.json``: the chosen parameters and the search's own scores."""
         return self.run.scoring.chosen
 
@@ -269,13 +269,13 @@ class OofAnalysis:
         chosen, images = self.chosen, self.images
         score, plain = images["score"].mean(), images["score_plain"].mean()
         if self.run.scoring.task == "multiclass":  # a set's mean IoU (summed pixels) is not the mean of its images'
-            score, plain = chosen["oof_score"], chosen["oof_score_plain"]
+            score, plain = chosen.oof_score, chosen.oof_score_plain
         rows = [("OOF images (folds)", f"{len(images)} ({', '.join(map(str, sorted(images['fold'].unique())))})"),
                 (f"OOF score ({self.run.scoring.key} predictions, searched parameters)", f"{score:.4f}"),
                 ("without TTA (TTA gain)", f"{plain:.4f} ({score - plain:+.4f})")]
-        if "oof_score_default" in chosen:
+        if chosen.oof_score_default is not None:
             rows.append(("with postprocess.default (search gain)",
-                         f"{chosen['oof_score_default']:.4f} ({score - chosen['oof_score_default']:+.4f})"))
+                         f"{chosen.oof_score_default:.4f} ({score - chosen.oof_score_default:+.4f})"))
         if self.run.scoring.classes:
             rows.append(("class prediction accuracy", f"{(images['cls'] == images['predicted_cls']).mean():.3f}"))
         if self.fold_scores:
@@ -283,8 +283,8 @@ class OofAnalysis:
             rows.append((f"annotated test images ({self.fold_scores['n_images']}): ensemble (best single fold)",
                          f"{self.fold_scores['ensemble']:.4f} ({best_fold[0]} {best_fold[1]:.4f})"))
         rows.append(("plan", self.plan))
-        rows.append(("parameters (all images)", _params_text(chosen["default"])))
-        for cls, params in sorted(chosen.get("per_class", {}).items()):
+        rows.append(("parameters (all images)", _params_text(chosen.default)))
+        for cls, params in sorted(chosen.per_class.items()):
             rows.append((f"parameters ({cls})", _params_text(params)))
         return pd.DataFrame(rows, columns=["what", "value"])
 

@@ -242,23 +242,27 @@ def _training_lines(run: Path) -> list[str]:
 
 def print_summary(cfg: Config, timings: dict[str, str], submission: Path) -> None:
     """OOF score per fold and class, TTA gain, chosen parameters, stage times, test score if known."""
+    from .search import SearchResult
+
     pp_path = RunDir.of(cfg).postprocess
-    pp = json.loads(pp_path.read_text()) if pp_path.is_file() else {}
     lines = ["", "=== summary ==="]
-    if pp:
-        lines.append(f"OOF score (TTA, searched params): {pp['oof_score']:.4f}")
-        lines.append(f"OOF score without TTA:           {pp['oof_score_plain']:.4f}  "
-                     f"(TTA gain {pp['oof_score'] - pp['oof_score_plain']:+.4f})")
-        lines.append(f"OOF score with default params:   {pp['oof_score_default']:.4f}  "
-                     f"(search gain {pp['oof_score'] - pp['oof_score_default']:+.4f})")
-        for fold, value in sorted(pp.get("per_fold", {}).items()):
+    if pp_path.is_file():
+        pp = SearchResult.read(pp_path, cfg["data"]["task"])
+        if pp.searched:
+            assert pp.oof_score_plain is not None and pp.oof_score_default is not None  # written together
+            lines.append(f"OOF score (TTA, searched params): {pp.oof_score:.4f}")
+            lines.append(f"OOF score without TTA:           {pp.oof_score_plain:.4f}  "
+                         f"(TTA gain {pp.oof_score - pp.oof_score_plain:+.4f})")
+            lines.append(f"OOF score with default params:   {pp.oof_score_default:.4f}  "
+                         f"(search gain {pp.oof_score - pp.oof_score_default:+.4f})")
+        for fold, value in sorted(pp.per_fold.items()):
             lines.append(f"  fold {fold}: {value:.4f}")
-        for cls, value in sorted(pp.get("per_class_score", {}).items()):
+        for cls, value in sorted(pp.per_class_score.items()):
             lines.append(f"  class {cls}: {value:.4f}")
-        if pp.get("class_accuracy") is not None:
-            lines.append(f"class prediction accuracy on OOF: {pp['class_accuracy']:.3f}")
-        lines.append(f"chosen parameters: default {pp['default']}")
-        for cls, params in sorted(pp.get("per_class", {}).items()):
+        if pp.class_accuracy is not None:
+            lines.append(f"class prediction accuracy on OOF: {pp.class_accuracy:.3f}")
+        lines.append(f"chosen parameters: default {pp.default}")
+        for cls, params in sorted(pp.per_class.items()):
             lines.append(f"  {cls}: {params}")
     lines += _training_lines(output_dir(cfg))
     truth = data_path(cfg, "test_truth")

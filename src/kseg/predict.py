@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import copy
-import json
 import logging
 from pathlib import Path
 from typing import Callable
@@ -12,14 +11,15 @@ from tqdm.auto import tqdm
 
 from .config import Config, output_dir, submission_path
 from .data import image_reader, image_size, list_test_images, load_test_truth, n_classes_of, schema_from_config
-from .errors import ConfigError, DataError, SubmissionError, warn
+from .errors import ConfigError, SubmissionError
 from .files import child_path, write_json
 from .metric import TaskScores
 from .normalize import input_normaliser
 from .plan import read_plan, rescale_image, restore_probabilities
 from .plots import save_overlays
-from .postprocess import instances_from_probs, predict_class, validate_params
+from .postprocess import instances_from_probs, predict_class
 from .run import RunDir
+from .search import SearchResult, read_search_result
 from .submission import SubmissionWriter, validate_submission
 from .targets import read_channels
 from .tta import mean_of, predict_each, predict_ensemble, views_for_orientation
@@ -66,44 +66,6 @@ def load_fold_models(cfg: Config) -> list[PredictFn]:
     return fns
 
 
-def read_postprocess(cfg: Config) -> dict:
-    """The OOF-searched parameters, or the config defaults (with a warning) when no search was run.
-
-    The file is checked as it is read (a hand edit, a run of another task, a truncated copy in a Kaggle
-    dataset): a DataError names the file and the key, instead of a KeyError in the middle of predicting.
-    """
-    path = RunDir.of(cfg).postprocess
-    if path.is_file():
-        return _checked_postprocess(path, cfg["data"]["task"])
-    warn(f"{path} not found; using postprocess.default (run kseg search for tuned parameters)")
-    return {"default": cfg["postprocess"]["default"], "per_class": {}}
-
-
-def _checked_postprocess(path: Path, task: str) -> dict:
-    try:
-        chosen = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise DataError(f"{path}: not valid JSON ({error}); rerun kseg search") from None
-    if not isinstance(chosen, dict):
-        raise DataError(f"{path}: expected a mapping with 'default' and 'per_class', got {type(chosen).__name__}")
-    if chosen.get("task", task) != task:
-        raise DataError(f"{path}: searched for data.task {chosen['task']!r}, but the config's task is {task!r}; "
-                        f"rerun kseg search")
-    per_class = chosen.setdefault("per_class", {})
-    if not isinstance(per_class, dict):
-        raise DataError(f"{path}: 'per_class' must be a mapping of class -> parameters, got {per_class!r}")
-    for where, params in [("default", chosen.get("default")), *((f"per_class.{c}", p) for c, p in per_class.items())]:
-        try:
-            validate_params(params if params is not None else {}, task)
-        except ConfigError as error:
-            raise DataError(f"{path}: {where}: {error}") from None
-    return chosen
-
-
-def params_for(chosen: dict, cls: str | None) -> dict:
-    return chosen.get("per_class", {}).get(cls, chosen["default"]) if cls is not None else chosen["default"]
-
-
 class FoldScores:
     """Each fold model's and the ensemble's score on the annotated test images, image by image.
 
@@ -112,7 +74,7 @@ class FoldScores:
     its own predicted class).
     """
 
-    def __init__(self, truth: dict[str, np.ndarray], fold_names: list[str], chosen: dict, classes: list[str],
+    def __init__(self, truth: dict[str, np.ndarray], fold_names: list[str], chosen: SearchResult, classes: list[str],
                  task: str, metric: str = "auto", n_classes: int = 0) -> None:
         self.truth, self.chosen, self.classes, self.task = truth, chosen, classes, task
         self.ensemble = TaskScores(task, metric, n_classes)
@@ -123,7 +85,7 @@ class FoldScores:
         self.ensemble.add(truth, ensemble_labels)
         for scores, probs in zip(self.per_fold.values(), fold_probs):
             cls = predict_class(probs, self.classes) if self.classes else None
-            scores.add(truth, instances_from_probs(probs, params_for(self.chosen, cls), self.task))
+            scores.add(truth, instances_from_probs(probs, self.chosen.params_for(cls), self.task))
 
     def __len__(self) -> int:
         return len(self.ensemble.per_image)
@@ -170,7 +132,7 @@ def command_predict(cfg: Config, out: Path | None = None) -> Path:
     task = cfg["data"]["task"]
     tests = list_test_images(cfg)
     channels, classes = read_channels(output_dir(cfg), task)
-    chosen = read_postprocess(cfg)
+    chosen = read_search_result(cfg)
     models = load_fold_models(cfg)
     prepare = model_input(cfg)
     overlay_dir = output_dir(cfg) / "test_overlays"
@@ -200,7 +162,7 @@ def command_predict(cfg: Config, out: Path | None = None) -> Path:
                 ensemble = predict_ensemble(models, prepared, views, tile=tile)
             probs = restore_probabilities(ensemble, shape)
             cls = predict_class(probs, classes) if classes else None
-            labels = instances_from_probs(probs, params_for(chosen, cls), task)
+            labels = instances_from_probs(probs, chosen.params_for(cls), task)
             writer.add(image_id, labels)
             if annotated:
                 scores.add(image_id, labels, [restore_probabilities(fold, shape) for fold in each])

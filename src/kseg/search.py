@@ -20,9 +20,10 @@ IoU (its pixels become "no class", which the true class already counted as misse
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import zipfile
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -57,9 +58,93 @@ from kseg.tta import views_for_orientation
 log = logging.getLogger(__name__)
 
 __all__ = ["Grid", "read_grid", "check_search_config", "score_grid", "count_grid", "OofImage", "oof_images", "load_oof",
-           "command_search"]
+           "SearchResult", "read_search_result", "command_search"]
 
 OOF_KEYS = ("plain", "tta")
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """What ``kseg search`` chose (``postprocess.json``): the parameters prediction applies, and the OOF scores
+    they were chosen by, which the summary, the analysis and the report show.
+
+    ``default`` is applied to images of no class or of a class without its own entry in ``per_class``. A
+    result read without a search (:func:`read_search_result` falling back to ``postprocess.default``) has
+    only the parameters: ``searched`` is False and every score is None.
+    """
+
+    task: str
+    default: dict[str, Any]
+    per_class: dict[str, dict[str, Any]] = field(default_factory=dict)
+    classes: list[str] = field(default_factory=list)
+    searched_on: str | None = None
+    n_images: int | None = None
+    oof_score: float | None = None
+    oof_score_plain: float | None = None
+    oof_score_default: float | None = None
+    class_accuracy: float | None = None
+    per_fold: dict[str, float] = field(default_factory=dict)
+    per_class_score: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def searched(self) -> bool:
+        return self.oof_score is not None
+
+    def params_for(self, cls: str | None) -> dict[str, Any]:
+        """The parameters for an image predicted as ``cls`` (None: no class)."""
+        return self.per_class.get(cls, self.default) if cls is not None else self.default
+
+    def write(self, path: Path) -> None:
+        write_json(path, asdict(self))
+
+    @classmethod
+    def read(cls, path: Path, task: str) -> SearchResult:
+        """The result in ``path``, checked as it is read (a hand edit, a run of another task, a truncated copy
+        in a Kaggle dataset): a DataError names the file and the key, instead of a KeyError in the middle of
+        predicting. A file from before ``task`` was recorded is taken to be of ``task``."""
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise DataError(f"{path}: not valid JSON ({error}); rerun kseg search") from None
+        if not isinstance(raw, dict):
+            raise DataError(f"{path}: expected a mapping with 'default' and 'per_class', got {type(raw).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise DataError(f"{path}: unknown key(s) {', '.join(map(repr, unknown))}; a search result has "
+                            f"{', '.join(sorted(known))}")
+        raw = {"task": task, "per_class": {}, **raw}
+        if raw["task"] != task:
+            raise DataError(f"{path}: searched for data.task {raw['task']!r}, but the config's task is {task!r}; "
+                            f"rerun kseg search")
+        if not isinstance(raw["per_class"], dict):
+            raise DataError(f"{path}: 'per_class' must be a mapping of class -> parameters, got {raw['per_class']!r}")
+        for where, params in [("default", raw.get("default")), *((f"per_class.{c}", p) for c, p in raw["per_class"].items())]:
+            try:
+                validate_params(params if params is not None else {}, task)
+            except ConfigError as error:
+                raise DataError(f"{path}: {where}: {error}") from None
+        for name in ("oof_score", "oof_score_plain", "oof_score_default", "class_accuracy", "n_images"):
+            value = raw.get(name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                raise DataError(f"{path}: {name} must be a number or null, got {value!r}")
+        for name in ("per_fold", "per_class_score"):
+            value = raw.get(name, {})
+            if not isinstance(value, dict) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                      for v in value.values()):
+                raise DataError(f"{path}: {name} must map names to scores, got {value!r}")
+        if not isinstance(raw.get("classes", []), list):
+            raise DataError(f"{path}: classes must be a list, got {raw['classes']!r}")
+        return cls(**raw)
+
+
+def read_search_result(cfg: Mapping[str, Any]) -> SearchResult:
+    """The run's search result, or ``postprocess.default`` (with a warning) when no search was run."""
+    path = RunDir.of(cfg).postprocess
+    if path.is_file():
+        return SearchResult.read(path, cfg["data"]["task"])
+    warn(f"{path} not found; using postprocess.default (run kseg search for tuned parameters)")
+    return SearchResult(task=cfg["data"]["task"], default=dict(cfg["postprocess"]["default"]))
 
 
 @dataclass(frozen=True)
@@ -300,7 +385,7 @@ def _means_by(values: np.ndarray, keys: Sequence[Any]) -> dict[str, float]:
     return {str(k): float(v) for k, v in pd.Series(values).groupby(np.asarray(keys, dtype=object)).mean().items()}
 
 
-def command_search(cfg: Mapping[str, Any], use_tta: bool | None = None) -> dict:
+def command_search(cfg: Mapping[str, Any], use_tta: bool | None = None) -> SearchResult:
     """Grid-search post-processing on the run's OOF predictions; write postprocess.json, search_table.csv, search_curves.png.
 
     ``use_tta`` picks the OOF array searched and reported as ``oof_score``: ``None`` follows the config
@@ -348,21 +433,21 @@ def command_search(cfg: Mapping[str, Any], use_tta: bool | None = None) -> dict:
     plain_scores = np.array([plain for plain, _ in finals])
     default_scores = np.array([at_default for _, at_default in finals])
 
-    result = {
-        "default": points[best],
-        "per_class": {cls: points[index] for cls, index in per_class_index.items()},
-        "classes": classes,
-        "task": task,
-        "searched_on": key,
-        "n_images": len(images),
-        "oof_score": float(final.mean()),
-        "oof_score_plain": float(plain_scores.mean()),
-        "oof_score_default": float(default_scores.mean()),
-        "class_accuracy": float(np.mean([p == t for p, t in zip(predicted, true_classes)])) if classes else None,
-        "per_fold": _means_by(final, [image.fold for image in images]),
-        "per_class_score": _means_by(final, true_classes) if classes else {},
-    }
-    write_json(RunDir(run_dir).postprocess, result)
+    result = SearchResult(
+        task=task,
+        default=points[best],
+        per_class={cls: points[index] for cls, index in per_class_index.items()},
+        classes=list(classes),
+        searched_on=key,
+        n_images=len(images),
+        oof_score=float(final.mean()),
+        oof_score_plain=float(plain_scores.mean()),
+        oof_score_default=float(default_scores.mean()),
+        class_accuracy=float(np.mean([p == t for p, t in zip(predicted, true_classes)])) if classes else None,
+        per_fold=_means_by(final, [image.fold for image in images]),
+        per_class_score=_means_by(final, true_classes) if classes else {},
+    )
+    result.write(RunDir(run_dir).postprocess)
     _write_table(RunDir(run_dir).search_table, grid, scores, images, classes)
     _plot_curves(RunDir(run_dir).search_curves, grid, scores.mean(axis=0), best)
     _print_summary(result, scores, best, per_class_index, true_classes)
@@ -380,7 +465,7 @@ def _counts_at(image: OofImage, key: str, params: Mapping[str, Any], n_channels:
 
 
 def _search_class_maps(cfg: Mapping[str, Any], run_dir: Path, channels: Sequence[str], grid: Grid,
-                       default: Mapping[str, Any], key: str, n_jobs: int) -> dict:
+                       default: Mapping[str, Any], key: str, n_jobs: int) -> SearchResult:
     """:func:`command_search` for multiclass: ``min_area`` chosen on the OOF set's ``data.metric`` (mean IoU, or
     Severstal's Dice), per class when ``postprocess.per_class`` (see the module docstring), and the same outputs as
     the other tasks. Every metric scores the per-image class counts, so each grid point is counted once."""
@@ -415,21 +500,18 @@ def _search_class_maps(cfg: Mapping[str, Any], run_dir: Path, channels: Sequence
     plain, at_default = np.stack(finals[0::2]), np.stack(finals[1::2])
     folds = np.array([image.fold for image in images])
     per_class = per_class_of(chosen_counts)
-    result = {
-        "default": chosen,
-        "per_class": {},
-        "classes": [],
-        "task": "multiclass",
-        "searched_on": key,
-        "n_images": len(images),
-        "oof_score": score_of(chosen_counts),
-        "oof_score_plain": score_of(plain),
-        "oof_score_default": score_of(at_default),
-        "class_accuracy": None,
-        "per_fold": {str(k): score_of(chosen_counts[folds == k]) for k in sorted(set(folds.tolist()))},
-        "per_class_score": {names[k - 1]: value for k, value in per_class.items() if 0 < k <= len(names)},
-    }
-    write_json(RunDir(run_dir).postprocess, result)
+    result = SearchResult(
+        task="multiclass",
+        default=chosen,
+        searched_on=key,
+        n_images=len(images),
+        oof_score=score_of(chosen_counts),
+        oof_score_plain=score_of(plain),
+        oof_score_default=score_of(at_default),
+        per_fold={str(k): score_of(chosen_counts[folds == k]) for k in sorted(set(folds.tolist()))},
+        per_class_score={names[k - 1]: value for k, value in per_class.items() if 0 < k <= len(names)},
+    )
+    result.write(RunDir(run_dir).postprocess)
     table = pd.DataFrame(points)
     table["score"] = scores
     prefix = "iou" if metric.name == "mean_iou_classes" else metric.name
@@ -439,19 +521,19 @@ def _search_class_maps(cfg: Mapping[str, Any], run_dir: Path, channels: Sequence
         table.to_csv(tmp, index=False, float_format="%.6f")
     _plot_curves(RunDir(run_dir).search_curves, grid, scores, best)
     log.info(table.to_string(index=False, float_format="%.4f"))
-    log.info(f"OOF {metric.name} {result['oof_score']:.4f} ({key}, min_area {chosen['min_area']})")
-    log.info(f"  without TTA {result['oof_score_plain']:.4f}; with postprocess.default {result['oof_score_default']:.4f}")
+    log.info(f"OOF {metric.name} {result.oof_score:.4f} ({key}, min_area {chosen['min_area']})")
+    log.info(f"  without TTA {result.oof_score_plain:.4f}; with postprocess.default {result.oof_score_default:.4f}")
     return result
 
 
-def _print_summary(result: Mapping[str, Any], scores: np.ndarray, best: int, per_class_index: Mapping[str, int],
+def _print_summary(result: SearchResult, scores: np.ndarray, best: int, per_class_index: Mapping[str, int],
                    true_classes: Sequence[str | None]) -> None:
-    rows = [{"params for": "all images", **result["default"], "score (true class)": scores[:, best].mean()}]
+    rows = [{"params for": "all images", **result.default, "score (true class)": scores[:, best].mean()}]
     for cls, index in per_class_index.items():
         members = np.array([c == cls for c in true_classes])
-        rows.append({"params for": cls, **result["per_class"][cls], "score (true class)": scores[members, index].mean()})
+        rows.append({"params for": cls, **result.per_class[cls], "score (true class)": scores[members, index].mean()})
     log.info(pd.DataFrame(rows).drop(columns=["fill_holes"], errors="ignore").to_string(index=False, float_format="%.4f"))
-    accuracy = result["class_accuracy"]
-    log.info(f"OOF score {result['oof_score']:.4f} ({result['searched_on']}, params of the predicted class"
+    accuracy = result.class_accuracy
+    log.info(f"OOF score {result.oof_score:.4f} ({result.searched_on}, params of the predicted class"
           + (f", class accuracy {accuracy:.3f}" if accuracy is not None else "") + ")")
-    log.info(f"  without TTA {result['oof_score_plain']:.4f}; with postprocess.default {result['oof_score_default']:.4f}")
+    log.info(f"  without TTA {result.oof_score_plain:.4f}; with postprocess.default {result.oof_score_default:.4f}")
