@@ -13,22 +13,26 @@ from pathlib import Path
 
 import pytest
 
-from kseg import kaggle_cli, kernels
+from kseg import kaggle as kseg_kaggle
 from kseg.cli import main
 from kseg.config import dump, load_config
 from kseg.errors import ConfigError, DataError, KaggleError, KsegWarning
-from kseg.kernels import (
+from kseg.kaggle import (
     BUNDLED,
     NETWORK_GUARD_MESSAGE,
     build_kernel,
     build_train_kernels,
+    bundle,
     bundled_requirements,
+    entrypoint,
     push,
     run_local,
+    sandbox,
     slugify,
     validate_dataset_dir,
     validate_kernel_dir,
 )
+from kseg.kaggle import competition as kaggle_cli
 
 OWNER = "tester"
 COMPETITION = "sartorius-cell-instance-segmentation"
@@ -43,7 +47,7 @@ def fake_wheels(tmp_path: Path) -> list[Path]:
     """Empty files named like the bundled wheels: the build copies them, nothing installs them here."""
     folder = tmp_path / "wheel-cache"
     folder.mkdir()
-    paths = [folder / f"{kernels._wheel_name(dist)}-1.0-py3-none-any.whl" for dist in BUNDLED]
+    paths = [folder / f"{bundle._wheel_name(dist)}-1.0-py3-none-any.whl" for dist in BUNDLED]
     for path in paths:
         path.write_bytes(b"not a real wheel")
     return paths
@@ -116,7 +120,7 @@ def test_infer_kernel_datasets_hold_what_predict_needs(cfg, tmp_path, fake_wheel
         assert meta["id"] == f"{OWNER}/{folder.name}" and meta["licenses"] == [{"name": "other"}]
         assert 6 <= len(meta["title"]) <= 50
         assert validate_dataset_dir(folder) == []
-    assert (code / "kseg" / "kernels.py").is_file() and not list(code.rglob("__pycache__"))
+    assert (code / "kseg" / "kaggle" / "entrypoint.py").is_file() and not list(code.rglob("__pycache__"))
     assert sorted(p.name for p in (code / "wheels").iterdir()) == sorted(p.name for p in fake_wheels)
     assert load_config(code / "config.yaml") == cfg
     files = sorted(str(p.relative_to(weights)) for p in weights.rglob("*") if p.is_file())
@@ -242,16 +246,63 @@ def test_bundled_requirements_pin_the_installed_versions():
 
 
 def test_extra_tf_keras_minors_are_bundled_besides_the_pinned_one():
-    assert kernels.tf_keras_requirements(["segmentation-models==1.0.1", "tf-keras==2.21.0"]) == [
+    assert kseg_kaggle.tf_keras_requirements(["segmentation-models==1.0.1", "tf-keras==2.21.0"]) == [
         "tf-keras==2.18.*", "tf-keras==2.19.*", "tf-keras==2.20.*"]
 
 
-def _kernel_functions(cfg: dict, tmp_path: Path, wheels: list[Path]) -> dict:
-    """The generated kernel.py's functions, without running its main()."""
-    script = (_build_infer(cfg, tmp_path, wheels) / "kernel.py").read_text()
+def test_kernel_py_is_the_entrypoint_module_with_its_settings(cfg, tmp_path, fake_wheels):
+    """kernel.py is kseg.kaggle.entrypoint's own source (so its functions are tested by importing it) with
+    the kernel's settings, as JSON, in place of the empty SETTINGS."""
+    kernel = _build_infer(cfg, tmp_path, fake_wheels)
+    script = (kernel / "kernel.py").read_text()
+    source = Path(entrypoint.__file__).read_text()
+    differing = [(a, b) for a, b in zip(script.splitlines(), source.splitlines()) if a != b]
+    assert len(script.splitlines()) == len(source.splitlines()) and len(differing) == 1
+    assert differing[0][1] == "SETTINGS: dict = {}  # the built kernel.py holds the kernel's settings here, as JSON " \
+                              "(bundle.kernel_script)"
     namespace: dict = {"__name__": "kseg_kernel_under_test"}
     exec(compile(script, "kernel.py", "exec"), namespace)
-    return namespace
+    sidecar = json.loads((kernel / "kseg-kernel.json").read_text())
+    assert namespace["SETTINGS"] == {key: sidecar[key] for key in namespace["SETTINGS"]}
+    assert namespace["SETTINGS"]["kind"] == "infer" and namespace["SETTINGS"]["code_dataset"].endswith("-kseg-code")
+
+
+@pytest.mark.parametrize("mounted_at, kind, ref", [
+    ("competitions/sartorius", "competition", "sartorius"),            # current layout
+    ("sartorius", "competition", "sartorius"),                         # legacy flat layout
+    ("datasets/tester/unit-kseg-code", "dataset", "tester/unit-kseg-code"),
+    ("unit-kseg-code", "dataset", "tester/unit-kseg-code/3"),           # flat, version-pinned ref
+    ("notebooks/tester/unit-train-fold0", "kernel", "tester/unit-train-fold0"),
+    ("datasets/someone-else/renamed/inner", "dataset", "tester/unit-kseg-code"),  # found by its marker
+])
+def test_entrypoint_finds_an_input_in_every_layout(tmp_path, monkeypatch, mounted_at, kind, ref):
+    monkeypatch.setattr(entrypoint, "INPUT", tmp_path)
+    folder = tmp_path / mounted_at
+    folder.mkdir(parents=True)
+    if mounted_at.endswith("inner"):
+        (folder / entrypoint.MARKER).write_text(json.dumps({"id": "tester/unit-kseg-code"}))
+    assert entrypoint.find_input(kind, ref) == folder
+
+
+def test_entrypoint_skips_a_flat_folder_of_another_dataset_and_lists_what_is_attached(tmp_path, monkeypatch):
+    """A flat folder of the same slug holding another kseg dataset's marker is not this input; when nothing
+    matches, the error lists the attached inputs."""
+    monkeypatch.setattr(entrypoint, "INPUT", tmp_path)
+    (tmp_path / "unit-kseg-code").mkdir()
+    (tmp_path / "unit-kseg-code" / entrypoint.MARKER).write_text(json.dumps({"id": "other/unit-kseg-code"}))
+    (tmp_path / "competitions" / "sartorius").mkdir(parents=True)
+    with pytest.raises(SystemExit, match=r"dataset tester/unit-kseg-code not found .*attached inputs:\n  competitions"):
+        entrypoint.find_input("dataset", "tester/unit-kseg-code")
+
+
+def test_entrypoint_links_a_run_tree_without_copying(tmp_path):
+    source, target = tmp_path / "weights", tmp_path / "working" / "run"
+    (source / "fold0").mkdir(parents=True)
+    (source / "fold0" / "best.weights.h5").write_bytes(b"w")
+    (source / "postprocess.json").write_text("{}")
+    entrypoint.link_tree(source, target)
+    assert (target / "fold0" / "best.weights.h5").read_bytes() == b"w" and (target / "postprocess.json").is_file()
+    assert (target / "fold0" / "best.weights.h5").is_symlink()
 
 
 TF_KERAS_WHEELS = ["segmentation_models-1.0.1-py3-none-any.whl", "tf_keras-2.18.0-py3-none-any.whl",
@@ -265,14 +316,12 @@ TF_KERAS_WHEELS = ["segmentation_models-1.0.1-py3-none-any.whl", "tf_keras-2.18.
     ("2.20.0", "2.18.0", "tf_keras-2.20.1-py3-none-any.whl"),         # the image's one is for another TF
     ("2.21.0", "2.21.0", None),
 ])
-def test_kernel_picks_the_tf_keras_matching_the_images_tensorflow(cfg, tmp_path, fake_wheels, tf_version,
-                                                                   image_tf_keras, expected):
-    plan = _kernel_functions(cfg, tmp_path, fake_wheels)["tf_keras_plan"]
-    assert plan(tf_version, image_tf_keras, TF_KERAS_WHEELS) == expected
+def test_kernel_picks_the_tf_keras_matching_the_images_tensorflow(tf_version, image_tf_keras, expected):
+    assert entrypoint.tf_keras_plan(tf_version, image_tf_keras, TF_KERAS_WHEELS) == expected
 
 
-def test_kernel_names_both_versions_when_no_tf_keras_fits(cfg, tmp_path, fake_wheels):
-    plan = _kernel_functions(cfg, tmp_path, fake_wheels)["tf_keras_plan"]
+def test_kernel_names_both_versions_when_no_tf_keras_fits():
+    plan = entrypoint.tf_keras_plan
     with pytest.raises(SystemExit, match=r"TensorFlow 2\.17\.1 and tf-keras 2\.16\.0, and the code dataset bundles "
                                          r"tf-keras 2\.18\.0, 2\.19\.0, 2\.20\.1, 2\.21\.0; .* minor version 2\.17"):
         plan("2.17.1", "2.16.0", TF_KERAS_WHEELS)
@@ -413,7 +462,7 @@ for target in (root / "input" / "competitions" / "{competition}" / "test" / "new
 """
 
 
-@pytest.mark.skipif(not kernels.read_only_mounts_work(), reason="unshare -rnm bind mounts are not available here")
+@pytest.mark.skipif(not kseg_kaggle.read_only_mounts_work(), reason="unshare -rnm bind mounts are not available here")
 def test_run_local_gives_a_read_only_input_and_a_fresh_environment(tmp_path, competition_dir, monkeypatch):
     for name, value in (("HOME", str(tmp_path)), ("XDG_CACHE_HOME", str(tmp_path / "cache")),
                         ("PIP_INDEX_URL", "http://example.invalid"), ("KERAS_HOME", str(tmp_path)),
@@ -448,7 +497,7 @@ def test_scale_test_repeats_the_sample_submission_too(tmp_path, competition_dir)
     (competition_dir / "sample_submission.csv").write_text("id,predicted\n0030fd0e6378,\n0f08d640930b,\n")
     (competition_dir / "train.csv").write_text("id,annotation\n")
     cfg = load_config(None, ["data.schema.preset=sartorius", "data.sample_submission=sample_submission.csv"])
-    scaled = kernels._scaled_competition(competition_dir, cfg, 2, tmp_path / "scaled")
+    scaled = sandbox._scaled_competition(competition_dir, cfg, 2, tmp_path / "scaled")
     assert (scaled / "sample_submission.csv").read_text().split() == [
         "id,predicted", "0030fd0e6378,", "0030fd0e6378__x1,", "0f08d640930b,", "0f08d640930b__x1,"]
     assert sorted(p.name for p in (scaled / "test").iterdir()) == [
@@ -478,7 +527,7 @@ def test_run_local_blocks_the_network_and_shows_the_traceback(tmp_path, competit
     assert NETWORK_GUARD_MESSAGE in capsys.readouterr().out  # the summary shows the kernel's own traceback
 
 
-@pytest.mark.skipif(not kernels.unshare_works(), reason="unshare -rn is not available here")
+@pytest.mark.skipif(not kseg_kaggle.unshare_works(), reason="unshare -rn is not available here")
 def test_run_local_network_namespace_blocks_sockets_the_guard_does_not_see(tmp_path, competition_dir):
     script = "import _socket\n_socket.socket().connect(('127.0.0.1', 9))\n"
     report = run_local(_hand_kernel(tmp_path, script), competition_dir, timeout=60)
@@ -552,10 +601,10 @@ def _calls(kernel: Path) -> list[list[str]]:
 
 def _mounted(kernel: Path, layout: str, kind: str, ref: str) -> Path:
     """Where run-local mounted an input of ``kernel`` under ``layout``."""
-    return kernel.parent / ".run-local" / kernel.name / "input" / kernels.input_mount(layout, kind, ref)
+    return kernel.parent / ".run-local" / kernel.name / "input" / kseg_kaggle.input_mount(layout, kind, ref)
 
 
-@pytest.mark.parametrize("layout", kernels.LAYOUTS)
+@pytest.mark.parametrize("layout", kseg_kaggle.LAYOUTS)
 def test_generated_infer_kernel_maps_kaggle_paths_and_predicts(cfg, tmp_path, fake_wheels, competition_dir, layout):
     kernel = _build_infer(cfg, tmp_path, fake_wheels)
     _use_fake_kseg(kernel.parent)
@@ -639,8 +688,11 @@ def test_generated_kernel_installs_a_missing_package_offline_without_touching_th
     kernel = _build_infer(cfg, tmp_path, fake_wheels)
     _use_fake_kseg(kernel.parent)
     _write_wheel(kernel.parent / "unit-demo-kseg-code" / "wheels")
-    script = kernel / "kernel.py"
-    script.write_text(script.read_text().replace("'bundled': {", "'bundled': {'kseg-fake-dep': 'kseg_fake_dep', "))
+    namespace: dict = {"__name__": "kseg_kernel_under_test"}
+    exec(compile((kernel / "kernel.py").read_text(), "kernel.py", "exec"), namespace)
+    settings = namespace["SETTINGS"]
+    settings["bundled"] = {"kseg-fake-dep": "kseg_fake_dep", **settings["bundled"]}
+    (kernel / "kernel.py").write_text(bundle.kernel_script(settings))
     report = run_local(kernel, competition_dir, timeout=120)
     assert report.ok, report.summary()
     assert "installing offline: kseg-fake-dep" in report.stdout_tail
@@ -665,7 +717,7 @@ def test_generated_train_kernel_trains_its_fold(cfg, tmp_path, fake_wheels, comp
     assert _json(marker)["id"] == f"{OWNER}/unit-demo-train-fold1"  # lets the infer kernel find this output
 
 
-@pytest.mark.parametrize("layout", kernels.LAYOUTS)
+@pytest.mark.parametrize("layout", kseg_kaggle.LAYOUTS)
 def test_generated_infer_kernel_gathers_train_kernel_outputs(cfg, tmp_path, fake_wheels, competition_dir, layout):
     kernel = _build_infer(cfg, tmp_path, fake_wheels, from_kernels=True)
     _use_fake_kseg(kernel.parent)
@@ -883,7 +935,7 @@ def test_push_waits_for_the_new_version_to_be_ready(cfg, tmp_path, fake_wheels, 
     monkeypatch.setenv("FAKE_KAGGLE_PROCESSING", "not_yet_persisted,blobs_received,blobs_decompressed")
     waits: list[float] = []
     assert push(_build_infer(cfg, tmp_path, fake_wheels), sleep=waits.append) == 0
-    assert waits == [kernels.DATASET_POLL_S] * 6  # three processing states per dataset, then ready
+    assert waits == [kseg_kaggle.DATASET_POLL_S] * 6  # three processing states per dataset, then ready
     assert "dataset tester/unit-demo-kseg-weights version 3 is ready" in capsys.readouterr().out
 
 
@@ -1124,10 +1176,10 @@ def test_end_to_end_demo_kernel_runs_offline_and_submits(tmp_path, fake_wheels):
 def test_clean_env_builds_the_kaggle_image_venv_once(tmp_path):
     requirements = tmp_path / "image.txt"
     requirements.write_text("# nothing beyond the standard library\n")
-    python = kernels.kaggle_image_venv(tmp_path / "venvs", requirements, base_python=Path(sys.executable))
+    python = kseg_kaggle.kaggle_image_venv(tmp_path / "venvs", requirements, base_python=Path(sys.executable))
     assert python.is_file() and (python.parents[1] / ".complete").is_file()
     stamp = (python.parents[1] / ".complete").stat().st_mtime_ns
-    assert kernels.kaggle_image_venv(tmp_path / "venvs", requirements, base_python=Path(sys.executable)) == python
+    assert kseg_kaggle.kaggle_image_venv(tmp_path / "venvs", requirements, base_python=Path(sys.executable)) == python
     assert (python.parents[1] / ".complete").stat().st_mtime_ns == stamp  # cached, not rebuilt
 
 
@@ -1146,16 +1198,16 @@ def test_find_python_passes_over_a_pyenv_shim_to_the_pyenv_interpreter(tmp_path,
     newest = _fake_python(tmp_path / "pyenv" / "versions" / "3.12.10" / "bin" / "python3.12", "echo 3.12")
     monkeypatch.setenv("PATH", str(shims))
     monkeypatch.setenv("PYENV_ROOT", str(tmp_path / "pyenv"))
-    assert kernels.python_candidates("3.12")[:3] == [shims / "python3.12", newest,
+    assert kseg_kaggle.python_candidates("3.12")[:3] == [shims / "python3.12", newest,
                                                       tmp_path / "pyenv/versions/3.12.1/bin/python3.12"]
-    assert kernels.find_python("3.12") == newest
+    assert kseg_kaggle.find_python("3.12") == newest
 
 
 def test_find_python_is_none_when_no_interpreter_reports_the_version(tmp_path, monkeypatch):
     _fake_python(tmp_path / "bin" / "python3.99", "echo 3.11")  # a wrong name for what it runs
     monkeypatch.setenv("PATH", str(tmp_path / "bin"))
     monkeypatch.setenv("PYENV_ROOT", str(tmp_path / "no-pyenv"))
-    assert kernels.find_python("3.99") is None
+    assert kseg_kaggle.find_python("3.99") is None
 
 
 # What pip 26 prints when the index cannot be reached (seen against a closed port) and for a missing pin.
@@ -1173,11 +1225,11 @@ PIP_NO_SUCH_PIN = ("ERROR: Could not find a version that satisfies the requireme
 def test_download_wheels_tells_an_unreachable_index_from_a_missing_pin(tmp_path, monkeypatch, stderr, unreachable):
     import subprocess
 
-    monkeypatch.setattr(kernels.subprocess, "run",
+    monkeypatch.setattr(bundle.subprocess, "run",
                         lambda cmd, **_: subprocess.CompletedProcess(cmd, 1, stdout="", stderr=stderr))
     with pytest.raises(ConfigError, match="No matching distribution") as caught:
-        kernels.download_wheels(["tf-keras==2.19.0"], tmp_path / "wheels")
-    assert isinstance(caught.value, kernels.PackageIndexUnreachable) == unreachable
+        kseg_kaggle.download_wheels(["tf-keras==2.19.0"], tmp_path / "wheels")
+    assert isinstance(caught.value, kseg_kaggle.PackageIndexUnreachable) == unreachable
     assert ("package index is unreachable" in str(caught.value)) == unreachable
 
 
@@ -1194,14 +1246,14 @@ def kaggle_image_python() -> Path:
     found on this machine. Skips, saying what is missing, without a Python 3.12 or the package index."""
     if os.environ.get("KSEG_KAGGLE_IMAGE_PYTHON"):
         return Path(os.environ["KSEG_KAGGLE_IMAGE_PYTHON"])
-    base = kernels.find_python()
+    base = kseg_kaggle.find_python()
     if base is None:
-        pytest.skip(f"no Python {kernels.KAGGLE_IMAGE_PYTHON} (Kaggle's image) on this machine: looked at "
-                    f"{', '.join(map(str, kernels.python_candidates()))}; install one (pyenv install 3.12) or set "
+        pytest.skip(f"no Python {kseg_kaggle.KAGGLE_IMAGE_PYTHON} (Kaggle's image) on this machine: looked at "
+                    f"{', '.join(map(str, kseg_kaggle.python_candidates()))}; install one (pyenv install 3.12) or set "
                     "KSEG_KAGGLE_IMAGE_PYTHON to a venv built from kernels/kaggle-image-requirements.txt")
     try:
-        return kernels.kaggle_image_venv(REPO / "kernels" / kernels.IMAGE_VENVS_DIR, base_python=base)
-    except kernels.PackageIndexUnreachable as error:
+        return kseg_kaggle.kaggle_image_venv(REPO / "kernels" / kseg_kaggle.IMAGE_VENVS_DIR, base_python=base)
+    except kseg_kaggle.PackageIndexUnreachable as error:
         pytest.skip(f"the stand-in venv needs the package index once, and it is unreachable: {error}")
 
 
@@ -1233,8 +1285,8 @@ def test_end_to_end_demo_kernel_on_the_kaggle_image_stand_in(tmp_path, kaggle_im
         wheels = sorted(Path(os.environ["KSEG_WHEELS"]).glob("*.whl"))
     else:
         try:
-            wheels = kernels.download_wheels(kernels.bundled_requirements(), tmp_path / "wheels")
-        except kernels.PackageIndexUnreachable as error:
+            wheels = kseg_kaggle.download_wheels(kseg_kaggle.bundled_requirements(), tmp_path / "wheels")
+        except kseg_kaggle.PackageIndexUnreachable as error:
             pytest.skip(f"the bundled wheels come from the package index, and it is unreachable: {error}")
     cfg = trained_demo_run(tmp_path)
     kernel = build_kernel(cfg, "infer", owner=OWNER, out_root=tmp_path / "kernels", competition="kseg-demo",
@@ -1251,3 +1303,10 @@ def test_end_to_end_demo_kernel_on_the_kaggle_image_stand_in(tmp_path, kaggle_im
     else:
         assert f"tf_keras-{minor}." in installed, installed
 
+
+
+def test_the_former_module_name_still_imports_for_one_release():
+    import kseg.kernels
+
+    assert kseg.kernels.build_kernel is build_kernel and kseg.kernels.push is push
+    assert set(kseg.kernels.__all__) == set(kseg_kaggle.__all__)

@@ -139,7 +139,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_kernel_build(args: argparse.Namespace) -> int:
-    from .kernels import build_kernel, build_train_kernels
+    from .kaggle import build_kernel, build_train_kernels
 
     cfg, out_root = _config(args), Path(args.out_root)
     if args.fold == "all":
@@ -156,7 +156,7 @@ def _cmd_kernel_build(args: argparse.Namespace) -> int:
 
 
 def _cmd_kernel_run_local(args: argparse.Namespace) -> int:
-    from .kernels import IMAGE_VENVS_DIR, kaggle_image_venv, run_local
+    from .kaggle import IMAGE_VENVS_DIR, kaggle_image_venv, run_local
 
     if args.clean_env:
         if args.python:
@@ -177,14 +177,14 @@ def _cmd_kernel_run_local(args: argparse.Namespace) -> int:
 
 
 def _cmd_kernel_push(args: argparse.Namespace) -> int:
-    from .kernels import push_many
+    from .kaggle import push_many
 
     return push_many([Path(d) for d in args.kernel_dir], dry_run=args.dry_run, dataset_timeout=args.dataset_timeout,
                      push_on_timeout=args.push_on_timeout)
 
 
 def _cmd_kernel_follow(args: argparse.Namespace) -> int:
-    from . import kaggle_cli
+    from .kaggle import competition as kaggle_cli
 
     poll = {"interval": args.interval, "timeout": args.wait_timeout}
     if args.kernel_command == "status":
@@ -196,14 +196,14 @@ def _cmd_kernel_follow(args: argparse.Namespace) -> int:
 
 
 def _cmd_kaggle_download(args: argparse.Namespace) -> int:
-    from .kaggle_cli import command_download
+    from .kaggle.competition import command_download
 
     command_download(_config(args), args.competition, force=args.force)
     return 0
 
 
 def _cmd_kaggle_submit(args: argparse.Namespace) -> int:
-    from .kaggle_cli import command_submit
+    from .kaggle.competition import command_submit
 
     command_submit(_config(args), args.kernel, args.version, competition=args.competition, file_name=args.file,
                    message=args.message, wait=not args.no_wait, interval=args.interval, timeout=args.wait_timeout)

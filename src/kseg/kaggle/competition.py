@@ -2,7 +2,7 @@
 kernel (status, logs, output, with ``--wait``), download the competition data, submit a kernel version and
 fetch its score.
 
-Every command runs the CLI found by :func:`kseg.kernels.find_kaggle`, and its output is parsed from the exact
+Every command runs the CLI found by :func:`kseg.kaggle.publish.find_kaggle`, and its output is parsed from the exact
 strings of ``kaggle/api/kaggle_api_extended.py``, because the CLI exits 0 on several failures. A failure is
 a :class:`kseg.errors.KaggleError` whose message quotes the CLI's last line.
 """
@@ -17,20 +17,12 @@ import zipfile
 from pathlib import Path
 from typing import Any, Callable
 
-from .config import Config
-from .errors import ConfigError, KaggleError, warn
-from .kernels import (
-    KERNEL_METADATA,
-    OUTPUTS_DIR,
-    Runner,
-    _competition_slug,
-    _last_line,
-    _read_metadata,
-    _show,
-    find_credentials,
-    find_kaggle,
-    missing_credentials_message,
-)
+from ..config import Config
+from ..errors import ConfigError, KaggleError, warn
+from .bundle import competition_slug
+from .publish import Runner, find_credentials, find_kaggle, last_line, missing_credentials_message, shown_command
+from .rules import KERNEL_METADATA, read_metadata
+from .sandbox import OUTPUTS_DIR
 
 log = logging.getLogger(__name__)
 
@@ -58,11 +50,11 @@ def _kaggle() -> str:
 def _call(runner: Runner, cmd: list[str], echo: bool = True) -> str:
     """Run one CLI command; a non-zero exit is a KaggleError quoting its last line."""
     if echo:
-        log.info(f"$ {_show(cmd)}")
+        log.info(f"$ {shown_command(cmd)}")
     result = runner(cmd, capture_output=True, text=True)
     output = (result.stdout or "") + (result.stderr or "")
     if result.returncode != 0:
-        raise KaggleError(f"{_show(cmd)} failed with exit code {result.returncode}: {_last_line(output)}")
+        raise KaggleError(f"{shown_command(cmd)} failed with exit code {result.returncode}: {last_line(output)}")
     return output
 
 
@@ -70,7 +62,7 @@ def kernel_ref(target: str | Path) -> str:
     """``owner/slug`` of a kernel given as a built kernel folder (its metadata id) or as the ref itself."""
     folder = Path(target)
     if (folder / KERNEL_METADATA).is_file():
-        meta, problems = _read_metadata(folder / KERNEL_METADATA)
+        meta, problems = read_metadata(folder / KERNEL_METADATA)
         if meta is None or not isinstance(meta.get("id"), str):
             raise ConfigError(f"{folder / KERNEL_METADATA}: no kernel id ({'; '.join(problems) or 'id missing'})")
         return meta["id"]
@@ -85,7 +77,7 @@ def kernel_status(ref: str, runner: Runner = subprocess.run) -> tuple[str, str |
     output = _call(runner, [_kaggle(), "kernels", "status", ref], echo=False)
     match = _KERNEL_STATUS.search(output)
     if match is None:
-        raise KaggleError(f"kaggle kernels status {ref} printed no status: {_last_line(output)}")
+        raise KaggleError(f"kaggle kernels status {ref} printed no status: {last_line(output)}")
     failure = _FAILURE_MESSAGE.search(output)
     return match.group(1).lower(), failure.group(1) if failure else None
 
@@ -160,7 +152,7 @@ def _competition_entry(slug: str, runner: Runner) -> dict[str, Any] | None:
     try:
         items = json.loads(output[start:]) if start >= 0 else []
     except json.JSONDecodeError:
-        raise KaggleError(f"kaggle competitions list printed no JSON list: {_last_line(output)}") from None
+        raise KaggleError(f"kaggle competitions list printed no JSON list: {last_line(output)}") from None
     for item in items:
         if str(item.get("ref", "")).rstrip("/").split("/")[-1] == slug:
             return item
@@ -171,7 +163,7 @@ def command_download(cfg: Config, competition: str | None = None, runner: Runner
                      force: bool = False) -> Path:
     """Download the competition's files into ``data.root`` and unzip them there. Checks first that the
     rules were accepted (the download is refused otherwise, with an unhelpful 403)."""
-    slug = _competition_slug(cfg, competition)
+    slug = competition_slug(cfg, competition)
     entry = _competition_entry(slug, runner)
     if entry is None:
         raise KaggleError(f"competition {slug!r} not found by kaggle competitions list --search {slug}: check "
@@ -207,7 +199,7 @@ def _submissions(slug: str, runner: Runner) -> list[dict[str, Any]]:
     try:
         return json.loads(output[start:]) if start >= 0 else []
     except json.JSONDecodeError:
-        raise KaggleError(f"kaggle competitions submissions printed no JSON list: {_last_line(output)}") from None
+        raise KaggleError(f"kaggle competitions submissions printed no JSON list: {last_line(output)}") from None
 
 
 def _status_name(value: Any) -> str:
@@ -220,14 +212,14 @@ def command_submit(cfg: Config, kernel: str, version: int, *, competition: str |
                    interval: float = POLL_S, timeout: float = WAIT_TIMEOUT_S) -> float | None:
     """Submit ``file_name`` of version ``version`` of a kernel to a code competition; with ``wait``, poll
     ``competitions submissions`` until Kaggle has scored it and return the public score."""
-    slug = _competition_slug(cfg, competition)
+    slug = competition_slug(cfg, competition)
     ref = kernel_ref(kernel)
     message = message or f"kseg {ref} v{version}"
     output = _call(runner, [_kaggle(), "competitions", "submit", slug, "-k", ref, "-f", file_name,
                             "-v", str(version), "-m", message])
     log.info(output.rstrip())
     if "Could not submit to competition" in output or "Could not find competition" in output:
-        raise KaggleError(f"Kaggle refused the submission of {ref} v{version} to {slug}: {_last_line(output)}")
+        raise KaggleError(f"Kaggle refused the submission of {ref} v{version} to {slug}: {last_line(output)}")
     if not wait:
         return None
     polls = _polls(timeout, interval)
