@@ -67,7 +67,7 @@ def test_real_config_loads_and_sets_only_data(path):
 
 def test_every_real_set_has_a_config():
     from benchmarks.real_sets import SETS
-    from kseg.targets import TASKS
+    from kseg.tasks import TASKS
 
     assert sorted(p.stem for p in REAL_CONFIGS) == sorted(n for n, s in SETS.items() if s.task in TASKS)
 

@@ -7,7 +7,7 @@ import sys
 
 CORE = ["rle", "metric", "postprocess", "tta", "search", "submission", "normalize", "plan", "data", "folds",
         "targets", "config", "run", "files", "errors", "dicom", "eda", "analysis", "overlay", "report", "demo",
-        "channels"]
+        "channels", "tasks"]
 HEAVY = ["tensorflow", "tf_keras", "keras", "segmentation_models", "albumentations"]
 
 

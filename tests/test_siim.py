@@ -179,7 +179,7 @@ def test_submission_in_siim_form_validates_scores_and_reads_back(
     config = siim_root / "siim.yaml"
     config.write_text(f"data: {{root: {siim_root}, image_ext: .dcm, task: binary, schema: {{preset: siim}}}}\n")
     assert main(["validate", str(path), "--config", str(config)]) == 0
-    assert capsys.readouterr().out.strip() == "valid: 10 rows, 10 images, 5 instances"
+    assert capsys.readouterr().out.strip() == "valid: 10 rows, 10 images, 5 masks"  # a binary row is one image's mask
 
     truth = data.read_annotations(siim_root / SAMPLE, schema, "truth")
     report = score_frames(truth, written, schema, {image_id: SIIM_SHAPE for image_id in standard_masks}, "binary")

@@ -32,6 +32,7 @@ from kseg.predict import fold_scores_path
 from kseg.run import RunDir
 from kseg.search import OofImage, SearchResult, check_search_config, load_oof, oof_images, read_search_result
 from kseg.targets import read_channels
+from kseg.tasks import task_of
 from kseg.tta import views_for_orientation
 
 __all__ = ["ERROR_KINDS", "MATCH_IOU", "MERGE_SHARE", "ObjectErrors", "classify_objects", "Scoring",
@@ -268,7 +269,7 @@ class OofAnalysis:
         """The headline numbers, one per row (``what``, ``value``), for a notebook or the report."""
         chosen, images = self.chosen, self.images
         score, plain = images["score"].mean(), images["score_plain"].mean()
-        if self.run.scoring.task == "multiclass":  # a set's mean IoU (summed pixels) is not the mean of its images'
+        if task_of(self.run.scoring.task).class_per_pixel:  # a set's mean IoU (summed pixels) is not the mean of its images'
             score, plain = chosen.oof_score, chosen.oof_score_plain
         rows = [("OOF images (folds)", f"{len(images)} ({', '.join(map(str, sorted(images['fold'].unique())))})"),
                 (f"OOF score ({self.run.scoring.key} predictions, searched parameters)", f"{score:.4f}"),

@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from . import __version__
-from .config import TASKS, Config, load_config
+from .config import Config, load_config
 from .console import console
 from .errors import KsegError, KsegWarning
+from .tasks import TASKS
 
 
 def _config(args: argparse.Namespace) -> Config:

@@ -17,12 +17,12 @@ import yaml
 
 from .errors import ConfigError
 from .run import RunDir
+from .tasks import task_of
 
 Config = dict[str, Any]
 
-# The tasks kseg trains (see data.task below) and the output activations it builds.
-TASKS = ("instance", "binary", "multiclass")
 UNLISTED = ("skip", "empty")
+# The output activations kseg builds (the tasks it trains: kseg.tasks).
 ACTIVATIONS = ("auto", "sigmoid", "softmax")
 
 DEFAULTS: Config = {
@@ -279,8 +279,7 @@ _BOOLS = ("postprocess.per_class", "folds.allow_group_leak", "model.encoder_free
 
 def _validate_values(cfg: Config) -> None:
     """Types and ranges of the values every command uses, so a wrong one is one ConfigError, not a traceback."""
-    if cfg["data"]["task"] not in TASKS:
-        raise ConfigError(f"data.task must be one of {', '.join(TASKS)}, got {cfg['data']['task']!r}")
+    task_of(cfg["data"]["task"])
     from .metric import task_metric  # lazily: metric imports this module
 
     task_metric(cfg["data"]["task"], cfg["data"]["metric"])

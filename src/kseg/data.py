@@ -27,6 +27,8 @@ from kseg.errors import ConfigError, DataError, warn
 from kseg.files import child_path
 from kseg.metric import BACKGROUND, VOID
 
+from .tasks import task_of
+
 __all__ = [
     "Schema", "PRESETS", "schema_from_config", "read_image", "image_size", "ImageRecord",
     "read_csv", "read_annotations", "csv_lines", "read_index", "load_records", "load_test_truth", "list_test_images",
@@ -114,7 +116,7 @@ class Schema:
     def check_task(self, task: str) -> None:
         """A multiclass task needs a class column and a class column in the submission; the others write two
         columns. Checked where a schema meets its task (the config, ``kseg score``)."""
-        if task == "multiclass":
+        if task_of(task).class_per_pixel:
             if not self.class_col:
                 raise ConfigError("data.task multiclass needs data.schema.class_col (the class of each row, e.g. "
                                   "ClassId), or data.schema.preset: severstal")
@@ -154,7 +156,7 @@ def schema_from_config(cfg: Mapping[str, Any]) -> Schema:
         raise ConfigError(f"data.schema.header must be true or false (false: the train CSV has no header line), "
                           f"got {values['header']!r}")
     task = cfg["data"].get("task", "instance")
-    with_class = task == "multiclass" and values["class_col"]
+    with_class = task_of(task).class_per_pixel and values["class_col"]
     default_cols = (values["id_col"], values["rle_col"], *([values["class_col"]] if with_class else []))
     submission_cols = values["submission_cols"] or default_cols
     if (isinstance(submission_cols, str) or len(submission_cols) not in (2, 3)
@@ -195,7 +197,7 @@ def class_names(cfg: Mapping[str, Any], records: Sequence["ImageRecord"]) -> lis
     """The pixel classes of a multiclass run, in class-id order (class id k = ``names[k-1]``): ``data.classes``,
     or ``"1".."K"`` with K the highest class id in the records; empty for the other tasks (their classes
     are per image, :func:`kseg.train.run_classes`)."""
-    if cfg["data"]["task"] != "multiclass":
+    if not task_of(cfg["data"]["task"]).class_per_pixel:
         return []
     if cfg["data"]["classes"] is not None:
         return [str(name) for name in cfg["data"]["classes"]]
@@ -484,7 +486,7 @@ def _read_train_table(cfg: Mapping[str, Any]) -> _TrainTable:
     empty_ids = rows["_line"][rows[schema.id_col].str.strip() == ""]
     if len(empty_ids):
         raise DataError(f"{csv_path} line {empty_ids.iloc[0]}: empty {schema.id_col}")
-    multiclass = cfg["data"]["task"] == "multiclass"
+    multiclass = task_of(cfg["data"]["task"]).class_per_pixel
     if multiclass:
         rows = rows.assign(_class=_row_classes(rows, csv_path, class_col, n_classes_of(cfg)))
 
@@ -504,7 +506,7 @@ def _read_train_table(cfg: Mapping[str, Any]) -> _TrainTable:
         if has_sizes:
             _check_csv_sizes(image_rows, schema, csv_path, image_id, (height, width))
         n_foreground_rows = int((~image_rows["_empty"]).sum())
-        if cfg["data"]["task"] == "binary":
+        if task_of(cfg["data"]["task"]).one_mask_per_image:
             n_foreground_rows = min(n_foreground_rows, 1)
         index_rows.append({
             "id": image_id,
@@ -593,8 +595,8 @@ def load_records(cfg: Mapping[str, Any], *, progress: bool = True) -> list[Image
     """
     table = _read_train_table(cfg)
     schema, csv_path = table.schema, table.csv_path
-    binary = cfg["data"]["task"] == "binary"
-    multiclass = cfg["data"]["task"] == "multiclass"
+    task = task_of(cfg["data"]["task"])
+    binary, multiclass = task.one_mask_per_image, task.class_per_pixel
     records: list[ImageRecord] = []
     rows_by_id = dict(tuple(table.rows.groupby(schema.id_col, sort=True)))
     no_rows = table.rows.iloc[:0]  # an image of data.unlisted: empty

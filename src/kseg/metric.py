@@ -17,9 +17,9 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from kseg.config import TASKS
 from kseg.errors import ConfigError, DataError, SubmissionError
 from kseg.rle import decode_classes, decode_labels, first_overlapping_row, is_empty
+from kseg.tasks import TASKS, task_of
 
 if TYPE_CHECKING:
     from kseg.data import Schema
@@ -28,7 +28,7 @@ __all__ = [
     "THRESHOLDS", "ScoreReport", "ObjectOverlaps", "object_overlaps", "iou_matrix", "match_counts", "image_score",
     "task_score", "dice", "iou", "score_frames",
     "tgs_score", "f2_score", "mean_iou_classes", "Metric", "METRICS", "metric_by_name", "TASK_METRICS", "task_metric",
-    "TASKS", "BACKGROUND", "VOID", "class_counts", "add_counts", "class_ious", "class_map_counts", "class_map_ious",
+    "BACKGROUND", "VOID", "class_counts", "add_counts", "class_ious", "class_map_counts", "class_map_ious",
     "class_map_score", "class_dice", "dice_classes", "TaskScores", "dataset_score",
 ]
 
@@ -171,11 +171,6 @@ def iou(truth_mask: np.ndarray, pred_mask: np.ndarray) -> float:
     if union == 0:
         return 1.0
     return int(np.count_nonzero(truth_mask & pred_mask)) / union
-
-
-def _check_task(task: str) -> None:
-    if task not in TASKS:
-        raise DataError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
 
 
 def task_score(truth: np.ndarray, pred: np.ndarray, task: str, metric: str = "auto") -> float:
@@ -421,7 +416,7 @@ class TaskScores:
 
     def add(self, truth: np.ndarray, pred: np.ndarray) -> float:
         """Count one image; returns its own score (for multiclass the image's score under the metric alone)."""
-        if self.task == "multiclass":
+        if task_of(self.task).class_per_pixel:
             counts = class_map_counts(truth, pred, self.n_bins)
             self.image_counts.append(counts)
             score = self.metric.counts_score(counts[None])  # type: ignore[misc]
@@ -434,13 +429,13 @@ class TaskScores:
     def score(self) -> float:
         if not self.per_image:
             raise DataError("no images to score")
-        if self.task == "multiclass":
+        if task_of(self.task).class_per_pixel:
             return self.metric.counts_score(_padded(self.image_counts, self.n_bins))  # type: ignore[misc]
         return float(np.mean(self.per_image))
 
     def class_scores(self) -> dict[int, float]:
         """Each class's score under the metric by class id (multiclass; empty for the other tasks)."""
-        if self.task != "multiclass" or not self.image_counts:
+        if not task_of(self.task).class_per_pixel or not self.image_counts:
             return {}
         return self.metric.counts_per_class(_padded(self.image_counts, self.n_bins))  # type: ignore[misc]
 
@@ -518,19 +513,14 @@ METRICS: dict[str, Metric] = {
 }
 
 
-# The metrics that score each task's predictions, its own first (``data.metric: auto``): an instance run predicts
-# label images (a mask metric scores their union: Dice, TGS), a binary run masks, a multiclass run class maps.
-TASK_METRICS: dict[str, tuple[str, ...]] = {
-    "instance": ("map_iou", "f2_iou", "dice", "iou", "tgs_ap_iou"),
-    "binary": ("dice", "iou", "tgs_ap_iou"),
-    "multiclass": ("mean_iou_classes", "dice_classes"),
-}
+# The metrics that score each task's predictions, its own first (kseg.tasks).
+TASK_METRICS: dict[str, tuple[str, ...]] = {name: task.metrics for name, task in TASKS.items()}
 
 
 def task_metric(task: str, name: str = "auto") -> Metric:
     """The metric ``data.metric`` names for ``task`` (``auto``: the task's own); a ConfigError naming the metrics
     that fit the task otherwise (a label metric cannot score a binary mask's components as the competition did)."""
-    _check_task(task)
+    task_of(task)
     if name == "auto":
         return METRICS[TASK_METRICS[task][0]]
     if name not in TASK_METRICS[task]:
@@ -629,7 +619,7 @@ def score_frames(
     ``ScoreReport.overlaps``. ``metric`` names the per-image metric (:func:`task_metric`; auto: the task's own).
     """
     scorer = task_metric(task, metric)
-    if task == "multiclass":
+    if task_of(task).class_per_pixel:
         return _score_class_frames(truth_df, pred_df, schema, shapes, truth_name=truth_name, pred_name=pred_name,
                                    progress=progress, metric=metric, n_classes=n_classes)
     pred_id_col, pred_rle_col = schema.submission_cols
@@ -650,7 +640,7 @@ def score_frames(
         truth, _ = labels_of(truth_rles, rows, truth_name, truth_lines, image_id)
         image_pred_rows = pred_rows.get(image_id, empty_rows)
         pred, overlap = labels_of(pred_rles, image_pred_rows, pred_name, pred_lines, image_id)
-        if overlap and task == "instance":  # binary: the rows of an image are unioned, overlap is fine
+        if overlap and task_of(task).separates_objects:  # binary: the rows of an image are unioned, overlap is fine
             if not allow_overlap:
                 line = _first_overlapping_line(pred_rles[image_pred_rows], pred_lines[image_pred_rows],
                                                image_shapes[image_id], schema.rle_order)

@@ -20,6 +20,7 @@ import numpy as np
 
 from .errors import ConfigError, warn
 from .files import atomic_path
+from .tasks import task_of
 from .unet import SCRATCH_ARCH, build_scratch_unet, check_scratch_config
 from .unet import preprocess as scratch_preprocess
 
@@ -219,7 +220,7 @@ def activation(cfg: Mapping[str, Any]) -> str:
     and a sigmoid per channel for the other tasks (foreground and border overlap; a binary mask is one channel)."""
     value = cfg["model"]["activation"]
     if value == "auto":
-        return "softmax" if cfg["data"]["task"] == "multiclass" else "sigmoid"
+        return "softmax" if task_of(cfg["data"]["task"]).class_per_pixel else "sigmoid"
     return str(value)
 
 
@@ -376,7 +377,7 @@ def channel_weights(cfg: Mapping[str, Any], n_channels: int, pixel_counts: np.nd
     if weights is None:
         return None
     if weights == "auto":
-        if cfg["data"]["task"] != "multiclass":
+        if not task_of(cfg["data"]["task"]).class_per_pixel:
             raise ConfigError("train.channel_weights: auto weighs the classes of a multiclass task by their pixel "
                               f"frequency; data.task is {cfg['data']['task']}: give a list of {n_channels} numbers or null")
         return None if pixel_counts is None else inverse_frequency_weights(pixel_counts, float(power))
@@ -432,7 +433,7 @@ def build_loss(cfg: Mapping[str, Any], n_channels: int, weights: np.ndarray | No
     if region_name:
         region_class = sm.losses.DiceLoss if region_name == "dice" else sm.losses.JaccardLoss
         loss = pixel + region_class(class_weights=weights)
-    return void_masked(loss) if cfg["data"]["task"] == "multiclass" else loss
+    return void_masked(loss) if task_of(cfg["data"]["task"]).class_per_pixel else loss
 
 
 def void_masked(loss: Any) -> Any:

@@ -24,6 +24,7 @@ from .config import Config, data_path, fingerprint, folds_path, output_dir, subm
 from .errors import ConfigError
 from .files import write_json
 from .run import RunDir
+from .tasks import task_of
 
 log = logging.getLogger(__name__)
 
@@ -272,7 +273,7 @@ def print_summary(cfg: Config, timings: dict[str, str], submission: Path) -> Non
 
         schema = schema_from_config(cfg)
         names: dict[str, str] = {}
-        if cfg["data"]["task"] == "multiclass":  # per-class scores by class id: named as the run's channels
+        if task_of(cfg["data"]["task"]).class_per_pixel:  # per-class scores by class id: named as the run's channels
             from .targets import read_channels
 
             channels, _ = read_channels(output_dir(cfg), "multiclass")

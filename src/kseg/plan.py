@@ -20,6 +20,8 @@ from typing import Any, Mapping, Sequence
 import cv2
 import numpy as np
 
+from kseg.tasks import task_of
+
 from .config import is_int
 from .errors import ConfigError, DataError
 from .files import write_json
@@ -220,7 +222,7 @@ def scale_plan(fp: Fingerprint, train_cfg: Mapping[str, Any], task: str = "insta
     check_plan_config(train_cfg)
     if train_cfg["scale"] != "auto":
         return float(train_cfg["scale"]), "train.scale set in the config"
-    if task != "instance":
+    if not task_of(task).separates_objects:
         return 1.0, f"task {task}: no instance sizes to plan by, full resolution"
     target = float(train_cfg["target_diameter"])
     if fp.median_diameter is None or fp.n_objects < _MIN_OBJECTS:

@@ -24,13 +24,12 @@ import numpy as np
 from scipy import ndimage
 from skimage.segmentation import watershed
 
-from kseg.config import TASKS
 from kseg.errors import ConfigError, DataError
 from kseg.metric import VOID
+from kseg.tasks import TASKS, task_of
 
 __all__ = [
     "PARAM_KEYS",
-    "TASKS",
     "validate_params",
     "as_probabilities",
     "seeds_for",
@@ -46,22 +45,13 @@ __all__ = [
     "remove_small_classes",
 ]
 
-# Keys each task needs; binary masks have no seeds (and holes in a binary mask may be real).
-PARAM_KEYS: dict[str, tuple[str, ...]] = {
-    "instance": ("fg_threshold", "seed_threshold", "min_area", "fill_holes"),
-    "binary": ("fg_threshold", "min_area"),
-    "multiclass": ("min_area",),
-}
+# Keys each task needs (kseg.tasks).
+PARAM_KEYS: dict[str, tuple[str, ...]] = {name: task.params for name, task in TASKS.items()}
 _ALL_KEYS = PARAM_KEYS["instance"]
 # 4-connectivity, the same as skimage's watershed default, so seeds, flooding and leftovers agree.
 _FOUR_CONNECTED = ndimage.generate_binary_structure(2, 1)
 # A binary mask's objects touching only diagonally are still one object when dropping speckle.
 _EIGHT_CONNECTED = ndimage.generate_binary_structure(2, 2)
-
-
-def _check_task(task: str) -> None:
-    if task not in TASKS:
-        raise ConfigError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
 
 
 def validate_params(params: Mapping[str, Any], task: str = "instance") -> dict[str, Any]:
@@ -70,7 +60,7 @@ def validate_params(params: Mapping[str, Any], task: str = "instance") -> dict[s
     Keys the task does not use (``seed_threshold``/``fill_holes`` for binary) are allowed, so one
     ``postprocess.default`` works for both tasks, but they are still type-checked.
     """
-    _check_task(task)
+    task_of(task)
     if not isinstance(params, Mapping):
         raise ConfigError(f"post-processing params must be a mapping, got {params!r}")
     unknown = sorted(set(params) - set(_ALL_KEYS))
@@ -85,7 +75,7 @@ def validate_params(params: Mapping[str, Any], task: str = "instance") -> dict[s
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0 or math.isnan(value):
                 raise ConfigError(f"post-processing param '{key}' must be a number in [0, 1], got {value!r}")
             checked[key] = float(value)
-        elif key == "min_area" and task == "multiclass" and isinstance(value, (list, tuple)):
+        elif key == "min_area" and task_of(task).class_per_pixel and isinstance(value, (list, tuple)):
             if not value or not all(_is_area(v) for v in value):
                 raise ConfigError(f"post-processing param 'min_area' must be an integer >= 0 or a list of them (one "
                                   f"per class), got {value!r}")
@@ -107,9 +97,8 @@ def _is_area(value: Any) -> bool:
 
 def as_probabilities(probs: np.ndarray, task: str = "instance") -> np.ndarray:
     """(H, W, C) float32 in [0, 1] from uint8 (×255, as the OOF files store them) or float probabilities."""
-    _check_task(task)
+    needed = task_of(task).min_channels
     probs = np.asarray(probs)
-    needed = 1 if task == "binary" else 2  # instance: foreground + border; multiclass: background + a class
     if probs.ndim != 3 or probs.shape[-1] < needed:
         raise DataError(
             f"probabilities must be (height, width, channels) with at least {needed} channel(s) for task {task}, "
@@ -214,10 +203,10 @@ def label_objects(labels: np.ndarray, task: str) -> np.ndarray:
     units ``min_area`` removes), so object counts, matches and errors mean the same for both tasks; a class map
     is itself too (each class of an image one object, the unit its ``min_area`` removes), void pixels as background
     (they are nobody's object)."""
-    _check_task(task)
-    if task == "multiclass":
+    kind = task_of(task)
+    if kind.class_per_pixel:
         return np.where(labels == VOID, 0, labels).astype(np.int32)
-    return binary_components(labels.astype(np.float32), 0.5) if task == "binary" else labels
+    return binary_components(labels.astype(np.float32), 0.5) if kind.one_mask_per_image else labels
 
 
 def class_map(probs: np.ndarray) -> np.ndarray:
@@ -249,9 +238,9 @@ def instances_from_probs(probs: np.ndarray, params: Mapping[str, Any], task: str
     class map (0 = no class, k = class id k) for multiclass."""
     checked = validate_params(params, task)
     probs = as_probabilities(probs, task)
-    if task == "multiclass":
+    if task_of(task).class_per_pixel:
         return remove_small_classes(class_map(probs), checked["min_area"])
-    if task == "binary":
+    if task_of(task).one_mask_per_image:
         kept = remove_small(binary_components(probs[..., 0], checked["fg_threshold"]), checked["min_area"])
         return (kept > 0).astype(np.int32)
     candidates = instance_candidates(probs, checked["fg_threshold"], checked["seed_threshold"], checked["fill_holes"])

@@ -22,6 +22,7 @@ from .run import RunDir
 from .search import SearchResult, read_search_result
 from .submission import SubmissionWriter, validate_submission
 from .targets import read_channels
+from .tasks import task_of
 from .tta import mean_of, predict_each, predict_ensemble, views_for_orientation
 
 log = logging.getLogger(__name__)
@@ -141,7 +142,7 @@ def command_predict(cfg: Config, out: Path | None = None) -> Path:
     scores = None
     if truth is not None:
         scores = FoldScores(truth, [weights.parent.name for weights in fold_weight_files(cfg)], chosen, classes, task,
-                            cfg["data"]["metric"], len(channels) - 1 if task == "multiclass" else 0)
+                            cfg["data"]["metric"], len(channels) - 1 if task_of(task).class_per_pixel else 0)
     scores_path.unlink(missing_ok=True)  # numbers of an earlier prediction must not pass for this one's
     views = planned_views(cfg)
     log.info(f"predicting {len(tests)} test images with {len(models)} fold models x {len(views)} TTA views "

@@ -53,6 +53,7 @@ from kseg.postprocess import (
 )
 from kseg.run import RunDir
 from kseg.targets import read_channels
+from kseg.tasks import task_of
 from kseg.tta import views_for_orientation
 
 log = logging.getLogger(__name__)
@@ -169,9 +170,9 @@ class Grid:
 
     def points(self) -> list[dict[str, Any]]:
         """Every grid point as a params dict, in flat-index order (min_area varies fastest)."""
-        if self.task == "multiclass":
+        if task_of(self.task).class_per_pixel:
             return [{"min_area": area} for area in self.min_areas]
-        if self.task == "binary":
+        if task_of(self.task).one_mask_per_image:
             return [{"fg_threshold": fg, "min_area": area} for fg, area in itertools.product(self.fg_thresholds, self.min_areas)]
         return [
             {"fg_threshold": fg, "seed_threshold": seed, "min_area": area, "fill_holes": self.fill_holes}
@@ -232,12 +233,12 @@ def score_grid(truth: np.ndarray, probs: np.ndarray, grid: Grid) -> np.ndarray:
     ``min_area`` applied as a filter on those areas (see ``postprocess.remove_small``).
     """
     probs = as_probabilities(probs, grid.task)
-    if grid.task == "multiclass":
+    if task_of(grid.task).class_per_pixel:
         return count_grid(truth, probs, grid)
     metric = task_metric(grid.task, grid.metric)
     scores = np.empty(int(np.prod(grid.shape)), np.float64)
     flat_index = 0
-    if grid.task == "binary":
+    if task_of(grid.task).one_mask_per_image:
         for fg_threshold in grid.fg_thresholds:
             components = binary_components(probs[..., 0], fg_threshold)
             areas = np.bincount(components.ravel())
@@ -400,7 +401,7 @@ def command_search(cfg: Mapping[str, Any], use_tta: bool | None = None) -> Searc
         use_tta = views_for_orientation(cfg["tta"], read_plan(run_dir).orientation) != ["identity"]
     key = "tta" if use_tta else "plain"
     n_jobs = check_search_config(cfg, task)
-    if task == "multiclass":
+    if task_of(task).class_per_pixel:
         return _search_class_maps(cfg, run_dir, channels, grid, default, key, n_jobs)
 
     images = oof_images(cfg, load_records(cfg), run_dir)

@@ -25,6 +25,7 @@ from kseg import data, rle
 from kseg.data import Schema
 from kseg.errors import DataError, RLEError, SubmissionError
 from kseg.files import atomic_path
+from kseg.tasks import task_of
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +191,7 @@ def validate_submission(path: str | Path, schema: Schema, expected: Mapping[str,
         problems.append(f"{path}: no data rows")
     lines = data.csv_lines(frame)
     values = frame[rle_col].tolist()
-    if task == "multiclass":
+    if task_of(task).class_per_pixel:
         problems.extend(_class_problems(frame, schema, lines, n_classes))
     positions_of: dict[str, list[int]] = {}
     first_line_of: dict[tuple[str, str], int] = {}
@@ -252,7 +253,7 @@ def _image_problems(rows: list[tuple[int, str]], image_id: str, shape: tuple[int
     if empty_rows and instance_rows:
         problems.append(f"line {empty_rows[0][0]}: id {image_id!r} has an empty prediction but also "
                         f"{len(instance_rows)} non-empty row(s) (first: line {instance_rows[0][0]})")
-    if task == "binary" and len(rows) > 1:
+    if task_of(task).one_mask_per_image and len(rows) > 1:
         problems.append(f"line {rows[1][0]}: id {image_id!r} has {len(rows)} rows; task binary expects exactly one row per image")
     claimed = np.zeros(shape, dtype=bool)
     for line, value in instance_rows:
@@ -263,7 +264,7 @@ def _image_problems(rows: list[tuple[int, str]], image_id: str, shape: tuple[int
             continue
         overlap = int(np.count_nonzero(mask & claimed))
         if overlap:
-            what = "class mask" if task == "multiclass" else "instance"
+            what = task_of(task).row_noun
             problems.append(f"line {line}: id {image_id!r} {what} overlaps earlier {what}s of the image in "
                             f"{overlap} pixels (value '{_abbreviate(value)}')")
         claimed |= mask
@@ -286,6 +287,6 @@ def command_validate(path: str | Path | None, cfg: Mapping[str, Any]) -> int:
         return 1
     frame = data.read_csv(path, "submission file")
     n_instances = sum(not rle.is_empty(value, schema.rle_order) for value in frame[schema.submission_cols[1]])
-    what = "class masks" if cfg["data"]["task"] == "multiclass" else "instances"
+    what = f"{task_of(cfg['data']['task']).row_noun}s"
     log.info(f"valid: {len(frame)} rows, {frame[schema.submission_cols[0]].nunique()} images, {n_instances} {what}")
     return 0

@@ -21,26 +21,21 @@ from scipy import ndimage
 from skimage.morphology import disk
 from skimage.segmentation import find_boundaries
 
-from .config import TASKS
 from .errors import ConfigError, DataError
 from .run import RunDir
+from .tasks import task_of
 
-__all__ = ["TASKS", "channel_names", "make_targets", "check_border_width", "read_channels"]
+__all__ = ["channel_names", "make_targets", "check_border_width", "read_channels"]
 
-
-
-def _check_task(task: str) -> None:
-    if task not in TASKS:
-        raise ConfigError(f"data.task must be one of {', '.join(TASKS)}, got {task!r}")
 
 
 def channel_names(task: str, classes: Sequence[str]) -> list[str]:
     """Names of the target channels, in order; a binary task has no instances to separate or classify; for
     multiclass ``classes`` are the pixel classes in class-id order (``data.class_names``)."""
-    _check_task(task)
-    if task == "binary":
+    kind = task_of(task)
+    if kind.one_mask_per_image:
         return ["foreground"]
-    if task == "multiclass":
+    if kind.class_per_pixel:
         return ["background", *(f"class:{name}" for name in classes)]
     return ["foreground", "border", *(f"class:{name}" for name in classes)]
 
@@ -76,15 +71,15 @@ def make_targets(labels: np.ndarray, task: str, cls_index: int | None, n_classes
     multiclass: ``labels`` is a class map (0 background, 1..n_classes, VOID) and the targets its one-hot
     over background + ``n_classes`` channels; VOID and any id above ``n_classes`` is all-zero (ignored).
     """
-    _check_task(task)
+    kind = task_of(task)
     if labels.ndim != 2:
         raise DataError(f"a label image must be 2-D (height, width), got shape {labels.shape}")
     check_border_width(border_width)
-    if task == "multiclass":
+    if kind.class_per_pixel:
         values = labels.astype(np.int64)
         return (values[..., None] == np.arange(n_classes + 1)).astype(np.float32)
     foreground = labels > 0
-    if task == "binary":
+    if kind.one_mask_per_image:
         return foreground[..., None].astype(np.float32)
     if cls_index is not None and not 0 <= cls_index < n_classes:
         raise DataError(f"class index {cls_index} is outside the {n_classes} classes of the run")

@@ -59,6 +59,7 @@ from .plan import (
 from .postprocess import instances_from_probs, validate_params
 from .run import RunDir
 from .targets import channel_names, check_border_width, make_targets, read_channels
+from .tasks import task_of
 from .tta import VIEWS, check_tile, predict_image, views_for_orientation
 
 log = logging.getLogger(__name__)
@@ -210,7 +211,7 @@ def check_train_config(cfg: Config) -> None:
 def run_classes(records: Sequence[ImageRecord], task: str) -> list[str]:
     """Image classes that get a target channel: sorted record classes; none for a binary task or without
     classes, and none for multiclass (its classes are per pixel: ``data.class_names``)."""
-    if task == "binary":
+    if task_of(task).one_mask_per_image:
         return []
     return sorted({str(record.cls) for record in records if record.cls is not None})
 
@@ -516,7 +517,7 @@ class Validator:
         self.preprocess, self.loss = preprocess, loss
         self.task, self.metric = cfg["data"]["task"], cfg["data"]["metric"]
         # A multiclass target holds background + one channel per class; the metric may score every class.
-        self.n_classes = cache.targets[0].shape[-1] - 1 if self.task == "multiclass" else 0
+        self.n_classes = cache.targets[0].shape[-1] - 1 if task_of(self.task).class_per_pixel else 0
         self.params = validate_params(cfg["postprocess"]["default"], self.task)
         self.tile = cfg["predict"]["tile"]
 
@@ -925,7 +926,7 @@ def oriented_config(cfg: Config, orientation: str) -> Config:
 
 def _fit_polarity(cfg: Config, records: Sequence[ImageRecord]) -> Polarity:
     """``model.invert: auto``'s rule, from the training images and their labels (normalize.fit_polarity)."""
-    if cfg["data"]["task"] == "multiclass":  # every pixel is some class: there is no object and ground
+    if task_of(cfg["data"]["task"]).class_per_pixel:  # every pixel is some class: there is no object and ground
         return Polarity("none", "task multiclass: no objects on a ground to compare, nothing inverted")
     norm, _ = check_norm_config(cfg["model"])
     read = image_reader(cfg)
@@ -959,7 +960,7 @@ def command_train(cfg: Config, fold: int | str | list[int] | None = None, resume
     write_text(out / "config.yaml", config_module.dump(dict(cfg)))
     write_json(out / "env.json", _environment())
     write_json(RunDir(out).channels, {"channels": channels, "classes": classes, "task": task})
-    fp = fingerprint([record.labels for record in records], [record.cls for record in records], task == "multiclass")
+    fp = fingerprint([record.labels for record in records], [record.cls for record in records], task_of(task).class_per_pixel)
     requested = _folds_to_train(cfg["train"]["folds"] if fold is None else fold, sorted(set(fold_of.tolist())))
     plan = make_plan(fp, cfg["train"], task, requested)
     if cfg["model"]["invert"] == "auto":
