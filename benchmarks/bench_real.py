@@ -22,7 +22,9 @@ CE + Dice, cosine LR and 4-flip TTA.
 
 ``python -m benchmarks.bench_real --sets he_nuclei,phase_cells_usiigaci --budget 600`` runs some sets,
 keeps each set's table in ``benchmarks/results/real/<set>.md`` and reassembles BENCHMARKS.md;
-``--quick`` (128 px crops, 2 steps, printed only) checks that everything runs.
+``--seeds 0,1,2`` trains every trained row once per seed and reports the mean, each seed's score in its notes
+(one short from-scratch run varies by more than most gaps between rows); ``--quick`` (128 px crops, 2 steps,
+printed only) checks that everything runs.
 """
 from __future__ import annotations
 
