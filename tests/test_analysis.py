@@ -15,6 +15,7 @@ from kseg.eda import dataset_stats
 from kseg.overlay import error_overlay
 from kseg.plots import ERROR_COLOURS
 from kseg.postprocess import label_objects
+from kseg.run import RunDir
 
 
 def scene() -> tuple[np.ndarray, np.ndarray]:
@@ -73,7 +74,7 @@ def test_param_profiles_run_through_each_columns_best_point() -> None:
 def test_analysis_reproduces_the_search_and_counts_every_object(finished_run: Path) -> None:
     cfg = load_config("configs/demo.yaml", tiny_sets(finished_run))
     analysis = analyse_oof(cfg, progress=False)
-    chosen = json.loads((finished_run / "run" / "postprocess.json").read_text())
+    chosen = json.loads(RunDir(finished_run / "run").postprocess.read_text())
     images = analysis.images
     assert len(images) == chosen["n_images"] == 6
     assert images["score"].mean() == pytest.approx(chosen["oof_score"])

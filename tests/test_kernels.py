@@ -33,6 +33,7 @@ from kseg.kaggle import (
     validate_kernel_dir,
 )
 from kseg.kaggle import competition as kaggle_cli
+from kseg.run import RunDir
 
 OWNER = "tester"
 COMPETITION = "sartorius-cell-instance-segmentation"
@@ -66,17 +67,17 @@ def competition_dir(tmp_path: Path, fixtures_dir: Path) -> Path:
 @pytest.fixture
 def run_dir(tmp_path: Path) -> Path:
     """What training and search leave in output.dir, with placeholder weights."""
-    run = tmp_path / "run"
+    run = RunDir(tmp_path / "run")
     for fold in (0, 1):
-        (run / f"fold{fold}" / "oof").mkdir(parents=True)
-        (run / f"fold{fold}" / "best.weights.h5").write_bytes(b"best" * 10)
-        (run / f"fold{fold}" / "last.weights.h5").write_bytes(b"last" * 10)
-        (run / f"fold{fold}" / "oof" / "img.npz").write_bytes(b"oof")
-    (run / "channels.json").write_text(json.dumps({"channels": ["foreground", "border"], "classes": []}))
-    (run / "postprocess.json").write_text(json.dumps({"default": {"fg_threshold": 0.5}}))
-    (run / "folds.csv").write_text("id,fold\na,0\nb,1\n")
-    (run / "config.yaml").write_text("name: unit-demo\n")
-    return run
+        run.oof(fold).mkdir(parents=True)
+        run.weights(fold).write_bytes(b"best" * 10)
+        run.last_weights(fold).write_bytes(b"last" * 10)
+        (run.oof(fold) / "img.npz").write_bytes(b"oof")
+    run.channels.write_text(json.dumps({"channels": ["foreground", "border"], "classes": []}))
+    run.postprocess.write_text(json.dumps({"default": {"fg_threshold": 0.5}}))
+    run.folds_csv.write_text("id,fold\na,0\nb,1\n")
+    (run.root / "config.yaml").write_text("name: unit-demo\n")
+    return run.root
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ from kseg.data import PRESETS, Schema, load_records, schema_from_config
 from kseg.errors import ConfigError, DataError, SubmissionError
 from kseg.metric import VOID, TaskScores, class_map_counts, class_map_score, score_frames, task_score
 from kseg.postprocess import instances_from_probs, remove_small_classes, validate_params
+from kseg.run import RunDir
 from kseg.submission import submission_frame, validate_submission
 from kseg.targets import channel_names, make_targets
 
@@ -214,10 +215,10 @@ def test_multiclass_run_on_real_camvid_frames_writes_a_valid_submission(tmp_path
     weights_line = next(line for line in capsys.readouterr().out.splitlines() if "channel weights" in line)
     assert len(weights_line.split(": channel weights ")[1].split(" (")[0].split(", ")) == 12
     run = tmp_path / "run"
-    channels = json.loads((run / "channels.json").read_text())
+    channels = json.loads(RunDir(run).channels.read_text())
     assert channels["task"] == "multiclass" and channels["channels"][:2] == ["background", "class:Sky"]
     assert len(channels["channels"]) == 12 and channels["classes"] == []
-    chosen = json.loads((run / "postprocess.json").read_text())
+    chosen = json.loads(RunDir(run).postprocess.read_text())
     assert len(chosen["default"]["min_area"]) == 11 and 0.0 <= chosen["oof_score"] <= 1.0
     submission = pd.read_csv(tmp_path / "submission.csv", dtype=str, keep_default_na=False)
     assert list(submission.columns) == ["ImageId", "EncodedPixels", "ClassId"]
@@ -233,8 +234,8 @@ def test_multiclass_run_on_real_camvid_frames_writes_a_valid_submission(tmp_path
     assert 0.0 <= report["score"] <= 1.0 and set(report["per_image"]) == set(submission["ImageId"])
     # Severstal's metric by name: the OOF search scores and tabulates each class by its (image, class) Dice.
     assert main(["search", *args, "--set", "data.metric=dice_classes"]) == 0
-    chosen = json.loads((run / "postprocess.json").read_text())
-    table = pd.read_csv(run / "search_table.csv")
+    chosen = json.loads(RunDir(run).postprocess.read_text())
+    table = pd.read_csv(RunDir(run).search_table)
     assert 0.0 <= chosen["oof_score"] <= 1.0 and len(chosen["per_class_score"]) == 11
     assert "dice_classes:Sky" in table.columns and "iou:Sky" not in table.columns
 

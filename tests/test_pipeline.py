@@ -15,6 +15,7 @@ from kseg.cli import main
 from kseg.config import load_config
 from kseg.errors import ConfigError, KsegWarning
 from kseg.predict import command_predict, fold_weight_files
+from kseg.run import RunDir
 
 pytestmark = pytest.mark.slow
 
@@ -66,7 +67,7 @@ def test_search_is_at_least_as_good_as_the_defaults(finished_run):
                        & (table["seed_threshold"] == default["seed_threshold"])
                        & (table["min_area"] == default["min_area"])]
     assert len(at_default) == 1
-    chosen = json.loads((run / "postprocess.json").read_text())["default"]
+    chosen = json.loads(RunDir(run).postprocess.read_text())["default"]
     at_chosen = table[(table["fg_threshold"] == chosen["fg_threshold"])
                       & (table["seed_threshold"] == chosen["seed_threshold"])
                       & (table["min_area"] == chosen["min_area"])]
@@ -89,9 +90,9 @@ def test_changed_search_grid_redoes_search_and_predict_only(finished_run, capsys
     assert main(["run", *tiny_args(finished_run, extra)]) == 0
     out = capsys.readouterr().out
     assert "=== train ===" not in out and "=== search ===" in out and "=== predict ===" in out
-    chosen = json.loads((finished_run / "run" / "postprocess.json").read_text())
+    chosen = json.loads(RunDir(finished_run / "run").postprocess.read_text())
     assert chosen["default"]["fg_threshold"] == 0.5 and chosen["default"]["seed_threshold"] in (0.5, 0.6)
-    assert len(pd.read_csv(finished_run / "run" / "search_table.csv")) == 4  # the new point x the default's values
+    assert len(pd.read_csv(RunDir(finished_run / "run").search_table)) == 4  # the new point x the default's values
 
 
 def test_predict_subset_of_folds_and_missing_weights(finished_run, tmp_path):
@@ -108,7 +109,7 @@ def test_predict_subset_of_folds_and_missing_weights(finished_run, tmp_path):
 def test_predict_without_search_uses_defaults(finished_run, tmp_path):
     run_copy = tmp_path / "run"
     shutil.copytree(finished_run / "run", run_copy)
-    (run_copy / "postprocess.json").unlink()
+    RunDir(run_copy).postprocess.unlink()
     cfg = load_config("configs/demo.yaml", TINY + [f"data.root={finished_run / 'data'}", f"output.dir={run_copy}"])
     with pytest.warns(KsegWarning, match="using postprocess.default"):
         command_predict(cfg, tmp_path / "sub.csv")
@@ -177,12 +178,12 @@ def test_summary_warns_when_the_ensemble_scores_below_its_best_fold(finished_run
 def test_changed_tta_rewrites_the_oof_without_retraining(finished_run, capsys):
     """A new TTA list reruns oof, search and predict only; the run is left as it was (the default views)."""
     run = finished_run / "run"
-    weights = (run / "fold0" / "best.weights.h5").read_bytes()
+    weights = RunDir(run).weights(0).read_bytes()
     capsys.readouterr()
     assert main(["run", *tiny_args(finished_run, ["tta=[identity]"])]) == 0
     out = capsys.readouterr().out
     assert "=== train ===" not in out and "=== oof ===" in out and "=== search ===" in out
-    assert (run / "fold0" / "best.weights.h5").read_bytes() == weights
+    assert RunDir(run).weights(0).read_bytes() == weights
     for fold in ("fold0", "fold1"):
         assert json.loads((run / fold / "oof" / "oof.json").read_text())["views"] == ["identity"]
         for path in (run / fold / "oof").glob("*.npz"):
