@@ -63,13 +63,13 @@ def test_the_shared_input_normaliser_applies_them_after_normalisation() -> None:
 
 @pytest.mark.parametrize(("value", "message"), [
     ("[sobel]", "model.extra_channels: unknown channel 'sobel'; known: median, nlmeans, multi_otsu, yen"),
-    ("median", "model.extra_channels must be a list of names"),
+    ("median", "model.extra_channels must be a list of strings, got 'median'"),
     ("[median, yen, multi_otsu]", f"takes at most {MAX_EXTRA_CHANNELS} distinct names"),
     ("[yen, yen]", f"takes at most {MAX_EXTRA_CHANNELS} distinct names"),
 ])
 def test_bad_extra_channels_fail_before_any_stage(tmp_path, value: str, message: str) -> None:
     from kseg.pipeline import check_config
 
-    cfg = load_config(None, [f"data.root={tmp_path}", "data.schema.preset=sartorius", f"model.extra_channels={value}"])
-    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(")):
-        check_config(cfg)
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(")):  # at load or before a stage
+        check_config(load_config(None, [f"data.root={tmp_path}", "data.schema.preset=sartorius",
+                                        f"model.extra_channels={value}"]))

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from kseg.augment import augment_for_orientation
+from kseg.config import load_config
 from kseg.errors import ConfigError, DataError
 from kseg.metric import VOID
 from kseg.plan import (
@@ -62,18 +63,22 @@ def test_explicit_scale_and_binary_task_and_few_objects():
     assert make_plan(few, TRAIN).scale == 1.0 and "too few objects" in make_plan(few, TRAIN).reason
 
 
-@pytest.mark.parametrize("train, words", [
-    ({"scale": "big"}, "train.scale must be 'auto' or a number"),
-    ({"scale": 0.1}, "train.scale must be 'auto' or a number"),
-    ({"scale": True}, "train.scale must be 'auto' or a number"),
-    ({"target_diameter": 0}, "train.target_diameter must be a positive number"),
-    ({"budget_steps": 0}, "train.budget_steps must be a positive integer or null, got 0"),
-    ({"min_steps_per_fold": 2.5}, "train.min_steps_per_fold must be a positive integer or null, got 2.5"),
-    ({"budget_steps": 100, "steps_per_epoch": 10}, "train.budget_steps and train.steps_per_epoch both set"),
+@pytest.mark.parametrize("override, words", [
+    ("train.scale=big", r"train.scale must be 'auto' or a number in \[0.25, 4\], got 'big'"),
+    ("train.scale=0.1", r"train.scale must be 'auto' or a number in \[0.25, 4\], got 0.1"),
+    ("train.scale=true", r"train.scale must be 'auto' or a number in \[0.25, 4\], got True"),
+    ("train.target_diameter=0", "train.target_diameter must be a positive number, got 0"),
+    ("train.budget_steps=0", "train.budget_steps must be a positive integer or null, got 0"),
+    ("train.min_steps_per_fold=2.5", "train.min_steps_per_fold must be a positive integer or null, got 2.5"),
 ])
-def test_bad_plan_config(train, words):
+def test_bad_plan_values_fail_when_the_config_loads(override, words):
     with pytest.raises(ConfigError, match=words):
-        make_plan(fingerprint([discs(20, 4)], [None]), {**TRAIN, **train})
+        load_config(None, [override])
+
+
+def test_budget_and_epoch_length_together_are_an_error():
+    with pytest.raises(ConfigError, match="train.budget_steps and train.steps_per_epoch both set"):
+        make_plan(fingerprint([discs(20, 4)], [None]), {**TRAIN, "budget_steps": 100, "steps_per_epoch": 10})
 
 
 @pytest.mark.parametrize("budget, folds, steps", [

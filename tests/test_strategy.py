@@ -188,7 +188,7 @@ def test_bad_weight_average_momentum_is_a_config_error(tmp_path):
     from kseg.config import load_config
 
     for value in ("1.0", "0", "true", "fast"):
-        with pytest.raises(ConfigError, match=r"train.ema must be null or a momentum in \(0, 1\)"):
+        with pytest.raises(ConfigError, match=r"train.ema must be a number in \(0, 1\) or null"):
             check_train_config(load_config(None, [f"train.ema={value}"]))
 
 

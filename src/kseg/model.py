@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 
+from .config import LOSSES
 from .errors import ConfigError, warn
 from .files import atomic_path
 from .tasks import task_of
@@ -36,7 +37,6 @@ __all__ = ["ARCHITECTURES", "AUTO_ARCH", "model_arch", "LOSSES", "check_model_co
 # U-Net makes a third of unet_scratch's steps in the same time and scored below it on every real set).
 AUTO_ARCH = "auto"
 ARCHITECTURES = (AUTO_ARCH, "Unet", "FPN", "Linknet", SCRATCH_ARCH)
-LOSSES = ("bce_dice", "bce_jaccard", "focal_dice", "focal_jaccard", "bce")
 
 
 def _segmentation_models() -> Any:

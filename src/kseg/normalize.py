@@ -26,6 +26,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
+from .config import NORM_SCOPES, NORMS
 from .errors import ConfigError, DataError
 
 __all__ = ["NORMS", "Polarity", "NO_INVERSION", "normalise_image", "input_normaliser", "check_norm_config",
@@ -33,11 +34,9 @@ __all__ = ["NORMS", "Polarity", "NO_INVERSION", "normalise_image", "input_normal
 
 # none: the pixels as read; percentile: per channel, [p_low, p_high] -> [0, 255] (stardist's
 # normalize(x, 1, 99.8)); standardize: per channel z-score, +-3 sigma -> [0, 255].
-NORMS = ("none", "percentile", "standardize")
 # channel: each channel stretched by its own statistics (stardist: fluorescence channels are independent
 # stains); image: one stretch from the statistics of all channels together, which keeps an RGB photograph's
 # colours (H&E, endoscopy, street scenes) as they are relative to each other.
-NORM_SCOPES = ("channel", "image")
 PERCENTILES = (1.0, 99.8)
 _SIGMAS = 3.0
 # Polarity: a training image whose objects differ from their ground by less than this (of the stretched

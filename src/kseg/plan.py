@@ -22,7 +22,7 @@ import numpy as np
 
 from kseg.tasks import task_of
 
-from .config import is_int
+from .config import MAX_SCALE, MIN_SCALE, ORIENTATIONS
 from .errors import ConfigError, DataError
 from .files import write_json
 from .metric import VOID
@@ -34,9 +34,7 @@ __all__ = ["Fingerprint", "Plan", "ORIENTATIONS", "label_asymmetry", "orientatio
 
 # train.orientation: auto (from the labels), free (every flip and quarter turn), upright (up stays up: no
 # vertical flip, no quarter turn), fixed (no flip or turn at all).
-ORIENTATIONS = ("auto", "free", "upright", "fixed")
 ASYMMETRY_LIMIT = 0.3
-MIN_SCALE = 0.25
 # Objects per image at which the diameter estimate is trusted: a set of a few huge objects per image says
 # little about the scale at which a network should see them.
 _MIN_OBJECTS = 20
@@ -147,24 +145,8 @@ def orientation_plan(fp: Fingerprint, train_cfg: Mapping[str, Any]) -> tuple[str
     return "free", f"{measured}: every flip and quarter turn kept"
 
 
-def _check_scale(value: Any) -> None:
-    if value == "auto":
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not MIN_SCALE <= value <= 4.0:
-        raise ConfigError(f"train.scale must be 'auto' or a number in [{MIN_SCALE}, 4], got {value!r}")
-
-
 def check_plan_config(train_cfg: Mapping[str, Any]) -> None:
-    _check_scale(train_cfg["scale"])
-    if train_cfg["orientation"] not in ORIENTATIONS:
-        raise ConfigError(f"train.orientation must be one of {', '.join(ORIENTATIONS)}, got {train_cfg['orientation']!r}")
-    target = train_cfg["target_diameter"]
-    if isinstance(target, bool) or not isinstance(target, (int, float)) or not target > 0:
-        raise ConfigError(f"train.target_diameter must be a positive number of pixels, got {target!r}")
-    for key in ("budget_steps", "min_steps_per_fold"):
-        value = train_cfg[key]
-        if value is not None and (not is_int(value) or value < 1):
-            raise ConfigError(f"train.{key} must be a positive integer or null, got {value!r}")
+    """The rule across the training-length keys (their types were checked by :func:`kseg.config.load_config`)."""
     if train_cfg["budget_steps"] is not None and train_cfg["steps_per_epoch"] is not None:
         raise ConfigError("train.budget_steps and train.steps_per_epoch both set the training length: set one "
                           f"(got {train_cfg['budget_steps']!r} and {train_cfg['steps_per_epoch']!r})")
@@ -250,8 +232,8 @@ def read_plan(run_dir: Path) -> Plan:
         scale = float(plan["scale"])
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
         raise DataError(f"{path}: not a kseg plan file ({error})") from None
-    if not MIN_SCALE <= scale <= 4.0:
-        raise DataError(f"{path}: scale {scale} is outside [{MIN_SCALE}, 4]")
+    if not MIN_SCALE <= scale <= MAX_SCALE:
+        raise DataError(f"{path}: scale {scale} is outside [{MIN_SCALE}, {MAX_SCALE:g}]")
     invert = plan.get("invert")
     orientation = plan.get("orientation", "free")  # plans from before orientations: every view was used
     if orientation not in ORIENTATIONS[1:]:

@@ -58,9 +58,9 @@ from .plan import (
 )
 from .postprocess import instances_from_probs, validate_params
 from .run import RunDir
-from .targets import channel_names, check_border_width, make_targets, read_channels
+from .targets import channel_names, make_targets, read_channels
 from .tasks import task_of
-from .tta import VIEWS, check_tile, predict_image, views_for_orientation
+from .tta import VIEWS, predict_image, views_for_orientation
 
 log = logging.getLogger(__name__)
 
@@ -70,11 +70,8 @@ __all__ = [
 ]
 
 Config = Mapping[str, Any]
-STRIDE = 32  # five 2x downsamplings in every segmentation_models encoder
-SCHEDULERS = ("plateau", "cosine", None)
-MONITORS = {"val_score": "max", "val_loss": "min"}
-STRATEGIES = ("auto", "default", "mirrored", "tpu")
-MIXED_POLICIES = ("mixed_float16", "mixed_bfloat16")
+# Whether a larger or a smaller value of each train.monitor is better.
+MONITOR_MODES = {"val_score": "max", "val_loss": "min"}
 EMPTY = "empty"
 # Next to a fold's OOF files: the TTA views and tiling they were written with (kseg oof compares).
 OOF_META = "oof.json"
@@ -160,48 +157,11 @@ class Sampler:
 # ------------------------------------------------------------------------------------------------ config
 
 def check_train_config(cfg: Config) -> None:
-    """Reject bad ``train.*``/``tta`` values before any data is read or any model is built."""
-    train = cfg["train"]
-    size = train["size"]
-    if not config_module.is_int(size) or size < STRIDE or size % STRIDE:
-        raise ConfigError(f"train.size must be a multiple of {STRIDE} (the encoder halves the image 5 times), "
-                          f"got {size!r}")
-    if train["scheduler"] not in SCHEDULERS:
-        raise ConfigError(f"train.scheduler must be one of plateau, cosine or null, got {train['scheduler']!r}")
-    if train["monitor"] not in MONITORS:
-        raise ConfigError(f"train.monitor must be one of {', '.join(MONITORS)}, got {train['monitor']!r}")
-    if train["strategy"] not in STRATEGIES:
-        raise ConfigError(f"train.strategy must be one of {', '.join(STRATEGIES)}, got {train['strategy']!r}")
-    mixed = train["mixed_precision"]
-    if not (isinstance(mixed, bool) or mixed in MIXED_POLICIES):
-        raise ConfigError(f"train.mixed_precision must be true, false, {' or '.join(MIXED_POLICIES)}, got {mixed!r}")
-    ema = train["ema"]
-    if ema is not None and (isinstance(ema, bool) or not isinstance(ema, (int, float)) or not 0.0 < ema < 1.0):
-        raise ConfigError(f"train.ema must be null or a momentum in (0, 1), e.g. 0.99, got {ema!r}")
-    warmup = train["warmup"]
-    if isinstance(warmup, bool) or not isinstance(warmup, (int, float)) or not 0.0 <= warmup < 1.0:
-        raise ConfigError(f"train.warmup must be a share of the training steps in [0, 1), got {warmup!r}")
-    val_images = train["val_images"]
-    if val_images not in ("auto", None) and (not config_module.is_int(val_images) or val_images < 1):
-        raise ConfigError(f"train.val_images must be auto, a positive integer or null, got {val_images!r}")
-    for key in ("early_stopping", "steps_per_epoch", "min_steps_per_epoch", "workers"):
-        value = train[key]
-        if value is not None and (not config_module.is_int(value) or value < 1):
-            raise ConfigError(f"train.{key} must be a positive integer or null, got {value!r}")
-    if not isinstance(train["lr"], (int, float)) or isinstance(train["lr"], bool) or not train["lr"] > 0:
-        raise ConfigError(f"train.lr must be a positive number, got {train['lr']!r}")
-    if not config_module.is_int(train["seed"]) or train["seed"] < 0:
-        raise ConfigError(f"train.seed must be a non-negative integer, got {train['seed']!r}")
-    power, fraction = train["sampler"]["class_power"], train["sampler"]["empty_fraction"]
-    if not isinstance(power, (int, float)) or isinstance(power, bool) or not math.isfinite(power):
-        raise ConfigError(f"train.sampler.class_power must be a number (0 = balanced, 1 = natural), got {power!r}")
-    if fraction is not None and (not isinstance(fraction, (int, float)) or not 0.0 <= fraction <= 1.0):
-        raise ConfigError(f"train.sampler.empty_fraction must be null or a number in [0, 1], got {fraction!r}")
-    check_norm_config(cfg["model"])
+    """The rules of ``train.*``/``tta`` beyond the types :func:`kseg.config.load_config` checked (extra channel
+    and view names, the training-length keys together, the default post-processing), before any data is read
+    or any model is built."""
     check_extra_channels(cfg["model"])
-    check_plan_config(train)
-    check_border_width(train["border_width"])
-    check_tile(cfg["predict"]["tile"])  # the OOF predictions are tiled like the test images
+    check_plan_config(cfg["train"])
     validate_params(cfg["postprocess"]["default"], cfg["data"]["task"])  # the validation score uses it
     unknown = [view for view in cfg["tta"] if view not in VIEWS]
     if unknown:
@@ -605,7 +565,7 @@ class FoldRecorder:
                  setup: Mapping[str, Any] | None = None) -> None:
         self.run, self.fold, self.model, self.sampler, self.validator = run, fold, model, sampler, validator
         self.setup = dict(setup or {})
-        self.monitor, self.mode = monitor, MONITORS[monitor]
+        self.monitor, self.mode = monitor, MONITOR_MODES[monitor]
         self.rows = history.to_dict("records")
         self.epochs_done = epochs_done
         self.best_value, self.best_epoch = best_value, best_epoch
