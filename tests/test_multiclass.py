@@ -11,6 +11,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
 
 from conftest import TINY_RUN, tiny_args
 from kseg import rle
@@ -19,7 +22,7 @@ from kseg.config import load_config
 from kseg.data import PRESETS, Schema, load_records, schema_from_config
 from kseg.errors import ConfigError, DataError, SubmissionError
 from kseg.metric import VOID, TaskScores, class_map_counts, class_map_score, score_frames, task_score
-from kseg.postprocess import instances_from_probs, remove_small_classes, validate_params
+from kseg.postprocess import class_map, instances_from_probs, remove_small_classes, validate_params
 from kseg.run import RunDir
 from kseg.submission import submission_frame, validate_submission
 from kseg.targets import channel_names, make_targets
@@ -179,18 +182,46 @@ def test_bad_class_id_is_one_error_line_from_the_command_line(tmp_path, fixtures
                    f"(data.classes names 11)"]
 
 
-def test_count_grid_equals_post_processing_at_each_min_area():
+def test_count_grid_equals_post_processing_at_each_class_threshold_and_min_area():
     from kseg.search import Grid, count_grid
 
     rng = np.random.default_rng(0)
     probs = rng.random((12, 10, 4)).astype(np.float32)
     truth = rng.integers(1, 4, (12, 10)).astype(np.uint16)
     truth[0] = VOID
-    grid = Grid("multiclass", (), (), (0, 20, 40), False)
+    grid = Grid("multiclass", (), (), (0, 20, 40), False, class_thresholds=(None, 0.3, 0.6))
     counts = count_grid(truth, probs, grid)
+    assert len(counts) == len(grid.points()) == 9
     for row, params in zip(counts, grid.points()):
         expected = class_map_counts(truth, instances_from_probs(probs, params, "multiclass"), 4)
         assert np.array_equal(row, expected)
+
+
+@given(arrays(np.uint8, (6, 5, 4), elements=st.integers(0, 4)))  # few levels: many exact ties
+def test_class_thresholds_of_none_are_exactly_the_argmax(levels):
+    probs = levels.astype(np.float32) / 4
+    assert np.array_equal(class_map(probs, [None, None, None]), class_map(probs))
+    # A threshold per class: the most probable class where it reaches its own threshold, no class elsewhere.
+    thresholded = class_map(probs, [0.5, None, 1.0])
+    best = np.argmax(probs[..., 1:], axis=-1) + 1
+    top = probs[..., 1:].max(axis=-1)
+    expected = np.where(best == 1, np.where(top >= 0.5, 1, 0),
+                        np.where(best == 2, np.where(top > probs[..., 0], 2, 0), np.where(top >= 1.0, 3, 0)))
+    assert np.array_equal(thresholded, expected)
+
+
+def test_class_threshold_is_checked_and_keeps_a_low_sigmoid_class():
+    probs = np.zeros((4, 4, 3), np.float32)
+    probs[..., 0] = 0.8  # sigmoid outputs: the background channel is confident everywhere
+    probs[:2, :, 2] = 0.4  # class 2 is present but under-confident
+    assert (instances_from_probs(probs, {"min_area": 0}, "multiclass") == 0).all()  # the argmax loses it
+    kept = instances_from_probs(probs, {"class_threshold": [0.5, 0.3], "min_area": 0}, "multiclass")
+    assert (kept[:2] == 2).all() and (kept[2:] == 0).all()
+    for bad in (1.5, [0.5, "x"], [], True):
+        with pytest.raises(ConfigError, match="class_threshold"):
+            validate_params({"class_threshold": bad, "min_area": 0}, "multiclass")
+    with pytest.raises(ConfigError, match="class_threshold"):  # a list per class is for classes
+        validate_params({"fg_threshold": 0.5, "min_area": 0, "class_threshold": [0.5]}, "binary")
 
 
 def test_camvid_fixture_loads_as_class_maps_with_void(fixtures_dir):

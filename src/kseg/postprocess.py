@@ -10,10 +10,12 @@ hole filling) depends only on ``fg_threshold`` and ``seed_threshold``, while ``m
 on instance areas (:func:`remove_small`), so a grid search runs one watershed per threshold pair.
 
 A multi-class exclusive task (``multiclass``) predicts background + one channel per class: the class map is
-the per-pixel argmax (:func:`class_map`; channel k = class id k, 0 = no class), and ``min_area`` then drops a
-class from an image when it covers fewer pixels there (:func:`remove_small_classes`, Severstal's per-class
-minimum size): one number for every class, or one per class (a list in class-id order), which the OOF search
-chooses class by class.
+the per-pixel argmax (:func:`class_map`; channel k = class id k, 0 = no class), or, with a ``class_threshold``,
+the most probable class where its probability reaches its threshold (the Severstal solutions' per-class
+thresholds, for sigmoid outputs above all), and ``min_area`` then drops a class from an image when it covers
+fewer pixels there (:func:`remove_small_classes`, Severstal's per-class minimum size). Each is one value for
+every class or one per class (a list in class-id order), which the OOF search chooses class by class: a class's
+pixels depend on its own threshold and area alone, so the choice per class is exact.
 """
 from __future__ import annotations
 
@@ -47,7 +49,9 @@ __all__ = [
 
 # Keys each task needs (kseg.tasks).
 PARAM_KEYS: dict[str, tuple[str, ...]] = {name: task.params for name, task in TASKS.items()}
-_ALL_KEYS = PARAM_KEYS["instance"]
+_ALL_KEYS = tuple(dict.fromkeys(key for params in PARAM_KEYS.values() for key in params))
+# Keys a task may leave out of postprocess.default: no class_threshold is the argmax.
+_OPTIONAL = ("class_threshold",)
 # 4-connectivity, the same as skimage's watershed default, so seeds, flooding and leftovers agree.
 _FOUR_CONNECTED = ndimage.generate_binary_structure(2, 1)
 # A binary mask's objects touching only diagonally are still one object when dropping speckle.
@@ -66,7 +70,7 @@ def validate_params(params: Mapping[str, Any], task: str = "instance") -> dict[s
     unknown = sorted(set(params) - set(_ALL_KEYS))
     if unknown:
         raise ConfigError(f"unknown post-processing param '{unknown[0]}' (valid: {', '.join(_ALL_KEYS)})")
-    missing = [key for key in PARAM_KEYS[task] if key not in params]
+    missing = [key for key in PARAM_KEYS[task] if key not in params and key not in _OPTIONAL]
     if missing:
         raise ConfigError(f"post-processing param '{missing[0]}' is missing (task {task} needs {', '.join(PARAM_KEYS[task])})")
     checked: dict[str, Any] = {}
@@ -75,6 +79,8 @@ def validate_params(params: Mapping[str, Any], task: str = "instance") -> dict[s
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0 or math.isnan(value):
                 raise ConfigError(f"post-processing param '{key}' must be a number in [0, 1], got {value!r}")
             checked[key] = float(value)
+        elif key == "class_threshold":
+            checked[key] = _class_threshold(value, task_of(task).class_per_pixel)
         elif key == "min_area" and task_of(task).class_per_pixel and isinstance(value, (list, tuple)):
             if not value or not all(_is_area(v) for v in value):
                 raise ConfigError(f"post-processing param 'min_area' must be an integer >= 0 or a list of them (one "
@@ -89,6 +95,21 @@ def validate_params(params: Mapping[str, Any], task: str = "instance") -> dict[s
                 raise ConfigError(f"post-processing param 'fill_holes' must be true or false, got {value!r}")
             checked[key] = bool(value)
     return checked
+
+
+def _is_threshold(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and 0.0 <= value <= 1.0
+
+
+def _class_threshold(value: Any, per_class: bool) -> float | list[float | None] | None:
+    """``class_threshold``: null (the argmax, background included), a probability, or (multiclass) one of them
+    per class in class-id order."""
+    if value is None or _is_threshold(value):
+        return None if value is None else float(value)
+    if per_class and isinstance(value, (list, tuple)) and value and all(v is None or _is_threshold(v) for v in value):
+        return [None if v is None else float(v) for v in value]
+    raise ConfigError(f"post-processing param 'class_threshold' must be null, a number in [0, 1] or a list of them "
+                      f"(one per class), got {value!r}")
 
 
 def _is_area(value: Any) -> bool:
@@ -209,9 +230,26 @@ def label_objects(labels: np.ndarray, task: str) -> np.ndarray:
     return binary_components(labels.astype(np.float32), 0.5) if kind.one_mask_per_image else labels
 
 
-def class_map(probs: np.ndarray) -> np.ndarray:
-    """int32 class map: the per-pixel argmax over background + class channels (channel k = class id k)."""
-    return np.argmax(probs, axis=-1).astype(np.int32)
+def class_map(probs: np.ndarray, threshold: float | Sequence[float | None] | None = None) -> np.ndarray:
+    """int32 class map (channel k = class id k, 0 = no class).
+
+    ``threshold`` None: the per-pixel argmax over background + class channels. Otherwise each pixel takes its
+    most probable class k (background left out) where ``probs[..., k]`` reaches class k's threshold (one number
+    for all, or one per class id 1..n), and no class elsewhere; a class whose threshold is None keeps the argmax
+    rule (it beats the background), so a list of None is exactly the argmax.
+    """
+    if threshold is None:
+        return np.argmax(probs, axis=-1).astype(np.int32)
+    n_classes = probs.shape[-1] - 1
+    limits = np.array([np.nan if t is None else t for t in threshold] if isinstance(threshold, (list, tuple))
+                      else [threshold] * n_classes, np.float32)
+    if limits.size != n_classes:
+        raise DataError(f"class_threshold has {limits.size} values for {n_classes} classes")
+    best = np.argmax(probs[..., 1:], axis=-1)
+    top = np.take_along_axis(probs[..., 1:], best[..., None], axis=-1)[..., 0]
+    limit = limits[best]
+    keep = np.where(np.isnan(limit), top > probs[..., 0], top >= limit)
+    return np.where(keep, best + 1, 0).astype(np.int32)
 
 
 def remove_small_classes(classes: np.ndarray, min_area: int | Sequence[int], areas: np.ndarray | None = None) -> np.ndarray:
@@ -239,7 +277,7 @@ def instances_from_probs(probs: np.ndarray, params: Mapping[str, Any], task: str
     checked = validate_params(params, task)
     probs = as_probabilities(probs, task)
     if task_of(task).class_per_pixel:
-        return remove_small_classes(class_map(probs), checked["min_area"])
+        return remove_small_classes(class_map(probs, checked.get("class_threshold")), checked["min_area"])
     if task_of(task).one_mask_per_image:
         kept = remove_small(binary_components(probs[..., 0], checked["fg_threshold"]), checked["min_area"])
         return (kept > 0).astype(np.int32)

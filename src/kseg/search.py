@@ -11,11 +11,12 @@ Parameters are chosen per ground-truth class, but the reported OOF score applies
 *predicted* class (``postprocess.predict_class``), exactly as ``kseg predict`` will on the test set.
 
 The multiclass task is scored on the whole OOF set (mean IoU over classes, per-class pixel counts summed over
-images), so each image returns its per-class counts at every ``min_area`` instead of a score (one argmax per
-image, one area count, one filter per ``min_area``). Dropping a class from an image changes only that class's
-IoU (its pixels become "no class", which the true class already counted as missed or not), so with
-``postprocess.per_class`` each class's ``min_area`` is chosen on its own IoU, exactly, and the chosen
-``min_area`` is a list in class-id order.
+images), so each image returns its per-class counts at every grid point (``class_threshold`` × ``min_area``)
+instead of a score (one class map and one area count per threshold, one filter per ``min_area``). A class's
+threshold and its ``min_area`` only turn some of its own pixels into "no class" (which its true class already
+counted as missed or not; "no class" is not scored), so with ``postprocess.per_class`` each class's pair is
+chosen on its own IoU, exactly, and the chosen values are lists in class-id order. No ``class_threshold`` in
+the grid searches the argmax alone.
 """
 from __future__ import annotations
 
@@ -162,16 +163,24 @@ class Grid:
     min_areas: tuple[int, ...]
     fill_holes: bool
     metric: str = "auto"
+    # multiclass: None (the argmax) first, then the searched thresholds of each class's probability.
+    class_thresholds: tuple[float | None, ...] = (None,)
+
+    @property
+    def thresholds(self) -> tuple[float | None, ...]:
+        """The first axis: foreground thresholds, or a multiclass run's class thresholds."""
+        return self.class_thresholds if task_of(self.task).class_per_pixel else self.fg_thresholds
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        """(n_fg, n_seed, n_min_area); a flat grid index is row-major over this shape."""
-        return max(1, len(self.fg_thresholds)), max(1, len(self.seed_thresholds)), len(self.min_areas)
+        """(n_threshold, n_seed, n_min_area); a flat grid index is row-major over this shape."""
+        return max(1, len(self.thresholds)), max(1, len(self.seed_thresholds)), len(self.min_areas)
 
     def points(self) -> list[dict[str, Any]]:
         """Every grid point as a params dict, in flat-index order (min_area varies fastest)."""
         if task_of(self.task).class_per_pixel:
-            return [{"min_area": area} for area in self.min_areas]
+            return [{"class_threshold": threshold, "min_area": area}
+                    for threshold, area in itertools.product(self.class_thresholds, self.min_areas)]
         if task_of(self.task).one_mask_per_image:
             return [{"fg_threshold": fg, "min_area": area} for fg, area in itertools.product(self.fg_thresholds, self.min_areas)]
         return [
@@ -187,14 +196,14 @@ def read_grid(cfg: Mapping[str, Any], task: str) -> Grid:
     grid = cfg["postprocess"]["grid"]
     if not isinstance(grid, Mapping):
         raise ConfigError(f"postprocess.grid must be a mapping of parameter -> list of values, got {grid!r}")
-    searchable = tuple(key for key in PARAM_KEYS["instance"] if key != "fill_holes")
+    searchable = tuple(dict.fromkeys(key for params in PARAM_KEYS.values() for key in params if key != "fill_holes"))
     unknown = sorted(set(grid) - set(searchable))
     if unknown:
         raise ConfigError(f"postprocess.grid: unknown key '{unknown[0]}' (searchable: {', '.join(searchable)})")
     needed = [key for key in searchable if key in PARAM_KEYS[task]]
     axes: dict[str, tuple] = {}
     for key in needed:
-        values = grid.get(key)
+        values = grid.get(key, [None] if key == "class_threshold" else None)  # no class_threshold: the argmax
         if not isinstance(values, (list, tuple)) or not values:
             raise ConfigError(f"postprocess.grid.{key} must be a non-empty list, got {values!r}")
         for value in values:
@@ -204,8 +213,10 @@ def read_grid(cfg: Mapping[str, Any], task: str) -> Grid:
                 raise ConfigError(f"postprocess.grid.{key}: {error}") from None
         # The default point is always searched too, so the search never picks worse than it on OOF (a per-class
         # default list of a multiclass run adds each of its values).
-        defaults = default[key] if isinstance(default[key], list) else [default[key]]
-        axes[key] = tuple(sorted(set(values) | set(defaults)))
+        at_default = default.get(key)
+        defaults = at_default if isinstance(at_default, list) else [at_default]
+        # None (the argmax) sorts first, so a tie keeps the plain argmax.
+        axes[key] = tuple(sorted(set(values) | set(defaults), key=lambda v: (v is not None, v or 0)))
     return Grid(
         task=task,
         fg_thresholds=tuple(float(v) for v in axes.get("fg_threshold", ())),
@@ -213,6 +224,7 @@ def read_grid(cfg: Mapping[str, Any], task: str) -> Grid:
         min_areas=tuple(int(v) for v in axes["min_area"]),
         fill_holes=bool(default.get("fill_holes", False)),
         metric=cfg["data"]["metric"],
+        class_thresholds=tuple(None if v is None else float(v) for v in axes.get("class_threshold", (None,))),
     )
 
 
@@ -255,11 +267,16 @@ def score_grid(truth: np.ndarray, probs: np.ndarray, grid: Grid) -> np.ndarray:
 
 def count_grid(truth: np.ndarray, probs: np.ndarray, grid: Grid) -> np.ndarray:
     """Per-class counts (:func:`kseg.metric.class_map_counts`, int64 ``(n_grid, 3, n_channels)``) of one image of a
-    multiclass run at every ``min_area``: one argmax and one area count, then a filter per grid point."""
-    classes = class_map(as_probabilities(probs, grid.task))
-    areas = np.bincount(classes.ravel(), minlength=probs.shape[-1])
-    return np.stack([class_map_counts(truth, remove_small_classes(classes, area, areas), probs.shape[-1])
-                     for area in grid.min_areas])
+    multiclass run at every grid point: one class map and one area count per class threshold, then a filter per
+    ``min_area``."""
+    probs = as_probabilities(probs, grid.task)
+    counts = []
+    for threshold in grid.class_thresholds:
+        classes = class_map(probs, threshold)
+        areas = np.bincount(classes.ravel(), minlength=probs.shape[-1])
+        counts.extend(class_map_counts(truth, remove_small_classes(classes, area, areas), probs.shape[-1])
+                      for area in grid.min_areas)
+    return np.stack(counts)
 
 
 def _score_params(truth: np.ndarray, probs: np.ndarray, params: Mapping[str, Any], task: str, metric: str) -> float:
@@ -361,15 +378,16 @@ def _plot_curves(path: Path, grid: Grid, mean_scores: np.ndarray, best: int) -> 
     best_fg, best_seed, best_area = np.unravel_index(best, grid.shape)
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     seed_labels = [f"seed {seed:g}" for seed in grid.seed_thresholds] or [grid.task]
+    names = ["argmax" if t is None else f"{t:g}" for t in grid.thresholds]  # multiclass: None is the argmax
     for seed_index, label in enumerate(seed_labels):
-        if grid.fg_thresholds:  # multiclass has no threshold: its class map is the argmax
-            left.plot(grid.fg_thresholds, cube[:, seed_index, best_area], marker="o", label=label)
-    left.set(xlabel="fg_threshold", ylabel="mean OOF score", title=f"min_area = {grid.min_areas[best_area]}")
-    if grid.fg_thresholds:
-        left.legend()
+        left.plot(range(len(names)), cube[:, seed_index, best_area], marker="o", label=label)
+    left.set_xticks(range(len(names)), names)
+    threshold_name = "class_threshold" if task_of(grid.task).class_per_pixel else "fg_threshold"
+    left.set(xlabel=threshold_name, ylabel="mean OOF score", title=f"min_area = {grid.min_areas[best_area]}")
+    left.legend()
     right.plot(grid.min_areas, cube[best_fg, best_seed, :], marker="o")
     seed_title = f", seed {grid.seed_thresholds[best_seed]:g}" if grid.seed_thresholds else ""
-    fg_title = f"fg {grid.fg_thresholds[best_fg]:g}" if grid.fg_thresholds else grid.task
+    fg_title = f"{threshold_name} {names[best_fg]}"
     right.set(xlabel="min_area", ylabel="mean OOF score", title=f"{fg_title}{seed_title}")
     for axis in (left, right):
         axis.grid(alpha=0.3)
@@ -487,7 +505,7 @@ def _search_class_maps(cfg: Mapping[str, Any], run_dir: Path, channels: Sequence
             per_point = [class_scores[g].get(k) for g in range(len(points))]
             if all(value is not None for value in per_point):
                 chosen_index[k] = int(np.argmax(np.array(per_point, dtype=float)))
-        chosen = {"min_area": [grid.min_areas[g] for g in chosen_index[1:]]}
+        chosen = {key: [points[g][key] for g in chosen_index[1:]] for key in ("class_threshold", "min_area")}
     else:
         chosen = points[best]
     # Classes are independent (module docstring), so the chosen counts are each class's column at its own index.
@@ -519,7 +537,8 @@ def _search_class_maps(cfg: Mapping[str, Any], run_dir: Path, channels: Sequence
         table.to_csv(tmp, index=False, float_format="%.6f")
     _plot_curves(RunDir(run_dir).search_curves, grid, scores, best)
     log.info(table.to_string(index=False, float_format="%.4f"))
-    log.info(f"OOF {metric.name} {result.oof_score:.4f} ({key}, min_area {chosen['min_area']})")
+    log.info(f"OOF {metric.name} {result.oof_score:.4f} ({key}, class_threshold {chosen['class_threshold']}, "
+             f"min_area {chosen['min_area']})")
     log.info(f"  without TTA {result.oof_score_plain:.4f}; with postprocess.default {result.oof_score_default:.4f}")
     return result
 

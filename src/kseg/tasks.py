@@ -54,7 +54,7 @@ TASKS: dict[str, Task] = {
                    row_noun="mask", min_channels=1, params=("fg_threshold", "min_area"),
                    metrics=("dice", "iou", "tgs_ap_iou")),
     "multiclass": Task("multiclass", separates_objects=False, class_per_pixel=True, one_mask_per_image=False,
-                       row_noun="class mask", min_channels=2, params=("min_area",),
+                       row_noun="class mask", min_channels=2, params=("class_threshold", "min_area"),
                        metrics=("mean_iou_classes", "dice_classes")),
 }
 
