@@ -137,9 +137,9 @@ def run_config(data_root: Path, out: Path, *overrides: str) -> dict:
 
 
 @pytest.mark.parametrize("override, words", [
-    ("train.size=100", r"train.size must be a multiple of 32.*100"),
+    ("train.size=100", r"train.size must be a positive integer multiple of 32, got 100"),
     ("train.scheduler=step", r"train.scheduler must be one of plateau, cosine or null, got 'step'"),
-    ("train.sampler.empty_fraction=1.5", r"empty_fraction must be null or a number in \[0, 1\], got 1.5"),
+    ("train.sampler.empty_fraction=1.5", r"empty_fraction must be a number in \[0, 1\] or null, got 1.5"),
     ("train.sampler.class_power=high", r"class_power must be a number"),
     ("train.early_stopping=0", r"train.early_stopping must be a positive integer or null, got 0"),
     ("tta=[identity, flip]", r"tta: unknown view\(s\) 'flip'"),
@@ -147,7 +147,7 @@ def run_config(data_root: Path, out: Path, *overrides: str) -> dict:
     ("train.seed=-1", r"train.seed must be a non-negative integer, got -1"),
     ("train.workers=two", r"train.workers must be a positive integer or null, got 'two'"),
     ("train.monitor=dice", r"train.monitor must be one of val_score, val_loss, got 'dice'"),
-    ("train.warmup=1.0", r"train.warmup must be a share of the training steps in \[0, 1\), got 1.0"),
+    ("train.warmup=1.0", r"train.warmup must be a number in \[0, 1\), got 1.0"),
     ("train.min_steps_per_epoch=0", r"train.min_steps_per_epoch must be a positive integer or null, got 0"),
     ("model.input_norm=zscore", r"model.input_norm must be one of none, percentile, standardize, got 'zscore'"),
     ("model.invert=maybe", r"model.invert must be true, false or auto, got 'maybe'"),
@@ -357,5 +357,5 @@ def test_validation_images_fill_a_pixel_budget():
     assert validation_count(small, range(200), "auto") == VAL_PIXELS // (256 * 256)
     assert validation_count(large, range(20), "auto") == VAL_MIN_IMAGES
     assert validation_count(small, range(200), 5) == 5 and validation_count(small, range(200), None) is None
-    with pytest.raises(ConfigError, match="train.val_images must be auto, a positive integer or null, got 0"):
+    with pytest.raises(ConfigError, match="train.val_images must be 'auto', a positive integer or null, got 0"):
         check_train_config(load_config(None, ["train.val_images=0"]))

@@ -89,7 +89,8 @@ Norm = Literal["none", "percentile", "standardize"]
 NormScope = Literal["channel", "image"]
 RleOrder = Literal["C", "F", "F-relative"]
 Unlabelled = Literal["background", "ignore"]
-FoldSelection = Union[Literal["all"], NonNegativeInt, list[NonNegativeInt]]
+FoldSelection = Annotated[Union[Literal["all"], NonNegativeInt, list[NonNegativeInt]],
+                          Words("'all', a fold index or a list of fold indices")]
 
 UNLISTED: tuple[str, ...] = typing.get_args(Unlisted)
 ACTIVATIONS: tuple[str, ...] = typing.get_args(Activation)
