@@ -57,12 +57,13 @@ def run(quick: bool = False) -> str:
     """Markdown section: search time naive vs kseg (serial and 2 jobs), plus one image's post-processing time."""
     if quick:
         n_images, height, width, repeats = 3, 128, 160, 1
-        grid = Grid("instance", (0.4, 0.6), (0.5, 0.7), (0, 16), fill_holes=True)
+        grid = Grid("instance", {"fg_threshold": (0.4, 0.6), "seed_threshold": (0.5, 0.7), "min_area": (0, 16)},
+                    {"fill_holes": True})
     else:
         n_images, height, width, repeats = 12, 520, 704, 3
         axes = DEFAULTS["postprocess"]["grid"]
-        grid = Grid("instance", tuple(axes["fg_threshold"]), tuple(axes["seed_threshold"]), tuple(axes["min_area"]),
-                    fill_holes=True)
+        grid = Grid("instance", {key: tuple(axes[key]) for key in ("fg_threshold", "seed_threshold", "min_area")},
+                    {"fill_holes": True})
     oof = make_oof_set(n_images, height, width)
     n_points = len(grid.points())
 
@@ -85,8 +86,7 @@ def run(quick: bool = False) -> str:
         "## Post-processing search on OOF predictions",
         "",
         f"{n_images} synthetic OOF images of {height}x{width} (demo truth → training targets, blurred, noise σ 0.15), "
-        f"a grid of {n_points} parameter sets ({len(grid.fg_thresholds)} fg_threshold × {len(grid.seed_thresholds)} "
-        f"seed_threshold × {len(grid.min_areas)} min_area), every image scored at every point (best mean score "
+        f"a grid of {n_points} parameter sets ({' × '.join(f'{len(v)} {k}' for k, v in grid.axes.items())}), every image scored at every point (best mean score "
         f"{best:.3f}; kseg's scores equal the naive ones). Naive = `instances_from_probs` + `image_score` per point "
         f"and image, serial, timed once; kseg = one watershed per threshold pair with `min_area` as an area filter, "
         f"best of {repeats}.{' Quick mode.' if quick else ''}",

@@ -189,7 +189,7 @@ def test_count_grid_equals_post_processing_at_each_class_threshold_and_min_area(
     probs = rng.random((12, 10, 4)).astype(np.float32)
     truth = rng.integers(1, 4, (12, 10)).astype(np.uint16)
     truth[0] = VOID
-    grid = Grid("multiclass", (), (), (0, 20, 40), False, class_thresholds=(None, 0.3, 0.6))
+    grid = Grid("multiclass", {"class_threshold": (None, 0.3, 0.6), "min_area": (0, 20, 40)})
     counts = count_grid(truth, probs, grid)
     assert len(counts) == len(grid.points()) == 9
     for row, params in zip(counts, grid.points()):

@@ -130,6 +130,21 @@ def test_binary_task_thresholds_and_drops_small_components() -> None:
     assert instances_from_probs(foreground[..., None], {**params, "min_area": 0}, task="binary").sum() == 15 * 15 + 4
 
 
+def test_binary_empty_area_predicts_an_empty_image_below_its_size() -> None:
+    """TGS/SIIM's empty-image rule: a mask covering fewer than empty_area pixels (after min_area) is no mask."""
+    foreground = np.zeros((40, 40), np.float32)
+    foreground[5:10, 5:10] = 0.9  # 25 px
+    foreground[30:32, 30:32] = 0.8  # 4 px
+    params = {"fg_threshold": 0.5, "min_area": 0}
+    assert instances_from_probs(foreground[..., None], {**params, "empty_area": 29}, "binary").sum() == 29
+    assert instances_from_probs(foreground[..., None], {**params, "empty_area": 30}, "binary").sum() == 0
+    # min_area first: the speck is gone, so 25 px remain, under 26
+    assert instances_from_probs(foreground[..., None], {"fg_threshold": 0.5, "min_area": 5, "empty_area": 26},
+                                "binary").sum() == 0
+    with pytest.raises(ConfigError, match="empty_area"):
+        validate_params({**params, "empty_area": -1}, "binary")
+
+
 def test_uint8_input_equals_float_input(touching_discs: np.ndarray) -> None:
     rng = np.random.default_rng(1)
     probs_uint8 = np.clip(probs_of(touching_discs) * 255 + rng.normal(0, 30, (96, 96, 2)), 0, 255).astype(np.uint8)
@@ -156,7 +171,8 @@ def test_bad_params_raise_config_error_naming_the_key(params: dict, named: str) 
 
 
 def test_binary_params_need_no_seed_threshold_but_instance_params_do() -> None:
-    assert validate_params({"fg_threshold": 0.5, "min_area": 3}, "binary") == {"fg_threshold": 0.5, "min_area": 3}
+    assert validate_params({"fg_threshold": 0.5, "min_area": 3}, "binary") == {"fg_threshold": 0.5, "min_area": 3,
+                                                                                "empty_area": 0}
     with pytest.raises(ConfigError, match="seed_threshold"):
         validate_params({"fg_threshold": 0.5, "min_area": 3, "fill_holes": False}, "instance")
     with pytest.raises(ConfigError, match="task"):

@@ -121,14 +121,20 @@ def test_reuse_path_equals_naive_post_processing(demo_run: tuple) -> None:
 def test_binary_grid_ignores_seeds_and_matches_naive_dice() -> None:
     cfg = load_config(None, ["data.task=binary", f"postprocess.grid={json.dumps(SMALL_GRID)}"])
     grid = read_grid(cfg, "binary")
-    assert grid.shape == (3, 1, 3) and grid.seed_thresholds == ()
-    assert all(set(params) == {"fg_threshold", "min_area"} for params in grid.points())
+    assert grid.shape == (3, 3, 1) and list(grid.axes) == ["fg_threshold", "min_area", "empty_area"]
+    assert all(set(params) == {"fg_threshold", "min_area", "empty_area"} for params in grid.points())
     truth = np.zeros((40, 50), np.int32)
     truth[5:25, 5:30] = 1
     rng = np.random.default_rng(2)
     probs = np.clip(ndimage.gaussian_filter(truth.astype(float), 1.5) + rng.normal(0, 0.3, truth.shape), 0, 1)[..., None]
     naive = [dice(truth, instances_from_probs(probs, params, "binary")) for params in grid.points()]
     np.testing.assert_allclose(score_grid(truth, probs, grid), naive)
+    with_empty = read_grid(load_config(None, ["data.task=binary", "postprocess.grid="
+                                              + json.dumps({**SMALL_GRID, "empty_area": [0, 200, 5000]})]), "binary")
+    assert with_empty.shape == (3, 3, 3)
+    naive = [dice(truth, instances_from_probs(probs, params, "binary")) for params in with_empty.points()]
+    np.testing.assert_allclose(score_grid(truth, probs, with_empty), naive)
+    assert score_grid(truth, probs, with_empty)[2] == 0.0  # empty_area 5000 > the whole mask: empty, Dice 0
 
 
 def test_the_grid_is_scored_by_the_configured_metric() -> None:
@@ -204,7 +210,8 @@ def test_run_trained_for_another_task_is_rejected(demo_run: tuple, tmp_path: Pat
 
 
 def test_grid_points_follow_the_flat_index_order() -> None:
-    grid = Grid("instance", (0.3, 0.5), (0.6,), (0, 10, 20), fill_holes=False)
+    grid = Grid("instance", {"fg_threshold": (0.3, 0.5), "seed_threshold": (0.6,), "min_area": (0, 10, 20)},
+                {"fill_holes": False})
     points = grid.points()
     assert grid.shape == (2, 1, 3) and len(points) == 6
     assert points[np.ravel_multi_index((1, 0, 2), grid.shape)] == {

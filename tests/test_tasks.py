@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from kseg.config import DEFAULTS
 from kseg.errors import ConfigError
 from kseg.metric import METRICS, TaskScores, task_metric
-from kseg.postprocess import PARAM_KEYS, instances_from_probs, validate_params
+from kseg.postprocess import OPTIONAL_PARAMS, PARAM_KEYS, POSTPROCESSORS, instances_from_probs, validate_params
 from kseg.targets import channel_names, make_targets
 from kseg.tasks import TASKS, task_of
 
@@ -19,7 +20,9 @@ def test_every_task_is_one_kind_with_its_params_and_metrics(name: str) -> None:
     task = task_of(name)
     assert task.name == name
     assert [task.separates_objects, task.class_per_pixel, task.one_mask_per_image].count(True) == 1
-    assert task.params == PARAM_KEYS[name] and set(validate_params(DEFAULT_PARAMS, name)) >= set(task.params)
+    processor = POSTPROCESSORS[name]  # the task's post-processing declares its parameters and searched axes
+    assert processor.params == PARAM_KEYS[name] and set(validate_params(DEFAULT_PARAMS, name)) >= set(PARAM_KEYS[name])
+    assert set(processor.axes) <= set(DEFAULTS["postprocess"]["grid"]) | set(OPTIONAL_PARAMS)
     assert task.metrics and all(m in METRICS for m in task.metrics)
     assert task_metric(name).name == task.metrics[0]  # data.metric: auto is the task's own
 

@@ -303,8 +303,11 @@ class PostprocessSection(Section):
     default: dict[str, Any] = _help({"fg_threshold": 0.5, "seed_threshold": 0.5, "min_area": 16, "fill_holes": True},
                                     "the parameters used before (and without) the OOF search")
     grid: dict[str, Any] = _help({"fg_threshold": [0.3, 0.4, 0.5, 0.6], "seed_threshold": [0.3, 0.5, 0.7, 0.8],
-                                  "min_area": [0, 16, 48, 96]}, """the values the OOF search tries, per parameter
-                                  (multiclass: class_threshold, e.g. [null, 0.3, 0.5], and min_area, per class)""")
+                                  "min_area": [0, 16, 48, 96], "empty_area": [0, 128, 512, 2048]},
+                                 """the values the OOF search tries, per parameter of the task's post-processing
+                                 (kseg.postprocess.POSTPROCESSORS): instance fg_threshold, seed_threshold, min_area;
+                                 binary fg_threshold, min_area, empty_area (a mask under it is no mask); multiclass
+                                 class_threshold (e.g. [null, 0.3, 0.5]; null = the argmax) and min_area, per class""")
     per_class: StrictBool = _help(True, "search the parameters per image class as well")
     n_jobs: Workers = _help(2, "processes of the OOF search (-1 = all cores)")
 

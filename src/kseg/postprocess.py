@@ -5,9 +5,17 @@ The instance model predicts a ``foreground`` and a ``border`` channel (see ``tar
 touch, so its connected components above ``seed_threshold`` are one seed per cell, and a watershed of
 ``-energy`` inside ``foreground > fg_threshold`` grows every seed back out to the cell's full extent.
 
-The work is split so that ``kseg.search`` can reuse it: :func:`instance_candidates` (seeds + watershed +
-hole filling) depends only on ``fg_threshold`` and ``seed_threshold``, while ``min_area`` is just a filter
-on instance areas (:func:`remove_small`), so a grid search runs one watershed per threshold pair.
+Every task's post-processing is one :class:`PostProcessor` (:data:`POSTPROCESSORS`), split where ``kseg.search``
+reuses work: ``build`` makes candidates from its expensive parameters (``build_axes``: the watershed of
+:func:`instance_candidates` depends only on ``fg_threshold`` and ``seed_threshold``), ``finish`` filters them by
+the cheap ones (``filter_axes``: ``min_area`` is a filter on areas counted once, :func:`remove_small`), so a grid
+search runs one build per point of the expensive axes and one filter per point of the cheap ones, and
+:func:`instances_from_probs` is the same two steps. A new post-processor is one entry there (and its
+parameters' checks in :func:`validate_params`).
+
+A binary mask (``binary``) is the 8-connected components of ``foreground > fg_threshold``, less those under
+``min_area``, and nothing at all when what remains covers fewer than ``empty_area`` pixels: the empty-image
+rule of the TGS and SIIM solutions, where many images have no mask and a stray blob costs a whole image.
 
 A multi-class exclusive task (``multiclass``) predicts background + one channel per class: the class map is
 the per-pixel argmax (:func:`class_map`; channel k = class id k, 0 = no class), or, with a ``class_threshold``,
@@ -20,7 +28,8 @@ pixels depend on its own threshold and area alone, so the choice per class is ex
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -45,13 +54,13 @@ __all__ = [
     "predict_class",
     "class_map",
     "remove_small_classes",
+    "PostProcessor",
+    "OPTIONAL_PARAMS",
+    "POSTPROCESSORS",
 ]
 
-# Keys each task needs (kseg.tasks).
-PARAM_KEYS: dict[str, tuple[str, ...]] = {name: task.params for name, task in TASKS.items()}
-_ALL_KEYS = tuple(dict.fromkeys(key for params in PARAM_KEYS.values() for key in params))
-# Keys a task may leave out of postprocess.default: no class_threshold is the argmax.
-_OPTIONAL = ("class_threshold",)
+# Keys a task may leave out of postprocess.default: no class_threshold is the argmax, no empty_area keeps any mask.
+OPTIONAL_PARAMS = {"class_threshold": None, "empty_area": 0}
 # 4-connectivity, the same as skimage's watershed default, so seeds, flooding and leftovers agree.
 _FOUR_CONNECTED = ndimage.generate_binary_structure(2, 1)
 # A binary mask's objects touching only diagonally are still one object when dropping speckle.
@@ -70,10 +79,10 @@ def validate_params(params: Mapping[str, Any], task: str = "instance") -> dict[s
     unknown = sorted(set(params) - set(_ALL_KEYS))
     if unknown:
         raise ConfigError(f"unknown post-processing param '{unknown[0]}' (valid: {', '.join(_ALL_KEYS)})")
-    missing = [key for key in PARAM_KEYS[task] if key not in params and key not in _OPTIONAL]
+    missing = [key for key in PARAM_KEYS[task] if key not in params and key not in OPTIONAL_PARAMS]
     if missing:
         raise ConfigError(f"post-processing param '{missing[0]}' is missing (task {task} needs {', '.join(PARAM_KEYS[task])})")
-    checked: dict[str, Any] = {}
+    checked: dict[str, Any] = {key: value for key, value in OPTIONAL_PARAMS.items() if key in PARAM_KEYS[task]}
     for key, value in params.items():
         if key in ("fg_threshold", "seed_threshold"):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0 or math.isnan(value):
@@ -81,6 +90,10 @@ def validate_params(params: Mapping[str, Any], task: str = "instance") -> dict[s
             checked[key] = float(value)
         elif key == "class_threshold":
             checked[key] = _class_threshold(value, task_of(task).class_per_pixel)
+        elif key == "empty_area":
+            if not _is_area(value):
+                raise ConfigError(f"post-processing param 'empty_area' must be an integer >= 0, got {value!r}")
+            checked[key] = int(value)
         elif key == "min_area" and task_of(task).class_per_pixel and isinstance(value, (list, tuple)):
             if not value or not all(_is_area(v) for v in value):
                 raise ConfigError(f"post-processing param 'min_area' must be an integer >= 0 or a list of them (one "
@@ -271,18 +284,63 @@ def remove_small_classes(classes: np.ndarray, min_area: int | Sequence[int], are
     return np.where(keep[classes], classes, 0).astype(np.int32)
 
 
+def _binary_mask(components: np.ndarray, params: Mapping[str, Any], areas: np.ndarray) -> np.ndarray:
+    """The 0/1 mask of the components of at least ``min_area`` pixels, empty when they cover < ``empty_area``."""
+    kept = remove_small(components, params["min_area"], areas)
+    if params["empty_area"] and int(areas[1:][areas[1:] >= params["min_area"]].sum()) < params["empty_area"]:
+        return np.zeros_like(kept)
+    return (kept > 0).astype(np.int32)
+
+
+@dataclass(frozen=True)
+class PostProcessor:
+    """A task's post-processing, as the OOF search reuses it: ``build(probs, params)`` the candidates of the
+    ``build_axes`` values (expensive), ``finish(candidates, params, areas)`` the labels after the ``filter_axes``
+    values (cheap; ``areas`` is ``np.bincount(candidates.ravel())``, counted once per candidates). ``fixed``
+    parameters are part of the params but never searched."""
+
+    build_axes: tuple[str, ...]
+    filter_axes: tuple[str, ...]
+    build: Callable[[np.ndarray, Mapping[str, Any]], np.ndarray]
+    finish: Callable[[np.ndarray, Mapping[str, Any], np.ndarray], np.ndarray]
+    fixed: tuple[str, ...] = ()
+
+    @property
+    def axes(self) -> tuple[str, ...]:
+        """The searched parameters, expensive first (the order of a grid's points)."""
+        return self.build_axes + self.filter_axes
+
+    @property
+    def params(self) -> tuple[str, ...]:
+        return self.axes + self.fixed
+
+
+POSTPROCESSORS: dict[str, PostProcessor] = {
+    "instance": PostProcessor(
+        ("fg_threshold", "seed_threshold"), ("min_area",),
+        lambda probs, p: instance_candidates(probs, p["fg_threshold"], p["seed_threshold"], p["fill_holes"]),
+        lambda labels, p, areas: remove_small(labels, p["min_area"], areas), fixed=("fill_holes",)),
+    "binary": PostProcessor(
+        ("fg_threshold",), ("min_area", "empty_area"),
+        lambda probs, p: binary_components(probs[..., 0], p["fg_threshold"]), _binary_mask),
+    "multiclass": PostProcessor(
+        ("class_threshold",), ("min_area",),
+        lambda probs, p: class_map(probs, p["class_threshold"]),
+        lambda classes, p, areas: remove_small_classes(classes, p["min_area"], areas)),
+}
+# The parameters each task's post-processing takes.
+PARAM_KEYS: dict[str, tuple[str, ...]] = {name: POSTPROCESSORS[name].params for name in TASKS}
+_ALL_KEYS = tuple(dict.fromkeys(key for params in PARAM_KEYS.values() for key in params))
+
+
 def instances_from_probs(probs: np.ndarray, params: Mapping[str, Any], task: str = "instance") -> np.ndarray:
     """int32 label image (labels 1..n, never overlapping) for instances, a 0/1 mask for the binary task, or a
-    class map (0 = no class, k = class id k) for multiclass."""
+    class map (0 = no class, k = class id k) for multiclass: the task's :class:`PostProcessor`, built and
+    finished."""
     checked = validate_params(params, task)
-    probs = as_probabilities(probs, task)
-    if task_of(task).class_per_pixel:
-        return remove_small_classes(class_map(probs, checked.get("class_threshold")), checked["min_area"])
-    if task_of(task).one_mask_per_image:
-        kept = remove_small(binary_components(probs[..., 0], checked["fg_threshold"]), checked["min_area"])
-        return (kept > 0).astype(np.int32)
-    candidates = instance_candidates(probs, checked["fg_threshold"], checked["seed_threshold"], checked["fill_holes"])
-    return remove_small(candidates, checked["min_area"])
+    processor = POSTPROCESSORS[task]
+    candidates = processor.build(as_probabilities(probs, task), checked)
+    return processor.finish(candidates, checked, np.bincount(candidates.ravel()))
 
 
 def predict_class(probs: np.ndarray, classes: Sequence[str]) -> str | None:

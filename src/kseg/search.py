@@ -26,7 +26,7 @@ import logging
 import zipfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -41,15 +41,11 @@ from kseg.folds import read_folds
 from kseg.metric import class_map_counts, task_metric, task_score
 from kseg.plan import read_plan
 from kseg.postprocess import (
-    PARAM_KEYS,
+    OPTIONAL_PARAMS,
+    POSTPROCESSORS,
     as_probabilities,
-    binary_components,
-    class_map,
-    instance_candidates,
     instances_from_probs,
     predict_class,
-    remove_small,
-    remove_small_classes,
     validate_params,
 )
 from kseg.run import RunDir
@@ -59,7 +55,7 @@ from kseg.tta import views_for_orientation
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Grid", "read_grid", "check_search_config", "score_grid", "count_grid", "OofImage", "oof_images", "load_oof",
+__all__ = ["Grid", "read_grid", "check_search_config", "grid_labels", "score_grid", "count_grid", "OofImage", "oof_images", "load_oof",
            "SearchResult", "read_search_result", "command_search"]
 
 OOF_KEYS = ("plain", "tta")
@@ -151,59 +147,42 @@ def read_search_result(cfg: Mapping[str, Any]) -> SearchResult:
 
 @dataclass(frozen=True)
 class Grid:
-    """The searched values of each parameter (sorted, distinct) and the fixed ``fill_holes``.
-
-    The binary task has no seeds: ``seed_thresholds`` is empty and its axis has length 1. ``metric`` is
-    ``data.metric``, what every point is scored by.
-    """
+    """The searched values of each parameter of the task's :class:`~kseg.postprocess.PostProcessor` (sorted,
+    distinct, the default's value included; None, the argmax, first), in its axis order (expensive first), with
+    its ``fixed`` parameters (``fill_holes``) and ``metric`` (``data.metric``), what every point is scored by."""
 
     task: str
-    fg_thresholds: tuple[float, ...]
-    seed_thresholds: tuple[float, ...]
-    min_areas: tuple[int, ...]
-    fill_holes: bool
+    axes: dict[str, tuple[Any, ...]]
+    fixed: dict[str, Any] = field(default_factory=dict)
     metric: str = "auto"
-    # multiclass: None (the argmax) first, then the searched thresholds of each class's probability.
-    class_thresholds: tuple[float | None, ...] = (None,)
 
     @property
-    def thresholds(self) -> tuple[float | None, ...]:
-        """The first axis: foreground thresholds, or a multiclass run's class thresholds."""
-        return self.class_thresholds if task_of(self.task).class_per_pixel else self.fg_thresholds
-
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        """(n_threshold, n_seed, n_min_area); a flat grid index is row-major over this shape."""
-        return max(1, len(self.thresholds)), max(1, len(self.seed_thresholds)), len(self.min_areas)
+    def shape(self) -> tuple[int, ...]:
+        """The number of values per axis; a flat grid index is row-major over this shape."""
+        return tuple(len(values) for values in self.axes.values())
 
     def points(self) -> list[dict[str, Any]]:
-        """Every grid point as a params dict, in flat-index order (min_area varies fastest)."""
-        if task_of(self.task).class_per_pixel:
-            return [{"class_threshold": threshold, "min_area": area}
-                    for threshold, area in itertools.product(self.class_thresholds, self.min_areas)]
-        if task_of(self.task).one_mask_per_image:
-            return [{"fg_threshold": fg, "min_area": area} for fg, area in itertools.product(self.fg_thresholds, self.min_areas)]
-        return [
-            {"fg_threshold": fg, "seed_threshold": seed, "min_area": area, "fill_holes": self.fill_holes}
-            for fg, seed, area in itertools.product(self.fg_thresholds, self.seed_thresholds, self.min_areas)
-        ]
+        """Every grid point as a params dict, in flat-index order (the last axis varies fastest)."""
+        names = list(self.axes)
+        return [{**dict(zip(names, values)), **self.fixed} for values in itertools.product(*self.axes.values())]
 
 
 def read_grid(cfg: Mapping[str, Any], task: str) -> Grid:
-    """``postprocess.grid`` checked: each key a non-empty list of valid values, plus the default's value;
-    binary ignores seed_threshold."""
+    """``postprocess.grid`` checked: each searched parameter of the task a non-empty list of valid values, plus
+    the default's value; a parameter the task may leave out (``class_threshold``, ``empty_area``) searches its
+    neutral value alone when the grid leaves it out; the other tasks' parameters are ignored."""
     default = validate_params(cfg["postprocess"]["default"], task)
     grid = cfg["postprocess"]["grid"]
     if not isinstance(grid, Mapping):
         raise ConfigError(f"postprocess.grid must be a mapping of parameter -> list of values, got {grid!r}")
-    searchable = tuple(dict.fromkeys(key for params in PARAM_KEYS.values() for key in params if key != "fill_holes"))
+    searchable = tuple(dict.fromkeys(key for processor in POSTPROCESSORS.values() for key in processor.axes))
     unknown = sorted(set(grid) - set(searchable))
     if unknown:
         raise ConfigError(f"postprocess.grid: unknown key '{unknown[0]}' (searchable: {', '.join(searchable)})")
-    needed = [key for key in searchable if key in PARAM_KEYS[task]]
-    axes: dict[str, tuple] = {}
-    for key in needed:
-        values = grid.get(key, [None] if key == "class_threshold" else None)  # no class_threshold: the argmax
+    processor = POSTPROCESSORS[task]
+    axes: dict[str, tuple[Any, ...]] = {}
+    for key in processor.axes:
+        values = grid.get(key, [OPTIONAL_PARAMS[key]] if key in OPTIONAL_PARAMS else None)
         if not isinstance(values, (list, tuple)) or not values:
             raise ConfigError(f"postprocess.grid.{key} must be a non-empty list, got {values!r}")
         for value in values:
@@ -212,20 +191,11 @@ def read_grid(cfg: Mapping[str, Any], task: str) -> Grid:
             except ConfigError as error:
                 raise ConfigError(f"postprocess.grid.{key}: {error}") from None
         # The default point is always searched too, so the search never picks worse than it on OOF (a per-class
-        # default list of a multiclass run adds each of its values).
-        at_default = default.get(key)
-        defaults = at_default if isinstance(at_default, list) else [at_default]
-        # None (the argmax) sorts first, so a tie keeps the plain argmax.
+        # default list of a multiclass run adds each of its values); None sorts first, so a tie keeps the argmax.
+        defaults = default[key] if isinstance(default[key], list) else [default[key]]
         axes[key] = tuple(sorted(set(values) | set(defaults), key=lambda v: (v is not None, v or 0)))
-    return Grid(
-        task=task,
-        fg_thresholds=tuple(float(v) for v in axes.get("fg_threshold", ())),
-        seed_thresholds=tuple(float(v) for v in axes.get("seed_threshold", ())),
-        min_areas=tuple(int(v) for v in axes["min_area"]),
-        fill_holes=bool(default.get("fill_holes", False)),
-        metric=cfg["data"]["metric"],
-        class_thresholds=tuple(None if v is None else float(v) for v in axes.get("class_threshold", (None,))),
-    )
+    return Grid(task=task, axes=axes, fixed={key: default[key] for key in processor.fixed},
+                metric=cfg["data"]["metric"])
 
 
 def check_search_config(cfg: Mapping[str, Any], task: str) -> int:
@@ -235,48 +205,36 @@ def check_search_config(cfg: Mapping[str, Any], task: str) -> int:
     return int(cfg["postprocess"]["n_jobs"])
 
 
-def score_grid(truth: np.ndarray, probs: np.ndarray, grid: Grid) -> np.ndarray:
-    """Score of one image at every grid point (flat order of :meth:`Grid.points`), float64.
+def grid_labels(probs: np.ndarray, grid: Grid) -> Iterator[np.ndarray]:
+    """The post-processed labels of one image at every grid point, in flat order (:meth:`Grid.points`).
 
-    Reuse: one label image per (fg_threshold, seed_threshold), its areas counted once, and each
-    ``min_area`` applied as a filter on those areas (see ``postprocess.remove_small``).
-    """
+    Reuse: one ``build`` (a watershed, a class map) per point of the expensive axes, its areas counted once,
+    and one cheap ``finish`` (area filters) per point of the others; :func:`kseg.postprocess.instances_from_probs`
+    is the same two steps, so every point equals post-processing with its params."""
+    processor = POSTPROCESSORS[grid.task]
     probs = as_probabilities(probs, grid.task)
+    build, finish = processor.build_axes, processor.filter_axes
+    for build_values in itertools.product(*(grid.axes[name] for name in build)):
+        params = {**grid.fixed, **dict(zip(build, build_values))}
+        candidates = processor.build(probs, params)
+        areas = np.bincount(candidates.ravel())
+        for finish_values in itertools.product(*(grid.axes[name] for name in finish)):
+            yield processor.finish(candidates, {**params, **dict(zip(finish, finish_values))}, areas)
+
+
+def score_grid(truth: np.ndarray, probs: np.ndarray, grid: Grid) -> np.ndarray:
+    """Score of one image at every grid point (flat order of :meth:`Grid.points`), float64; a multiclass run's
+    per-class counts instead (:func:`count_grid`: its metric sums them over the set)."""
     if task_of(grid.task).class_per_pixel:
         return count_grid(truth, probs, grid)
     metric = task_metric(grid.task, grid.metric)
-    scores = np.empty(int(np.prod(grid.shape)), np.float64)
-    flat_index = 0
-    if task_of(grid.task).one_mask_per_image:
-        for fg_threshold in grid.fg_thresholds:
-            components = binary_components(probs[..., 0], fg_threshold)
-            areas = np.bincount(components.ravel())
-            for min_area in grid.min_areas:
-                scores[flat_index] = metric.image(truth, remove_small(components, min_area, areas))
-                flat_index += 1
-        return scores
-    for fg_threshold in grid.fg_thresholds:
-        for seed_threshold in grid.seed_thresholds:
-            candidates = instance_candidates(probs, fg_threshold, seed_threshold, grid.fill_holes)
-            areas = np.bincount(candidates.ravel())
-            for min_area in grid.min_areas:
-                scores[flat_index] = metric.image(truth, remove_small(candidates, min_area, areas))
-                flat_index += 1
-    return scores
+    return np.array([metric.image(truth, labels) for labels in grid_labels(probs, grid)], np.float64)
 
 
 def count_grid(truth: np.ndarray, probs: np.ndarray, grid: Grid) -> np.ndarray:
     """Per-class counts (:func:`kseg.metric.class_map_counts`, int64 ``(n_grid, 3, n_channels)``) of one image of a
-    multiclass run at every grid point: one class map and one area count per class threshold, then a filter per
-    ``min_area``."""
-    probs = as_probabilities(probs, grid.task)
-    counts = []
-    for threshold in grid.class_thresholds:
-        classes = class_map(probs, threshold)
-        areas = np.bincount(classes.ravel(), minlength=probs.shape[-1])
-        counts.extend(class_map_counts(truth, remove_small_classes(classes, area, areas), probs.shape[-1])
-                      for area in grid.min_areas)
-    return np.stack(counts)
+    multiclass run at every grid point."""
+    return np.stack([class_map_counts(truth, labels, probs.shape[-1]) for labels in grid_labels(probs, grid)])
 
 
 def _score_params(truth: np.ndarray, probs: np.ndarray, params: Mapping[str, Any], task: str, metric: str) -> float:
@@ -367,29 +325,30 @@ def _write_table(path: Path, grid: Grid, scores: np.ndarray, images: Sequence[Oo
         table.to_csv(tmp, index=False, float_format="%.6f")
 
 
+def _value_name(value: Any) -> str:
+    return "argmax" if value is None else f"{value:g}"
+
+
 def _plot_curves(path: Path, grid: Grid, mean_scores: np.ndarray, best: int) -> None:
-    """Score vs fg_threshold (one line per seed_threshold, at the best min_area) and score vs min_area."""
+    """Score along each searched parameter, the others at the best point (one panel per parameter)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     cube = mean_scores.reshape(grid.shape)
-    best_fg, best_seed, best_area = np.unravel_index(best, grid.shape)
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    seed_labels = [f"seed {seed:g}" for seed in grid.seed_thresholds] or [grid.task]
-    names = ["argmax" if t is None else f"{t:g}" for t in grid.thresholds]  # multiclass: None is the argmax
-    for seed_index, label in enumerate(seed_labels):
-        left.plot(range(len(names)), cube[:, seed_index, best_area], marker="o", label=label)
-    left.set_xticks(range(len(names)), names)
-    threshold_name = "class_threshold" if task_of(grid.task).class_per_pixel else "fg_threshold"
-    left.set(xlabel=threshold_name, ylabel="mean OOF score", title=f"min_area = {grid.min_areas[best_area]}")
-    left.legend()
-    right.plot(grid.min_areas, cube[best_fg, best_seed, :], marker="o")
-    seed_title = f", seed {grid.seed_thresholds[best_seed]:g}" if grid.seed_thresholds else ""
-    fg_title = f"{threshold_name} {names[best_fg]}"
-    right.set(xlabel="min_area", ylabel="mean OOF score", title=f"{fg_title}{seed_title}")
-    for axis in (left, right):
+    best_at = np.unravel_index(best, grid.shape)
+    names = list(grid.axes)
+    fig, panels = plt.subplots(1, len(names), figsize=(4.5 * len(names), 4), squeeze=False)
+    for i, (name, axis) in enumerate(zip(names, panels[0])):
+        along: list[Any] = list(best_at)
+        along[i] = slice(None)
+        labels = [_value_name(value) for value in grid.axes[name]]
+        axis.plot(range(len(labels)), cube[tuple(along)], marker="o")
+        axis.set_xticks(range(len(labels)), labels)
+        others = ", ".join(f"{other} {_value_name(grid.axes[other][best_at[j]])}"
+                           for j, other in enumerate(names) if j != i)
+        axis.set(xlabel=name, ylabel="mean OOF score", title=others or grid.task)
         axis.grid(alpha=0.3)
     fig.tight_layout()
     with atomic_path(path) as tmp:
@@ -505,7 +464,7 @@ def _search_class_maps(cfg: Mapping[str, Any], run_dir: Path, channels: Sequence
             per_point = [class_scores[g].get(k) for g in range(len(points))]
             if all(value is not None for value in per_point):
                 chosen_index[k] = int(np.argmax(np.array(per_point, dtype=float)))
-        chosen = {key: [points[g][key] for g in chosen_index[1:]] for key in ("class_threshold", "min_area")}
+        chosen = {key: [points[g][key] for g in chosen_index[1:]] for key in grid.axes}
     else:
         chosen = points[best]
     # Classes are independent (module docstring), so the chosen counts are each class's column at its own index.

@@ -8,7 +8,8 @@
 - ``multiclass``: exclusive classes (CamVid, Severstal): a softmax over background + one channel per class,
   class maps, one RLE row per class present, void pixels left out, scored on the whole set's pixel counts.
 
-A new task type is a new entry here, and the branches it needs where it differs from these.
+A new task type is a new entry here, its post-processing an entry of ``kseg.postprocess.POSTPROCESSORS`` (its
+parameters and the axes the OOF search reuses), and the branches it needs where it differs from these.
 """
 from __future__ import annotations
 
@@ -37,8 +38,6 @@ class Task:
     # The probability channels post-processing needs (instance: foreground + border; multiclass: background +
     # a class).
     min_channels: int
-    # The post-processing parameters it uses (binary masks have no seeds, and their holes may be real).
-    params: tuple[str, ...]
     # The metrics (kseg.metric.METRICS) that can score its predictions, its own first (``data.metric: auto``): an
     # instance run predicts label images (a mask metric scores their union: Dice, TGS), a binary run masks, a
     # multiclass run class maps.
@@ -48,13 +47,12 @@ class Task:
 TASKS: dict[str, Task] = {
     "instance": Task("instance", separates_objects=True, class_per_pixel=False, one_mask_per_image=False,
                      row_noun="instance", min_channels=2,
-                     params=("fg_threshold", "seed_threshold", "min_area", "fill_holes"),
                      metrics=("map_iou", "f2_iou", "dice", "iou", "tgs_ap_iou")),
     "binary": Task("binary", separates_objects=False, class_per_pixel=False, one_mask_per_image=True,
-                   row_noun="mask", min_channels=1, params=("fg_threshold", "min_area"),
+                   row_noun="mask", min_channels=1,
                    metrics=("dice", "iou", "tgs_ap_iou")),
     "multiclass": Task("multiclass", separates_objects=False, class_per_pixel=True, one_mask_per_image=False,
-                       row_noun="class mask", min_channels=2, params=("class_threshold", "min_area"),
+                       row_noun="class mask", min_channels=2,
                        metrics=("mean_iou_classes", "dice_classes")),
 }
 
