@@ -14,6 +14,7 @@ from kseg import rle
 from kseg.cli import main
 from kseg.config import load_config
 from kseg.data import PRESETS, load_records, read_image
+from kseg.errors import DataError
 from kseg.metric import tgs_score
 
 CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
@@ -175,3 +176,51 @@ def test_severstal_config_trains_on_unlisted_images_and_scores_by_pair_dice(tmp_
     assert report["per_image"] == pytest.approx({"0a.jpg": 0.75, "0b.jpg": (3 + 2 / 3) / 4})
     assert report["per_class"] == pytest.approx({"1": 1.0, "2": (1 + 2 / 3) / 2, "3": 1.0, "4": 0.5})
     assert report["score"] == pytest.approx((0.75 + (3 + 2 / 3) / 4) / 2)
+
+
+def test_severstal_2019_joined_ids_read_write_validate_and_score(tmp_path, capsys):
+    """preset severstal2019 (ImageId_ClassId joined, every pair listed, empty where absent): train.csv reads into
+    class maps, the submission lists every (image, class) pair joined, validates, and scores as the split form."""
+    from kseg.data import schema_from_config
+    from kseg.submission import submission_frame, validate_submission
+
+    root = tmp_path / "severstal"
+    for side in ("train_images", "test_images"):
+        (root / side).mkdir(parents=True)
+        for name in ("0a.jpg", "0b.jpg"):
+            cv2.imwrite(str(root / side / name), np.full((32, 64, 3), 90, np.uint8))
+    mask = np.zeros((32, 64), bool)
+    mask[4:12, 8:40] = True
+    pairs = [[f"{name}_{k}", rle.encode(mask, "F") if (name, k) == ("0b.jpg", 2) else ""]
+             for name in ("0a.jpg", "0b.jpg") for k in range(1, 5)]
+    pd.DataFrame(pairs, columns=["ImageId_ClassId", "EncodedPixels"]).to_csv(root / "train.csv", index=False)
+    pd.DataFrame([[pair, ""] for pair, _ in pairs], columns=["ImageId_ClassId", "EncodedPixels"]).to_csv(
+        root / "sample_submission.csv", index=False)
+    sets = [f"data.root={root}", f"output.dir={tmp_path / 'run'}", "folds.n_splits=2", "data.schema.preset=severstal2019",
+            "data.unlisted=skip"]
+    cfg = load_config("configs/severstal.yaml", sets)
+    records = load_records(cfg, progress=False)
+    assert [(r.id, int(r.labels.max())) for r in records] == [("0a.jpg", 0), ("0b.jpg", 2)]
+    assert np.array_equal(records[1].labels == 2, mask)
+
+    schema = schema_from_config(cfg)
+    half = mask.copy()
+    half[:, 24:] = False
+    frame = submission_frame({"0a.jpg": np.zeros((32, 64), np.int32), "0b.jpg": half.astype(np.int32) * 2}, schema,
+                             n_classes=4)
+    assert list(frame.columns) == ["ImageId_ClassId", "EncodedPixels"] and len(frame) == 8
+    assert frame["ImageId_ClassId"].tolist() == [pair for pair, _ in pairs]
+    path = tmp_path / "pred.csv"
+    frame.to_csv(path, index=False)
+    expected = {"0a.jpg": (32, 64), "0b.jpg": (32, 64)}
+    assert validate_submission(path, schema, expected, "multiclass", 4) == []
+    frame.drop(index=3).to_csv(tmp_path / "short.csv", index=False)
+    assert validate_submission(tmp_path / "short.csv", schema, expected, "multiclass", 4) == [
+        "id '0a.jpg' has no ImageId_ClassId row for class(es) 4; a joined submission lists every class of every image"]
+    assert main(["score", str(root / "train.csv"), str(path), "--config", "configs/severstal.yaml", "--json",
+                 *[a for s in sets for a in ("--set", s)]]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["per_image"] == pytest.approx({"0a.jpg": 1.0, "0b.jpg": (3 + 2 / 3) / 4})
+    pd.DataFrame([["0a.jpg1", ""]], columns=["ImageId_ClassId", "EncodedPixels"]).to_csv(root / "train.csv", index=False)
+    with pytest.raises(DataError, match=r"train.csv line 2: ImageId_ClassId '0a.jpg1' is not <id>_<class>"):
+        load_records(cfg, progress=False)

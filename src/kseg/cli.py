@@ -95,7 +95,7 @@ def _cmd_overlay(args: argparse.Namespace) -> int:
 
 
 def _cmd_score(args: argparse.Namespace) -> int:
-    from .data import PRESETS, Schema, n_classes_of, read_csv, schema_from_config
+    from .data import PRESETS, Schema, n_classes_of, read_annotations, read_submission_csv, schema_from_config
     from .metric import score_frames, task_metric
 
     shapes, n_classes = None, 0
@@ -116,7 +116,8 @@ def _cmd_score(args: argparse.Namespace) -> int:
     if args.metric is not None:
         metric = args.metric
     task_metric(task, metric)  # a metric that cannot score the task is an error before any file is read
-    truth, pred = (read_csv(Path(p), what) for p, what in ((args.truth, "truth CSV"), (args.pred, "prediction CSV")))
+    truth = read_annotations(Path(args.truth), schema, "truth CSV")
+    pred = read_submission_csv(Path(args.pred), schema, "prediction CSV")
     report = score_frames(truth, pred, schema, shapes, task=task, truth_name=args.truth, pred_name=args.pred,
                           allow_overlap=args.allow_overlap, metric=metric, n_classes=n_classes)
     if report.overlaps:

@@ -123,10 +123,10 @@ class Section(BaseModel):
 
 
 class SchemaSection(Section):
-    """data.schema: the CSV's columns and encoding; a preset (dsb2018, sartorius, severstal, siim, tgs) fills
-    what is null."""
+    """data.schema: the CSV's columns and encoding; a preset (kseg.data.PRESETS) fills what is null."""
 
-    preset: Optional[StrictStr] = _help(None, "dsb2018, sartorius, severstal, siim or tgs (kseg.data.PRESETS)")
+    preset: Optional[StrictStr] = _help(None, "dsb2018, sartorius, severstal, severstal2019, siim or tgs "
+                                                     "(kseg.data.PRESETS)")
     id_col: Optional[StrictStr] = _help(None, "the image id column")
     rle_col: Optional[StrictStr] = _help(None, "the run-length encoded mask column")
     height_col: Optional[StrictStr] = _help(None, "a column holding each image's height, when the CSV has one")
@@ -143,6 +143,9 @@ class SchemaSection(Section):
     unlabelled: Optional[Unlabelled] = _help(None, """multiclass: a pixel in no row is background (null =
         background unless the preset says) or ignore (void: left out of the loss and the metric, as CamVid's
         Unlabelled)""")
+    joined_id: Optional[StrictStr] = _help(None, """multiclass: a file column joining the id and the class as
+        <id>_<class> (Severstal 2019's ImageId_ClassId, preset severstal2019): split when read, and the submission
+        lists every (image, class) pair joined""")
 
 
 class DataSection(Section):

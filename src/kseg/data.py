@@ -31,7 +31,7 @@ from .tasks import task_of
 
 __all__ = [
     "Schema", "PRESETS", "schema_from_config", "read_image", "image_size", "ImageRecord",
-    "read_csv", "read_annotations", "csv_lines", "read_index", "load_records", "load_test_truth", "list_test_images",
+    "read_csv", "read_annotations", "read_submission_csv", "split_joined", "csv_lines", "read_index", "load_records", "load_test_truth", "list_test_images",
     "records_frame",
     "image_path", "check_complete_image", "UNLABELLED", "class_id", "n_classes_of", "class_names",
 ]
@@ -70,6 +70,14 @@ PRESETS: dict[str, dict[str, Any]] = {
         "rle_order": "F", "class_col": "ClassId", "group_col": None, "unlabelled": "background",
         "submission_cols": ("ImageId", "EncodedPixels", "ClassId"),
     },
+    # Severstal as first released (2019): one column ImageId_ClassId ("0002cc93b.jpg_1") instead of two, every
+    # (image, class) pair listed in train.csv and in the submission, empty where the class is absent. Read into
+    # the severstal layout above; the submission is written back in the joined form, every pair of every image.
+    "severstal2019": {
+        "id_col": "ImageId", "rle_col": "EncodedPixels", "height_col": None, "width_col": None,
+        "rle_order": "F", "class_col": "ClassId", "group_col": None, "unlabelled": "background",
+        "submission_cols": ("ImageId", "EncodedPixels", "ClassId"), "joined_id": "ImageId_ClassId",
+    },
 }
 # What a pixel in no row of a multiclass CSV is: background (a class of its own that gets no row, Severstal) or
 # void (ignored by the loss and the metric, CamVid's "Unlabelled").
@@ -81,7 +89,8 @@ HIGH_DEPTH_PERCENTILES = (0.1, 99.9)
 
 # Keys a schema cannot do without when no preset supplies them.
 _REQUIRED_KEYS = ("id_col", "rle_col", "rle_order")
-_OPTIONAL_KEYS = ("height_col", "width_col", "class_col", "group_col", "submission_cols", "header", "unlabelled")
+_OPTIONAL_KEYS = ("height_col", "width_col", "class_col", "group_col", "submission_cols", "header", "unlabelled",
+                  "joined_id")
 
 # Columns of read_index and records_frame: one row per image, what folds and summaries need.
 INDEX_COLUMNS = ["id", "cls", "group", "n_instances", "height", "width"]
@@ -112,10 +121,16 @@ class Schema:
     submission_cols: tuple[str, ...]
     header: bool = True
     unlabelled: str = "background"
+    # The file column that joins id and class as "<id>_<class>" (Severstal 2019's ImageId_ClassId): CSVs are
+    # split into id_col and class_col as they are read (:func:`split_joined`), submissions written joined.
+    joined_id: str | None = None
 
     def check_task(self, task: str) -> None:
         """A multiclass task needs a class column and a class column in the submission; the others write two
         columns. Checked where a schema meets its task (the config, ``kseg score``)."""
+        if self.joined_id and not task_of(task).class_per_pixel:
+            raise ConfigError(f"data.schema.joined_id ({self.joined_id}) joins an id and a class: it needs data.task "
+                              f"multiclass, got {task}")
         if task_of(task).class_per_pixel:
             if not self.class_col:
                 raise ConfigError("data.task multiclass needs data.schema.class_col (the class of each row, e.g. "
@@ -167,7 +182,7 @@ def schema_from_config(cfg: Mapping[str, Any]) -> Schema:
     values["unlabelled"] = values.get("unlabelled") or "background"
     if values["unlabelled"] not in UNLABELLED:
         raise ConfigError(f"data.schema.unlabelled must be one of {', '.join(UNLABELLED)}, got {values['unlabelled']!r}")
-    schema = Schema(**{key: values[key] for key in Schema.__dataclass_fields__})
+    schema = Schema(**{key: values[key] for key in Schema.__dataclass_fields__ if key in values})
     schema.check_task(task)
     return schema
 
@@ -429,8 +444,38 @@ def _record_lines(path: Path, n_rows: int, header: bool = True) -> np.ndarray:
 
 
 def read_annotations(path: Path, schema: Schema, what: str = "train CSV") -> pd.DataFrame:
-    """A CSV in the train layout of ``schema`` (train.csv, a test truth): with or without its header line."""
-    return read_csv(path, what, names=None if schema.header else (schema.id_col, schema.rle_col))
+    """A CSV in the train layout of ``schema`` (train.csv, a test truth): with or without its header line, a
+    joined id/class column split (:func:`split_joined`)."""
+    names = None if schema.header else (schema.joined_id or schema.id_col, schema.rle_col)
+    return split_joined(read_csv(path, what, names=names), schema, path)
+
+
+def read_submission_csv(path: Path, schema: Schema, what: str = "submission file") -> pd.DataFrame:
+    """A CSV in the submission layout of ``schema`` (a submission, a sample submission), a joined id/class column
+    split (:func:`split_joined`)."""
+    return split_joined(read_csv(path, what), schema, path)
+
+
+def split_joined(frame: pd.DataFrame, schema: Schema, path: Path) -> pd.DataFrame:
+    """``schema.joined_id`` ("0002cc93b.jpg_1") split at its last "_" into ``id_col`` and ``class_col``, in their
+    place; a frame without the joined column is returned as it is (its header is checked where it is used).
+    A value without "_" is a DataError naming the line."""
+    joined = schema.joined_id
+    if not joined or joined not in frame.columns:
+        return frame
+    assert schema.class_col is not None  # check_task: a joined id needs multiclass, which needs a class column
+    parts = frame[joined].str.rpartition("_")
+    bad = parts[1] != ""
+    if not bad.all():
+        line = csv_lines(frame)[int(np.argmin(bad.to_numpy()))]
+        value = frame[joined].to_numpy()[int(np.argmin(bad.to_numpy()))]
+        raise DataError(f"{path} line {line}: {joined} {value!r} is not <id>_<class>")
+    # The id where the joined column was, the class after the RLE (the submission's column order).
+    split = frame.assign(**{joined: parts[0]}).rename(columns={joined: schema.id_col})
+    columns = list(split.columns)
+    at = columns.index(schema.rle_col) + 1 if schema.rle_col in columns else len(columns)
+    split.insert(at, schema.class_col, parts[2])
+    return split
 
 
 def csv_lines(frame: pd.DataFrame) -> np.ndarray:
@@ -681,7 +726,7 @@ def list_test_images(cfg: Mapping[str, Any]) -> list[tuple[str, Path]]:
     sample_path = config_module.data_path(cfg, "sample_submission")
     if sample_path is not None and sample_path.is_file():
         id_col = schema_from_config(cfg).submission_cols[0]
-        sample = read_csv(sample_path, "sample submission")
+        sample = read_submission_csv(sample_path, schema_from_config(cfg), "sample submission")
         _require_columns(sample, sample_path, [id_col])
         first_rows = sample.assign(_line=csv_lines(sample)).drop_duplicates(id_col)
         images = []

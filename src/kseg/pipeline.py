@@ -268,7 +268,7 @@ def print_summary(cfg: Config, timings: dict[str, str], submission: Path) -> Non
     lines += _training_lines(output_dir(cfg))
     truth = data_path(cfg, "test_truth")
     if truth is not None and truth.is_file():
-        from .data import image_size, list_test_images, read_annotations, read_csv, schema_from_config
+        from .data import image_size, list_test_images, read_annotations, read_submission_csv, schema_from_config
         from .metric import score_frames
 
         schema = schema_from_config(cfg)
@@ -280,8 +280,9 @@ def print_summary(cfg: Config, timings: dict[str, str], submission: Path) -> Non
             names = {str(k): f"{k} {channel.removeprefix('class:')}" for k, channel in enumerate(channels) if k}
         # The test images' sizes, for schemas without size columns (TGS, Severstal): their RLE needs the shape.
         shapes = {image_id: image_size(path) for image_id, path in list_test_images(cfg)}
-        report = score_frames(read_annotations(truth, schema, "test truth"), read_csv(submission), schema, shapes,
-                              task=cfg["data"]["task"], metric=cfg["data"]["metric"], n_classes=len(names))
+        report = score_frames(read_annotations(truth, schema, "test truth"), read_submission_csv(submission, schema),
+                              schema, shapes, task=cfg["data"]["task"], metric=cfg["data"]["metric"],
+                              n_classes=len(names))
         lines.append(f"test score against {truth.name}: {report.score:.4f}")
         order = (lambda item: (len(item[0]), item[0])) if names else (lambda item: item[0])  # class ids by number
         for cls, value in sorted(report.per_class.items(), key=order):

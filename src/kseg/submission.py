@@ -36,24 +36,38 @@ __all__ = ["submission_frame", "image_rows", "write_submission", "SubmissionWrit
 MAX_PROBLEMS = 50
 
 
-def submission_frame(predictions: Mapping[str, np.ndarray], schema: Schema, order: str | None = None) -> pd.DataFrame:
+def file_columns(schema: Schema) -> tuple[str, ...]:
+    """The header a submission file has: ``schema.submission_cols``, or (joined id, rle) for a joined schema."""
+    return (schema.joined_id, schema.submission_cols[1]) if schema.joined_id else schema.submission_cols
+
+
+def submission_frame(predictions: Mapping[str, np.ndarray], schema: Schema, order: str | None = None,
+                     n_classes: int | None = None) -> pd.DataFrame:
     """One row per instance in label order, ids sorted; an image without instances gets one empty row
     (:func:`kseg.rle.empty_rle`: ``""``, or ``-1`` in SIIM's relative order).
 
     ``order`` is the RLE pixel order, ``schema.rle_order`` when not given.
     """
     order = order or schema.rle_order
-    rows = [row for image_id in sorted(predictions) for row in image_rows(image_id, predictions[image_id], schema, order)]
-    return pd.DataFrame(rows, columns=list(schema.submission_cols))
+    rows = [row for image_id in sorted(predictions)
+            for row in image_rows(image_id, predictions[image_id], schema, order, n_classes)]
+    return pd.DataFrame(rows, columns=list(file_columns(schema)))
 
 
-def image_rows(image_id: str, labels: np.ndarray, schema: Schema, order: str | None = None) -> list[list[str]]:
-    """The submission rows of one image in ``schema.submission_cols`` order: ``[id, rle]`` per instance, or
-    for a multiclass schema ``[id, rle, class id]`` per class present (the label image is a class map)."""
+def image_rows(image_id: str, labels: np.ndarray, schema: Schema, order: str | None = None,
+               n_classes: int | None = None) -> list[list[str]]:
+    """The submission rows of one image in :func:`file_columns` order: ``[id, rle]`` per instance, or for a
+    multiclass schema ``[id, rle, class id]`` per class present (the label image is a class map), or for a
+    joined schema ``[id_class, rle]`` for every class 1..``n_classes``, empty where the class is absent."""
     order = order or schema.rle_order
     if len(schema.submission_cols) == 2:
         return [[image_id, value] for value in image_rles(image_id, labels, order)]
     encoded = rle.encode_labels(_checked_labels(image_id, labels), order)
+    if schema.joined_id:
+        if n_classes is None or any(k > n_classes for k in encoded):
+            raise SubmissionError(f"prediction of id {image_id!r}: a joined {schema.joined_id} submission lists "
+                                  f"classes 1..n_classes, got classes {sorted(encoded)} with n_classes {n_classes}")
+        return [[f"{image_id}_{k}", encoded.get(k, rle.empty_rle(order))] for k in range(1, n_classes + 1)]
     return [[image_id, encoded[k], str(k)] for k in sorted(encoded)] or [[image_id, rle.empty_rle(order), ""]]
 
 
@@ -81,9 +95,10 @@ class SubmissionWriter:
     the block succeeds; :meth:`flush` makes the rows readable at :attr:`tmp_path` for validation first.
     """
 
-    def __init__(self, path: str | Path, schema: Schema, order: str | None = None) -> None:
+    def __init__(self, path: str | Path, schema: Schema, order: str | None = None, n_classes: int | None = None) -> None:
         self.path = Path(path)
         self.schema = schema
+        self.n_classes = n_classes
         self.order = order or schema.rle_order
         self.n_images = self.n_rows = self.n_instances = 0
         self._stack = contextlib.ExitStack()
@@ -93,12 +108,12 @@ class SubmissionWriter:
         self.tmp_path = self._stack.enter_context(atomic_path(self.path))
         self._file = self._stack.enter_context(open(self.tmp_path, "w", newline=""))
         self._csv = csv.writer(self._file, lineterminator="\n")
-        self._csv.writerow(self.schema.submission_cols)
+        self._csv.writerow(file_columns(self.schema))
         return self
 
     def add(self, image_id: str, labels: np.ndarray) -> int:
         """Append the rows of one image; returns its number of instances."""
-        rows = image_rows(image_id, labels, self.schema, self.order)
+        rows = image_rows(image_id, labels, self.schema, self.order, self.n_classes)
         self._csv.writerows(rows)
         n_instances = sum(1 for row in rows if not rle.is_empty(row[1], self.order))
         self.n_images += 1
@@ -131,14 +146,17 @@ def _read_submission(path: Path, schema: Schema) -> tuple[pd.DataFrame | None, l
     """The submission as text cells, or ``None`` and the reason it cannot be checked further."""
     if not path.is_file():
         return None, [f"{path}: file not found"]
+    header = ",".join(file_columns(schema))
     try:
         frame = data.read_csv(path, "submission file")
     except DataError as exc:
-        return None, [f"{exc}; a submission starts with the header {','.join(schema.submission_cols)}"]
-    if list(frame.columns) != list(schema.submission_cols):
-        return None, [f"{path}: header is {','.join(map(str, frame.columns))}, expected "
-                      f"{','.join(schema.submission_cols)}"]
-    return frame, []
+        return None, [f"{exc}; a submission starts with the header {header}"]
+    if list(frame.columns) != list(file_columns(schema)):
+        return None, [f"{path}: header is {','.join(map(str, frame.columns))}, expected {header}"]
+    try:
+        return data.split_joined(frame, schema, path), []
+    except DataError as exc:
+        return None, [str(exc)]
 
 
 def submission_labels(path: str | Path, schema: Schema, shapes: Mapping[str, tuple[int, int]]) -> dict[str, np.ndarray]:
@@ -191,15 +209,16 @@ def validate_submission(path: str | Path, schema: Schema, expected: Mapping[str,
         problems.append(f"{path}: no data rows")
     lines = data.csv_lines(frame)
     values = frame[rle_col].tolist()
+    classes = frame[schema.class_col].tolist() if schema.joined_id and schema.class_col else [""] * len(frame)
     if task_of(task).class_per_pixel:
         problems.extend(_class_problems(frame, schema, lines, n_classes))
     positions_of: dict[str, list[int]] = {}
-    first_line_of: dict[tuple[str, str], int] = {}
+    first_line_of: dict[tuple[str, str, str], int] = {}
     for position, (line, image_id, value) in enumerate(zip(lines.tolist(), frame[id_col], values)):
         if image_id not in expected:
             problems.append(f"line {line}: unknown id {image_id!r} (not a test image)")
             continue
-        key = (image_id, value.strip())
+        key = (image_id, value.strip(), classes[position])  # joined: one row per (image, class), empty or not
         if key in first_line_of:
             problems.append(f"line {line}: duplicate of line {first_line_of[key]} (id {image_id}, "
                             f"value '{_abbreviate(value)}')")
@@ -209,7 +228,8 @@ def validate_submission(path: str | Path, schema: Schema, expected: Mapping[str,
     problems.extend(f"missing id {image_id!r}: no row for this test image" for image_id in sorted(set(expected) - set(positions_of)))
     for image_id, positions in positions_of.items():
         rows = [(int(lines[p]), values[p]) for p in positions]
-        problems.extend(_image_problems(rows, image_id, expected[image_id], schema.rle_order, task))
+        problems.extend(_image_problems(rows, image_id, expected[image_id], schema.rle_order, task,
+                                        mixed_ok=schema.joined_id is not None))
     if len(problems) > MAX_PROBLEMS:
         problems = problems[:MAX_PROBLEMS] + [f"... and {len(problems) - MAX_PROBLEMS} more"]
     return problems
@@ -224,8 +244,9 @@ def _class_problems(frame: pd.DataFrame, schema: Schema, lines: np.ndarray, n_cl
     id_col, rle_col, class_col = schema.submission_cols
     problems: list[str] = []
     seen: dict[tuple[str, int], int] = {}
+    joined = schema.joined_id is not None
     for line, image_id, value, cls in zip(lines.tolist(), frame[id_col], frame[rle_col], frame[class_col]):
-        if rle.is_empty(value, schema.rle_order):
+        if rle.is_empty(value, schema.rle_order) and not joined:
             if str(cls).strip():
                 problems.append(f"line {line}: id {image_id!r} has an empty mask with class {cls!r}; an image without "
                                 f"any class has one empty row with an empty {class_col}")
@@ -240,17 +261,23 @@ def _class_problems(frame: pd.DataFrame, schema: Schema, lines: np.ndarray, n_cl
                             f"{seen[image_id, number]}); one row per class and image")
             continue
         seen[image_id, number] = line
+    if joined and n_classes is not None:  # every (image, class) pair, as the competition's sample lists them
+        for image_id in dict.fromkeys(frame[id_col]):
+            missing = [k for k in range(1, n_classes + 1) if (image_id, k) not in seen]
+            if missing:
+                problems.append(f"id {image_id!r} has no {schema.joined_id} row for class(es) "
+                                f"{', '.join(map(str, missing))}; a joined submission lists every class of every image")
     return problems
 
 
 def _image_problems(rows: list[tuple[int, str]], image_id: str, shape: tuple[int, int],
-                    order: str, task: str) -> list[str]:
-    """Problems among the ``(line, value)`` rows of one image: empty-vs-instance mix, bad RLE, overlap,
-    binary row count."""
+                    order: str, task: str, mixed_ok: bool = False) -> list[str]:
+    """Problems among the ``(line, value)`` rows of one image: empty-vs-instance mix (``mixed_ok``: a joined
+    submission lists every class, empty ones too), bad RLE, overlap, binary row count."""
     problems: list[str] = []
     empty_rows = [(line, value) for line, value in rows if rle.is_empty(value, order)]
     instance_rows = [(line, value) for line, value in rows if not rle.is_empty(value, order)]
-    if empty_rows and instance_rows:
+    if empty_rows and instance_rows and not mixed_ok:
         problems.append(f"line {empty_rows[0][0]}: id {image_id!r} has an empty prediction but also "
                         f"{len(instance_rows)} non-empty row(s) (first: line {instance_rows[0][0]})")
     if task_of(task).one_mask_per_image and len(rows) > 1:
@@ -285,7 +312,7 @@ def command_validate(path: str | Path | None, cfg: Mapping[str, Any]) -> int:
         for problem in problems:
             log.info(f"  {problem}")
         return 1
-    frame = data.read_csv(path, "submission file")
+    frame = data.read_submission_csv(Path(path), schema)
     n_instances = sum(not rle.is_empty(value, schema.rle_order) for value in frame[schema.submission_cols[1]])
     what = f"{task_of(cfg['data']['task']).row_noun}s"
     log.info(f"valid: {len(frame)} rows, {frame[schema.submission_cols[0]].nunique()} images, {n_instances} {what}")
