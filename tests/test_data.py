@@ -139,6 +139,38 @@ def test_read_image_16_bit_saturated_pixels_do_not_squeeze_the_content(tmp_path:
     assert image.min() == 0 and image.max() == 255 and len(np.unique(image)) > 150
 
 
+def test_npy_images_read_like_image_files_and_their_size_from_the_header(tmp_path: Path) -> None:
+    """.npy arrays (H, W) or (H, W, C): uint8 as is, other depths stretched like 16-bit files, bool as 0/255."""
+    gray = np.arange(12 * 10, dtype=np.uint16).reshape(12, 10) * 500
+    np.save(tmp_path / "gray.npy", gray)
+    image = data.read_image(tmp_path / "gray.npy")
+    assert image.shape == (12, 10, 3) and image.dtype == np.uint8 and image[0, 0, 0] == 0 and image[-1, -1, 0] == 255
+    rgb = np.random.default_rng(0).integers(0, 255, (8, 6, 3)).astype(np.uint8)
+    np.save(tmp_path / "rgb.npy", rgb)
+    assert np.array_equal(data.read_image(tmp_path / "rgb.npy"), rgb)
+    np.save(tmp_path / "mask.npy", rgb[..., 0] > 100)
+    assert set(np.unique(data.read_image(tmp_path / "mask.npy"))) <= {0, 255}
+    np.save(tmp_path / "two.npy", rgb[..., :2].astype(np.float32))
+    assert data.read_image(tmp_path / "two.npy").shape == (8, 6, 3)
+    assert data.image_size(tmp_path / "rgb.npy") == (8, 6) and data.image_size(tmp_path / "gray.npy") == (12, 10)
+
+
+@pytest.mark.parametrize(("array", "problem"), [
+    (np.zeros((3, 8, 6), np.uint8), r"channels last, got shape \(3, 8, 6\)"),
+    (np.zeros((8,), np.uint8), r"got shape \(8,\)"),
+    (np.array([{"a": 1}], dtype=object), "not a readable .npy array"),
+    (np.array([["a", "b"]]), "must hold numbers, got dtype <U1"),
+])
+def test_bad_npy_images_are_one_error_naming_the_file(tmp_path: Path, array: np.ndarray, problem: str) -> None:
+    path = tmp_path / "x.npy"
+    np.save(path, array, allow_pickle=True)
+    with pytest.raises(DataError, match=rf"x\.npy: .*{problem}"):
+        data.read_image(path)
+    (tmp_path / "cut.npy").write_bytes(path.read_bytes()[:20])
+    with pytest.raises(DataError, match="cut.npy: not a readable .npy array"):
+        data.image_size(tmp_path / "cut.npy")
+
+
 def test_read_image_of_a_constant_16_bit_image_is_black(tmp_path: Path) -> None:
     assert cv2.imwrite(str(tmp_path / "flat.png"), np.full((2, 2), 4000, dtype=np.uint16))
     assert not data.read_image(tmp_path / "flat.png").any()
@@ -447,3 +479,16 @@ def test_unlisted_ids_without_extension_when_the_csv_has_none(tmp_path: Path) ->
 def test_bad_unlisted_value_is_named(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="data.unlisted must be one of skip, empty, got 'keep'"):
         _severstal_config(tmp_path, "data.unlisted=keep")
+
+
+def test_a_competition_of_npy_images_loads_with_image_ext_npy(tmp_path: Path) -> None:
+    (tmp_path / "train").mkdir()
+    mask = np.zeros((16, 12), bool)
+    mask[2:6, 3:9] = True
+    for name in ("a", "b"):
+        np.save(tmp_path / "train" / f"{name}.npy", np.random.default_rng(1).random((16, 12)).astype(np.float32))
+    pd.DataFrame({"id": ["a", "b"], "rle_mask": [rle.encode(mask, "F"), ""]}).to_csv(tmp_path / "train.csv", index=False)
+    cfg = load_config(None, [f"data.root={tmp_path}", "data.schema.preset=tgs", "data.task=binary",
+                             "data.image_ext=.npy"])
+    records = data.load_records(cfg, progress=False)
+    assert [(r.id, r.shape, int(r.labels.sum())) for r in records] == [("a", (16, 12), 24), ("b", (16, 12), 0)]

@@ -84,6 +84,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 UNLABELLED = ("background", "ignore")
 
 DICOM_SUFFIXES = (".dcm", ".dicom")
+# Arrays saved with numpy (a preprocessed slice, a stack of computed channels): (H, W) or (H, W, C), C <= 4.
+NPY_SUFFIX = ".npy"
 # Percentiles of a 16-bit or float image that become 0 and 255 when it is read as uint8.
 HIGH_DEPTH_PERCENTILES = (0.1, 99.9)
 
@@ -241,6 +243,8 @@ def read_image(path: str | Path, dicom_window: Any = None) -> np.ndarray:
         # or windowed straight to 0..255.
         pixels = (np.asarray(read_dicom(path)) if dicom_window is None
                   else read_dicom(path, dicom_window, as_uint8=True))
+    elif path.suffix.lower() == NPY_SUFFIX:
+        pixels = _read_npy(path)
     else:
         pixels = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
         if pixels is None:
@@ -259,6 +263,32 @@ def read_image(path: str | Path, dicom_window: Any = None) -> np.ndarray:
     if pixels.dtype != np.uint8:
         pixels = _scale_to_uint8(pixels.astype(np.float64))
     return np.ascontiguousarray(pixels)
+
+
+def _load_npy(path: Path, mmap: bool = False) -> np.ndarray:
+    """The array of a ``.npy`` file (never pickled objects: a data file must not run code)."""
+    try:
+        array = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise DataError(f"{path}: not a readable .npy array ({exc})") from None
+    if not isinstance(array, np.ndarray) or not (array.ndim == 2 or (array.ndim == 3 and 1 <= array.shape[2] <= 4)):
+        shape = getattr(array, "shape", None)
+        raise DataError(f"{path}: a .npy image must be (height, width) or (height, width, channels) with 1 to 4 "
+                        f"channels last, got shape {shape}")
+    return array
+
+
+def _read_npy(path: Path) -> np.ndarray:
+    """A ``.npy`` image: bool as 0/255, other dtypes as they are (non-uint8 are stretched like 16-bit images), two
+    channels padded with a zero channel, RGB channel order assumed."""
+    array = _load_npy(path)
+    if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
+        raise DataError(f"{path}: a .npy image must hold numbers, got dtype {array.dtype}")
+    if array.dtype == bool:
+        array = array.astype(np.uint8) * 255
+    if array.ndim == 3 and array.shape[2] == 2:
+        array = np.concatenate([array, np.zeros_like(array[..., :1])], axis=2)
+    return np.asarray(array)
 
 
 def image_reader(cfg: Mapping[str, Any]) -> Callable[[str | Path], np.ndarray]:
@@ -329,6 +359,9 @@ def image_size(path: str | Path) -> tuple[int, int]:
         from kseg.dicom import dicom_size
 
         return dicom_size(path)
+    if path.suffix.lower() == NPY_SUFFIX:
+        height, width = _load_npy(path, mmap=True).shape[:2]
+        return int(height), int(width)
     try:
         with Image.open(path) as image:
             width, height = image.size
