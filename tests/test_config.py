@@ -10,6 +10,7 @@ import pytest
 from kseg import config
 from kseg.config import DEFAULTS, KsegConfig, describe, load_config, reference
 from kseg.errors import ConfigError
+from kseg.tasks import TASKS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -35,6 +36,7 @@ def _accepts_a_mapping(info: Any) -> bool:
 
 def test_the_defaults_validate_and_the_reference_is_current() -> None:
     KsegConfig.model_validate(DEFAULTS)
+    assert typing.get_args(config.Task) == tuple(TASKS)  # data.task's choices are the registered tasks
     assert load_config() == DEFAULTS
     committed = (REPO / "docs" / "CONFIG.md").read_text(encoding="utf-8")
     assert committed == reference(), "docs/CONFIG.md is stale: python -m kseg.config > docs/CONFIG.md"

@@ -31,7 +31,6 @@ from pydantic.fields import FieldInfo
 
 from .errors import ConfigError
 from .run import RunDir
-from .tasks import task_of
 
 __all__ = ["Config", "KsegConfig", "DEFAULTS", "load_config", "check_types", "describe", "reference", "get",
            "data_path", "output_dir", "submission_path", "folds_path", "dump", "fingerprint", "is_int"]
@@ -609,7 +608,6 @@ def _check_rules(cfg: Config) -> None:
     from .dicom import check_window  # cheap: pydicom is imported only to read a file
     from .metric import task_metric  # lazily: metric imports this module
 
-    task_of(cfg["data"]["task"])
     task_metric(cfg["data"]["task"], cfg["data"]["metric"])
     names = cfg["data"]["classes"]
     if names is not None and (not names or not all(n.strip() for n in names) or len(set(names)) != len(names)):
