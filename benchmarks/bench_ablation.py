@@ -104,7 +104,7 @@ def ablate(variants: Mapping[str, Sequence[str]], sets: Sequence[str], steps: in
     """Per set: the defaults once per seed, then each variant on the same seeds; each variant's table
     (``results/ablation/<variant>.md``) is rewritten after every set, so a long run keeps what it finished."""
     for name in sets:
-        task = load_config(CONFIGS / f"{name}.yaml", [f"data.root={prepare(name)}"])["data"]["task"]
+        task = load_config(CONFIGS / f"{name}.yaml", [f"data.root={prepare(name)}"]).data.task
         results = {}
         for label, extra in (("defaults", []), *variants.items()):
             runs = [kseg_score(name, extra, steps, seed, WORK / "ablation" / name / label) for seed in seeds]

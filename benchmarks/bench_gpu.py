@@ -75,7 +75,7 @@ def measure(devices: list[str], device_name: str, quick: bool) -> str:
     with tempfile.TemporaryDirectory() as tmp:
         root = make_demo_data(Path(tmp) / "data", seed=0, n_train=n_train, n_test=1, height=height, width=width)
         cfg = _config(root, Path(tmp) / "run", size, batch)
-        cfg["model"]["backbone"] = backbone
+        cfg.model.backbone = backbone
         records = load_records(cfg, progress=False)
         classes = run_classes(records, "instance")
         n_channels = len(channel_names("instance", classes))

@@ -29,7 +29,6 @@ printed only) checks that everything runs.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import shutil
 import subprocess
@@ -44,7 +43,7 @@ import numpy as np
 import pandas as pd
 
 import kseg  # noqa: F401  (sets the Keras 2 environment before any TensorFlow import)
-from kseg.config import Config, load_config, submission_path
+from kseg.config import Config, load_config, submission_path, with_values
 from kseg.data import class_names, load_records, read_csv, read_image, schema_from_config
 from kseg.files import write_text
 from kseg.metric import TaskScores, dice
@@ -186,20 +185,18 @@ class TestSet:
 
 def _side_config(cfg: Config, csv: str, folder: str) -> Config:
     """The same config reading another CSV/folder pair (the held-out truth is loaded like training data)."""
-    other = copy.deepcopy(cfg)
-    other["data"].update(train_csv=csv, train_dir=folder)
-    return other
+    return with_values(cfg, {"data.train_csv": csv, "data.train_dir": folder})
 
 
 def _test_set(cfg: Config, report_col: str | None, pixel_classes: Sequence[str] = ()) -> TestSet:
     records = load_records(_side_config(cfg, "test_truth.csv", "test"), progress=False)
     classes: list[str | None] = [r.cls for r in records]
     if report_col is not None:
-        frame = read_csv(Path(cfg["data"]["root"]) / "test_truth.csv")
+        frame = read_csv(Path(cfg.data.root) / "test_truth.csv")
         first = frame.drop_duplicates(schema_from_config(cfg).id_col).set_index(schema_from_config(cfg).id_col)
         classes = [str(first.loc[r.id, report_col]) for r in records]
     return TestSet([read_image(r.image_path) for r in records], [r.labels for r in records], classes,
-                   cfg["data"]["task"], list(pixel_classes))
+                   cfg.data.task, list(pixel_classes))
 
 
 def _submission_labels(cfg: Config, ids: Sequence[str], shapes: Sequence[tuple[int, int]]) -> list[np.ndarray]:
@@ -211,7 +208,7 @@ def _submission_labels(cfg: Config, ids: Sequence[str], shapes: Sequence[tuple[i
 
 def _stage_seconds(cfg: Config) -> float:
     """Seconds of every kseg stage of the run, from its own stage markers."""
-    stages = Path(cfg["output"]["dir"]) / "stages"
+    stages = Path(cfg.output.dir) / "stages"
     return sum(json.loads(p.read_text()).get("seconds", 0.0) for p in stages.glob("*.json"))
 
 
@@ -220,10 +217,10 @@ def _kseg_stage_rows(cfg: Config, test: TestSet) -> list[Row]:
     probability maps of large images are never all in memory."""
     models = load_fold_models(cfg)
     prepare = model_input(cfg)
-    task = cfg["data"]["task"]
-    _, classes = read_channels(Path(cfg["output"]["dir"]), task)
+    task = cfg.data.task
+    _, classes = read_channels(Path(cfg.output.dir), task)
     chosen = read_search_result(cfg)
-    default = cfg["postprocess"]["default"]
+    default = cfg.postprocess.default
 
     def instances(probs: np.ndarray, params: dict | None) -> np.ndarray:
         cls = predict_class(probs, classes) if classes else None
@@ -243,11 +240,11 @@ def _kseg_stage_rows(cfg: Config, test: TestSet) -> list[Row]:
         x = prepare(image)
         # One forward pass per fold and view: the TTA mean is the mean of the views (kseg merges by mean),
         # and the identity view is the no-TTA prediction.
-        views = [[restore_probabilities(predict_image(fn, x, [v], tile=cfg["predict"]["tile"]), image.shape[:2])
+        views = [[restore_probabilities(predict_image(fn, x, [v], tile=cfg.predict.tile), image.shape[:2])
                   for v in tta_views] for fn in models]
         tta = [np.mean(per_view, axis=0) for per_view in views]
         plain = ([per_view[tta_views.index("identity")] for per_view in views] if "identity" in tta_views else
-                 [restore_probabilities(predict_image(fn, x, ["identity"], tile=cfg["predict"]["tile"]), image.shape[:2])
+                 [restore_probabilities(predict_image(fn, x, ["identity"], tile=cfg.predict.tile), image.shape[:2])
                   for fn in models])
         for title, make in variants:
             pred = make(plain, tta)
@@ -363,7 +360,7 @@ def evaluate_set(name: str, budget_seconds: float, quick: bool, resume: bool = F
 
     # kseg trains as many steps of its network, on the same crops and batch, as fit in the budget on this machine.
     if not quick:
-        task = cfg["data"]["task"]
+        task = cfg.data.task
         n_channels = len(channel_names(task, class_names(cfg, train_records) or run_classes(train_records, task)))
         overrides = kseg_budget_overrides(budget_seconds, kseg_seconds_per_step(cfg, n_channels, budget.size,
                                                                                 budget.batch))

@@ -21,7 +21,7 @@ import numpy as np
 
 import kseg  # noqa: F401  (selects tf-keras before TensorFlow loads)
 from kseg.augment import build_augment
-from kseg.config import load_config
+from kseg.config import Config, load_config
 from kseg.data import load_records, read_image
 from kseg.demo import make_demo_data
 from kseg.targets import channel_names, make_targets
@@ -32,7 +32,7 @@ from .timing import best_seconds
 PIPELINE_TARGET = 3.0  # the pipeline alone should deliver at least 3x what the model consumes
 
 
-def _config(data_root: Path, out: Path, size: int, batch_size: int) -> dict:
+def _config(data_root: Path, out: Path, size: int, batch_size: int) -> Config:
     return load_config(None, [
         f"data.root={data_root}", "data.schema.preset=sartorius", "model.backbone=resnet18",
         "model.encoder_weights=null", f"train.size={size}", f"train.batch_size={batch_size}", "train.verbose=0",
@@ -73,7 +73,7 @@ def run(quick: bool = False) -> str:
                           0.0, None, seed=0, fold=0, epoch_size=steps * batch)
         dataset = train_dataset(cache, sampler, cfg, preprocess)
 
-        augment = build_augment(cfg["train"]["augment"], size, train=True)
+        augment = build_augment(cfg.train.augment, size, train=True)
         rng = np.random.default_rng(0)
 
         class NaiveSequence(keras.utils.Sequence):

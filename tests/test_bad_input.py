@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from kseg import data, files, folds, pipeline, rle, submission
 from kseg.cli import main
-from kseg.config import load_config
+from kseg.config import Config, load_config
 from kseg.errors import ConfigError, DataError, KsegError, KsegWarning
 
 SHAPE = (8, 8)
@@ -60,7 +60,7 @@ def competition(root: Path, train_lines: list[str], test_ids: tuple[str, ...] = 
     return root
 
 
-def config(root: Path, *overrides: str) -> dict:
+def config(root: Path, *overrides: str) -> Config:
     return load_config(None, [f"data.root={root}", "data.schema.preset=sartorius",
                               "data.sample_submission=sample_submission.csv", f"output.dir={root / 'run'}",
                               *overrides])
@@ -334,7 +334,7 @@ def test_wrong_config_types_are_one_config_error(tmp_path: Path, capsys, overrid
 
 
 def test_blank_image_ext_means_no_extension_and_non_utf8_is_an_error(tmp_path: Path) -> None:
-    assert load_config(config_file(tmp_path / "blank.yaml", "data:\n  image_ext:\n"))["data"]["image_ext"] == ""
+    assert load_config(config_file(tmp_path / "blank.yaml", "data:\n  image_ext:\n")).data.image_ext == ""
     with pytest.raises(ConfigError, match=r"latin1\.yaml: not UTF-8 text"):
         load_config(config_file(tmp_path / "latin1.yaml", "name: caf\xe9\n".encode("latin-1")))
 

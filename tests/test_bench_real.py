@@ -49,7 +49,7 @@ def test_prepared_set_loads_and_holds_out_by_group(prepared, name):
     assert train and test and sum(r.n_instances for r in train) > 0
     train_ids, test_ids = {r.id for r in train}, {r.id for r in test}
     assert not train_ids & test_ids
-    ext = _config(name, root, "train")["data"]["image_ext"]
+    ext = _config(name, root, "train").data.image_ext
     id_of = (lambda p: p.name[:-len(ext)]) if ext else (lambda p: p.name)  # "": ids carry the extension (CamVid)
     assert {id_of(p) for p in (root / "test").glob(f"*{ext}")} == test_ids
     assert {id_of(p) for p in (root / "train").glob(f"*{ext}")} == train_ids
@@ -168,14 +168,14 @@ def test_kseg_budget_overrides_load_on_every_real_config(quick):
     assert all("=" in s for s in sets)
     for path in sorted(CONFIGS.glob("*.yaml")):
         cfg = load_config(path, sets)
-        assert cfg["model"]["encoder_weights"] is None and model_arch(cfg["model"]) == "unet_scratch"
-        assert cfg["train"]["epochs"] >= 1
+        assert cfg.model.encoder_weights is None and model_arch(cfg.model) == "unet_scratch"
+        assert cfg.train.epochs >= 1
 
 
 def test_kseg_budget_is_the_steps_its_network_makes_in_the_budget():
     cfg = load_config(CONFIGS / "he_nuclei.yaml", kseg_budget_overrides(600, 0.5))
     # 600 s at 0.5 s per step = 1200 steps, spent as kseg's plan decides over its default 5 folds.
-    assert cfg["folds"]["n_splits"] == 5 and cfg["train"]["epochs"] == 4 and cfg["train"]["budget_steps"] == 1200
+    assert cfg.folds.n_splits == 5 and cfg.train.epochs == 4 and cfg.train.budget_steps == 1200
 
 
 def test_kseg_seconds_per_step_times_the_configured_network():

@@ -28,8 +28,8 @@ def test_unknown_config_key_names_the_key(tmp_path, capsys):
 def test_set_overrides_are_typed_and_checked():
     cfg = load_config(None, ["train.epochs=2", "tta=[identity, hflip]", "data.schema.group_col=plate",
                              "model.encoder_weights=null"])
-    assert cfg["train"]["epochs"] == 2 and cfg["tta"] == ["identity", "hflip"]
-    assert cfg["data"]["schema"]["group_col"] == "plate" and cfg["model"]["encoder_weights"] is None
+    assert cfg.train.epochs == 2 and cfg.tta == ["identity", "hflip"]
+    assert cfg.data.schema_.group_col == "plate" and cfg.model.encoder_weights is None
     with pytest.raises(ConfigError, match="train.epocs"):
         load_config(None, ["train.epocs=2"])
     with pytest.raises(ConfigError, match="dotted.key=value"):

@@ -27,8 +27,8 @@ REAL_ALLOWED = {"name", "data", "output", "folds"}
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_shipped_config_loads(path):
     cfg = load_config(path)
-    assert cfg["data"]["schema"]["preset"] in PRESETS or cfg["data"]["schema"]["rle_col"]
-    assert cfg["train"]["size"] % 32 == 0
+    assert cfg.data.schema_.preset in PRESETS or cfg.data.schema_.rle_col
+    assert cfg.train.size % 32 == 0
 
 
 @pytest.mark.parametrize("task", ["binary", "instance"])
@@ -62,8 +62,8 @@ def test_real_config_loads_and_sets_only_data(path):
     raw = yaml.safe_load(path.read_text())
     assert set(raw) <= REAL_ALLOWED, f"{path.name} sets {set(raw) - REAL_ALLOWED}: those must come from the defaults"
     assert set(raw.get("folds", {})) <= {"n_splits"}, f"{path.name}: folds may only say how many groups allow"
-    assert cfg["data"]["root"] == f"data/real/{path.stem}"
-    assert cfg["data"]["test_truth"] and cfg["data"]["schema"]["group_col"] == "group"
+    assert cfg.data.root == f"data/real/{path.stem}"
+    assert cfg.data.test_truth and cfg.data.schema_.group_col == "group"
 
 
 def test_every_real_set_has_a_config():

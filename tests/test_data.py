@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from kseg import data, rle
-from kseg.config import load_config
+from kseg.config import Config, load_config
 from kseg.errors import ConfigError, DataError, KsegWarning, RLEError
 
 FIXTURE_ID = "0030fd0e6378"
@@ -23,11 +23,11 @@ FIXTURE_SHAPE = (520, 704)
 SARTORIUS_HEADER = "id,annotation,width,height,cell_type,plate_time,sample_date,sample_id,elapsed_timedelta"
 
 
-def sartorius_config(root: Path, *overrides: str) -> dict:
+def sartorius_config(root: Path, *overrides: str) -> Config:
     return load_config(None, [f"data.root={root}", "data.schema.preset=sartorius", *overrides])
 
 
-def dsb_config(root: Path, *overrides: str) -> dict:
+def dsb_config(root: Path, *overrides: str) -> Config:
     return load_config(None, [f"data.root={root}", "data.schema.preset=dsb2018", *overrides])
 
 
@@ -445,7 +445,7 @@ def _severstal_root(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def _severstal_config(root: Path, *overrides: str) -> dict:
+def _severstal_config(root: Path, *overrides: str) -> Config:
     return load_config(None, [f"data.root={root}", "data.schema.preset=severstal", "data.task=multiclass",
                               "data.train_dir=train_images", "data.image_ext=.jpg", *overrides])
 

@@ -15,7 +15,7 @@ import pytest
 
 from kseg import kaggle as kseg_kaggle
 from kseg.cli import main
-from kseg.config import dump, load_config
+from kseg.config import Config, dump, load_config
 from kseg.errors import ConfigError, DataError, KaggleError, KsegWarning
 from kseg.kaggle import (
     BUNDLED,
@@ -81,7 +81,7 @@ def run_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def cfg(run_dir: Path, competition_dir: Path) -> dict:
+def cfg(run_dir: Path, competition_dir: Path) -> Config:
     return load_config(None, ["name=unit-demo", "data.schema.preset=sartorius", f"data.root={competition_dir}",
                               f"output.dir={run_dir}", "folds.n_splits=2", "model.encoder_weights=null"])
 
@@ -135,7 +135,7 @@ def test_infer_kernel_datasets_hold_what_predict_needs(cfg, tmp_path, fake_wheel
 
 
 def test_train_kernel_is_a_gpu_kernel_without_weights_dataset(cfg, tmp_path, fake_wheels):
-    shutil.rmtree(cfg["output"]["dir"])  # a train kernel must not need a local run
+    shutil.rmtree(cfg.output.dir)  # a train kernel must not need a local run
     kernel = build_kernel(cfg, "train", 1, OWNER, tmp_path / "kernels", COMPETITION, wheels=fake_wheels)
     meta = _json(kernel / "kernel-metadata.json")
     assert meta["id"] == f"{OWNER}/unit-demo-train-fold1"
@@ -145,7 +145,7 @@ def test_train_kernel_is_a_gpu_kernel_without_weights_dataset(cfg, tmp_path, fak
 
 
 def test_train_kernel_gets_internet_only_to_download_imagenet_weights(cfg, tmp_path, fake_wheels):
-    cfg["model"]["encoder_weights"] = "imagenet"
+    cfg.model.encoder_weights = "imagenet"
     kernel = build_kernel(cfg, "train", 0, OWNER, tmp_path / "kernels", COMPETITION, wheels=fake_wheels)
     assert _json(kernel / "kernel-metadata.json")["enable_internet"] is True
 
@@ -153,7 +153,7 @@ def test_train_kernel_gets_internet_only_to_download_imagenet_weights(cfg, tmp_p
 def test_local_encoder_weights_are_bundled_and_remapped(cfg, tmp_path, fake_wheels):
     encoder = tmp_path / "resnet18_imagenet.h5"
     encoder.write_bytes(b"h5")
-    cfg["model"]["encoder_weights"] = str(encoder)
+    cfg.model.encoder_weights = str(encoder)
     kernel = build_kernel(cfg, "train", 0, OWNER, tmp_path / "kernels", COMPETITION, wheels=fake_wheels)
     assert (tmp_path / "kernels" / "unit-demo-kseg-code" / "assets" / encoder.name).is_file()
     assert _json(kernel / "kseg-kernel.json")["assets"] == {"model.encoder_weights": f"assets/{encoder.name}"}
@@ -171,19 +171,19 @@ def test_fold_fan_out_feeds_the_inference_kernel(cfg, tmp_path, fake_wheels):
 
 def test_fan_out_follows_train_folds_and_the_step_budget(cfg, tmp_path, fake_wheels):
     """The kernels train what a local run would: the planned folds, each for its share of the budget."""
-    cfg["folds"]["n_splits"], cfg["train"]["epochs"] = 5, 4
-    cfg["train"].update(budget_steps=600, steps_per_epoch=None, min_steps_per_fold=250)
+    cfg.folds.n_splits, cfg.train.epochs = 5, 4
+    cfg.train.budget_steps, cfg.train.steps_per_epoch, cfg.train.min_steps_per_fold = 600, None, 250
     trains = build_train_kernels(cfg, OWNER, tmp_path / "kernels", COMPETITION, wheels=fake_wheels)
     assert [k.name for k in trains] == ["unit-demo-train-fold0", "unit-demo-train-fold1"]
     assert _json(trains[0] / "kseg-kernel.json")["overrides"] == {
         "train.verbose": 2, "train.budget_steps": None, "train.steps_per_epoch": 75}
-    cfg["train"].update(budget_steps=None, folds=[3])
+    cfg.train.budget_steps, cfg.train.folds = None, [3]
     assert [k.name for k in build_train_kernels(cfg, OWNER, tmp_path / "k2", COMPETITION, wheels=fake_wheels)] == [
         "unit-demo-train-fold3"]
 
 
 def test_competition_comes_from_the_kaggle_competition_key(cfg, tmp_path, fake_wheels):
-    cfg["kaggle"]["competition"] = "another-competition"
+    cfg.kaggle.competition = "another-competition"
     kernel = build_kernel(cfg, "infer", owner=OWNER, out_root=tmp_path / "kernels", wheels=fake_wheels)
     assert _json(kernel / "kernel-metadata.json")["competition_sources"] == ["another-competition"]
     kernel = _build_infer(cfg, tmp_path, fake_wheels)  # --competition wins over the key
@@ -195,7 +195,7 @@ def test_competition_comes_from_the_kaggle_competition_key(cfg, tmp_path, fake_w
     ("Not A Slug", "kaggle.competition 'Not A Slug' is not a Kaggle competition slug"),
 ])
 def test_build_needs_a_valid_kaggle_competition_key(cfg, tmp_path, fake_wheels, value, message):
-    cfg["kaggle"]["competition"] = value  # data.root's folder name is never guessed as the slug
+    cfg.kaggle.competition = value  # data.root's folder name is never guessed as the slug
     with pytest.raises(ConfigError, match=message):
         build_kernel(cfg, "infer", owner=OWNER, out_root=tmp_path / "kernels", wheels=fake_wheels)
 
@@ -216,14 +216,14 @@ def test_build_rejects_bad_arguments(cfg, tmp_path, fake_wheels, kwargs, message
 
 
 def test_build_rejects_a_name_too_long_for_a_kaggle_slug(cfg, tmp_path, fake_wheels):
-    cfg["name"] = "a-very-long-experiment-name-that-kaggle-will-refuse-x"
+    cfg.name = "a-very-long-experiment-name-that-kaggle-will-refuse-x"
     with pytest.raises(ConfigError, match="slug must be 6 to 50 characters"):
         _build_infer(cfg, tmp_path, fake_wheels)
 
 
 def test_build_names_every_missing_run_file(cfg, tmp_path, fake_wheels, run_dir):
     (run_dir / "channels.json").unlink()
-    cfg["predict"]["folds"] = [0, 1, 2]
+    cfg.predict.folds = [0, 1, 2]
     with pytest.raises(ConfigError) as info:
         _build_infer(cfg, tmp_path, fake_wheels)
     assert "fold2/best.weights.h5" in str(info.value) and "channels.json" in str(info.value)
@@ -348,7 +348,7 @@ def test_build_rejects_an_unknown_accelerator(cfg, tmp_path, fake_wheels):
 
 
 def test_inference_kernel_gets_the_gpu_when_the_config_asks(cfg, tmp_path, fake_wheels):
-    cfg["kaggle"]["infer_gpu"] = True
+    cfg.kaggle.infer_gpu = True
     assert _json(_build_infer(cfg, tmp_path, fake_wheels) / "kernel-metadata.json")["enable_gpu"] is True
     kernel = _build_infer(cfg, tmp_path, fake_wheels, enable_gpu=False)  # --no-gpu wins
     assert _json(kernel / "kernel-metadata.json")["enable_gpu"] is False
@@ -1169,7 +1169,7 @@ def test_end_to_end_demo_kernel_runs_offline_and_submits(tmp_path, fake_wheels):
     cfg = trained_demo_run(tmp_path)
     kernel = build_kernel(cfg, "infer", owner=OWNER, out_root=tmp_path / "kernels", competition="kseg-demo",
                           wheels=fake_wheels)
-    report = run_local(kernel, Path(cfg["data"]["root"]), timeout=900)
+    report = run_local(kernel, Path(cfg.data.root), timeout=900)
     assert report.ok, report.summary()
 
 
@@ -1292,7 +1292,7 @@ def test_end_to_end_demo_kernel_on_the_kaggle_image_stand_in(tmp_path, kaggle_im
     cfg = trained_demo_run(tmp_path)
     kernel = build_kernel(cfg, "infer", owner=OWNER, out_root=tmp_path / "kernels", competition="kseg-demo",
                           wheels=wheels)
-    report = run_local(kernel, Path(cfg["data"]["root"]), timeout=1800, python=python)
+    report = run_local(kernel, Path(cfg.data.root), timeout=1800, python=python)
     assert report.ok, report.summary()
     log = (tmp_path / "kernels" / ".run-local" / kernel.name / "kernel-stdout.log").read_text()
     installed = next(line for line in log.splitlines() if line.startswith("installing offline:"))

@@ -5,7 +5,7 @@ import warnings
 import numpy as np
 import pytest
 
-from kseg.config import DEFAULTS
+from kseg.config import DEFAULTS, Config, validate
 from kseg.errors import ConfigError, KsegWarning
 from kseg.model import (
     build_loss,
@@ -20,10 +20,12 @@ from kseg.model import (
 )
 
 
-def config(**model) -> dict:
-    cfg = copy.deepcopy(DEFAULTS)
-    cfg["model"].update({"arch": "Unet", "backbone": "resnet18", "encoder_weights": None, **model})
-    return cfg
+def config(train: dict | None = None, **model) -> Config:
+    """A resnet18 U-Net from scratch with ``model`` (and ``train``) values on top, validated as a loaded config."""
+    tree = copy.deepcopy(DEFAULTS)
+    tree["model"].update({"arch": "Unet", "backbone": "resnet18", "encoder_weights": None, **model})
+    tree["train"].update(train or {})
+    return validate(tree)
 
 
 def encoder_layer_names() -> list[str]:
@@ -64,7 +66,7 @@ def test_bad_model_config(model_cfg, words):
         build_model(config(**model_cfg), 3)
 
 
-def scratch(**flags) -> dict:
+def scratch(**flags) -> Config:
     return config(arch="unet_scratch", scratch={**DEFAULTS["model"]["scratch"], "filters": 4, "depth": 3, **flags})
 
 
@@ -84,7 +86,7 @@ def test_scratch_unet_flags_add_parameters_and_its_weights_round_trip(tmp_path):
     assert full.count_params() > plain.count_params()
     path = save_weights(plain, tmp_path / "best.weights.h5")
     cfg = scratch()
-    cfg["model"]["init_from"] = str(path)
+    cfg.model.init_from = str(path)
     restored = build_model(cfg, 2)
     assert all(np.array_equal(a, b) for a, b in zip(plain.get_weights(), restored.get_weights()))
 
@@ -97,22 +99,20 @@ def test_scratch_unet_flags_add_parameters_and_its_weights_round_trip(tmp_path):
     ({"scratch": {**DEFAULTS["model"]["scratch"], "se": "yes"}}, r"model.scratch.se must be true or false, got 'yes'"),
 ])
 def test_bad_scratch_config_is_rejected_before_training(model_cfg, words):
-    cfg = scratch()
-    cfg["model"].update(model_cfg)
     with pytest.raises(ConfigError, match=words):
-        check_model_config(cfg)
+        check_model_config(config(**{"arch": "unet_scratch", **model_cfg}))
 
 
 @pytest.mark.parametrize("weights, arch", [(None, "unet_scratch"), ("imagenet", "Unet"), ("encoder.h5", "Unet")])
 def test_auto_arch_is_unet_scratch_without_pretrained_weights(weights, arch, capsys):
     cfg = config(arch="auto", encoder_weights=weights)
-    assert model_arch(cfg["model"]) == arch
-    assert model_arch(config(arch="FPN", encoder_weights=weights)["model"]) == "FPN"  # an explicit choice stays
+    assert model_arch(cfg.model) == arch
+    assert model_arch(config(arch="FPN", encoder_weights=weights).model) == "FPN"  # an explicit choice stays
     if weights is None:
         check_model_config(cfg)
         assert "model.arch auto: unet_scratch" in capsys.readouterr().out
         small = scratch()
-        small["model"]["arch"] = "auto"
+        small.model.arch = "auto"
         assert build_model(small, 2).name.startswith("unet_scratch")
 
 
@@ -201,7 +201,7 @@ def test_every_loss_is_small_for_a_perfect_prediction(name):
     import tensorflow as tf
 
     cfg = config()
-    cfg["train"]["loss"] = name
+    cfg.train.loss = name
     truth = tf.constant((np.random.default_rng(2).random((2, 16, 16, 3)) > 0.5).astype(np.float32))
     loss = build_loss(cfg, 3)
     perfect, wrong = float(loss(truth, truth)), float(loss(truth, 1.0 - truth))
@@ -212,7 +212,7 @@ def test_channel_weights_select_channels():
     import tensorflow as tf
 
     cfg = config()
-    cfg["train"]["channel_weights"] = [1.0, 0.0]
+    cfg.train.channel_weights = [1.0, 0.0]
     rng = np.random.default_rng(3)
     truth = tf.constant((rng.random((2, 16, 16, 2)) > 0.5).astype(np.float32))
     prediction = rng.random((2, 16, 16, 2)).astype(np.float32)
@@ -238,7 +238,7 @@ def test_auto_channel_weights_come_from_the_training_fold_only():
     from kseg.train import SampleCache, fold_channel_weights
 
     cfg = config()
-    cfg["data"]["task"], cfg["train"]["channel_weights"], cfg["train"]["channel_weight_power"] = "multiclass", "auto", 1.0
+    cfg.data.task, cfg.train.channel_weights, cfg.train.channel_weight_power = "multiclass", "auto", 1.0
     targets = [np.zeros((4, 4, 3), np.uint8) for _ in range(3)]
     targets[0][..., 0], targets[1][:2, :, 1], targets[1][2:, :, 0] = 1, 1, 1  # class 2 only in image 2
     targets[2][..., 2] = 1
@@ -256,13 +256,11 @@ def test_auto_channel_weights_come_from_the_training_fold_only():
     ({"channel_weights": [1.0, 1.0]}, r"train.channel_weights must be a list of 3 numbers"),
     ({"channel_weights": [1.0, -1.0, 1.0]}, r"non-negative"),
     ({"channel_weights": [1.0, "x", 1.0]}, r"must contain numbers"),
-    ({"loss": "dice"}, r"unknown train.loss 'dice'; valid losses: bce_dice"),
+    ({"loss": "dice"}, r"train.loss must be one of bce_dice, .*, got 'dice'"),
 ])
 def test_bad_loss_config(train_cfg, words):
-    cfg = config()
-    cfg["train"].update(train_cfg)
     with pytest.raises(ConfigError, match=words):
-        build_loss(cfg, 3)
+        build_loss(config(train=train_cfg), 3)
 
 
 def test_preprocessing_is_the_backbones_and_leaves_input_alone():

@@ -18,7 +18,7 @@ from hypothesis.extra.numpy import arrays
 from conftest import TINY_RUN, tiny_args
 from kseg import rle
 from kseg.cli import main
-from kseg.config import load_config
+from kseg.config import Config, load_config
 from kseg.data import PRESETS, Schema, load_records, schema_from_config
 from kseg.errors import ConfigError, DataError, SubmissionError
 from kseg.metric import VOID, TaskScores, class_map_counts, class_map_score, score_frames, task_score
@@ -39,7 +39,7 @@ def _camvid(root: Path, fixtures_dir: Path) -> list[str]:
     return tiny_args(root, config=CONFIG, tiny=CAMVID_RUN)
 
 
-def _cfg(root: Path, *extra: str) -> dict:
+def _cfg(root: Path, *extra: str) -> Config:
     return load_config(CONFIG, [f"data.root={root}", "data.schema.group_col=sequence", *extra])
 
 

@@ -62,7 +62,7 @@ def test_search_is_at_least_as_good_as_the_defaults(finished_run):
     """The default point is part of the grid, so the chosen global parameters score at least as well on OOF."""
     run = finished_run / "run"
     table = pd.read_csv(run / "search_table.csv")
-    default = load_config("configs/demo.yaml")["postprocess"]["default"]
+    default = load_config("configs/demo.yaml").postprocess.default
     at_default = table[(table["fg_threshold"] == default["fg_threshold"])
                        & (table["seed_threshold"] == default["seed_threshold"])
                        & (table["min_area"] == default["min_area"])]
@@ -101,7 +101,7 @@ def test_predict_subset_of_folds_and_missing_weights(finished_run, tmp_path):
     assert [p.parent.name for p in fold_weight_files(cfg)] == ["fold1"]
     out = command_predict(cfg, tmp_path / "fold1.csv")
     assert out.is_file() and not list(tmp_path.glob(".*tmp*"))
-    cfg["predict"]["folds"] = [7]
+    cfg.predict.folds = [7]
     with pytest.raises(ConfigError, match="fold7"):
         fold_weight_files(cfg)
 
@@ -145,7 +145,7 @@ def test_trained_pipeline_beats_otsu_watershed_on_its_data(learned_run, capsys):
     root = learned_run
     cfg = load_config("configs/demo.yaml", [f"data.root={root / 'data'}"])
     train = load_records(cfg, progress=False)
-    cfg["data"].update(train_csv="test_truth.csv", train_dir="test")
+    cfg.data.train_csv, cfg.data.train_dir = "test_truth.csv", "test"
     test = load_records(cfg, progress=False)
     fitted = fit_otsu_watershed([read_image(r.image_path) for r in train], [r.labels for r in train])
     from kseg.metric import image_score

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from kseg.augment import augment_for_orientation
-from kseg.config import load_config
+from kseg.config import TrainSection, load_config, validate
 from kseg.errors import ConfigError, DataError
 from kseg.metric import VOID
 from kseg.plan import (
@@ -26,6 +26,11 @@ from kseg.tta import views_for_orientation
 
 TRAIN = {"scale": "auto", "target_diameter": 32, "budget_steps": None, "min_steps_per_fold": 250, "steps_per_epoch": None,
          "epochs": 4, "orientation": "auto"}
+
+
+def train(**values: object) -> TrainSection:
+    """The ``train`` section of a config with :data:`TRAIN` and ``values``, validated as when it loads."""
+    return validate({"train": {**TRAIN, **values}}).train
 
 
 def discs(diameter: int, count: int, size: int = 400) -> np.ndarray:
@@ -52,15 +57,15 @@ def test_fingerprint_measures_equivalent_diameters_sizes_classes_and_empty_image
 @pytest.mark.parametrize("diameter, expected", [(16, 1.0), (32, 1.0), (64, 0.5), (400 / 3, 0.25)])
 def test_auto_scale_brings_large_objects_to_the_target_and_never_upscales(diameter, expected):
     fp = fingerprint([discs(int(diameter), 9, size=800)] * 3, [None] * 3)
-    assert make_plan(fp, TRAIN).scale == pytest.approx(expected, abs=0.02)
+    assert make_plan(fp, train()).scale == pytest.approx(expected, abs=0.02)
 
 
 def test_explicit_scale_and_binary_task_and_few_objects():
     fp = fingerprint([discs(64, 9)] * 3, [None] * 3)
-    assert make_plan(fp, {**TRAIN, "scale": 0.75}).scale == 0.75
-    assert make_plan(fp, TRAIN, task="binary").scale == 1.0
+    assert make_plan(fp, train(scale=0.75)).scale == 0.75
+    assert make_plan(fp, train(), task="binary").scale == 1.0
     few = fingerprint([discs(64, 2)], [None])
-    assert make_plan(few, TRAIN).scale == 1.0 and "too few objects" in make_plan(few, TRAIN).reason
+    assert make_plan(few, train()).scale == 1.0 and "too few objects" in make_plan(few, train()).reason
 
 
 @pytest.mark.parametrize("override, words", [
@@ -78,7 +83,7 @@ def test_bad_plan_values_fail_when_the_config_loads(override, words):
 
 def test_budget_and_epoch_length_together_are_an_error():
     with pytest.raises(ConfigError, match="train.budget_steps and train.steps_per_epoch both set"):
-        make_plan(fingerprint([discs(20, 4)], [None]), {**TRAIN, "budget_steps": 100, "steps_per_epoch": 10})
+        make_plan(fingerprint([discs(20, 4)], [None]), train(budget_steps=100, steps_per_epoch=10))
 
 
 @pytest.mark.parametrize("budget, folds, steps", [
@@ -89,14 +94,14 @@ def test_budget_and_epoch_length_together_are_an_error():
     (100, [0], 25),                     # below the minimum: still one fold
 ])
 def test_a_step_budget_trains_as_many_folds_as_get_enough_steps(budget, folds, steps):
-    plan = make_plan(fingerprint([discs(20, 9)], [None]), {**TRAIN, "budget_steps": budget}, folds=[0, 1, 2, 3, 4])
+    plan = make_plan(fingerprint([discs(20, 9)], [None]), train(budget_steps=budget), folds=[0, 1, 2, 3, 4])
     assert plan.folds == folds and plan.steps_per_epoch == steps
     assert budget is None or f"train.budget_steps {budget}: {len(folds)} of 5 folds" in plan.reason
 
 
 def test_plan_file_round_trip_and_bad_files(tmp_path):
     fp = fingerprint([discs(64, 9)] * 3, [None] * 3)
-    plan = make_plan(fp, {**TRAIN, "budget_steps": 600}, folds=[0, 1, 2])
+    plan = make_plan(fp, train(budget_steps=600), folds=[0, 1, 2])
     write_plan(tmp_path, fp, plan)
     assert read_plan(tmp_path) == plan
     assert json.loads((tmp_path / "plan.json").read_text())["fingerprint"]["n_objects"] == 27
@@ -137,11 +142,11 @@ def test_labels_with_an_up_plan_an_upright_orientation():
     scenes = [street_scene(seed) for seed in range(6)]
     fp = fingerprint(scenes, [None] * 6, multiclass=True)
     assert fp.vertical_asymmetry > 0.6 and fp.horizontal_asymmetry < 0.1
-    plan = make_plan(fp, TRAIN, "multiclass")
+    plan = make_plan(fp, train(), "multiclass")
     assert plan.orientation == "upright" and "upright" in plan.reason
     # a scene that also has a side (road always on the left) keeps no flip at all
     sided = [np.where(np.arange(80)[None, :] < 40, scene, 0).astype(np.uint16) for scene in scenes]
-    assert make_plan(fingerprint(sided, [None] * 6, multiclass=True), TRAIN, "multiclass").orientation == "fixed"
+    assert make_plan(fingerprint(sided, [None] * 6, multiclass=True), train(), "multiclass").orientation == "fixed"
 
 
 def test_objects_anywhere_keep_every_flip():
@@ -155,8 +160,8 @@ def test_objects_anywhere_keep_every_flip():
         images.append(labels)
     fp = fingerprint(images, [None] * 8)
     assert fp.vertical_asymmetry < ASYMMETRY_LIMIT and fp.horizontal_asymmetry < ASYMMETRY_LIMIT
-    assert make_plan(fp, TRAIN).orientation == "free"
-    assert make_plan(fp, {**TRAIN, "orientation": "upright"}).orientation == "upright"  # the config decides
+    assert make_plan(fp, train()).orientation == "free"
+    assert make_plan(fp, train(orientation="upright")).orientation == "upright"  # the config decides
 
 
 def test_orientation_filters_tta_views_and_augmentations():
@@ -174,7 +179,7 @@ def test_orientation_filters_tta_views_and_augmentations():
 
 def test_bad_orientation_in_config_or_plan_json(tmp_path):
     with pytest.raises(ConfigError, match="train.orientation must be one of auto, free, upright, fixed, got 'up'"):
-        make_plan(fingerprint([discs(20, 4)], [None]), {**TRAIN, "orientation": "up"})
+        make_plan(fingerprint([discs(20, 4)], [None]), train(orientation="up"))
     (tmp_path / "plan.json").write_text(json.dumps({"plan": {"scale": 1.0, "orientation": "sideways"}}))
     with pytest.raises(DataError, match="orientation 'sideways' is not one of free, upright, fixed"):
         read_plan(tmp_path)

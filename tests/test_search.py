@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from scipy import ndimage
 
-from kseg.config import Config, load_config
+from kseg.config import Config, load_config, with_values
 from kseg.data import ImageRecord, load_records
 from kseg.demo import make_demo_data
 from kseg.errors import ConfigError, DataError
@@ -33,7 +33,7 @@ def fake_probs(labels: np.ndarray, cls_index: int | None, n_classes: int, noise:
 
 def write_run(cfg: Config, records: list[ImageRecord], classes: list[str], folds: dict[str, int], seed: int = 0) -> None:
     """channels.json, folds.csv and fold{K}/oof/{id}.npz as training writes them."""
-    run_dir = Path(cfg["output"]["dir"])
+    run_dir = Path(cfg.output.dir)
     rng = np.random.default_rng(seed)
     channels = ["foreground", "border", *(f"class:{c}" for c in classes)]
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -71,7 +71,7 @@ def demo_run(demo_cfg: Config) -> tuple[Config, list[ImageRecord], list[str]]:
 def test_search_writes_outputs_and_beats_the_default_params(demo_run: tuple) -> None:
     cfg, records, classes = demo_run
     result = command_search(cfg)
-    run_dir = Path(cfg["output"]["dir"])
+    run_dir = Path(cfg.output.dir)
     saved = json.loads((run_dir / "postprocess.json").read_text())
     assert SearchResult.read(run_dir / "postprocess.json", "instance") == result  # the typed result round-trips
     for key in ("default", "per_class", "classes", "oof_score", "oof_score_plain", "oof_score_default",
@@ -99,7 +99,7 @@ def test_search_writes_outputs_and_beats_the_default_params(demo_run: tuple) -> 
 def test_search_on_plain_predictions_and_parallel_workers(demo_run: tuple) -> None:
     cfg, records, _ = demo_run
     poor_default = {"fg_threshold": 0.7, "seed_threshold": 0.8, "min_area": 40, "fill_holes": True}
-    parallel_cfg = {**cfg, "postprocess": {**cfg["postprocess"], "n_jobs": 2, "per_class": False, "default": poor_default}}
+    parallel_cfg = with_values(cfg, {"postprocess.n_jobs": 2, "postprocess.per_class": False, "postprocess.default": poor_default})
     result = command_search(parallel_cfg, use_tta=False)
     assert result.searched_on == "plain"
     assert result.per_class == {}
@@ -166,7 +166,7 @@ def test_bad_grid_raises_config_error(grid: dict, message: str) -> None:
 
 def test_missing_or_broken_oof_files_are_named(demo_run: tuple, tmp_path: Path) -> None:
     cfg, records, classes = demo_run
-    broken_cfg = {**cfg, "output": {**cfg["output"], "dir": str(tmp_path / "run")}}
+    broken_cfg = with_values(cfg, {"output.dir": str(tmp_path / "run")})
     with pytest.raises(DataError, match="channels.json not found"):
         command_search(broken_cfg)
     folds = {record.id: i % 2 for i, record in enumerate(records)}
@@ -188,7 +188,7 @@ def test_missing_or_broken_oof_files_are_named(demo_run: tuple, tmp_path: Path) 
 
 def test_untrained_folds_are_skipped_and_no_oof_at_all_is_an_error(demo_run: tuple, tmp_path: Path) -> None:
     cfg, records, classes = demo_run
-    partial_cfg = {**cfg, "output": {**cfg["output"], "dir": str(tmp_path / "run")}}
+    partial_cfg = with_values(cfg, {"output.dir": str(tmp_path / "run")})
     folds = {record.id: i % 2 for i, record in enumerate(records)}
     write_run(partial_cfg, records, classes, folds)
     shutil.rmtree(tmp_path / "run" / "fold1")
@@ -206,7 +206,7 @@ def test_run_trained_for_another_task_is_rejected(demo_run: tuple, tmp_path: Pat
     run_dir.mkdir()
     (run_dir / "channels.json").write_text(json.dumps({"channels": ["foreground"], "classes": [], "task": "binary"}))
     with pytest.raises(ConfigError, match="trained for task 'binary'"):
-        command_search({**cfg, "output": {**cfg["output"], "dir": str(run_dir)}})
+        command_search(with_values(cfg, {"output.dir": str(run_dir)}))
 
 
 def test_grid_points_follow_the_flat_index_order() -> None:

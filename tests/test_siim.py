@@ -17,7 +17,7 @@ import pytest
 
 from kseg import data, rle
 from kseg.cli import main
-from kseg.config import load_config
+from kseg.config import Config, load_config
 from kseg.errors import ConfigError, DataError, RLEError
 from kseg.metric import score_frames
 from kseg.submission import SubmissionWriter, validate_submission
@@ -30,7 +30,7 @@ SAMPLE = "train-rle-sample.csv"
 BOM = "\ufeff"
 
 
-def siim_config(root: Path, *overrides: str) -> dict:
+def siim_config(root: Path, *overrides: str) -> Config:
     return load_config(None, [f"data.root={root}", "data.schema.preset=siim", f"data.train_csv={SAMPLE}",
                               "data.image_ext=.dcm", "data.task=binary", "data.sample_submission=null", *overrides])
 

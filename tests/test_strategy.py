@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from kseg.config import validate
 from kseg.demo import make_demo_data
 from kseg.errors import ConfigError
 from kseg.train import check_train_config, command_train, scaled_lr, steps_per_epoch
@@ -54,7 +55,7 @@ def test_bad_accelerator_config(override, words, tmp_path):
 
 
 def test_global_batch_shortens_the_pass_and_the_learning_rate_follows_the_square_root_rule():
-    train_cfg = {"steps_per_epoch": None, "min_steps_per_epoch": 1, "batch_size": 8}
+    train_cfg = validate({"train": {"steps_per_epoch": None, "min_steps_per_epoch": 1, "batch_size": 8}}).train
     assert steps_per_epoch(train_cfg, 1000) == 125
     assert steps_per_epoch(train_cfg, 1000, replicas=2) == 63  # 16 crops a step
     assert scaled_lr(1e-3, 1) == 1e-3

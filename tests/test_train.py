@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from kseg.config import load_config
+from kseg.config import Config, load_config, validate
 from kseg.data import image_size
 from kseg.demo import make_demo_data
 from kseg.errors import ConfigError
@@ -107,7 +107,7 @@ def test_sampling_probabilities_without_classes_or_empty_images():
     (27, 8, 7, 7),          # train.steps_per_epoch wins
 ])
 def test_steps_per_epoch_has_a_floor_for_small_folds_and_is_one_pass_on_large_ones(n_train, batch, explicit, expected):
-    train_cfg = {"steps_per_epoch": explicit, "min_steps_per_epoch": 50, "batch_size": batch}
+    train_cfg = validate({"train": {"steps_per_epoch": explicit, "min_steps_per_epoch": 50, "batch_size": batch}}).train
     assert steps_per_epoch(train_cfg, n_train) == expected
 
 
@@ -128,7 +128,7 @@ def test_sampler_needs_no_tensorflow():
 
 # ------------------------------------------------------------------------------------------- config
 
-def run_config(data_root: Path, out: Path, *overrides: str) -> dict:
+def run_config(data_root: Path, out: Path, *overrides: str) -> Config:
     return load_config(None, [
         f"data.root={data_root}", "data.schema.preset=sartorius", "folds.n_splits=2",
         "model.backbone=resnet18", "model.encoder_weights=null", "train.size=64", "train.epochs=1",
@@ -214,7 +214,7 @@ def test_bad_fold_selection_is_rejected_at_load(override, words, tmp_path):
 # ---------------------------------------------------------------------------------------- real runs
 
 @pytest.fixture(scope="module")
-def trained_run(data_root, tmp_path_factory) -> dict:
+def trained_run(data_root, tmp_path_factory) -> Config:
     # At half scale, so the OOF test below shows the probabilities are restored to each image's full size.
     cfg = run_config(data_root, tmp_path_factory.mktemp("runs") / "run", "train.scale=0.5")
     command_train(cfg, "all")
@@ -223,7 +223,7 @@ def trained_run(data_root, tmp_path_factory) -> dict:
 
 @pytest.mark.slow
 def test_two_fold_run_writes_every_artifact(trained_run):
-    run = Path(trained_run["output"]["dir"])
+    run = Path(trained_run.output.dir)
     assert json.loads((run / "plan.json").read_text())["plan"]["scale"] == 0.5
     for name in ("config.yaml", "folds.csv", "env.json", "channels.json", "plan.json"):
         assert (run / name).is_file(), name
@@ -249,7 +249,7 @@ def test_two_fold_run_writes_every_artifact(trained_run):
 
 @pytest.mark.slow
 def test_oof_has_one_npz_per_image_at_full_size(trained_run, data_root):
-    run = Path(trained_run["output"]["dir"])
+    run = Path(trained_run.output.dir)
     folds = pd.read_csv(run / "folds.csv", dtype={"id": str})
     assert len(folds) == 8
     for image_id, fold in zip(folds["id"], folds["fold"]):
@@ -264,7 +264,7 @@ def test_oof_has_one_npz_per_image_at_full_size(trained_run, data_root):
 
 @pytest.mark.slow
 def test_resume_skips_done_folds(trained_run, capsys):
-    run = Path(trained_run["output"]["dir"])
+    run = Path(trained_run.output.dir)
     before = {k: (run / f"fold{k}" / "best.weights.h5").stat().st_mtime_ns for k in (0, 1)}
     paths = command_train(trained_run, "all", resume=True)
     assert paths == [run / "fold0" / "best.weights.h5", run / "fold1" / "best.weights.h5"]
@@ -275,10 +275,10 @@ def test_resume_skips_done_folds(trained_run, capsys):
 @pytest.mark.slow
 def test_resume_continues_an_interrupted_fold_at_its_epoch(trained_run, tmp_path):
     run = tmp_path / "run"
-    shutil.copytree(trained_run["output"]["dir"], run)
+    shutil.copytree(trained_run.output.dir, run)
     (run / "fold1" / "done.json").unlink()  # as if interrupted after epoch 1 of 2
     first_epoch = pd.read_csv(run / "fold1" / "history.csv").iloc[0]
-    cfg = run_config(Path(trained_run["data"]["root"]), run, "train.epochs=2", "train.scale=0.5")
+    cfg = run_config(Path(trained_run.data.root), run, "train.epochs=2", "train.scale=0.5")
     command_train(cfg, 1, resume=True)
     history = pd.read_csv(run / "fold1" / "history.csv")
     assert history["epoch"].tolist() == [0, 1]
@@ -289,8 +289,8 @@ def test_resume_continues_an_interrupted_fold_at_its_epoch(trained_run, tmp_path
 
 @pytest.mark.slow
 def test_same_seed_gives_the_same_first_epoch_loss(trained_run, tmp_path):
-    first_run = Path(trained_run["output"]["dir"])
-    cfg = run_config(Path(trained_run["data"]["root"]), tmp_path / "again", f"folds.file={first_run / 'folds.csv'}",
+    first_run = Path(trained_run.output.dir)
+    cfg = run_config(Path(trained_run.data.root), tmp_path / "again", f"folds.file={first_run / 'folds.csv'}",
                      "train.scale=0.5")
     command_train(cfg, 0)
     again = pd.read_csv(tmp_path / "again" / "fold0" / "history.csv")

@@ -159,7 +159,7 @@ def read_run_oof(cfg: Config, records: Sequence[ImageRecord] | None = None, *, r
     ``require_search``: the analysis and the report need ``postprocess.json`` (a run without a search is not
     finished); an overlay of OOF predictions can do with ``postprocess.default`` (with a warning).
     """
-    task = cfg["data"]["task"]
+    task = cfg.data.task
     run_dir = output_dir(cfg)
     if not run_dir.is_dir():
         raise DataError(f"run folder {run_dir} (output.dir) not found: run `kseg run` with this config first")
@@ -169,10 +169,10 @@ def read_run_oof(cfg: Config, records: Sequence[ImageRecord] | None = None, *, r
                         f"not searched); finish it with `kseg run` or `kseg search`")
     chosen = read_search_result(cfg)
     key = chosen.searched_on or (
-        "tta" if views_for_orientation(cfg["tta"], read_plan(run_dir).orientation) != ["identity"] else "plain")
+        "tta" if views_for_orientation(cfg.tta, read_plan(run_dir).orientation) != ["identity"] else "plain")
     records = load_records(cfg, progress=False) if records is None else records
     images = {image.id: image for image in oof_images(cfg, records, run_dir)}
-    return RunOof(run_dir, Scoring(task, tuple(classes), len(channels), chosen, key, cfg["data"]["metric"]), images,
+    return RunOof(run_dir, Scoring(task, tuple(classes), len(channels), chosen, key, cfg.data.metric), images,
                   {record.id: record.image_path for record in records}, image_reader(cfg))
 
 

@@ -10,11 +10,12 @@ where fewer than two extras are named. The channels are computed after ``model.i
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Sequence
+from typing import Callable, Sequence
 
 import cv2
 import numpy as np
 
+from .config import ModelSection
 from .errors import ConfigError
 
 __all__ = ["EXTRA_CHANNELS", "MAX_EXTRA_CHANNELS", "check_extra_channels", "with_extra_channels", "gray"]
@@ -70,9 +71,9 @@ EXTRA_CHANNELS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 }
 
 
-def check_extra_channels(model_cfg: Mapping[str, Any]) -> list[str]:
+def check_extra_channels(model_cfg: ModelSection) -> list[str]:
     """``model.extra_channels`` checked: a list of at most two distinct registered names."""
-    names = model_cfg["extra_channels"]
+    names = model_cfg.extra_channels
     if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
         raise ConfigError(f"model.extra_channels must be a list of names ({', '.join(EXTRA_CHANNELS)}), got {names!r}")
     unknown = [name for name in names if name not in EXTRA_CHANNELS]

@@ -101,7 +101,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
     shapes, n_classes = None, 0
     if args.config:
         cfg = _config(args)
-        schema, task, metric = schema_from_config(cfg), cfg["data"]["task"], cfg["data"]["metric"]
+        schema, task, metric = schema_from_config(cfg), cfg.data.task, cfg.data.metric
         n_classes = n_classes_of(cfg) or 0
         if not (schema.height_col and schema.width_col):  # TGS, Severstal: the RLE needs the test images' sizes
             from .data import image_size, list_test_images

@@ -10,8 +10,9 @@ allows, fold indices below ``folds.n_splits``, the DICOM window) are checked nex
 free-form values (augmentation pipelines, TTA views, search grids) by the stages that own them, all before any
 stage runs (``pipeline.check_config``).
 
-At run time a config is the validated plain nested ``dict`` the stages read: sections are merged key by key,
-while a free-form leaf (a mapping or list typed ``Any``) is replaced as a whole.
+Files and ``--set`` overrides are merged as plain trees (sections key by key, a free-form leaf — a mapping or
+list typed ``Any`` — replaced as a whole); what the stages get is the validated :class:`KsegConfig`, read by
+attribute (``cfg.train.lr``), so a misspelt key is an AttributeError (and a mypy error), not a silent ``None``.
 """
 from __future__ import annotations
 
@@ -32,10 +33,10 @@ from pydantic.fields import FieldInfo
 from .errors import ConfigError
 from .run import RunDir
 
-__all__ = ["Config", "KsegConfig", "DEFAULTS", "load_config", "check_types", "describe", "reference", "get",
+__all__ = ["Config", "KsegConfig", "DEFAULTS", "load_config", "validate", "as_tree", "describe", "reference", "get", "with_values",
            "data_path", "output_dir", "submission_path", "folds_path", "dump", "fingerprint", "is_int"]
 
-Config = dict[str, Any]
+Tree = dict[str, Any]  # a config as YAML holds it: nested mappings, before validation
 
 # Value types. Strict: YAML's `true` is an int to Python (and would train one epoch), "3" is not a number.
 Number = Annotated[float, Strict()]
@@ -116,8 +117,8 @@ def _section(model: type[BaseModel], alias: str | None = None) -> Any:
 class Section(BaseModel):
     """A config section: every key declared, unknown keys an error."""
 
-    # Defaults are kept as written (32, not 32.0) so stage fingerprints of existing runs do not change; a test
-    # validates them.
+    # Validation reads an integer default as a float (32.0); fingerprint() writes integral floats back as
+    # integers, so stage fingerprints of runs made before the typed config do not change.
     model_config = ConfigDict(extra="forbid")
 
 
@@ -352,7 +353,8 @@ class KsegConfig(Section):
     kaggle: KaggleSection = _section(KaggleSection)
 
 
-DEFAULTS: Config = KsegConfig().model_dump(by_alias=True)
+Config = KsegConfig
+DEFAULTS: Tree = KsegConfig().model_dump(by_alias=True)  # the defaults as a YAML tree (tests, the reference)
 
 
 def _number(value: float) -> str:
@@ -466,7 +468,7 @@ def _sections(model: type[BaseModel] = KsegConfig, prefix: str = "") -> set[str]
 SECTIONS = _sections()
 
 
-def _merge(base: Config, user: Mapping[str, Any], prefix: str = "") -> Config:
+def _merge(base: Tree, user: Mapping[str, Any], prefix: str = "") -> Tree:
     out = copy.deepcopy(base)
     for key, value in user.items():
         dotted = f"{prefix}{key}"
@@ -498,7 +500,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
-def _nest(dotted: str, value: Any) -> Config:
+def _nest(dotted: str, value: Any) -> Tree:
     out: Any = value
     for part in reversed(dotted.split(".")):
         out = {part: out}
@@ -538,32 +540,36 @@ def _read_yaml(path: Path) -> Mapping[str, Any]:
 def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> Config:
     """Defaults, then the YAML file, then each ``--set`` override in order, checked against :class:`KsegConfig`
     and the rules across fields; the first problem is one ConfigError naming where the value came from."""
-    cfg = copy.deepcopy(DEFAULTS)
+    tree = copy.deepcopy(DEFAULTS)
     origins: dict[str, str] = {}
     if path is not None:
         user = _read_yaml(Path(path))
-        cfg = _merge(cfg, user)
+        tree = _merge(tree, user)
         origins.update(dict.fromkeys(_leaves(user), str(path)))
     for text in overrides:
         key, value = parse_override(text)
         patch = _nest(key, value)
-        cfg = _merge(cfg, patch)
+        tree = _merge(tree, patch)
         origins.update(dict.fromkeys(_leaves(patch), f"--set {text}"))
-    check_types(cfg, origins)
-    if cfg["data"]["image_ext"] is None:
-        cfg["data"]["image_ext"] = ""  # `image_ext:` left blank is the natural way to write "" (ids carry it)
+    cfg = validate(tree, origins)
+    if cfg.data.image_ext is None:
+        cfg.data.image_ext = ""  # `image_ext:` left blank is the natural way to write "" (ids carry it)
     _check_rules(cfg)
     return cfg
 
 
-def check_types(cfg: Mapping[str, Any], origins: Mapping[str, str] | None = None) -> None:
-    """Every key declared and every value of its declared type and range (:class:`KsegConfig`), or one
-    ConfigError: ``<file or --set>: <dotted.key> must be <what>, got <value>``. The dict itself is not changed:
-    the stages read the values as written (so an integer default stays an integer in stage fingerprints)."""
+def validate(tree: Mapping[str, Any], origins: Mapping[str, str] | None = None) -> Config:
+    """The :class:`KsegConfig` of a config tree: every key declared and every value of its declared type and
+    range, or one ConfigError: ``<file or --set>: <dotted.key> must be <what>, got <value>``."""
     try:
-        KsegConfig.model_validate(cfg)
+        return KsegConfig.model_validate(tree)
     except ValidationError as error:
-        raise _config_error(error, cfg, origins or {}) from None
+        raise _config_error(error, tree, origins or {}) from None
+
+
+def as_tree(cfg: Config) -> Tree:
+    """The config as YAML writes it (``data.schema``, not the attribute ``schema_``)."""
+    return cfg.model_dump(by_alias=True)
 
 
 def _config_error(error: ValidationError, cfg: Mapping[str, Any], origins: Mapping[str, str]) -> ConfigError:
@@ -608,13 +614,13 @@ def _check_rules(cfg: Config) -> None:
     from .dicom import check_window  # cheap: pydicom is imported only to read a file
     from .metric import task_metric  # lazily: metric imports this module
 
-    task_metric(cfg["data"]["task"], cfg["data"]["metric"])
-    names = cfg["data"]["classes"]
+    task_metric(cfg.data.task, cfg.data.metric)
+    names = cfg.data.classes
     if names is not None and (not names or not all(n.strip() for n in names) or len(set(names)) != len(names)):
         raise ConfigError(f"data.classes must be null or a list of distinct class names (class id k = the k-th), "
                           f"got {names!r}")
-    check_window(cfg["data"]["dicom_window"], "data.dicom_window")
-    n_splits = cfg["folds"]["n_splits"]
+    check_window(cfg.data.dicom_window, "data.dicom_window")
+    n_splits = cfg.folds.n_splits
     for dotted in ("train.folds", "predict.folds"):
         wanted = get(cfg, dotted)
         if isinstance(wanted, list) and len(set(wanted)) != len(wanted):
@@ -661,47 +667,78 @@ def reference() -> str:
     return "\n".join(lines).replace("\n\n\n", "\n\n")
 
 
-def get(cfg: Config, dotted: str) -> Any:
-    """``get(cfg, "train.epochs")``."""
+def get(cfg: Config | Mapping[str, Any], dotted: str) -> Any:
+    """``get(cfg, "train.epochs")``, in a :class:`KsegConfig` or a config tree."""
     node: Any = cfg
     for part in dotted.split("."):
-        node = node[part]
+        node = getattr(node, _attribute(type(node), part)) if isinstance(node, BaseModel) else node[part]
     return node
+
+
+def _attribute(model: type[BaseModel], key: str) -> str:
+    """The attribute of a YAML key (``schema`` is ``schema_``: ``BaseModel.schema`` is a method)."""
+    return next((name for name, info in model.model_fields.items() if info.alias == key), key)
+
+
+def with_values(cfg: Config, values: Mapping[str, Any]) -> Config:
+    """A copy of ``cfg`` with dotted keys set (``{"data.root": ...}``): the same experiment pointed elsewhere.
+    The values are not validated again: callers derive them from a validated config."""
+    out = cfg.model_copy(deep=True)
+    for dotted, value in values.items():
+        *parents, leaf = dotted.split(".")
+        node: Any = out
+        for part in parents:
+            node = getattr(node, _attribute(type(node), part))
+        setattr(node, _attribute(type(node), leaf), value)
+    return out
 
 
 def data_path(cfg: Config, key: str) -> Path | None:
     """Resolve ``data.<key>`` (train_csv, train_dir, test_dir, sample_submission) against ``data.root``."""
-    value = cfg["data"][key]
+    value = getattr(cfg.data, key)
     if value is None:
         return None
     value = Path(value)
-    return value if value.is_absolute() else Path(cfg["data"]["root"]) / value
+    return value if value.is_absolute() else Path(cfg.data.root) / value
 
 
-def output_dir(cfg: Mapping[str, Any]) -> Path:
-    return Path(cfg["output"]["dir"])
+def output_dir(cfg: Config) -> Path:
+    return Path(cfg.output.dir)
 
 
-def submission_path(cfg: Mapping[str, Any]) -> Path:
+def submission_path(cfg: Config) -> Path:
     """``output.submission``, or ``<output.dir>/submission.csv`` when unset."""
-    value = cfg["output"]["submission"]
+    value = cfg.output.submission
     return Path(value) if value else output_dir(cfg) / "submission.csv"
 
 
-def folds_path(cfg: Mapping[str, Any]) -> Path:
+def folds_path(cfg: Config) -> Path:
     """``folds.file``, or ``<output.dir>/folds.csv`` when unset."""
-    value = cfg["folds"]["file"]
+    value = cfg.folds.file
     return Path(value) if value else RunDir.of(cfg).folds_csv
 
 
 def dump(cfg: Config) -> str:
-    return yaml.safe_dump(cfg, sort_keys=False)
+    return yaml.safe_dump(as_tree(cfg), sort_keys=False)
+
+
+def _as_written(value: Any) -> Any:
+    """Integral floats as ints: validation reads ``target_diameter: 32`` as 32.0, and a stage fingerprint must
+    not change with that (runs made before the typed config would all look stale)."""
+    if isinstance(value, dict):
+        return {k: _as_written(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_as_written(v) for v in value]
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
 
 
 def fingerprint(cfg: Config, *sections: str, ignore: Sequence[str] = ()) -> str:
     """Short hash of the named dotted sections without the ``ignore``d dotted keys, used to tell whether a
     stage's outputs are up to date."""
-    picked = copy.deepcopy({s: get(cfg, s) for s in sections})
+    tree = _as_written(as_tree(cfg))
+    picked = {s: get(tree, s) for s in sections}
     for dotted in ignore:
         section, _, rest = dotted.partition(".")
         node = picked.get(section)

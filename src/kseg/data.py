@@ -27,6 +27,7 @@ from kseg.errors import ConfigError, DataError, warn
 from kseg.files import child_path
 from kseg.metric import BACKGROUND, VOID
 
+from .config import Config
 from .tasks import task_of
 
 __all__ = [
@@ -145,21 +146,21 @@ class Schema:
                               f"column names, got {list(self.submission_cols)}")
 
 
-def schema_from_config(cfg: Mapping[str, Any]) -> Schema:
+def schema_from_config(cfg: Config) -> Schema:
     """``data.schema``: the preset's values, then every non-null key of the config on top.
 
     Without a preset ``id_col``, ``rle_col`` and ``rle_order`` must be given; ``submission_cols``
     then defaults to ``(id_col, rle_col)``, the classic Kaggle layout.
     """
-    section = cfg["data"]["schema"]
-    preset = section.get("preset")
+    section = cfg.data.schema_
+    preset = section.preset
     if preset is not None:
         if preset not in PRESETS:
             raise ConfigError(f"data.schema.preset: unknown preset {preset!r}; valid presets: {', '.join(sorted(PRESETS))}")
         values: dict[str, Any] = dict(PRESETS[preset])
     else:
         values = {key: None for key in _REQUIRED_KEYS + _OPTIONAL_KEYS}
-    values.update({key: value for key, value in section.items() if key != "preset" and value is not None})
+    values.update({key: value for key, value in section.model_dump().items() if key != "preset" and value is not None})
     for key in _REQUIRED_KEYS:
         if not values.get(key):
             raise ConfigError(f"data.schema.{key} is required when data.schema.preset is not set "
@@ -172,7 +173,7 @@ def schema_from_config(cfg: Mapping[str, Any]) -> Schema:
     elif not isinstance(values["header"], bool):
         raise ConfigError(f"data.schema.header must be true or false (false: the train CSV has no header line), "
                           f"got {values['header']!r}")
-    task = cfg["data"].get("task", "instance")
+    task = cfg.data.task
     with_class = task_of(task).class_per_pixel and values["class_col"]
     default_cols = (values["id_col"], values["rle_col"], *([values["class_col"]] if with_class else []))
     submission_cols = values["submission_cols"] or default_cols
@@ -204,20 +205,20 @@ def class_id(value: Any, where: str, n_classes: int | None = None) -> int:
     return number
 
 
-def n_classes_of(cfg: Mapping[str, Any]) -> int | None:
+def n_classes_of(cfg: Config) -> int | None:
     """How many classes ``data.classes`` names (class ids 1..n), or None when the CSV decides."""
-    names = cfg["data"]["classes"]
+    names = cfg.data.classes
     return len(names) if names is not None else None
 
 
-def class_names(cfg: Mapping[str, Any], records: Sequence["ImageRecord"]) -> list[str]:
+def class_names(cfg: Config, records: Sequence["ImageRecord"]) -> list[str]:
     """The pixel classes of a multiclass run, in class-id order (class id k = ``names[k-1]``): ``data.classes``,
     or ``"1".."K"`` with K the highest class id in the records; empty for the other tasks (their classes
     are per image, :func:`kseg.train.run_classes`)."""
-    if not task_of(cfg["data"]["task"]).class_per_pixel:
+    if not task_of(cfg.data.task).class_per_pixel:
         return []
-    if cfg["data"]["classes"] is not None:
-        return [str(name) for name in cfg["data"]["classes"]]
+    if cfg.data.classes is not None:
+        return [str(name) for name in cfg.data.classes]
     highest = max((int(r.labels[r.labels != VOID].max(initial=0)) for r in records), default=0)
     return [str(k) for k in range(1, max(highest, 1) + 1)]
 
@@ -291,12 +292,12 @@ def _read_npy(path: Path) -> np.ndarray:
     return np.asarray(array)
 
 
-def image_reader(cfg: Mapping[str, Any]) -> Callable[[str | Path], np.ndarray]:
+def image_reader(cfg: Config) -> Callable[[str | Path], np.ndarray]:
     """:func:`read_image` as the run reads every image (``data.dicom_window``): training, OOF, prediction,
     the kernels and the reports call this one, so a window changes them all alike."""
     from kseg.dicom import check_window
 
-    window = check_window(cfg["data"]["dicom_window"], "data.dicom_window")
+    window = check_window(cfg.data.dicom_window, "data.dicom_window")
     return functools.partial(read_image, dicom_window=window)
 
 
@@ -544,12 +545,12 @@ def _positive_int(value: str, path: Path, line: int, column: str) -> int:
     return number
 
 
-def _read_train_table(cfg: Mapping[str, Any]) -> _TrainTable:
+def _read_train_table(cfg: Config) -> _TrainTable:
     """Read and validate train.csv against the images, without decoding any mask."""
     schema = schema_from_config(cfg)
     csv_path = config_module.data_path(cfg, "train_csv")
     train_dir = config_module.data_path(cfg, "train_dir")
-    image_ext = cfg["data"]["image_ext"]
+    image_ext = cfg.data.image_ext
     rows = read_annotations(csv_path, schema)
     _require_columns(rows, csv_path, [schema.id_col, schema.rle_col])
     if rows.empty:
@@ -564,7 +565,7 @@ def _read_train_table(cfg: Mapping[str, Any]) -> _TrainTable:
     empty_ids = rows["_line"][rows[schema.id_col].str.strip() == ""]
     if len(empty_ids):
         raise DataError(f"{csv_path} line {empty_ids.iloc[0]}: empty {schema.id_col}")
-    multiclass = task_of(cfg["data"]["task"]).class_per_pixel
+    multiclass = task_of(cfg.data.task).class_per_pixel
     if multiclass:
         rows = rows.assign(_class=_row_classes(rows, csv_path, class_col, n_classes_of(cfg)))
 
@@ -584,7 +585,7 @@ def _read_train_table(cfg: Mapping[str, Any]) -> _TrainTable:
         if has_sizes:
             _check_csv_sizes(image_rows, schema, csv_path, image_id, (height, width))
         n_foreground_rows = int((~image_rows["_empty"]).sum())
-        if task_of(cfg["data"]["task"]).one_mask_per_image:
+        if task_of(cfg.data.task).one_mask_per_image:
             n_foreground_rows = min(n_foreground_rows, 1)
         index_rows.append({
             "id": image_id,
@@ -595,7 +596,7 @@ def _read_train_table(cfg: Mapping[str, Any]) -> _TrainTable:
             "width": width,
         })
         image_paths[image_id] = path
-    if cfg["data"]["unlisted"] == "empty":
+    if cfg.data.unlisted == "empty":
         for image_id, path in _unlisted_images(train_dir, image_ext, image_paths):
             height, width = image_size(path)
             index_rows.append({"id": image_id, "cls": None, "group": None, "n_instances": 0,
@@ -656,7 +657,7 @@ def _first_value(image_rows: pd.DataFrame, column: str | None) -> str | None:
     return value or None
 
 
-def read_index(cfg: Mapping[str, Any]) -> pd.DataFrame:
+def read_index(cfg: Config) -> pd.DataFrame:
     """One row per training image (``id, cls, group, n_instances, height, width``), sorted by id.
 
     Validates the CSV and image sizes exactly as :func:`load_records` does but decodes no mask,
@@ -665,7 +666,7 @@ def read_index(cfg: Mapping[str, Any]) -> pd.DataFrame:
     return _read_train_table(cfg).index
 
 
-def load_records(cfg: Mapping[str, Any], *, progress: bool = True) -> list[ImageRecord]:
+def load_records(cfg: Config, *, progress: bool = True) -> list[ImageRecord]:
     """Validate train.csv and decode every image's instances, sorted by id.
 
     Rows with an empty RLE contribute nothing (DSB/TGS/Airbus write one empty row for an image
@@ -673,7 +674,7 @@ def load_records(cfg: Mapping[str, Any], *, progress: bool = True) -> list[Image
     """
     table = _read_train_table(cfg)
     schema, csv_path = table.schema, table.csv_path
-    task = task_of(cfg["data"]["task"])
+    task = task_of(cfg.data.task)
     binary, multiclass = task.one_mask_per_image, task.class_per_pixel
     records: list[ImageRecord] = []
     rows_by_id = dict(tuple(table.rows.groupby(schema.id_col, sort=True)))
@@ -728,7 +729,7 @@ def _class_map(image_rows: pd.DataFrame, schema: Schema, shape: tuple[int, int],
     return labels, 0
 
 
-def load_test_truth(cfg: Mapping[str, Any]) -> dict[str, np.ndarray] | None:
+def load_test_truth(cfg: Config) -> dict[str, np.ndarray] | None:
     """Label image of every test image ``data.test_truth`` annotates (same schema as train.csv), by id;
     ``None`` when the config has none or the file is missing (a real competition hides it).
 
@@ -738,7 +739,7 @@ def load_test_truth(cfg: Mapping[str, Any]) -> dict[str, np.ndarray] | None:
     path = config_module.data_path(cfg, "test_truth")
     if path is None or not path.is_file():
         return None
-    truth_cfg = {**cfg, "data": {**cfg["data"], "train_csv": str(path), "train_dir": cfg["data"]["test_dir"]}}
+    truth_cfg = config_module.with_values(cfg, {"data.train_csv": str(path), "data.train_dir": cfg.data.test_dir})
     return {record.id: record.labels for record in load_records(truth_cfg, progress=False)}
 
 
@@ -747,7 +748,7 @@ def _id_of_file(file_name: str, image_ext: str) -> str:
     return file_name[: len(file_name) - len(image_ext)]
 
 
-def list_test_images(cfg: Mapping[str, Any]) -> list[tuple[str, Path]]:
+def list_test_images(cfg: Config) -> list[tuple[str, Path]]:
     """``(id, path)`` of every test image, sorted by id.
 
     Ids come from ``data.sample_submission`` when it is set and exists (its images must exist), else
@@ -755,7 +756,7 @@ def list_test_images(cfg: Mapping[str, Any]) -> list[tuple[str, Path]]:
     an atomic write in progress) are skipped.
     """
     test_dir = config_module.data_path(cfg, "test_dir")
-    image_ext = cfg["data"]["image_ext"]
+    image_ext = cfg.data.image_ext
     sample_path = config_module.data_path(cfg, "sample_submission")
     if sample_path is not None and sample_path.is_file():
         id_col = schema_from_config(cfg).submission_cols[0]

@@ -90,7 +90,7 @@ def _folds(cfg: Config, records: Sequence[ImageRecord]) -> tuple[pd.DataFrame, s
     ids = [record.id for record in records]
     if path.is_file():
         return read_folds(path, ids, cfg=cfg), f"from {path}"
-    made = make_folds(records_frame(list(records)), cfg["folds"]["n_splits"], cfg["folds"]["seed"])
+    made = make_folds(records_frame(list(records)), cfg.folds.n_splits, cfg.folds.seed)
     return made, f"{path} not written yet: the folds `kseg folds` will make"
 
 
@@ -100,7 +100,7 @@ def dataset_stats(cfg: Config, records: Sequence[ImageRecord] | None = None) -> 
     Reads every image once (for the intensities); cheap next to one training epoch.
     """
     records = load_records(cfg, progress=False) if records is None else records
-    task = cfg["data"]["task"]
+    task = cfg.data.task
     read = image_reader(cfg)
     folds, folds_note = _folds(cfg, records)
     fold_of = dict(zip(folds["id"], folds["fold"]))

@@ -27,6 +27,8 @@ from kseg import data
 from kseg.errors import DataError, warn
 from kseg.files import atomic_path, write_json
 
+from .config import Config
+
 log = logging.getLogger(__name__)
 
 __all__ = ["MISSING_CLASS", "make_folds", "fold_table", "command_folds", "read_folds", "sidecar_path"]
@@ -124,14 +126,14 @@ def sidecar_path(folds_file: str | Path) -> Path:
     return Path(folds_file).with_suffix(".meta.json")
 
 
-def _settings(cfg: Mapping[str, Any]) -> dict[str, Any]:
+def _settings(cfg: Config) -> dict[str, Any]:
     """What makes a folds file: a change of any of these makes a different split."""
     schema = data.schema_from_config(cfg)
-    return {"n_splits": cfg["folds"]["n_splits"], "seed": cfg["folds"]["seed"], "group_col": schema.group_col,
+    return {"n_splits": cfg.folds.n_splits, "seed": cfg.folds.seed, "group_col": schema.group_col,
             "class_col": schema.class_col}
 
 
-def command_folds(cfg: Mapping[str, Any]) -> Path:
+def command_folds(cfg: Config) -> Path:
     """Assign folds from train.csv (no mask decoding), write ``folds.csv`` atomically, print the table.
 
     The settings go to the sidecar (:func:`sidecar_path`) so a later read can tell a stale file.
@@ -140,7 +142,7 @@ def command_folds(cfg: Mapping[str, Any]) -> Path:
     if path.is_dir():
         raise DataError(f"folds.file {path} is a folder; it must name a CSV file")
     frame = data.read_index(cfg)
-    folds = make_folds(frame, cfg["folds"]["n_splits"], cfg["folds"]["seed"])
+    folds = make_folds(frame, cfg.folds.n_splits, cfg.folds.seed)
     with atomic_path(path) as tmp:
         folds.to_csv(tmp, index=False)
     write_json(sidecar_path(path), _settings(cfg))
@@ -149,7 +151,7 @@ def command_folds(cfg: Mapping[str, Any]) -> Path:
     return path
 
 
-def read_folds(path: str | Path, ids: Iterable[str], *, cfg: Mapping[str, Any] | None = None,
+def read_folds(path: str | Path, ids: Iterable[str], *, cfg: Config | None = None,
                groups: Mapping[str, str | None] | None = None) -> pd.DataFrame:
     """``id, fold`` of exactly ``ids`` (sorted); every id must have one integer fold in the file.
 
@@ -188,14 +190,14 @@ def read_folds(path: str | Path, ids: Iterable[str], *, cfg: Mapping[str, Any] |
                         f"the folds file is stale, recreate it with `kseg folds`")
     result = pd.DataFrame({"id": wanted, "fold": [fold_of[image_id] for image_id in wanted]})
     if groups is not None:
-        allow = bool(cfg is not None and cfg["folds"].get("allow_group_leak"))
+        allow = cfg is not None and cfg.folds.allow_group_leak
         _check_groups(path, result, groups, allow)
     return result
 
 
-def _check_matches_config(path: Path, cfg: Mapping[str, Any], fold_numbers: list[int]) -> None:
+def _check_matches_config(path: Path, cfg: Config, fold_numbers: list[int]) -> None:
     """The folds of the file against ``folds.n_splits``, and the sidecar's settings against the config."""
-    n_splits = cfg["folds"]["n_splits"]
+    n_splits = cfg.folds.n_splits
     if fold_numbers != list(range(n_splits)):
         raise DataError(f"{path}: has folds {', '.join(map(str, fold_numbers))} but folds.n_splits is {n_splits} "
                         f"(expected folds 0..{n_splits - 1}); the folds file is stale: recreate it with `kseg folds` "

@@ -14,11 +14,11 @@ from __future__ import annotations
 import contextlib
 import logging
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from .config import LOSSES
+from .config import LOSSES, Config, ModelSection
 from .errors import ConfigError, warn
 from .files import atomic_path
 from .tasks import task_of
@@ -56,32 +56,31 @@ def _check_arch(arch: str) -> None:
         raise ConfigError(f"unknown model.arch {arch!r}; valid architectures: {', '.join(ARCHITECTURES)}")
 
 
-def model_arch(model_cfg: Mapping[str, Any]) -> str:
+def model_arch(model_cfg: ModelSection) -> str:
     """``model.arch`` with ``auto`` resolved: ``Unet`` when ``model.encoder_weights`` names pretrained weights
     (imagenet or a file), ``unet_scratch`` when it is null."""
-    arch = model_cfg["arch"]
+    arch = model_cfg.arch
     _check_arch(arch)
     if arch != AUTO_ARCH:
         return arch
-    return SCRATCH_ARCH if model_cfg["encoder_weights"] is None else "Unet"
+    return SCRATCH_ARCH if model_cfg.encoder_weights is None else "Unet"
 
 
-def check_model_config(cfg: Mapping[str, Any]) -> None:
+def check_model_config(cfg: Config) -> None:
     """Reject an unknown ``model.arch`` or ``model.backbone`` (or bad ``model.scratch`` values) before any
     stage runs (``kseg run`` calls it)."""
-    arch = model_arch(cfg["model"])
-    check_bn_momentum(cfg["model"]["bn_momentum"])
-    if not isinstance(cfg["train"]["channel_weights"], list):  # a list's length is checked when the channels are known
+    arch = model_arch(cfg.model)
+    if not isinstance(cfg.train.channel_weights, list):  # a list's length is checked when the channels are known
         channel_weights(cfg, 0)
-    if cfg["model"]["arch"] == AUTO_ARCH:
+    if cfg.model.arch == AUTO_ARCH:
         log.info(f"model.arch auto: {arch}" + (" (no pretrained encoder weights: kseg's own U-Net)" if arch == SCRATCH_ARCH
-                                            else f"/{cfg['model']['backbone']} (pretrained encoder)"))
+                                            else f"/{cfg.model.backbone} (pretrained encoder)"))
     if arch == SCRATCH_ARCH:
-        check_scratch_config(cfg["model"])
+        check_scratch_config(cfg.model)
         return
-    _check_backbone(_segmentation_models(), cfg["model"]["backbone"])
-    if cfg["model"]["encoder_weights"] is None and cfg["model"]["init_from"] is None:
-        warn(f"{arch}/{cfg['model']['backbone']} trains from scratch (model.encoder_weights: "
+    _check_backbone(_segmentation_models(), cfg.model.backbone)
+    if cfg.model.encoder_weights is None and cfg.model.init_from is None:
+        warn(f"{arch}/{cfg.model.backbone} trains from scratch (model.encoder_weights: "
               f"null); without pretrained weights, model.arch={SCRATCH_ARCH} makes about 3x the steps in the same "
               "time and scored higher on the real sets measured (BENCHMARKS.md)")
 
@@ -215,25 +214,25 @@ def set_bn_momentum(model: Any, momentum: float) -> None:
             layer.momentum = float(momentum)
 
 
-def activation(cfg: Mapping[str, Any]) -> str:
+def activation(cfg: Config) -> str:
     """``model.activation``: ``auto`` is softmax for multiclass (one class per pixel, the probabilities sum to 1)
     and a sigmoid per channel for the other tasks (foreground and border overlap; a binary mask is one channel)."""
-    value = cfg["model"]["activation"]
+    value = cfg.model.activation
     if value == "auto":
-        return "softmax" if task_of(cfg["data"]["task"]).class_per_pixel else "sigmoid"
+        return "softmax" if task_of(cfg.data.task).class_per_pixel else "sigmoid"
     return str(value)
 
 
-def build_model(cfg: Mapping[str, Any], n_channels: int) -> Any:
+def build_model(cfg: Config, n_channels: int) -> Any:
     """keras.Model with input (None, None, 3) and ``n_channels`` sigmoid (or softmax, :func:`activation`)
     outputs, weights per ``model.*``.
 
     The activation is a separate float32 layer so that under mixed precision the probabilities (and the
     loss computed from them) stay in float32; without mixed precision it is an ordinary activation.
     """
-    model_cfg = cfg["model"]
-    arch, backbone_name = model_arch(model_cfg), model_cfg["backbone"]
-    init_file = _existing_file(model_cfg["init_from"], "model.init_from") if model_cfg["init_from"] else None
+    model_cfg = cfg.model
+    arch, backbone_name = model_arch(model_cfg), model_cfg.backbone
+    init_file = _existing_file(model_cfg.init_from, "model.init_from") if model_cfg.init_from else None
     if arch == SCRATCH_ARCH:
         network, built, encoder_file, description = build_scratch_unet(model_cfg, n_channels), [], None, SCRATCH_ARCH
     else:
@@ -244,7 +243,7 @@ def build_model(cfg: Mapping[str, Any], n_channels: int) -> Any:
 
     probabilities = keras.layers.Activation(activation(cfg), dtype="float32", name="probabilities")(network.output)
     model = keras.Model(network.input, probabilities, name=network.name if arch == SCRATCH_ARCH else f"{arch}_{backbone_name}")
-    set_bn_momentum(model, model_cfg["bn_momentum"])
+    set_bn_momentum(model, model_cfg.bn_momentum)
     if encoder_file is not None:
         _load_encoder_weights(model, built[0], encoder_file, description, backbone_name)
     if init_file is not None:
@@ -261,14 +260,14 @@ def describe_model(model: Any) -> str:
     return f"{model.name}: {model.count_params():,} parameters"
 
 
-def _segmentation_models_network(model_cfg: Mapping[str, Any], arch: str,
+def _segmentation_models_network(model_cfg: ModelSection, arch: str,
                                  n_channels: int) -> tuple[Any, list, Path | None]:
     """segmentation_models' ``arch`` with ``backbone`` and linear outputs; the encoder it built internally
     (for loading a local encoder file) and that file, if ``encoder_weights`` names one."""
-    backbone_name = model_cfg["backbone"]
+    backbone_name = model_cfg.backbone
     sm = _segmentation_models()
     _check_backbone(sm, backbone_name)
-    encoder_weights = model_cfg["encoder_weights"]
+    encoder_weights = model_cfg.encoder_weights
     encoder_file = None
     if encoder_weights not in (None, "imagenet"):
         encoder_file = _existing_file(encoder_weights, "model.encoder_weights")
@@ -277,7 +276,7 @@ def _segmentation_models_network(model_cfg: Mapping[str, Any], arch: str,
             network = getattr(sm, arch)(
                 backbone_name, input_shape=(None, None, 3), classes=n_channels, activation="linear",
                 encoder_weights=None if encoder_file else encoder_weights,
-                encoder_freeze=bool(model_cfg["encoder_freeze"]),
+                encoder_freeze=bool(model_cfg.encoder_freeze),
             )
         except Exception as exc:  # keras' get_file raises a bare Exception when the download fails
             if encoder_weights == "imagenet" and "URL fetch failure" in str(exc):
@@ -364,22 +363,20 @@ def inverse_frequency_weights(pixel_counts: np.ndarray, power: float) -> np.ndar
     return (weights * (len(counts) / weights.sum())).astype(np.float32)
 
 
-def channel_weights(cfg: Mapping[str, Any], n_channels: int, pixel_counts: np.ndarray | None = None) -> np.ndarray | None:
+def channel_weights(cfg: Config, n_channels: int, pixel_counts: np.ndarray | None = None) -> np.ndarray | None:
     """``train.channel_weights`` scaled to mean 1 (so the loss keeps its usual range), or None.
 
     ``auto`` (multiclass only): :func:`inverse_frequency_weights` of the training fold's ``pixel_counts`` at
     ``train.channel_weight_power``; without counts (the config check before any image is read) None.
     """
-    weights = cfg["train"]["channel_weights"]
-    power = cfg["train"]["channel_weight_power"]
-    if isinstance(power, bool) or not isinstance(power, (int, float)) or not 0 <= power <= 1:
-        raise ConfigError(f"train.channel_weight_power must be a number in [0, 1], got {power!r}")
+    weights = cfg.train.channel_weights
+    power = cfg.train.channel_weight_power
     if weights is None:
         return None
     if weights == "auto":
-        if not task_of(cfg["data"]["task"]).class_per_pixel:
+        if not task_of(cfg.data.task).class_per_pixel:
             raise ConfigError("train.channel_weights: auto weighs the classes of a multiclass task by their pixel "
-                              f"frequency; data.task is {cfg['data']['task']}: give a list of {n_channels} numbers or null")
+                              f"frequency; data.task is {cfg.data.task}: give a list of {n_channels} numbers or null")
         return None if pixel_counts is None else inverse_frequency_weights(pixel_counts, float(power))
     if not isinstance(weights, list) or len(weights) != n_channels:
         raise ConfigError(f"train.channel_weights must be a list of {n_channels} numbers (one per channel), "
@@ -393,7 +390,7 @@ def channel_weights(cfg: Mapping[str, Any], n_channels: int, pixel_counts: np.nd
     return values * (n_channels / values.sum())
 
 
-def build_loss(cfg: Mapping[str, Any], n_channels: int, weights: np.ndarray | None = None) -> Any:
+def build_loss(cfg: Config, n_channels: int, weights: np.ndarray | None = None) -> Any:
     """The ``train.loss`` combination of segmentation_models losses, weighted per channel if asked.
 
     sm's Dice/Jaccard losses take class weights; its BCE and focal losses do not, so with weights
@@ -404,9 +401,7 @@ def build_loss(cfg: Mapping[str, Any], n_channels: int, weights: np.ndarray | No
     ``focal`` → categorical focal loss. For multiclass the whole loss is masked (:func:`void_masked`): a
     void pixel (all-zero target) contributes nothing to either term.
     """
-    name = cfg["train"]["loss"]
-    if name not in LOSSES:
-        raise ConfigError(f"unknown train.loss {name!r}; valid losses: {', '.join(LOSSES)}")
+    name = cfg.train.loss
     sm = _segmentation_models()
     from segmentation_models.base import Loss
 
@@ -433,7 +428,7 @@ def build_loss(cfg: Mapping[str, Any], n_channels: int, weights: np.ndarray | No
     if region_name:
         region_class = sm.losses.DiceLoss if region_name == "dice" else sm.losses.JaccardLoss
         loss = pixel + region_class(class_weights=weights)
-    return void_masked(loss) if task_of(cfg["data"]["task"]).class_per_pixel else loss
+    return void_masked(loss) if task_of(cfg.data.task).class_per_pixel else loss
 
 
 def void_masked(loss: Any) -> Any:
@@ -459,12 +454,12 @@ def void_masked(loss: Any) -> Any:
     return VoidMaskedLoss()
 
 
-def preprocess_fn(cfg: Mapping[str, Any]) -> Callable[[np.ndarray], np.ndarray]:
+def preprocess_fn(cfg: Config) -> Callable[[np.ndarray], np.ndarray]:
     """The backbone's input normalisation: uint8 RGB (batch or single image) → float32, input untouched."""
-    if model_arch(cfg["model"]) == SCRATCH_ARCH:
+    if model_arch(cfg.model) == SCRATCH_ARCH:
         return scratch_preprocess
     sm = _segmentation_models()
-    backbone_name = cfg["model"]["backbone"]
+    backbone_name = cfg.model.backbone
     _check_backbone(sm, backbone_name)
     normalise = sm.get_preprocessing(backbone_name)
 

@@ -22,15 +22,15 @@ images agree (almost every competition) inverts nothing, so ``auto`` changes not
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from .config import NORM_SCOPES, NORMS
-from .errors import ConfigError, DataError
+from .config import NORMS, Config
+from .errors import DataError
 
-__all__ = ["NORMS", "Polarity", "NO_INVERSION", "normalise_image", "input_normaliser", "check_norm_config",
-           "polarity_features", "object_contrast", "fit_polarity", "polarity_from_dict", "stretched"]
+__all__ = ["NORMS", "Polarity", "NO_INVERSION", "normalise_image", "input_normaliser", "polarity_features",
+           "object_contrast", "fit_polarity", "polarity_from_dict", "stretched"]
 
 # none: the pixels as read; percentile: per channel, [p_low, p_high] -> [0, 255] (stardist's
 # normalize(x, 1, 99.8)); standardize: per channel z-score, +-3 sigma -> [0, 255].
@@ -148,20 +148,6 @@ def polarity_from_dict(value: Any, where: str) -> Polarity:
     return polarity
 
 
-def check_norm_config(model_cfg: Mapping[str, Any]) -> tuple[str, bool | str]:
-    """``(model.input_norm, model.invert)`` checked, and ``model.input_norm_scope``; one ConfigError naming the
-    key otherwise."""
-    norm, invert = model_cfg["input_norm"], model_cfg["invert"]
-    if norm not in NORMS:
-        raise ConfigError(f"model.input_norm must be one of {', '.join(NORMS)}, got {norm!r}")
-    if model_cfg["input_norm_scope"] not in NORM_SCOPES:
-        raise ConfigError(f"model.input_norm_scope must be one of {', '.join(NORM_SCOPES)}, "
-                          f"got {model_cfg['input_norm_scope']!r}")
-    if not (invert is True or invert is False or invert == "auto"):
-        raise ConfigError(f"model.invert must be true, false or auto, got {invert!r}")
-    return norm, invert
-
-
 def _stretch(image: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
     """``(image - low) / (high - low)`` per channel, clipped to [0, 1]; a flat channel becomes 0."""
     span = np.where(high > low, high - low, 1.0)
@@ -203,14 +189,14 @@ def stretched(image: np.ndarray, norm: str, scope: str = "channel") -> np.ndarra
     return normalise_image(image, norm, False, scope).astype(np.float32) / 255.0
 
 
-def input_normaliser(cfg: Mapping[str, Any], polarity: Polarity | None = None) -> Callable[[np.ndarray], np.ndarray]:
+def input_normaliser(cfg: Config, polarity: Polarity | None = None) -> Callable[[np.ndarray], np.ndarray]:
     """The normalisation of ``model.input_norm`` / ``model.invert`` as an image → image function, then the
     ``model.extra_channels`` (:mod:`kseg.channels`) computed from the normalised image.
     ``model.invert: auto`` needs the run's fitted ``polarity`` (plan.json); without one nothing is inverted."""
     from .channels import check_extra_channels, with_extra_channels
 
-    norm, invert = check_norm_config(cfg["model"])
-    extras, scope = check_extra_channels(cfg["model"]), cfg["model"]["input_norm_scope"]
+    norm, invert = cfg.model.input_norm, cfg.model.invert
+    extras, scope = check_extra_channels(cfg.model), cfg.model.input_norm_scope
     rule: bool | Polarity = (polarity or NO_INVERSION) if invert == "auto" else bool(invert)
 
     def normalise(image: np.ndarray) -> np.ndarray:

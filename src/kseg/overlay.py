@@ -95,7 +95,7 @@ def _test_figures(cfg: Config, ids: Sequence[str]) -> dict[str, "Figure"]:
         raise DataError(f"submission {submission} not found: the run is not finished (kseg run or kseg predict)")
     preds = submission_labels(submission, schema_from_config(cfg), {i: image_size(tests[i]) for i in ids})
     truth = load_test_truth(cfg) or {}
-    task = cfg["data"]["task"]
+    task = cfg.data.task
     figures = {}
     read = image_reader(cfg)
     for image_id in ids:
@@ -118,7 +118,7 @@ def write_overlays(cfg: Config, ids: Sequence[str], source: str = "oof", out_dir
     if not ids:
         raise KsegError("no image ids given: pass --ids ID [ID ...]")
     out_dir = Path(out_dir) if out_dir is not None else output_dir(cfg) / "overlays" / source
-    task = cfg["data"]["task"]
+    task = cfg.data.task
     if source == "test":
         figures = _test_figures(cfg, ids)
     else:

@@ -92,14 +92,14 @@ def check_config(cfg: Config) -> None:
     from .train import check_train_config
 
     schema_from_config(cfg)
-    demo = cfg["data"]["demo"]
+    demo = cfg.data.demo
     if demo is not None:
         accepted = set(inspect.signature(make_demo_data).parameters) - {"root", "force"}
         if not isinstance(demo, Mapping) or set(demo) - accepted:
             raise ConfigError(f"data.demo must be null or a mapping of {', '.join(sorted(accepted))}, got {demo!r}")
     check_train_config(cfg)
-    build_augment(cfg["train"]["augment"], cfg["train"]["size"], train=True)
-    check_search_config(cfg, cfg["data"]["task"])
+    build_augment(cfg.train.augment, cfg.train.size, train=True)
+    check_search_config(cfg, cfg.data.task)
     out = output_dir(cfg)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"output.dir {out} is an existing file, not a folder")
@@ -130,14 +130,14 @@ def set_aside_folds(run_dir: Path) -> Path | None:
 
 def ensure_demo_data(cfg: Config) -> None:
     """Generate the synthetic competition into data.root when the config asks for it and it is missing."""
-    demo = cfg["data"]["demo"]
+    demo = cfg.data.demo
     csv = data_path(cfg, "train_csv")
     if demo is None or csv.is_file():
         return
     from .demo import make_demo_data
 
-    log.info(f"[demo] generating the demo competition in {cfg['data']['root']}")
-    make_demo_data(Path(cfg["data"]["root"]), **demo)
+    log.info(f"[demo] generating the demo competition in {cfg.data.root}")
+    make_demo_data(Path(cfg.data.root), **demo)
 
 
 def _run_folds(cfg: Config, resume: bool) -> None:
@@ -248,7 +248,7 @@ def print_summary(cfg: Config, timings: dict[str, str], submission: Path) -> Non
     pp_path = RunDir.of(cfg).postprocess
     lines = ["", "=== summary ==="]
     if pp_path.is_file():
-        pp = SearchResult.read(pp_path, cfg["data"]["task"])
+        pp = SearchResult.read(pp_path, cfg.data.task)
         if pp.searched:
             assert pp.oof_score_plain is not None and pp.oof_score_default is not None  # written together
             lines.append(f"OOF score (TTA, searched params): {pp.oof_score:.4f}")
@@ -273,7 +273,7 @@ def print_summary(cfg: Config, timings: dict[str, str], submission: Path) -> Non
 
         schema = schema_from_config(cfg)
         names: dict[str, str] = {}
-        if task_of(cfg["data"]["task"]).class_per_pixel:  # per-class scores by class id: named as the run's channels
+        if task_of(cfg.data.task).class_per_pixel:  # per-class scores by class id: named as the run's channels
             from .targets import read_channels
 
             channels, _ = read_channels(output_dir(cfg), "multiclass")
@@ -281,7 +281,7 @@ def print_summary(cfg: Config, timings: dict[str, str], submission: Path) -> Non
         # The test images' sizes, for schemas without size columns (TGS, Severstal): their RLE needs the shape.
         shapes = {image_id: image_size(path) for image_id, path in list_test_images(cfg)}
         report = score_frames(read_annotations(truth, schema, "test truth"), read_submission_csv(submission, schema),
-                              schema, shapes, task=cfg["data"]["task"], metric=cfg["data"]["metric"],
+                              schema, shapes, task=cfg.data.task, metric=cfg.data.metric,
                               n_classes=len(names))
         lines.append(f"test score against {truth.name}: {report.score:.4f}")
         order = (lambda item: (len(item[0]), item[0])) if names else (lambda item: item[0])  # class ids by number

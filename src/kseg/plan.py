@@ -15,14 +15,14 @@ import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Sequence
 
 import cv2
 import numpy as np
 
 from kseg.tasks import task_of
 
-from .config import MAX_SCALE, MIN_SCALE, ORIENTATIONS
+from .config import MAX_SCALE, MIN_SCALE, ORIENTATIONS, Config, TrainSection
 from .errors import ConfigError, DataError
 from .files import write_json
 from .metric import VOID
@@ -125,13 +125,13 @@ def fingerprint(labels: Sequence[np.ndarray], classes: Sequence[str | None], mul
     )
 
 
-def orientation_plan(fp: Fingerprint, train_cfg: Mapping[str, Any]) -> tuple[str, str]:
+def orientation_plan(fp: Fingerprint, train_cfg: TrainSection) -> tuple[str, str]:
     """``train.orientation`` as given, or (``auto``) from the labels' asymmetry: ``upright`` (no vertical flip
     or quarter turn, in augmentation and TTA) when the labelled pixels prefer the top or the bottom half by at
     least :data:`ASYMMETRY_LIMIT`, ``fixed`` (no flip or turn at all) when they prefer a side, else
     ``free``. Measured on the real sets: CamVid 0.83 vertical; every microscopy set, Kvasir polyps and ISBI
     at most 0.06 vertical and 0.18 horizontal."""
-    wanted = train_cfg["orientation"]
+    wanted = train_cfg.orientation
     if wanted not in ORIENTATIONS:
         raise ConfigError(f"train.orientation must be one of {', '.join(ORIENTATIONS)}, got {wanted!r}")
     if wanted != "auto":
@@ -145,14 +145,14 @@ def orientation_plan(fp: Fingerprint, train_cfg: Mapping[str, Any]) -> tuple[str
     return "free", f"{measured}: every flip and quarter turn kept"
 
 
-def check_plan_config(train_cfg: Mapping[str, Any]) -> None:
+def check_plan_config(train_cfg: TrainSection) -> None:
     """The rule across the training-length keys (their types were checked by :func:`kseg.config.load_config`)."""
-    if train_cfg["budget_steps"] is not None and train_cfg["steps_per_epoch"] is not None:
+    if train_cfg.budget_steps is not None and train_cfg.steps_per_epoch is not None:
         raise ConfigError("train.budget_steps and train.steps_per_epoch both set the training length: set one "
-                          f"(got {train_cfg['budget_steps']!r} and {train_cfg['steps_per_epoch']!r})")
+                          f"(got {train_cfg.budget_steps!r} and {train_cfg.steps_per_epoch!r})")
 
 
-def budget_plan(train_cfg: Mapping[str, Any], folds: Sequence[int]) -> tuple[list[int], int | None, str]:
+def budget_plan(train_cfg: TrainSection, folds: Sequence[int]) -> tuple[list[int], int | None, str]:
     """The folds to train and the steps per epoch for ``train.budget_steps`` optimizer steps in all.
 
     An under-trained model is worse than no ensemble: from scratch, a U-Net needs a few hundred steps
@@ -161,52 +161,52 @@ def budget_plan(train_cfg: Mapping[str, Any], folds: Sequence[int]) -> tuple[lis
     get ``train.min_steps_per_fold`` steps each, at least one, and splits the steps evenly between them.
     Without a budget every requested fold trains ``train.epochs`` x ``train.steps_per_epoch``.
     """
-    budget = train_cfg["budget_steps"]
+    budget = train_cfg.budget_steps
     if budget is None:
         return list(folds), None, ""
-    minimum = int(train_cfg["min_steps_per_fold"] or 1)
+    minimum = int(train_cfg.min_steps_per_fold or 1)
     n_folds = max(1, min(len(folds), budget // minimum))
     per_fold = budget // n_folds
-    steps = max(1, math.ceil(per_fold / train_cfg["epochs"]))
+    steps = max(1, math.ceil(per_fold / train_cfg.epochs))
     reason = (f"train.budget_steps {budget}: {n_folds} of {len(folds)} folds (each at least {minimum} steps), "
-              f"{train_cfg['epochs']} epochs x {steps} steps per fold")
+              f"{train_cfg.epochs} epochs x {steps} steps per fold")
     return list(folds)[:n_folds], steps, reason
 
 
-def planned_folds(cfg: Mapping[str, Any]) -> tuple[list[int], int | None]:
+def planned_folds(cfg: Config) -> tuple[list[int], int | None]:
     """The folds a run trains (``train.folds``, then the budget) and their steps per epoch (None: the usual
     rule). Known from the config alone, so Kaggle train kernels fan out over exactly these folds."""
-    wanted = cfg["train"]["folds"]
-    folds = (list(range(cfg["folds"]["n_splits"])) if wanted == "all"
+    wanted = cfg.train.folds
+    folds = (list(range(cfg.folds.n_splits)) if wanted == "all"
              else [int(k) for k in (wanted if isinstance(wanted, list) else [wanted])])
-    chosen, steps, _ = budget_plan(cfg["train"], folds)
+    chosen, steps, _ = budget_plan(cfg.train, folds)
     return chosen, steps
 
 
-def make_plan(fp: Fingerprint, train_cfg: Mapping[str, Any], task: str = "instance",
+def make_plan(fp: Fingerprint, train_cfg: TrainSection, task: str = "instance",
               folds: Sequence[int] | None = None) -> Plan:
     """The scale (:func:`scale_plan`) and, for the requested ``folds``, the budget (:func:`budget_plan`)."""
     scale, reason = scale_plan(fp, train_cfg, task)
     orientation, orientation_reason = orientation_plan(fp, train_cfg)
     reason = f"{reason}; {orientation_reason}"
-    if folds is None or train_cfg["budget_steps"] is None:
+    if folds is None or train_cfg.budget_steps is None:
         return Plan(scale, reason, None if folds is None else list(folds), orientation=orientation)
     chosen, steps, budget_reason = budget_plan(train_cfg, folds)
     return Plan(scale, f"{reason}; {budget_reason}", chosen, steps, orientation=orientation)
 
 
-def scale_plan(fp: Fingerprint, train_cfg: Mapping[str, Any], task: str = "instance") -> tuple[float, str]:
+def scale_plan(fp: Fingerprint, train_cfg: TrainSection, task: str = "instance") -> tuple[float, str]:
     """``train.scale`` as given, or (``auto``) ``target_diameter / median diameter`` capped at 1.
 
     A binary task has no instances whose size says anything about resolution (one mask may cover half
     the image), so ``auto`` keeps it at full resolution.
     """
     check_plan_config(train_cfg)
-    if train_cfg["scale"] != "auto":
-        return float(train_cfg["scale"]), "train.scale set in the config"
+    if train_cfg.scale != "auto":
+        return float(train_cfg.scale), "train.scale set in the config"
     if not task_of(task).separates_objects:
         return 1.0, f"task {task}: no instance sizes to plan by, full resolution"
-    target = float(train_cfg["target_diameter"])
+    target = float(train_cfg.target_diameter)
     if fp.median_diameter is None or fp.n_objects < _MIN_OBJECTS:
         return 1.0, f"too few objects ({fp.n_objects}) to measure their size: full resolution"
     raw = target / fp.median_diameter

@@ -1,7 +1,6 @@
 """Test-time inference: every test image → fold ensemble × TTA → post-processing → validated submission."""
 from __future__ import annotations
 
-import copy
 import logging
 from pathlib import Path
 from typing import Callable
@@ -9,7 +8,7 @@ from typing import Callable
 import numpy as np
 from tqdm.auto import tqdm
 
-from .config import Config, output_dir, submission_path
+from .config import Config, output_dir, submission_path, with_values
 from .data import image_reader, image_size, list_test_images, load_test_truth, n_classes_of, schema_from_config
 from .errors import ConfigError, SubmissionError
 from .files import child_path, write_json
@@ -34,7 +33,7 @@ N_OVERLAYS = 4
 def fold_weight_files(cfg: Config) -> list[Path]:
     """Best weights of the folds named by ``predict.folds`` ('all' or a list of fold indices)."""
     run = RunDir.of(cfg)
-    wanted = cfg["predict"]["folds"]
+    wanted = cfg.predict.folds
     if wanted == "all":
         # Only kseg's own fold folders (fold0, fold1, ...): a user's fold7_notes/ must not join the ensemble.
         files = [run.weights(k) for k in run.trained_folds()]
@@ -54,11 +53,9 @@ def load_fold_models(cfg: Config) -> list[PredictFn]:
     downloaded (a Kaggle kernel runs offline)."""
     from .model import build_model
 
-    channels, _ = read_channels(output_dir(cfg), cfg["data"]["task"])
+    channels, _ = read_channels(output_dir(cfg), cfg.data.task)
     n_channels = len(channels)
-    build_cfg = copy.deepcopy(cfg)
-    build_cfg["model"]["encoder_weights"] = None
-    build_cfg["model"]["init_from"] = None
+    build_cfg = with_values(cfg, {"model.encoder_weights": None, "model.init_from": None})
     fns: list[PredictFn] = []
     for weights in fold_weight_files(cfg):
         model = build_model(build_cfg, n_channels)
@@ -123,14 +120,14 @@ def model_input(cfg: Config) -> Callable[[np.ndarray], np.ndarray]:
 
 def planned_views(cfg: Config) -> list[str]:
     """The ``tta`` views the run's planned orientation allows (plan.json): the views its OOF was written with."""
-    return views_for_orientation(cfg["tta"], read_plan(output_dir(cfg)).orientation)
+    return views_for_orientation(cfg.tta, read_plan(output_dir(cfg)).orientation)
 
 
 def command_predict(cfg: Config, out: Path | None = None) -> Path:
     """Write the submission for every test image; it is validated before it replaces ``out``."""
     out = Path(out) if out else submission_path(cfg)
     schema = schema_from_config(cfg)
-    task = cfg["data"]["task"]
+    task = cfg.data.task
     tests = list_test_images(cfg)
     channels, classes = read_channels(output_dir(cfg), task)
     chosen = read_search_result(cfg)
@@ -142,7 +139,7 @@ def command_predict(cfg: Config, out: Path | None = None) -> Path:
     scores = None
     if truth is not None:
         scores = FoldScores(truth, [weights.parent.name for weights in fold_weight_files(cfg)], chosen, classes, task,
-                            cfg["data"]["metric"], len(channels) - 1 if task_of(task).class_per_pixel else 0)
+                            cfg.data.metric, len(channels) - 1 if task_of(task).class_per_pixel else 0)
     scores_path.unlink(missing_ok=True)  # numbers of an earlier prediction must not pass for this one's
     views = planned_views(cfg)
     log.info(f"predicting {len(tests)} test images with {len(models)} fold models x {len(views)} TTA views "
@@ -155,7 +152,7 @@ def command_predict(cfg: Config, out: Path | None = None) -> Path:
     with SubmissionWriter(out, schema, n_classes=n_classes) as writer:
         for i, (image_id, path) in enumerate(tqdm(tests, desc="predict", unit="img")):
             image = read(path)
-            prepared, shape, tile = prepare(image), image.shape[:2], cfg["predict"]["tile"]
+            prepared, shape, tile = prepare(image), image.shape[:2], cfg.predict.tile
             annotated = scores is not None and image_id in scores.truth
             if annotated:  # the same ensemble, with each fold's prediction kept for its own score
                 each = predict_each(models, prepared, views, tile=tile)

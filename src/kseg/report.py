@@ -121,7 +121,7 @@ def write_report(cfg: Config, analysis: OofAnalysis | None = None) -> Path:
     """Analyse the finished run of ``cfg`` (unless ``analysis`` is given) and write ``<output.dir>/report.html``."""
     analysis = analyse_oof(cfg, progress=False) if analysis is None else analysis
     path = output_dir(cfg) / REPORT
-    write_text(path, render_html(f"kseg run report: {cfg['name']}", report_sections(analysis)))
+    write_text(path, render_html(f"kseg run report: {cfg.name}", report_sections(analysis)))
     return path
 
 

@@ -17,7 +17,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # config imports this module
+    from .config import Config
 
 __all__ = ["RunDir", "FOLD_DIR", "SUPERSEDED", "RUN_FILES_REQUIRED", "RUN_FILES_OPTIONAL"]
 
@@ -35,9 +38,9 @@ class RunDir:
     root: Path
 
     @classmethod
-    def of(cls, cfg: Mapping[str, Any]) -> RunDir:
+    def of(cls, cfg: Config) -> RunDir:
         """The run folder of a config (``output.dir``)."""
-        return cls(Path(cfg["output"]["dir"]))
+        return cls(Path(cfg.output.dir))
 
     # -- run-level files
     @property

@@ -53,6 +53,8 @@ from kseg.targets import read_channels
 from kseg.tasks import task_of
 from kseg.tta import views_for_orientation
 
+from .config import Config
+
 log = logging.getLogger(__name__)
 
 __all__ = ["Grid", "read_grid", "check_search_config", "grid_labels", "score_grid", "count_grid", "OofImage", "oof_images", "load_oof",
@@ -136,13 +138,13 @@ class SearchResult:
         return cls(**raw)
 
 
-def read_search_result(cfg: Mapping[str, Any]) -> SearchResult:
+def read_search_result(cfg: Config) -> SearchResult:
     """The run's search result, or ``postprocess.default`` (with a warning) when no search was run."""
     path = RunDir.of(cfg).postprocess
     if path.is_file():
-        return SearchResult.read(path, cfg["data"]["task"])
+        return SearchResult.read(path, cfg.data.task)
     warn(f"{path} not found; using postprocess.default (run kseg search for tuned parameters)")
-    return SearchResult(task=cfg["data"]["task"], default=dict(cfg["postprocess"]["default"]))
+    return SearchResult(task=cfg.data.task, default=dict(cfg.postprocess.default))
 
 
 @dataclass(frozen=True)
@@ -167,12 +169,12 @@ class Grid:
         return [{**dict(zip(names, values)), **self.fixed} for values in itertools.product(*self.axes.values())]
 
 
-def read_grid(cfg: Mapping[str, Any], task: str) -> Grid:
+def read_grid(cfg: Config, task: str) -> Grid:
     """``postprocess.grid`` checked: each searched parameter of the task a non-empty list of valid values, plus
     the default's value; a parameter the task may leave out (``class_threshold``, ``empty_area``) searches its
     neutral value alone when the grid leaves it out; the other tasks' parameters are ignored."""
-    default = validate_params(cfg["postprocess"]["default"], task)
-    grid = cfg["postprocess"]["grid"]
+    default = validate_params(cfg.postprocess.default, task)
+    grid = cfg.postprocess.grid
     if not isinstance(grid, Mapping):
         raise ConfigError(f"postprocess.grid must be a mapping of parameter -> list of values, got {grid!r}")
     searchable = tuple(dict.fromkeys(key for processor in POSTPROCESSORS.values() for key in processor.axes))
@@ -195,14 +197,14 @@ def read_grid(cfg: Mapping[str, Any], task: str) -> Grid:
         defaults = default[key] if isinstance(default[key], list) else [default[key]]
         axes[key] = tuple(sorted(set(values) | set(defaults), key=lambda v: (v is not None, v or 0)))
     return Grid(task=task, axes=axes, fixed={key: default[key] for key in processor.fixed},
-                metric=cfg["data"]["metric"])
+                metric=cfg.data.metric)
 
 
-def check_search_config(cfg: Mapping[str, Any], task: str) -> int:
+def check_search_config(cfg: Config, task: str) -> int:
     """Reject a bad ``postprocess`` section before any work (``kseg run`` calls it up front); returns n_jobs."""
     read_grid(cfg, task)
-    validate_params(cfg["postprocess"]["default"], task)
-    return int(cfg["postprocess"]["n_jobs"])
+    validate_params(cfg.postprocess.default, task)
+    return int(cfg.postprocess.n_jobs)
 
 
 def grid_labels(probs: np.ndarray, grid: Grid) -> Iterator[np.ndarray]:
@@ -284,7 +286,7 @@ def _final_one(image: OofImage, key: str, chosen: Mapping[str, Any], default: Ma
             _score_params(image.truth, searched, default, grid.task, grid.metric))
 
 
-def oof_images(cfg: Mapping[str, Any], records: Sequence[ImageRecord], run_dir: Path) -> list[OofImage]:
+def oof_images(cfg: Config, records: Sequence[ImageRecord], run_dir: Path) -> list[OofImage]:
     """OOF images of every trained fold (a fold counts as trained when ``fold{K}/oof`` exists)."""
     folds = read_folds(config_module.folds_path(cfg), [record.id for record in records], cfg=cfg,
                        groups={record.id: record.group for record in records})
@@ -360,19 +362,19 @@ def _means_by(values: np.ndarray, keys: Sequence[Any]) -> dict[str, float]:
     return {str(k): float(v) for k, v in pd.Series(values).groupby(np.asarray(keys, dtype=object)).mean().items()}
 
 
-def command_search(cfg: Mapping[str, Any], use_tta: bool | None = None) -> SearchResult:
+def command_search(cfg: Config, use_tta: bool | None = None) -> SearchResult:
     """Grid-search post-processing on the run's OOF predictions; write postprocess.json, search_table.csv, search_curves.png.
 
     ``use_tta`` picks the OOF array searched and reported as ``oof_score``: ``None`` follows the config
     (the ``tta`` array unless ``tta`` is just ``[identity]``), i.e. what ``kseg predict`` will produce.
     """
-    task = cfg["data"]["task"]
+    task = cfg.data.task
     run_dir = config_module.output_dir(cfg)
     channels, classes = read_channels(run_dir, task)
     grid = read_grid(cfg, task)
-    default = validate_params(cfg["postprocess"]["default"], task)
+    default = validate_params(cfg.postprocess.default, task)
     if use_tta is None:  # the views of the run's planned orientation (plan.json), as its OOF was written
-        use_tta = views_for_orientation(cfg["tta"], read_plan(run_dir).orientation) != ["identity"]
+        use_tta = views_for_orientation(cfg.tta, read_plan(run_dir).orientation) != ["identity"]
     key = "tta" if use_tta else "plain"
     n_jobs = check_search_config(cfg, task)
     if task_of(task).class_per_pixel:
@@ -392,7 +394,7 @@ def command_search(cfg: Mapping[str, Any], use_tta: bool | None = None) -> Searc
     best = _best_index(scores)
     true_classes = [image.cls for image in images]
     per_class_index: dict[str, int] = {}
-    if classes and cfg["postprocess"]["per_class"]:
+    if classes and cfg.postprocess.per_class:
         for cls in classes:
             members = np.array([c == cls for c in true_classes])
             if members.any():
@@ -439,13 +441,13 @@ def _counts_at(image: OofImage, key: str, params: Mapping[str, Any], n_channels:
     return class_map_counts(image.truth, instances_from_probs(probs, params, "multiclass"), n_channels)
 
 
-def _search_class_maps(cfg: Mapping[str, Any], run_dir: Path, channels: Sequence[str], grid: Grid,
+def _search_class_maps(cfg: Config, run_dir: Path, channels: Sequence[str], grid: Grid,
                        default: Mapping[str, Any], key: str, n_jobs: int) -> SearchResult:
     """:func:`command_search` for multiclass: ``min_area`` chosen on the OOF set's ``data.metric`` (mean IoU, or
     Severstal's Dice), per class when ``postprocess.per_class`` (see the module docstring), and the same outputs as
     the other tasks. Every metric scores the per-image class counts, so each grid point is counted once."""
     n_channels = len(channels)
-    metric = task_metric("multiclass", cfg["data"]["metric"])
+    metric = task_metric("multiclass", cfg.data.metric)
     score_of, per_class_of = metric.counts_score, metric.counts_per_class
     assert score_of is not None and per_class_of is not None  # every class metric scores counts
     names = [channel.removeprefix("class:") for channel in channels[1:]]
@@ -459,7 +461,7 @@ def _search_class_maps(cfg: Mapping[str, Any], run_dir: Path, channels: Sequence
     class_scores = [per_class_of(counts[:, g]) for g in range(len(points))]
     best = int(np.argmax(scores))  # the first on ties: the smallest min_area
     chosen_index = np.full(n_channels, best)
-    if cfg["postprocess"]["per_class"]:
+    if cfg.postprocess.per_class:
         for k in range(1, n_channels):
             per_point = [class_scores[g].get(k) for g in range(len(points))]
             if all(value is not None for value in per_point):

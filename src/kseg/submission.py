@@ -15,7 +15,7 @@ import csv
 import logging
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, Mapping
+from typing import IO, Mapping
 
 import numpy as np
 import pandas as pd
@@ -26,6 +26,8 @@ from kseg.data import Schema
 from kseg.errors import DataError, RLEError, SubmissionError
 from kseg.files import atomic_path
 from kseg.tasks import task_of
+
+from .config import Config
 
 log = logging.getLogger(__name__)
 
@@ -298,7 +300,7 @@ def _image_problems(rows: list[tuple[int, str]], image_id: str, shape: tuple[int
     return problems
 
 
-def command_validate(path: str | Path | None, cfg: Mapping[str, Any]) -> int:
+def command_validate(path: str | Path | None, cfg: Config) -> int:
     """Validate a submission against the test images of the config; print a summary or the problems.
 
     ``path`` defaults to the config's submission path. Returns the exit code: 0 valid, 1 invalid.
@@ -306,7 +308,7 @@ def command_validate(path: str | Path | None, cfg: Mapping[str, Any]) -> int:
     path = Path(path) if path is not None else config_module.submission_path(cfg)
     schema = data.schema_from_config(cfg)
     expected = {image_id: data.image_size(image_file) for image_id, image_file in data.list_test_images(cfg)}
-    problems = validate_submission(path, schema, expected, cfg["data"]["task"], data.n_classes_of(cfg))
+    problems = validate_submission(path, schema, expected, cfg.data.task, data.n_classes_of(cfg))
     if problems:
         log.info(f"invalid: {path}")
         for problem in problems:
@@ -314,6 +316,6 @@ def command_validate(path: str | Path | None, cfg: Mapping[str, Any]) -> int:
         return 1
     frame = data.read_submission_csv(Path(path), schema)
     n_instances = sum(not rle.is_empty(value, schema.rle_order) for value in frame[schema.submission_cols[1]])
-    what = f"{task_of(cfg['data']['task']).row_noun}s"
+    what = f"{task_of(cfg.data.task).row_noun}s"
     log.info(f"valid: {len(frame)} rows, {frame[schema.submission_cols[0]].nunique()} images, {n_instances} {what}")
     return 0

@@ -19,7 +19,6 @@ without it.
 from __future__ import annotations
 
 import contextlib
-import copy
 import importlib
 import json
 import logging
@@ -40,12 +39,13 @@ from tqdm.auto import tqdm
 from . import config as config_module
 from .augment import augment_for_orientation, build_augment, seed_pipeline
 from .channels import check_extra_channels
+from .config import Config, TrainSection
 from .data import ImageRecord, class_names, image_reader, load_records, read_image
 from .errors import ConfigError, DataError
 from .files import atomic_path, child_path, write_json, write_text
 from .folds import command_folds, read_folds
 from .metric import TaskScores
-from .normalize import Polarity, check_norm_config, fit_polarity, input_normaliser, stretched
+from .normalize import Polarity, fit_polarity, input_normaliser, stretched
 from .plan import (
     check_plan_config,
     fingerprint,
@@ -69,7 +69,6 @@ __all__ = [
     "steps_per_epoch", "lr_at_step", "Validator", "compile_model", "command_train",
 ]
 
-Config = Mapping[str, Any]
 # Whether a larger or a smaller value of each train.monitor is better.
 MONITOR_MODES = {"val_score": "max", "val_loss": "min"}
 EMPTY = "empty"
@@ -160,10 +159,10 @@ def check_train_config(cfg: Config) -> None:
     """The rules of ``train.*``/``tta`` beyond the types :func:`kseg.config.load_config` checked (extra channel
     and view names, the training-length keys together, the default post-processing), before any data is read
     or any model is built."""
-    check_extra_channels(cfg["model"])
-    check_plan_config(cfg["train"])
-    validate_params(cfg["postprocess"]["default"], cfg["data"]["task"])  # the validation score uses it
-    unknown = [view for view in cfg["tta"] if view not in VIEWS]
+    check_extra_channels(cfg.model)
+    check_plan_config(cfg.train)
+    validate_params(cfg.postprocess.default, cfg.data.task)  # the validation score uses it
+    unknown = [view for view in cfg.tta if view not in VIEWS]
     if unknown:
         raise ConfigError(f"tta: unknown view(s) {', '.join(map(repr, unknown))}; valid views: {', '.join(VIEWS)}")
 
@@ -207,7 +206,7 @@ class SampleCache:
 def _parallel_calls(cfg: Config) -> int:
     import tensorflow as tf
 
-    return cfg["train"]["workers"] or tf.data.AUTOTUNE
+    return cfg.train.workers or tf.data.AUTOTUNE
 
 
 def train_dataset(cache: SampleCache, sampler: Sampler, cfg: Config,
@@ -221,9 +220,9 @@ def train_dataset(cache: SampleCache, sampler: Sampler, cfg: Config,
     """
     import tensorflow as tf
 
-    size = cfg["train"]["size"]
-    spec = cfg["train"]["augment"]
-    seed = cfg["train"]["seed"]
+    size = cfg.train.size
+    spec = cfg.train.augment
+    seed = cfg.train.seed
     n_channels = cache.targets[0].shape[-1]
     build_augment(spec, size, train=True)  # fail on a bad spec here, not inside a tf.data thread
     # One pipeline per OS thread, keyed by thread id: TF runs numpy_function from C++ threads whose Python
@@ -255,7 +254,7 @@ def train_dataset(cache: SampleCache, sampler: Sampler, cfg: Config,
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
     dataset = dataset.with_options(options)
-    return dataset.batch(cfg["train"]["batch_size"] * replicas, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    return dataset.batch(cfg.train.batch_size * replicas, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
 
 # ------------------------------------------------------------------------------------------------ model
@@ -274,9 +273,9 @@ def compile_model(model: Any, cfg: Config, n_channels: int, replicas: int = 1, w
 
     from .model import build_loss
 
-    ema = cfg["train"]["ema"]
+    ema = cfg.train.ema
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=scaled_lr(cfg["train"]["lr"], replicas), use_ema=ema is not None,
+        optimizer=keras.optimizers.Adam(learning_rate=scaled_lr(cfg.train.lr, replicas), use_ema=ema is not None,
                                         ema_momentum=0.99 if ema is None else float(ema)),
         loss=build_loss(cfg, n_channels, weights),
         metrics=[sm.metrics.FScore(class_indexes=[0], name="fg_dice")],
@@ -341,14 +340,14 @@ class Accelerator:
     def replicas(self) -> int:
         return int(self.strategy.num_replicas_in_sync)
 
-    def describe(self, train_cfg: Config) -> dict[str, Any]:
+    def describe(self, train_cfg: TrainSection) -> dict[str, Any]:
         """Strategy, replicas, batches and learning rate, as printed and written to state.json/done.json."""
         return {"strategy": type(self.strategy).__name__, "replicas": self.replicas,
-                "batch_per_replica": train_cfg["batch_size"], "global_batch": train_cfg["batch_size"] * self.replicas,
-                "lr": scaled_lr(train_cfg["lr"], self.replicas), "dtype_policy": self.policy}
+                "batch_per_replica": train_cfg.batch_size, "global_batch": train_cfg.batch_size * self.replicas,
+                "lr": scaled_lr(train_cfg.lr, self.replicas), "dtype_policy": self.policy}
 
 
-def _accelerator(train_cfg: Config) -> Accelerator:
+def _accelerator(train_cfg: TrainSection) -> Accelerator:
     """Create ``train.strategy``, set the dtype policy, and make CPU runs deterministic.
 
     On CPU, ops are made deterministic so that a seed fully determines a run (GPU kernels such as resize
@@ -358,9 +357,9 @@ def _accelerator(train_cfg: Config) -> Accelerator:
     import tensorflow as tf
     import tf_keras as keras
 
-    strategy = _strategy(train_cfg["strategy"])
+    strategy = _strategy(train_cfg.strategy)
     has_gpu = bool(tf.config.list_physical_devices("GPU"))
-    policy = _dtype_policy(train_cfg["mixed_precision"], strategy, has_gpu)
+    policy = _dtype_policy(train_cfg.mixed_precision, strategy, has_gpu)
     keras.mixed_precision.set_global_policy(policy)
     if not has_gpu and not isinstance(strategy, tf.distribute.TPUStrategy):
         tf.config.experimental.enable_op_determinism()
@@ -371,7 +370,7 @@ def _accelerator(train_cfg: Config) -> Accelerator:
 
 # -------------------------------------------------------------------------------------------- schedule
 
-def steps_per_epoch(train_cfg: Config, n_train: int, replicas: int = 1) -> int:
+def steps_per_epoch(train_cfg: TrainSection, n_train: int, replicas: int = 1) -> int:
     """``train.steps_per_epoch``, or one pass over ``n_train`` images but at least ``min_steps_per_epoch``.
 
     An epoch of one pass collapses on small competitions (27 images at batch 8 are 3 steps, so 25 epochs
@@ -379,9 +378,9 @@ def steps_per_epoch(train_cfg: Config, n_train: int, replicas: int = 1) -> int:
     pass dominates, as usual. Crops are drawn with replacement, so any batch size works with any fold.
     A step takes ``batch_size`` crops on each of ``replicas`` devices, so more replicas make the pass shorter.
     """
-    if train_cfg["steps_per_epoch"]:
-        return int(train_cfg["steps_per_epoch"])
-    return max(math.ceil(n_train / (train_cfg["batch_size"] * replicas)), int(train_cfg["min_steps_per_epoch"] or 1))
+    if train_cfg.steps_per_epoch:
+        return int(train_cfg.steps_per_epoch)
+    return max(math.ceil(n_train / (train_cfg.batch_size * replicas)), int(train_cfg.min_steps_per_epoch or 1))
 
 
 def scaled_lr(lr: float, replicas: int) -> float:
@@ -473,13 +472,13 @@ class Validator:
     def __init__(self, cache: SampleCache, records: Sequence[ImageRecord], indices: Sequence[int], cfg: Config,
                  preprocess: Callable[[np.ndarray], np.ndarray], loss: Callable[[Any, Any], Any]) -> None:
         self.cache, self.records = cache, records
-        self.indices = _spread(list(indices), validation_count(cache, indices, cfg["train"]["val_images"]))
+        self.indices = _spread(list(indices), validation_count(cache, indices, cfg.train.val_images))
         self.preprocess, self.loss = preprocess, loss
-        self.task, self.metric = cfg["data"]["task"], cfg["data"]["metric"]
+        self.task, self.metric = cfg.data.task, cfg.data.metric
         # A multiclass target holds background + one channel per class; the metric may score every class.
         self.n_classes = cache.targets[0].shape[-1] - 1 if task_of(self.task).class_per_pixel else 0
-        self.params = validate_params(cfg["postprocess"]["default"], self.task)
-        self.tile = cfg["predict"]["tile"]
+        self.params = validate_params(cfg.postprocess.default, self.task)
+        self.tile = cfg.predict.tile
 
     def __call__(self, model: Any) -> dict[str, float]:
         import tensorflow as tf
@@ -627,22 +626,22 @@ def _callbacks(cfg: Config, recorder: FoldRecorder, steps: int, lr: float) -> li
     base learning rate, ``train.lr`` scaled for the replicas."""
     import tf_keras as keras
 
-    train = cfg["train"]
+    train = cfg.train
     monitor, mode = recorder.monitor, recorder.mode
     callbacks: list = [keras.callbacks.LambdaCallback(on_epoch_end=recorder.on_epoch_end)]
-    if train["scheduler"] == "cosine":
-        schedule = _StepSchedule(recorder.model.optimizer, steps, train["epochs"], lr, train["warmup"])
+    if train.scheduler == "cosine":
+        schedule = _StepSchedule(recorder.model.optimizer, steps, train.epochs, lr, train.warmup)
         callbacks.append(keras.callbacks.LambdaCallback(on_epoch_begin=schedule.on_epoch_begin,
                                                         on_train_batch_begin=schedule.on_train_batch_begin))
-    elif train["scheduler"] == "plateau":
+    elif train.scheduler == "plateau":
         # Halve the learning rate well before early stopping would give up.
-        patience = max(1, train["early_stopping"] // 2) if train["early_stopping"] else 3
+        patience = max(1, train.early_stopping // 2) if train.early_stopping else 3
         callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode=mode, factor=0.5, patience=patience,
-                                                           min_lr=lr / 64, verbose=train["verbose"]))
-    if train["early_stopping"]:
+                                                           min_lr=lr / 64, verbose=train.verbose))
+    if train.early_stopping:
         # On resume the baseline is the best value so far, so patience counts from the resumed epoch.
-        stopper = keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=train["early_stopping"],
-                                                baseline=recorder.best_value, verbose=train["verbose"])
+        stopper = keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=train.early_stopping,
+                                                baseline=recorder.best_value, verbose=train.verbose)
         callbacks.append(stopper)
         callbacks.append(keras.callbacks.LambdaCallback(
             on_train_end=lambda logs: setattr(recorder, "stopped_early", stopper.stopped_epoch > 0)))
@@ -658,11 +657,11 @@ def _write_oof(model: Any, cache: SampleCache, records: Sequence[ImageRecord], i
 
     The ``identity`` view of the TTA is the plain prediction, so it is computed once and averaged in.
     """
-    tile, views = cfg["predict"]["tile"], list(cfg["tta"])
+    tile, views = cfg.predict.tile, list(cfg.tta)
     others = [view for view in views if view != "identity"]
     predict = _predict_fn(model)
     (oof_dir / OOF_META).unlink(missing_ok=True)  # until every file is rewritten, they are not of these views
-    for index in tqdm(indices, desc=f"OOF {oof_dir.parent.name}", disable=not cfg["train"]["verbose"]):
+    for index in tqdm(indices, desc=f"OOF {oof_dir.parent.name}", disable=not cfg.train.verbose):
         oof_path = child_path(oof_dir, f"{records[index].id}.npz", "OOF file of image id")
         image = preprocess(cache.images[index])
         plain = predict_image(predict, image, ["identity"], tile=tile)
@@ -682,7 +681,7 @@ def _write_oof(model: Any, cache: SampleCache, records: Sequence[ImageRecord], i
 
 def _oof_settings(cfg: Config) -> dict[str, Any]:
     """What a fold's OOF files depend on beyond its weights: the TTA views (already oriented) and the tiling."""
-    return {"views": list(cfg["tta"]), "tile": cfg["predict"]["tile"]}
+    return {"views": list(cfg.tta), "tile": cfg.predict.tile}
 
 
 def command_oof(cfg: Config) -> list[Path]:
@@ -716,8 +715,8 @@ def command_oof(cfg: Config) -> list[Path]:
         log.info(f"[oof] every trained fold's OOF was written with views {', '.join(wanted['views'])} and tile "
               f"{wanted['tile']}: up to date")
         return []
-    task = cfg["data"]["task"]
-    records = load_records(cfg, progress=bool(cfg["train"]["verbose"]))
+    task = cfg.data.task
+    records = load_records(cfg, progress=bool(cfg.train.verbose))
     fold_of = _fold_assignment(cfg, records)
     channels, _ = read_channels(out, task)
     target_classes = class_names(cfg, records) or run_classes(records, task)
@@ -725,8 +724,8 @@ def command_oof(cfg: Config) -> list[Path]:
     for fold in stale:
         val = [records[i] for i in np.flatnonzero(fold_of == fold)]
         log.info(f"[oof] fold {fold}: {len(val)} validation images, views {', '.join(wanted['views'])}")
-        cache = SampleCache.from_records(val, task, target_classes, cfg["train"]["border_width"],
-                                         progress=bool(cfg["train"]["verbose"]),
+        cache = SampleCache.from_records(val, task, target_classes, cfg.train.border_width,
+                                         progress=bool(cfg.train.verbose),
                                          normalise=input_normaliser(cfg, plan.invert), scale=plan.scale,
                                          read=image_reader(cfg))
         model = build_model(cfg, len(channels))
@@ -742,7 +741,7 @@ def fold_channel_weights(cfg: Config, cache: SampleCache, train_indices: Sequenc
     channel in the fold's training targets, so no validation pixel shapes the loss."""
     from .model import channel_weights
 
-    if cfg["train"]["channel_weights"] != "auto":
+    if cfg.train.channel_weights != "auto":
         return channel_weights(cfg, n_channels)
     counts = np.zeros(n_channels, np.int64)
     for index in train_indices:
@@ -763,7 +762,7 @@ def _train_fold(cfg: Config, fold: int, records: Sequence[ImageRecord], fold_of:
 
     from .model import build_model, describe_model, load_weights, preprocess_fn
 
-    train_cfg = cfg["train"]
+    train_cfg = cfg.train
     run = RunDir.of(cfg)
     fold_dir = run.fold(fold)
     train_indices = np.flatnonzero(fold_of != fold)
@@ -775,7 +774,7 @@ def _train_fold(cfg: Config, fold: int, records: Sequence[ImageRecord], fold_of:
           f"{steps} steps of {setup['global_batch']} ({setup['batch_per_replica']} per replica x {replicas} "
           f"replica(s)), lr {setup['lr']:.3g}")
 
-    keras.utils.set_random_seed(train_cfg["seed"])
+    keras.utils.set_random_seed(train_cfg.seed)
     state = _read_state(run, fold) if resume else None
     if state is None:  # a fresh start: stale markers of an earlier run must not mark this one done or resumable
         for marker in (run.done(fold), run.state(fold)):
@@ -785,7 +784,7 @@ def _train_fold(cfg: Config, fold: int, records: Sequence[ImageRecord], fold_of:
     if weights is not None:
         setup["channel_weights"] = [round(float(w), 4) for w in weights]
         log.info(f"[train] fold {fold}: channel weights {', '.join(f'{w:.2f}' for w in weights)} "
-              f"(train.channel_weights {train_cfg['channel_weights']})")
+              f"(train.channel_weights {train_cfg.channel_weights})")
     with accelerator.strategy.scope():
         model = build_model(cfg, n_channels)
         compile_model(model, cfg, n_channels, replicas, weights)
@@ -800,26 +799,26 @@ def _train_fold(cfg: Config, fold: int, records: Sequence[ImageRecord], fold_of:
                   f"batch, the steps per epoch and the learning rate schedule change from here")
 
     sampler = Sampler(train_indices, [records[i].cls for i in train_indices],
-                      [records[i].n_instances == 0 for i in train_indices], train_cfg["sampler"]["class_power"],
-                      train_cfg["sampler"]["empty_fraction"], train_cfg["seed"], fold, steps * setup["global_batch"])
+                      [records[i].n_instances == 0 for i in train_indices], train_cfg.sampler.class_power,
+                      train_cfg.sampler.empty_fraction, train_cfg.seed, fold, steps * setup["global_batch"])
     sampler.next_epoch = initial_epoch
     preprocess = preprocess_fn(cfg)
     history_path = run.history(fold)
     history = pd.read_csv(history_path) if state and history_path.is_file() else pd.DataFrame()
     if len(history):
         history = history[history["epoch"] < initial_epoch]
-    monitor = train_cfg["monitor"]
+    monitor = train_cfg.monitor
     resumable = state is not None and state.get("monitor") == monitor
     validator = Validator(cache, records, val_indices, cfg, preprocess, model.loss)
     recorder = FoldRecorder(run, fold, model, sampler, validator, monitor, history, initial_epoch,
                             state["best_value"] if resumable else None, state["best_epoch"] if resumable else None,
                             setup)
-    finished = state is not None and (state["stopped_early"] or initial_epoch >= train_cfg["epochs"])
+    finished = state is not None and (state["stopped_early"] or initial_epoch >= train_cfg.epochs)
     if not finished:
         fold_dir.mkdir(parents=True, exist_ok=True)
         model.fit(
             train_dataset(cache, sampler, cfg, preprocess, replicas),
-            epochs=train_cfg["epochs"], initial_epoch=initial_epoch, verbose=train_cfg["verbose"],
+            epochs=train_cfg.epochs, initial_epoch=initial_epoch, verbose=train_cfg.verbose,
             callbacks=_callbacks(cfg, recorder, steps, setup["lr"]),
         )
         recorder.write_state()  # records whether early stopping ended the fold
@@ -878,21 +877,18 @@ def _folds_to_train(fold: int | str | list[int], available: Sequence[int]) -> li
 def oriented_config(cfg: Config, orientation: str) -> Config:
     """``cfg`` with the augmentation and TTA views a planned orientation allows (plan.orientation_plan):
     what training and its OOF predictions use."""
-    oriented = copy.deepcopy(cfg)
-    oriented["train"]["augment"] = augment_for_orientation(cfg["train"]["augment"], orientation)
-    oriented["tta"] = views_for_orientation(cfg["tta"], orientation)
-    return oriented
+    return config_module.with_values(cfg, {"train.augment": augment_for_orientation(cfg.train.augment, orientation),
+                                           "tta": views_for_orientation(cfg.tta, orientation)})
 
 
 def _fit_polarity(cfg: Config, records: Sequence[ImageRecord]) -> Polarity:
     """``model.invert: auto``'s rule, from the training images and their labels (normalize.fit_polarity)."""
-    if task_of(cfg["data"]["task"]).class_per_pixel:  # every pixel is some class: there is no object and ground
+    if task_of(cfg.data.task).class_per_pixel:  # every pixel is some class: there is no object and ground
         return Polarity("none", "task multiclass: no objects on a ground to compare, nothing inverted")
-    norm, _ = check_norm_config(cfg["model"])
     read = image_reader(cfg)
-    scope = cfg["model"]["input_norm_scope"]
+    norm, scope = cfg.model.input_norm, cfg.model.input_norm_scope
     samples = ((stretched(read(record.image_path), norm, scope), record.labels) for record in records)
-    return fit_polarity(tqdm(samples, total=len(records), desc="polarity", disable=not cfg["train"]["verbose"]))
+    return fit_polarity(tqdm(samples, total=len(records), desc="polarity", disable=not cfg.train.verbose))
 
 
 def command_train(cfg: Config, fold: int | str | list[int] | None = None, resume: bool = False) -> list[Path]:
@@ -904,9 +900,9 @@ def command_train(cfg: Config, fold: int | str | list[int] | None = None, resume
     best val_loss are restored). Without it, each requested fold is trained from scratch.
     """
     check_train_config(cfg)
-    task = cfg["data"]["task"]
+    task = cfg.data.task
     out = config_module.output_dir(cfg)
-    records = load_records(cfg, progress=bool(cfg["train"]["verbose"]))
+    records = load_records(cfg, progress=bool(cfg.train.verbose))
     classes = run_classes(records, task)
     # multiclass: one channel per pixel class (and no image classes); the others: per image class, if any.
     target_classes = class_names(cfg, records) or classes
@@ -917,13 +913,13 @@ def command_train(cfg: Config, fold: int | str | list[int] | None = None, resume
 
     out.mkdir(parents=True, exist_ok=True)
     fold_of = _fold_assignment(cfg, records)
-    write_text(out / "config.yaml", config_module.dump(dict(cfg)))
+    write_text(out / "config.yaml", config_module.dump(cfg))
     write_json(out / "env.json", _environment())
     write_json(RunDir(out).channels, {"channels": channels, "classes": classes, "task": task})
     fp = fingerprint([record.labels for record in records], [record.cls for record in records], task_of(task).class_per_pixel)
-    requested = _folds_to_train(cfg["train"]["folds"] if fold is None else fold, sorted(set(fold_of.tolist())))
-    plan = make_plan(fp, cfg["train"], task, requested)
-    if cfg["model"]["invert"] == "auto":
+    requested = _folds_to_train(cfg.train.folds if fold is None else fold, sorted(set(fold_of.tolist())))
+    plan = make_plan(fp, cfg.train, task, requested)
+    if cfg.model.invert == "auto":
         plan = replace(plan, invert=_fit_polarity(cfg, records))
         log.info(f"[plan] model.invert auto: {plan.invert.reason}")
     write_plan(out, fp, plan)
@@ -933,14 +929,14 @@ def command_train(cfg: Config, fold: int | str | list[int] | None = None, resume
     for k in sorted(set(requested) - set(pending)):
         log.info(f"[train] fold {k}: done.json exists, skipping (--resume)")
     if pending:
-        cache = SampleCache.from_records(records, task, target_classes, cfg["train"]["border_width"],
-                                         progress=bool(cfg["train"]["verbose"]),
+        cache = SampleCache.from_records(records, task, target_classes, cfg.train.border_width,
+                                         progress=bool(cfg.train.verbose),
                                          normalise=input_normaliser(cfg, plan.invert),
                                          scale=plan.scale, read=image_reader(cfg))
         import tf_keras as keras
 
         previous_policy = keras.mixed_precision.global_policy()
-        accelerator = _accelerator(cfg["train"])
+        accelerator = _accelerator(cfg.train)
         oriented = oriented_config(cfg, plan.orientation)
         try:
             for k in pending:

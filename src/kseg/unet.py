@@ -13,11 +13,11 @@ at most 5.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
-from .config import is_int
+from .config import ModelSection
 from .errors import ConfigError
 
 __all__ = ["SCRATCH_ARCH", "MAX_DEPTH", "check_scratch_config", "build_scratch_unet", "preprocess"]
@@ -27,32 +27,24 @@ MAX_DEPTH = 5  # kseg pads inputs to multiples of 32 = 2 ** 5
 SE_RATIO = 8
 
 
-def check_scratch_config(model_cfg: Mapping[str, Any]) -> None:
-    """Reject values the network cannot be built with, naming the key: ``model.scratch.*`` and the
-    encoder keys that have no meaning without an encoder."""
-    scratch = model_cfg["scratch"]
-    if not is_int(scratch["filters"]) or not 4 <= scratch["filters"] <= 256:
-        raise ConfigError(f"model.scratch.filters must be an integer in [4, 256], got {scratch['filters']!r}")
-    if not is_int(scratch["depth"]) or not 1 <= scratch["depth"] <= MAX_DEPTH:
-        raise ConfigError(f"model.scratch.depth must be an integer in [1, {MAX_DEPTH}], got {scratch['depth']!r}")
-    for flag in ("residual", "se", "attention"):
-        if not isinstance(scratch[flag], bool):
-            raise ConfigError(f"model.scratch.{flag} must be true or false, got {scratch[flag]!r}")
-    if model_cfg["encoder_weights"] is not None:
+def check_scratch_config(model_cfg: ModelSection) -> None:
+    """Reject the encoder keys that have no meaning without an encoder (``model.scratch.*`` itself is typed
+    and checked when the config loads)."""
+    if model_cfg.encoder_weights is not None:
         raise ConfigError(f"model.arch={SCRATCH_ARCH} has no pretrained encoder: set model.encoder_weights to null "
-                          f"(got {model_cfg['encoder_weights']!r}); model.init_from loads a full kseg weights file")
-    if model_cfg["encoder_freeze"]:
+                          f"(got {model_cfg.encoder_weights!r}); model.init_from loads a full kseg weights file")
+    if model_cfg.encoder_freeze:
         raise ConfigError(f"model.encoder_freeze=true has no meaning for model.arch={SCRATCH_ARCH} (no encoder)")
 
 
-def build_scratch_unet(model_cfg: Mapping[str, Any], n_channels: int) -> Any:
+def build_scratch_unet(model_cfg: ModelSection, n_channels: int) -> Any:
     """The U-Net of ``model.scratch`` with ``n_channels`` linear outputs (kseg adds the sigmoid)."""
     import tf_keras as keras
 
     check_scratch_config(model_cfg)
-    scratch = model_cfg["scratch"]
+    scratch = model_cfg.scratch
     layers = keras.layers
-    filters, depth = int(scratch["filters"]), int(scratch["depth"])
+    filters, depth = int(scratch.filters), int(scratch.depth)
 
     def conv_bn_relu(x: Any, n: int) -> Any:
         x = layers.Conv2D(n, 3, padding="same", use_bias=False, kernel_initializer="he_normal")(x)
@@ -61,13 +53,13 @@ def build_scratch_unet(model_cfg: Mapping[str, Any], n_channels: int) -> Any:
 
     def block(x: Any, n: int) -> Any:
         y = conv_bn_relu(conv_bn_relu(x, n), n)
-        if scratch["se"]:
+        if scratch.se:
             # Squeeze-and-excitation: rescale channels by a gate computed from their global means.
             gate = layers.GlobalAveragePooling2D(keepdims=True)(y)
             gate = layers.Conv2D(max(1, n // SE_RATIO), 1, activation="relu")(gate)
             gate = layers.Conv2D(n, 1, activation="sigmoid")(gate)
             y = layers.Multiply()([y, gate])
-        if scratch["residual"]:
+        if scratch.residual:
             shortcut = layers.Conv2D(n, 1, use_bias=False)(x) if x.shape[-1] != n else x
             y = layers.Add()([y, shortcut])
         return y
@@ -89,10 +81,10 @@ def build_scratch_unet(model_cfg: Mapping[str, Any], n_channels: int) -> Any:
     for level in reversed(range(depth)):
         n = filters * 2 ** level
         x = layers.Conv2DTranspose(n, 2, strides=2, padding="same")(x)
-        skip = attention_gate(skips[level], x, max(1, n // 2)) if scratch["attention"] else skips[level]
+        skip = attention_gate(skips[level], x, max(1, n // 2)) if scratch.attention else skips[level]
         x = block(layers.Concatenate()([x, skip]), n)
     outputs = layers.Conv2D(n_channels, 1, name="logits")(x)
-    flags = "_".join(f for f in ("residual", "se", "attention") if scratch[f]) or "plain"
+    flags = "_".join(f for f in ("residual", "se", "attention") if getattr(scratch, f)) or "plain"
     return keras.Model(inputs, outputs, name=f"{SCRATCH_ARCH}_d{depth}_f{filters}_{flags}")
 
 

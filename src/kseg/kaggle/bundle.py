@@ -183,13 +183,13 @@ def build_code_dataset(cfg: Config, names: KernelNames, out_root: Path,
     _write_marker(root, names.ref(slug), "code")
     write_json(root / DATASET_METADATA, _dataset_metadata(
         names, slug, f"kseg {kseg.__version__} source, wheels of {', '.join(BUNDLED)} and the config of "
-                     f"experiment {cfg['name']!r}, for offline Kaggle kernels."))
+                     f"experiment {cfg.name!r}, for offline Kaggle kernels."))
     return root
 
 
 def _inference_folds(cfg: Config, from_kernels: bool) -> list[int]:
     """Folds the inference kernel ensembles: ``predict.folds`` ('all' = every fold of the run)."""
-    wanted = cfg["predict"]["folds"]
+    wanted = cfg.predict.folds
     if wanted != "all":
         return [int(k) for k in (wanted if isinstance(wanted, list) else [wanted])]
     if from_kernels:
@@ -218,7 +218,7 @@ def build_weights_dataset(cfg: Config, names: KernelNames, out_root: Path, folds
         _copy_file(run / rel, root / rel)
     _write_marker(root, names.ref(names.weights_dataset), "weights")
     write_json(root / DATASET_METADATA, _dataset_metadata(
-        names, names.weights_dataset, f"kseg run {cfg['name']!r}: best weights of folds "
+        names, names.weights_dataset, f"kseg run {cfg.name!r}: best weights of folds "
                                       f"{', '.join(map(str, folds))} and post-processing parameters."))
     return root
 
@@ -245,7 +245,7 @@ def competition_slug(cfg: Config, competition: str | None) -> str:
     not the slug (``demo`` for the demo), and Kaggle silently drops an unknown competition source."""
     source = "--competition"
     if competition is None:
-        competition, source = (cfg.get("kaggle") or {}).get("competition"), "kaggle.competition"
+        competition, source = cfg.kaggle.competition, "kaggle.competition"
     if competition is None:
         raise ConfigError("kaggle.competition is not set: add `kaggle: {competition: SLUG}` to the config "
                           "(SLUG as in kaggle.com/competitions/SLUG) or pass --competition SLUG")
@@ -291,7 +291,7 @@ def build_kernel(cfg: Config, kind: str, fold: int | None = None, owner: str = "
         raise ConfigError(f"--session-timeout must be a positive number of seconds, got {session_timeout!r}")
     names = KernelNames.for_config(cfg, owner)
     competition = competition_slug(cfg, competition)
-    n_splits = cfg["folds"]["n_splits"]
+    n_splits = cfg.folds.n_splits
     if kind == "train":
         if fold is None or not 0 <= fold < n_splits:
             raise ConfigError(f"a train kernel needs --fold between 0 and {n_splits - 1} (folds.n_splits), "
@@ -311,7 +311,7 @@ def build_kernel(cfg: Config, kind: str, fold: int | None = None, owner: str = "
     datasets.insert(0, build_code_dataset(cfg, names, out_root, wheels))
 
     # Training downloads ImageNet encoder weights when asked to; inference never needs the internet.
-    internet = kind == "train" and cfg["model"]["encoder_weights"] == "imagenet"
+    internet = kind == "train" and cfg.model.encoder_weights == "imagenet"
     if internet:
         warn("model.encoder_weights=imagenet is downloaded at training time, so this train kernel has "
               "the internet on; set it to a bundled .h5 path to train offline")
@@ -333,7 +333,7 @@ def build_kernel(cfg: Config, kind: str, fold: int | None = None, owner: str = "
         "overrides": overrides,
     }
     if enable_gpu is None:
-        enable_gpu = kind == "train" or bool((cfg.get("kaggle") or {}).get("infer_gpu"))
+        enable_gpu = kind == "train" or cfg.kaggle.infer_gpu
     shape = ACCELERATORS[accelerator] if accelerator is not None else None
     if accelerator is not None:
         enable_gpu = shape is not None and shape.startswith("Nvidia")

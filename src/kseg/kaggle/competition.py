@@ -171,7 +171,7 @@ def command_download(cfg: Config, competition: str | None = None, runner: Runner
     if not entry.get("userHasEntered"):
         raise KaggleError(f"you have not accepted the rules of {slug}: accept them at "
                           f"https://www.kaggle.com/competitions/{slug}/rules, then run this again")
-    root = Path(cfg["data"]["root"])
+    root = Path(cfg.data.root)
     root.mkdir(parents=True, exist_ok=True)
     _call(runner, [_kaggle(), "competitions", "download", slug, "-p", str(root), *(["-o"] if force else [])])
     archive = root / f"{slug}.zip"

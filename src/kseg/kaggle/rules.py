@@ -71,7 +71,7 @@ def title_for(slug: str) -> str:
 
 @dataclass(frozen=True)
 class KernelNames:
-    """The Kaggle slugs of one experiment's kernels and datasets, all derived from ``cfg['name']``."""
+    """The Kaggle slugs of one experiment's kernels and datasets, all derived from ``cfg.name``."""
 
     owner: str
     base: str
@@ -81,9 +81,9 @@ class KernelNames:
         if not owner or not _OWNER.match(owner):
             raise ConfigError(f"Kaggle owner {owner!r} is not a Kaggle user name (lowercase letters, digits, "
                               "'-' or '_'): pass --owner <your Kaggle user name>")
-        base = slugify(str(cfg["name"]))
+        base = slugify(str(cfg.name))
         if not base:
-            raise ConfigError(f"config name {cfg['name']!r} gives an empty Kaggle slug: set name: to letters/digits")
+            raise ConfigError(f"config name {cfg.name!r} gives an empty Kaggle slug: set name: to letters/digits")
         return cls(owner, base)
 
     @property

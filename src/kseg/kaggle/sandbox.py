@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Mapping, Sequence
 
-from ..config import Config
+from ..config import Config, with_values
 from ..errors import ConfigError, warn
 from ..run import RunDir
 from .bundle import pip_failure
@@ -242,7 +242,7 @@ def _scaled_competition(source: Path, cfg: Config, factor: int, dest: Path) -> P
     if dest.exists():
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
-    probe = {**cfg, "data": {**cfg["data"], "root": str(source)}}
+    probe = with_values(cfg, {"data.root": str(source)})
     tests = list_test_images(probe)
     test_dir, sample = data_path(probe, "test_dir"), data_path(probe, "sample_submission")
     skip = {p for p in (test_dir, sample) if p is not None}
@@ -427,7 +427,7 @@ def _validation_config(kernel_dir: Path, inputs: Sequence[tuple[str, str, Path]]
     for kind, _, folder in inputs:
         if kind == "dataset" and (folder / "config.yaml").is_file():
             cfg = load_config(folder / "config.yaml")
-            cfg["data"]["root"] = str(input_dir)
+            cfg.data.root = str(input_dir)
             return cfg
     raise ConfigError(f"{kernel_dir}: no dataset source holds a config.yaml, so the submission cannot be "
                       "checked against the test images (build the kernel with kseg kernel build)")
@@ -482,7 +482,7 @@ def run_local(kernel_dir: Path, input_dir: Path, timeout: float = 3600,
         if scale_test > 1:
             scaled = _scaled_competition(input_dir, cfg, scale_test, root / "scaled-input")
             inputs[0] = ("competition", inputs[0][1], scaled)
-            cfg["data"]["root"] = str(scaled)
+            cfg.data.root = str(scaled)
         expected = _expected_shapes(cfg)
     elif scale_test > 1:
         raise ConfigError("--scale-test repeats the test images of an inference kernel; this is a train kernel")
@@ -518,7 +518,7 @@ def run_local(kernel_dir: Path, input_dir: Path, timeout: float = 3600,
             from ..data import n_classes_of, schema_from_config
             from ..submission import validate_submission
 
-            problems += validate_submission(submission, schema_from_config(cfg), expected, cfg["data"]["task"],
+            problems += validate_submission(submission, schema_from_config(cfg), expected, cfg.data.task,
                                             n_classes_of(cfg))
     else:
         weights = RunDir(working / "run").weights(int(sidecar["fold"]))
