@@ -69,23 +69,31 @@ def kseg_score(name: str, overrides: Sequence[str], steps: int, seed: int, work:
 
 
 def _row(name: str, task: str, defaults: Sequence[tuple[float, dict[str, float], float]],
-         variant: Sequence[tuple[float, dict[str, float], float]]) -> str:
-    """One table row: mean over seeds, the change, each seed's score, per-class means."""
+         variant: Sequence[tuple[float, dict[str, float], float]], run: str) -> str:
+    """One table row: mean over seeds, the change, each seed's score, per-class means, and the ``run`` it
+    comes from (steps, seeds, date, commit): rows of one table are measured in different runs."""
     mean_d, mean_v = float(np.mean([r[0] for r in defaults])), float(np.mean([r[0] for r in variant]))
     per_class = "; ".join(f"{c} {np.mean([r[1][c] for r in defaults]):.3f} → {np.mean([r[1][c] for r in variant]):.3f}"
                           for c in sorted(defaults[0][1]))
     return (f"| {name} | {METRIC_NAMES[task][0]} | {mean_d:.4f} | {mean_v:.4f} | {mean_v - mean_d:+.4f} | "
-            f"{', '.join(f'{r[0]:.4f}' for r in defaults)} | {', '.join(f'{r[0]:.4f}' for r in variant)} | {per_class} |")
+            f"{', '.join(f'{r[0]:.4f}' for r in defaults)} | {', '.join(f'{r[0]:.4f}' for r in variant)} | {per_class} "
+            f"| {run} |")
+
+
+def run_label(steps: int, seeds: Sequence[int]) -> str:
+    """Where a row comes from: its optimizer steps, seeds, date and commit."""
+    return (f"{steps} steps, seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}, "
+            f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, `{_commit()}`")
 
 
 TABLE_HEAD = ["| set | metric | defaults (mean) | variant (mean) | change | defaults per seed | variant per seed "
-              "| per class (defaults → variant) |", "|---|---|---|---|---|---|---|---|"]
+              "| per class (defaults → variant) | run |", "|---|---|---|---|---|---|---|---|---|"]
 
 
-def _merged_table(path: Path, variant: str, overrides: Sequence[str], rows: Mapping[str, str], steps: int,
-                  seeds: Sequence[int]) -> str:
+def _merged_table(path: Path, variant: str, overrides: Sequence[str], rows: Mapping[str, str]) -> str:
     """The variant's table with ``rows`` (by set) replacing or joining the rows already kept in ``path``,
-    so ablations of one variant run over different sets (one process per core) end in one table."""
+    so ablations of one variant run over different sets (one process per core) end in one table; each row
+    names its own run."""
     kept: dict[str, str] = {}
     if path.is_file():
         for line in path.read_text().splitlines():
@@ -95,9 +103,8 @@ def _merged_table(path: Path, variant: str, overrides: Sequence[str], rows: Mapp
     kept.update(rows)
     return "\n".join([
         f"### `{variant}`: {' '.join(overrides)}", "",
-        f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, commit `{_commit()}`. Every run: {steps} optimizer "
-        f"steps (train.budget_steps), seeds {', '.join(map(str, seeds))}; the defaults and the variant train on "
-        "the same seeds.", "", *TABLE_HEAD, *(kept[name] for name in sorted(kept))])
+        "The defaults and the variant train on the same seeds and steps (train.budget_steps); each row's run "
+        "column gives them, with the date and commit.", "", *TABLE_HEAD, *(kept[name] for name in sorted(kept))])
 
 
 def ablate(variants: Mapping[str, Sequence[str]], sets: Sequence[str], steps: int, seeds: Sequence[int]) -> None:
@@ -113,8 +120,8 @@ def ablate(variants: Mapping[str, Sequence[str]], sets: Sequence[str], steps: in
                   f"({', '.join(f'{r[2]:.0f}s' for r in runs)})", flush=True)
         for variant, overrides in variants.items():
             path = ABLATIONS / f"{variant}.md"
-            row = _row(name, task, results["defaults"], results[variant])
-            write_text(path, _merged_table(path, variant, overrides, {name: row}, steps, seeds) + "\n")
+            row = _row(name, task, results["defaults"], results[variant], run_label(steps, seeds))
+            write_text(path, _merged_table(path, variant, overrides, {name: row}) + "\n")
 
 
 def run(quick: bool = False) -> str:
