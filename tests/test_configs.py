@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kseg import rle
+from kseg import classmaps, rle
 from kseg.cli import main
 from kseg.config import load_config
 from kseg.data import PRESETS, load_records, read_image
@@ -156,12 +156,17 @@ def test_severstal_config_trains_on_unlisted_images_and_scores_by_pair_dice(tmp_
         for side in ("train_images", "test_images"):
             cv2.imwrite(str(root / side / name), np.full((32, 64, 3), 90, np.uint8))
     truth = pd.DataFrame([["0b.jpg", "2", rle.encode(mask, "F")]], columns=["ImageId", "ClassId", "EncodedPixels"])
-    truth.to_csv(root / "train.csv", index=False)
+    shared = np.zeros_like(mask)
+    shared[8:16, 30:50] = True  # a class-3 defect on part of the class-2 one: multilabel rows may overlap
+    pd.concat([truth, pd.DataFrame([["0b.jpg", "3", rle.encode(shared, "F")]], columns=truth.columns)]).to_csv(
+        root / "train.csv", index=False)
     pd.DataFrame({"ImageId": ["0a.jpg", "0b.jpg"], "EncodedPixels": ["", ""], "ClassId": ["1", "1"]}).to_csv(
         root / "sample_submission.csv", index=False)
     sets = [f"data.root={root}", f"output.dir={tmp_path / 'run'}", "folds.n_splits=2"]
     records = load_records(load_config("configs/severstal.yaml", sets), progress=False)
-    assert [(r.id, int(r.labels.max())) for r in records] == [("0a.jpg", 0), ("0b.jpg", 2)]
+    assert [(r.id, classmaps.present_classes(r.labels, True)) for r in records] == [("0a.jpg", []), ("0b.jpg", [2, 3])]
+    assert np.array_equal(classmaps.class_mask(records[1].labels, 2, True), mask)
+    assert np.array_equal(classmaps.class_mask(records[1].labels, 3, True), shared)
     half = mask.copy()
     half[:, 24:] = False  # half the defect found: Dice 2 * 128 / (256 + 128) = 2/3
     pred = pd.DataFrame([["0a.jpg", rle.encode(mask, "F"), "4"], ["0b.jpg", rle.encode(half, "F"), "2"]],
@@ -200,22 +205,22 @@ def test_severstal_2019_joined_ids_read_write_validate_and_score(tmp_path, capsy
             "data.unlisted=skip"]
     cfg = load_config("configs/severstal.yaml", sets)
     records = load_records(cfg, progress=False)
-    assert [(r.id, int(r.labels.max())) for r in records] == [("0a.jpg", 0), ("0b.jpg", 2)]
-    assert np.array_equal(records[1].labels == 2, mask)
+    assert [(r.id, classmaps.present_classes(r.labels, True)) for r in records] == [("0a.jpg", []), ("0b.jpg", [2])]
+    assert np.array_equal(classmaps.class_mask(records[1].labels, 2, True), mask)
 
     schema = schema_from_config(cfg)
     half = mask.copy()
     half[:, 24:] = False
-    frame = submission_frame({"0a.jpg": np.zeros((32, 64), np.int32), "0b.jpg": half.astype(np.int32) * 2}, schema,
-                             n_classes=4)
+    frame = submission_frame({"0a.jpg": np.zeros((32, 64), np.int32), "0b.jpg": half.astype(np.int32) << 1}, schema,
+                             n_classes=4, overlapping=True)
     assert list(frame.columns) == ["ImageId_ClassId", "EncodedPixels"] and len(frame) == 8
     assert frame["ImageId_ClassId"].tolist() == [pair for pair, _ in pairs]
     path = tmp_path / "pred.csv"
     frame.to_csv(path, index=False)
     expected = {"0a.jpg": (32, 64), "0b.jpg": (32, 64)}
-    assert validate_submission(path, schema, expected, "multiclass", 4) == []
+    assert validate_submission(path, schema, expected, "multilabel", 4) == []
     frame.drop(index=3).to_csv(tmp_path / "short.csv", index=False)
-    assert validate_submission(tmp_path / "short.csv", schema, expected, "multiclass", 4) == [
+    assert validate_submission(tmp_path / "short.csv", schema, expected, "multilabel", 4) == [
         "id '0a.jpg' has no ImageId_ClassId row for class(es) 4; a joined submission lists every class of every image"]
     assert main(["score", str(root / "train.csv"), str(path), "--config", "configs/severstal.yaml", "--json",
                  *[a for s in sets for a in ("--set", s)]]) == 0

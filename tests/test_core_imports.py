@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-CORE = ["rle", "metric", "postprocess", "tta", "search", "submission", "normalize", "plan", "data", "folds",
+CORE = ["rle", "classmaps", "metric", "postprocess", "tta", "search", "submission", "normalize", "plan", "data", "folds",
         "targets", "config", "run", "files", "errors", "dicom", "eda", "analysis", "overlay", "report", "demo",
         "channels", "tasks"]
 HEAVY = ["tensorflow", "tf_keras", "keras", "segmentation_models", "albumentations"]

@@ -251,7 +251,7 @@ def test_missing_columns_empty_truth_and_bad_task_are_errors(truth_df: pd.DataFr
         score_frames(truth_df, truth_df[["id", "annotation"]], SARTORIUS)
     with pytest.raises(DataError, match="no rows to score against"):
         score_frames(truth_df.iloc[:0], as_prediction(truth_df), SARTORIUS)
-    with pytest.raises(ConfigError, match="data.task must be one of instance, binary, multiclass, got 'semantic'"):
+    with pytest.raises(ConfigError, match="data.task must be one of instance, binary, multiclass, multilabel, got 'semantic'"):
         score_frames(truth_df, as_prediction(truth_df), SARTORIUS, task="semantic")
 
 

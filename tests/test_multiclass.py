@@ -182,21 +182,6 @@ def test_bad_class_id_is_one_error_line_from_the_command_line(tmp_path, fixtures
                    f"(data.classes names 11)"]
 
 
-def test_count_grid_equals_post_processing_at_each_class_threshold_and_min_area():
-    from kseg.search import Grid, count_grid
-
-    rng = np.random.default_rng(0)
-    probs = rng.random((12, 10, 4)).astype(np.float32)
-    truth = rng.integers(1, 4, (12, 10)).astype(np.uint16)
-    truth[0] = VOID
-    grid = Grid("multiclass", {"class_threshold": (None, 0.3, 0.6), "min_area": (0, 20, 40)})
-    counts = count_grid(truth, probs, grid)
-    assert len(counts) == len(grid.points()) == 9
-    for row, params in zip(counts, grid.points()):
-        expected = class_map_counts(truth, instances_from_probs(probs, params, "multiclass"), 4)
-        assert np.array_equal(row, expected)
-
-
 @given(arrays(np.uint8, (6, 5, 4), elements=st.integers(0, 4)))  # few levels: many exact ties
 def test_class_thresholds_of_none_are_exactly_the_argmax(levels):
     probs = levels.astype(np.float32) / 4

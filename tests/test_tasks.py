@@ -7,7 +7,7 @@ import pytest
 
 from kseg.config import DEFAULTS
 from kseg.errors import ConfigError
-from kseg.metric import METRICS, TaskScores, task_metric
+from kseg.metric import METRICS, VOID, TaskScores, class_map_counts, task_metric
 from kseg.postprocess import OPTIONAL_PARAMS, PARAM_KEYS, POSTPROCESSORS, instances_from_probs, validate_params
 from kseg.targets import channel_names, make_targets
 from kseg.tasks import TASKS, task_of
@@ -46,7 +46,24 @@ def test_every_task_trains_on_its_channels_and_predicts_its_label_images(name: s
     assert scores.score == pytest.approx(1.0)
 
 
+@pytest.mark.parametrize("name", [name for name, task in TASKS.items() if task.class_per_pixel])
+def test_count_grid_equals_post_processing_at_each_class_threshold_and_min_area(name: str) -> None:
+    """The OOF search's per-class counts at every grid point equal post-processing each point end to end."""
+    from kseg.search import Grid, count_grid
+
+    rng = np.random.default_rng(0)
+    probs = rng.random((12, 10, 4)).astype(np.float32)
+    truth = rng.integers(0, 8 if task_of(name).classes_overlap else 4, (12, 10)).astype(np.uint16)
+    truth[0] = VOID
+    grid = Grid(name, {"class_threshold": (None, 0.3, 0.6), "min_area": (0, 20, 40)})
+    counts = count_grid(truth, probs, grid)
+    assert len(counts) == len(grid.points()) == 9
+    for row, params in zip(counts, grid.points()):
+        expected = class_map_counts(truth, instances_from_probs(probs, params, name), 4, task_of(name).classes_overlap)
+        assert np.array_equal(row, expected)
+
+
 @pytest.mark.parametrize("bad", ["semantic", "", None, 3, "Instance"])
 def test_an_unknown_task_is_one_config_error_naming_the_valid_ones(bad: object) -> None:
-    with pytest.raises(ConfigError, match=r"data.task must be one of instance, binary, multiclass, got "):
+    with pytest.raises(ConfigError, match=r"data.task must be one of instance, binary, multiclass, multilabel, got "):
         task_of(bad)

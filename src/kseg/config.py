@@ -76,7 +76,7 @@ def _non_zero(value: int) -> int:
 
 Workers = Annotated[StrictInt, AfterValidator(_non_zero), Words("a non-zero integer (-1 = all cores)")]
 
-Task = Literal["instance", "binary", "multiclass"]
+Task = Literal["instance", "binary", "multiclass", "multilabel"]
 Unlisted = Literal["skip", "empty"]
 Activation = Literal["auto", "sigmoid", "softmax"]
 Loss = Literal["bce_dice", "bce_jaccard", "focal_dice", "focal_jaccard", "bce"]
@@ -162,10 +162,12 @@ class DataSection(Section):
                                                 "reports the test score")
     task: Task = _help("instance", """instance: one RLE row per object (Sartorius, DSB 2018, Airbus); binary: rows
         are the foreground of the image (TGS, ISBI), several rows of one image unioned; multiclass: exclusive
-        classes, one row per (image, class present) with the class id in schema.class_col (Severstal, CamVid),
-        scored by the mean IoU over classes""")
+        classes, one row per (image, class present) with the class id in schema.class_col (CamVid, organs),
+        scored by the mean IoU over classes; multilabel: the same rows, but classes may share pixels (Severstal,
+        Understanding Clouds): a sigmoid per class, scored by Severstal's Dice per (image, class)""")
     metric: StrictStr = _help("auto", """the competition metric that validation, the OOF search and the reports
-        optimise: auto (instance map_iou, binary dice, multiclass mean_iou_classes) or a name from
+        optimise: auto (instance map_iou, binary dice, multiclass mean_iou_classes, multilabel dice_classes) or a
+        name from
         kseg.metric.TASK_METRICS: f2_iou (Airbus), tgs_ap_iou (TGS), iou, dice (an instance run's union of
         objects), dice_classes (Severstal)""")
     classes: Optional[list[StrictStr]] = _help(None, """multiclass: the class names, class id k = the k-th name
@@ -225,7 +227,7 @@ class ModelSection(Section):
     extra_channels: list[StrictStr] = _help([], """channels computed from the gray image and fed beside it
         (median, nlmeans, multi_otsu, yen; at most two): the input becomes [gray, extras..., gray]""")
     activation: Activation = _help("auto", """auto: softmax over the channels for data.task multiclass
-        (exclusive classes), a sigmoid per channel otherwise; softmax or sigmoid force one""")
+        (exclusive classes), a sigmoid per channel otherwise (multilabel too); softmax or sigmoid force one""")
 
 
 class SamplerSection(Section):
@@ -310,7 +312,8 @@ class PostprocessSection(Section):
                                  """the values the OOF search tries, per parameter of the task's post-processing
                                  (kseg.postprocess.POSTPROCESSORS): instance fg_threshold, seed_threshold, min_area;
                                  binary fg_threshold, min_area, empty_area (a mask under it is no mask); multiclass
-                                 class_threshold (e.g. [null, 0.3, 0.5]; null = the argmax) and min_area, per class""")
+                                 and multilabel class_threshold (e.g. [null, 0.3, 0.5]; null = the argmax, multilabel
+                                 0.5) and min_area, per class""")
     per_class: StrictBool = _help(True, "search the parameters per image class as well")
     n_jobs: Workers = _help(2, "processes of the OOF search (-1 = all cores)")
 

@@ -21,11 +21,11 @@ import pandas as pd
 from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
+from kseg import classmaps, rle
 from kseg import config as config_module
-from kseg import rle
+from kseg.classmaps import BACKGROUND, VOID
 from kseg.errors import ConfigError, DataError, warn
 from kseg.files import child_path
-from kseg.metric import BACKGROUND, VOID
 
 from .config import Config
 from .tasks import task_of
@@ -133,13 +133,13 @@ class Schema:
         columns. Checked where a schema meets its task (the config, ``kseg score``)."""
         if self.joined_id and not task_of(task).class_per_pixel:
             raise ConfigError(f"data.schema.joined_id ({self.joined_id}) joins an id and a class: it needs data.task "
-                              f"multiclass, got {task}")
+                              f"multiclass or multilabel, got {task}")
         if task_of(task).class_per_pixel:
             if not self.class_col:
-                raise ConfigError("data.task multiclass needs data.schema.class_col (the class of each row, e.g. "
+                raise ConfigError(f"data.task {task} needs data.schema.class_col (the class of each row, e.g. "
                                   "ClassId), or data.schema.preset: severstal")
             if len(self.submission_cols) != 3:
-                raise ConfigError(f"data.task multiclass writes (id, rle, class) rows: data.schema.submission_cols "
+                raise ConfigError(f"data.task {task} writes (id, rle, class) rows: data.schema.submission_cols "
                                   f"must be three column names, got {list(self.submission_cols)}")
         elif len(self.submission_cols) != 2:
             raise ConfigError(f"data.task {task} writes (id, rle) rows: data.schema.submission_cols must be two "
@@ -219,7 +219,8 @@ def class_names(cfg: Config, records: Sequence["ImageRecord"]) -> list[str]:
         return []
     if cfg.data.classes is not None:
         return [str(name) for name in cfg.data.classes]
-    highest = max((int(r.labels[r.labels != VOID].max(initial=0)) for r in records), default=0)
+    overlapping = task_of(cfg.data.task).classes_overlap
+    highest = max((classmaps.highest_class(r.labels, overlapping) for r in records), default=0)
     return [str(k) for k in range(1, max(highest, 1) + 1)]
 
 
@@ -686,7 +687,7 @@ def load_records(cfg: Config, *, progress: bool = True) -> list[ImageRecord]:
         wheres = [f"{csv_path} line {line} (id {entry.id})" for line in image_rows["_line"]]
         shape = (int(entry.height), int(entry.width))
         if multiclass:
-            labels, overlap = _class_map(image_rows, schema, shape, wheres, csv_path)
+            labels, overlap = _class_map(image_rows, schema, shape, wheres, csv_path, task.classes_overlap)
         else:
             labels, overlap = rle.decode_labels(image_rows[schema.rle_col].tolist(), shape, schema.rle_order,
                                                 wheres=wheres)
@@ -706,11 +707,12 @@ def load_records(cfg: Config, *, progress: bool = True) -> list[ImageRecord]:
 
 
 def _class_map(image_rows: pd.DataFrame, schema: Schema, shape: tuple[int, int], wheres: list[str],
-               csv_path: Path) -> tuple[np.ndarray, int]:
-    """The class map (uint16) of one image of a multiclass CSV: class id k where row k's mask is, and where no row
-    covers a pixel 0 (background) or VOID (``schema.unlabelled: ignore``). Exclusive classes cannot share a pixel,
-    and a class has one row per image: either would make the truth ambiguous, so both are errors naming the
-    file, the line and the class id."""
+               csv_path: Path, overlapping: bool) -> tuple[np.ndarray, int]:
+    """The class map (uint16, :mod:`kseg.classmaps`) of one image of a multiclass or multilabel CSV: class id k
+    (or its bit) where row k's mask is, and where no row covers a pixel 0 (background) or VOID (``schema.unlabelled:
+    ignore``). Exclusive classes cannot share a pixel, and a class has one row per image: either would make the
+    truth ambiguous, so both are errors naming the file, the line and the class id; ``overlapping`` classes
+    (multilabel) may share pixels."""
     classes = image_rows["_class"].tolist()
     lines = image_rows["_line"].tolist()
     seen: dict[int, int] = {}
@@ -721,11 +723,12 @@ def _class_map(image_rows: pd.DataFrame, schema: Schema, shape: tuple[int, int],
         seen[value] = line
     fill = VOID if schema.unlabelled == "ignore" else BACKGROUND
     rles = image_rows[schema.rle_col].tolist()
-    labels, overlap = rle.decode_classes(rles, classes, shape, schema.rle_order, fill=fill, wheres=wheres)
+    labels, overlap = classmaps.decode(rles, classes, shape, schema.rle_order, overlapping, fill=fill, wheres=wheres)
     if overlap:
         at = rle.first_overlapping_row(rles, shape, schema.rle_order)
         raise DataError(f"{wheres[at]}: the mask of class id {classes[at]} overlaps an earlier row of the image "
-                        f"({overlap} pixels in two rows); data.task multiclass has exclusive classes, one per pixel")
+                        f"({overlap} pixels in two rows); data.task multiclass has exclusive classes, one per pixel "
+                        f"(data.task multilabel: classes that may share pixels)")
     return labels, 0
 
 

@@ -17,8 +17,10 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from kseg import classmaps
+from kseg.classmaps import BACKGROUND, VOID, class_mask
 from kseg.errors import ConfigError, DataError, SubmissionError
-from kseg.rle import decode_classes, decode_labels, first_overlapping_row, is_empty
+from kseg.rle import decode_labels, first_overlapping_row, is_empty
 from kseg.tasks import TASKS, task_of
 
 if TYPE_CHECKING:
@@ -180,7 +182,7 @@ def task_score(truth: np.ndarray, pred: np.ndarray, task: str, metric: str = "au
     pixels), both empty = 1; multiclass, the image's own mean IoU over the classes of its truth
     (:func:`class_map_score`; a *set* is scored on pixel counts summed over its images, see
     :class:`TaskScores`, not as the mean of these)."""
-    return task_metric(task, metric).image(truth, pred)
+    return task_metric(task, metric).image(truth, pred, overlapping=task_of(task).classes_overlap)
 
 
 def tgs_score(truth_mask: np.ndarray, pred_mask: np.ndarray, thresholds: np.ndarray = THRESHOLDS) -> float:
@@ -321,19 +323,34 @@ def mean_iou_classes(
     return float(np.mean(list(ious.values()))) if ious else 1.0
 
 
-# The class maps of the multiclass task: 0 = no class (background, or a removed prediction), 1..K = ClassId k,
-# and VOID for truth pixels in no CSV row of a set whose unlabelled pixels are ignored (CamVid's void).
-BACKGROUND = 0
-VOID = int(np.iinfo(np.uint16).max)
 
 
-def class_map_counts(truth: np.ndarray, pred: np.ndarray, n_bins: int = 0) -> np.ndarray:
+def class_map_counts(truth: np.ndarray, pred: np.ndarray, n_bins: int = 0, overlapping: bool = False) -> np.ndarray:
     """:func:`class_counts` of a multiclass truth and prediction, plus a third row: each class's truth pixels
-    (for averaging over the classes the truth has); VOID truth pixels count for nothing."""
+    (for averaging over the classes the truth has); VOID truth pixels count for nothing. ``overlapping``: the maps
+    hold a bit per class (:mod:`kseg.classmaps`, ``multilabel``), each class counted on its own mask."""
+    if overlapping:
+        return _overlapping_counts(truth, pred, n_bins)
     counts = class_counts(truth, pred, ignore_index=VOID, n_bins=n_bins)
     flat = truth.ravel().astype(np.int64)
     truth_area = np.bincount(flat[flat != VOID], minlength=counts.shape[1])
     return np.vstack([counts, truth_area[None, :counts.shape[1]]])
+
+
+def _overlapping_counts(truth: np.ndarray, pred: np.ndarray, n_bins: int) -> np.ndarray:
+    """:func:`class_map_counts` of two bit-per-class maps: intersection, union and truth pixels of every class
+    id 0..n (0: the pixels of no class), void truth pixels left out."""
+    truth, pred = np.asarray(truth), np.asarray(pred)
+    _check_same_shape(truth, pred)
+    _class_ids(truth, "truth", 1, VOID), _class_ids(pred, "prediction", 1, VOID)
+    scored = truth != VOID
+    n = max(n_bins, classmaps.highest_class(truth, True) + 1, classmaps.highest_class(pred, True) + 1)
+    counts = np.zeros((3, n), np.int64)
+    for class_id in range(n):
+        in_truth, in_pred = class_mask(truth, class_id, True), class_mask(pred, class_id, True) & scored
+        counts[:, class_id] = (np.count_nonzero(in_truth & in_pred), np.count_nonzero(in_truth | in_pred),
+                               np.count_nonzero(in_truth))
+    return counts
 
 
 def class_map_ious(counts: np.ndarray) -> dict[int, float]:
@@ -417,7 +434,7 @@ class TaskScores:
     def add(self, truth: np.ndarray, pred: np.ndarray) -> float:
         """Count one image; returns its own score (for multiclass the image's score under the metric alone)."""
         if task_of(self.task).class_per_pixel:
-            counts = class_map_counts(truth, pred, self.n_bins)
+            counts = class_map_counts(truth, pred, self.n_bins, task_of(self.task).classes_overlap)
             self.image_counts.append(counts)
             score = self.metric.counts_score(counts[None])  # type: ignore[misc]
         else:
@@ -469,12 +486,12 @@ class Metric:
     counts_score: Callable[[np.ndarray], float] | None = None
     counts_per_class: Callable[[np.ndarray], dict[int, float]] | None = None
 
-    def image(self, truth: np.ndarray, pred: np.ndarray, n_classes: int = 0) -> float:
+    def image(self, truth: np.ndarray, pred: np.ndarray, n_classes: int = 0, overlapping: bool = False) -> float:
         """The score of one pair of images: a mask metric sees the non-zero pixels of each (a label image scores
         as the union of its objects); a class metric, the image's own counts (``n_classes``: the run's classes,
-        for a metric that scores every (image, class) pair)."""
+        for a metric that scores every (image, class) pair; ``overlapping``: maps of a bit per class)."""
         if self.target == "classes":
-            counts = class_map_counts(truth, pred, n_classes + 1 if n_classes else 0)
+            counts = class_map_counts(truth, pred, n_classes + 1 if n_classes else 0, overlapping)
             return self.counts_score(counts[None])  # type: ignore[misc]
         return float(self.per_image(truth, pred))  # type: ignore[misc]
 
@@ -620,7 +637,7 @@ def score_frames(
     """
     scorer = task_metric(task, metric)
     if task_of(task).class_per_pixel:
-        return _score_class_frames(truth_df, pred_df, schema, shapes, truth_name=truth_name, pred_name=pred_name,
+        return _score_class_frames(truth_df, pred_df, schema, shapes, task, truth_name=truth_name, pred_name=pred_name,
                                    progress=progress, metric=metric, n_classes=n_classes)
     pred_id_col, pred_rle_col = schema.submission_cols
     pairs = _paired_rows(truth_df, pred_df, schema, shapes, [schema.id_col, schema.rle_col], [pred_id_col, pred_rle_col],
@@ -690,6 +707,7 @@ def _score_class_frames(
     pred_df: pd.DataFrame,
     schema: Schema,
     shapes: Mapping[str, tuple[int, int]] | None,
+    task: str,
     *,
     truth_name: str,
     pred_name: str,
@@ -698,10 +716,12 @@ def _score_class_frames(
     n_classes: int,
 ) -> ScoreReport:
     """:func:`score_frames` of a multiclass task: class maps decoded from the rows of both frames (truth pixels in
-    no row are background or VOID, per ``schema.unlabelled``), accumulated by :class:`TaskScores`."""
+    no row are background or VOID, per ``schema.unlabelled``), accumulated by :class:`TaskScores`; ``multilabel``
+    rows of an image may overlap."""
     from kseg.data import class_id
 
-    schema.check_task("multiclass")
+    schema.check_task(task)
+    overlapping = task_of(task).classes_overlap
     pred_id_col, pred_rle_col, pred_class_col = schema.submission_cols
     pairs = _paired_rows(truth_df, pred_df, schema, shapes, [schema.id_col, schema.rle_col, str(schema.class_col)],
                          [pred_id_col, pred_rle_col, pred_class_col], truth_name, pred_name)
@@ -715,8 +735,8 @@ def _score_class_frames(
         kept = [i for i, value in enumerate(rles) if not is_empty(value, schema.rle_order)]
         classes = frame[class_col].to_numpy(object)[rows].tolist()
         ids = [class_id(classes[i], wheres[i]) for i in kept]
-        labels, overlap = decode_classes([rles[i] for i in kept], ids, image_shapes[image_id], schema.rle_order,
-                                         fill=fill, wheres=[wheres[i] for i in kept])
+        labels, overlap = classmaps.decode([rles[i] for i in kept], ids, image_shapes[image_id], schema.rle_order,
+                                           overlapping, fill=fill, wheres=[wheres[i] for i in kept])
         if overlap or len(set(ids)) != len(ids):
             at = (first_overlapping_row([rles[i] for i in kept], image_shapes[image_id], schema.rle_order) if overlap
                   else next(i for i, value in enumerate(ids) if value in ids[:i]))
@@ -726,7 +746,7 @@ def _score_class_frames(
             raise error(f"{wheres[kept[at]]}: class id {ids[at]}: {problem}")
         return labels
 
-    scores = TaskScores("multiclass", metric, n_classes)
+    scores = TaskScores(task, metric, n_classes)
     per_image: dict[str, float] = {}
     truth_fill = VOID if schema.unlabelled == "ignore" else BACKGROUND
     for image_id, rows in tqdm(truth_rows.items(), total=len(truth_rows), desc="scoring", disable=not progress):

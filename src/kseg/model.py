@@ -216,10 +216,12 @@ def set_bn_momentum(model: Any, momentum: float) -> None:
 
 def activation(cfg: Config) -> str:
     """``model.activation``: ``auto`` is softmax for multiclass (one class per pixel, the probabilities sum to 1)
-    and a sigmoid per channel for the other tasks (foreground and border overlap; a binary mask is one channel)."""
+    and a sigmoid per channel for the other tasks (foreground and border overlap, so do multilabel classes; a binary
+    mask is one channel)."""
     value = cfg.model.activation
     if value == "auto":
-        return "softmax" if task_of(cfg.data.task).class_per_pixel else "sigmoid"
+        task = task_of(cfg.data.task)
+        return "softmax" if task.class_per_pixel and not task.classes_overlap else "sigmoid"
     return str(value)
 
 

@@ -276,7 +276,7 @@ def print_summary(cfg: Config, timings: dict[str, str], submission: Path) -> Non
         if task_of(cfg.data.task).class_per_pixel:  # per-class scores by class id: named as the run's channels
             from .targets import read_channels
 
-            channels, _ = read_channels(output_dir(cfg), "multiclass")
+            channels, _ = read_channels(output_dir(cfg), cfg.data.task)
             names = {str(k): f"{k} {channel.removeprefix('class:')}" for k, channel in enumerate(channels) if k}
         # The test images' sizes, for schemas without size columns (TGS, Severstal): their RLE needs the shape.
         shapes = {image_id: image_size(path) for image_id, path in list_test_images(cfg)}

@@ -22,10 +22,10 @@ import numpy as np
 
 from kseg.tasks import task_of
 
+from .classmaps import VOID
 from .config import MAX_SCALE, MIN_SCALE, ORIENTATIONS, Config, TrainSection
 from .errors import ConfigError, DataError
 from .files import write_json
-from .metric import VOID
 from .normalize import Polarity, polarity_from_dict
 from .run import RunDir
 

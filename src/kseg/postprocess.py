@@ -23,7 +23,9 @@ the most probable class where its probability reaches its threshold (the Severst
 thresholds, for sigmoid outputs above all), and ``min_area`` then drops a class from an image when it covers
 fewer pixels there (:func:`remove_small_classes`, Severstal's per-class minimum size). Each is one value for
 every class or one per class (a list in class-id order), which the OOF search chooses class by class: a class's
-pixels depend on its own threshold and area alone, so the choice per class is exact.
+pixels depend on its own threshold and area alone, so the choice per class is exact. A multilabel task
+(``multilabel``) has the same parameters on a sigmoid per class: class k is wherever its own probability reaches its
+threshold (0.5 by default), whatever the other classes do (:func:`class_bits`, a bit per class).
 """
 from __future__ import annotations
 
@@ -35,8 +37,8 @@ import numpy as np
 from scipy import ndimage
 from skimage.segmentation import watershed
 
+from kseg.classmaps import MAX_OVERLAPPING_CLASSES, VOID, class_areas, drop_classes
 from kseg.errors import ConfigError, DataError
-from kseg.metric import VOID
 from kseg.tasks import TASKS, task_of
 
 __all__ = [
@@ -53,6 +55,7 @@ __all__ = [
     "instances_from_probs",
     "predict_class",
     "class_map",
+    "class_bits",
     "remove_small_classes",
     "PostProcessor",
     "OPTIONAL_PARAMS",
@@ -89,7 +92,7 @@ def validate_params(params: Mapping[str, Any], task: str = "instance") -> dict[s
                 raise ConfigError(f"post-processing param '{key}' must be a number in [0, 1], got {value!r}")
             checked[key] = float(value)
         elif key == "class_threshold":
-            checked[key] = _class_threshold(value, task_of(task).class_per_pixel)
+            checked[key] = _class_threshold(value, task_of(task).class_per_pixel, task_of(task).classes_overlap)
         elif key == "empty_area":
             if not _is_area(value):
                 raise ConfigError(f"post-processing param 'empty_area' must be an integer >= 0, got {value!r}")
@@ -114,13 +117,14 @@ def _is_threshold(value: Any) -> bool:
     return not isinstance(value, bool) and isinstance(value, (int, float)) and 0.0 <= value <= 1.0
 
 
-def _class_threshold(value: Any, per_class: bool) -> float | list[float | None] | None:
-    """``class_threshold``: null (the argmax, background included), a probability, or (multiclass) one of them
-    per class in class-id order."""
+def _class_threshold(value: Any, per_class: bool, overlapping: bool) -> float | list[float | None] | None:
+    """``class_threshold``: null (the argmax, background included; for ``overlapping`` classes, which have no
+    argmax, 0.5), a probability, or (multiclass, multilabel) one of them per class in class-id order."""
+    unset = 0.5 if overlapping else None
     if value is None or _is_threshold(value):
-        return None if value is None else float(value)
+        return unset if value is None else float(value)
     if per_class and isinstance(value, (list, tuple)) and value and all(v is None or _is_threshold(v) for v in value):
-        return [None if v is None else float(v) for v in value]
+        return [unset if v is None else float(v) for v in value]
     raise ConfigError(f"post-processing param 'class_threshold' must be null, a number in [0, 1] or a list of them "
                       f"(one per class), got {value!r}")
 
@@ -235,8 +239,8 @@ def remove_small(labels: np.ndarray, min_area: int, areas: np.ndarray | None = N
 def label_objects(labels: np.ndarray, task: str) -> np.ndarray:
     """The objects of a label image: itself for instances, the 8-connected components of a binary mask (the
     units ``min_area`` removes), so object counts, matches and errors mean the same for both tasks; a class map
-    is itself too (each class of an image one object, the unit its ``min_area`` removes), void pixels as background
-    (they are nobody's object)."""
+    is itself too (each class of an image one object, the unit its ``min_area`` removes; in a multilabel map each set
+    of classes that shares pixels), void pixels as background (they are nobody's object)."""
     kind = task_of(task)
     if kind.class_per_pixel:
         return np.where(labels == VOID, 0, labels).astype(np.int32)
@@ -253,11 +257,7 @@ def class_map(probs: np.ndarray, threshold: float | Sequence[float | None] | Non
     """
     if threshold is None:
         return np.argmax(probs, axis=-1).astype(np.int32)
-    n_classes = probs.shape[-1] - 1
-    limits = np.array([np.nan if t is None else t for t in threshold] if isinstance(threshold, (list, tuple))
-                      else [threshold] * n_classes, np.float32)
-    if limits.size != n_classes:
-        raise DataError(f"class_threshold has {limits.size} values for {n_classes} classes")
+    limits = _class_limits(threshold, probs.shape[-1] - 1)
     best = np.argmax(probs[..., 1:], axis=-1)
     top = np.take_along_axis(probs[..., 1:], best[..., None], axis=-1)[..., 0]
     limit = limits[best]
@@ -265,23 +265,45 @@ def class_map(probs: np.ndarray, threshold: float | Sequence[float | None] | Non
     return np.where(keep, best + 1, 0).astype(np.int32)
 
 
-def remove_small_classes(classes: np.ndarray, min_area: int | Sequence[int], areas: np.ndarray | None = None) -> np.ndarray:
-    """Drop (set to 0, no class) every class covering fewer than its ``min_area`` pixels of the image: one number
-    for all classes or one per class id 1..n. ``areas`` (``np.bincount(classes.ravel())``) may be passed in, as
-    :func:`remove_small` does, so the OOF search counts once per image."""
+def _class_limits(threshold: float | Sequence[float | None], n_classes: int) -> np.ndarray:
+    """``class_threshold`` as one float per class id 1..n, NaN where a class's threshold is None."""
+    limits = np.array([np.nan if t is None else t for t in threshold] if isinstance(threshold, (list, tuple))
+                      else [threshold] * n_classes, np.float32)
+    if limits.size != n_classes:
+        raise DataError(f"class_threshold has {limits.size} values for {n_classes} classes")
+    return limits
+
+
+def class_bits(probs: np.ndarray, threshold: float | Sequence[float | None] | None = None) -> np.ndarray:
+    """int32 class map of a multilabel run, a bit per class (:mod:`kseg.classmaps`; channel k = class id k): class
+    k wherever ``probs[..., k]`` reaches its threshold, whatever the other classes do (one number for all, or one
+    per class id 1..n; None, for a class or all of them, is 0.5, a sigmoid's even odds)."""
+    n_classes = probs.shape[-1] - 1
+    if n_classes > MAX_OVERLAPPING_CLASSES:
+        raise DataError(f"{n_classes} classes: a multilabel run has at most {MAX_OVERLAPPING_CLASSES}")
+    limits = np.nan_to_num(_class_limits(0.5 if threshold is None else threshold, n_classes), nan=0.5)
+    bits = np.zeros(probs.shape[:2], np.int32)
+    for class_id in range(1, n_classes + 1):
+        bits |= (probs[..., class_id] >= limits[class_id - 1]).astype(np.int32) << (class_id - 1)
+    return bits
+
+
+def remove_small_classes(classes: np.ndarray, min_area: int | Sequence[int], areas: np.ndarray | None = None,
+                         overlapping: bool = False) -> np.ndarray:
+    """Drop (no class) every class covering fewer than its ``min_area`` pixels of the image: one number for all
+    classes or one per class id 1..n. ``areas`` (``np.bincount(classes.ravel())``) may be passed in, as
+    :func:`remove_small` does, so the OOF search counts once per image; ``overlapping``: a bit per class."""
     if areas is None:
         areas = np.bincount(classes.ravel())
+    per_class = class_areas(areas, overlapping)
     if isinstance(min_area, (list, tuple, np.ndarray)):
-        limits = np.zeros(max(areas.size, len(min_area) + 1), np.int64)
+        limits = np.zeros(max(per_class.size, len(min_area) + 1), np.int64)
         limits[1:len(min_area) + 1] = min_area
-        limits = limits[:areas.size]
+        limits = limits[:per_class.size]
     else:
-        limits = np.full(areas.size, min_area, np.int64)
-    keep = areas >= limits
-    keep[0] = True
-    if keep.all():
-        return classes
-    return np.where(keep[classes], classes, 0).astype(np.int32)
+        limits = np.full(per_class.size, min_area, np.int64)
+    small = [k for k in range(1, per_class.size) if 0 < per_class[k] < limits[k]]
+    return drop_classes(classes, small, overlapping)
 
 
 def _binary_mask(components: np.ndarray, params: Mapping[str, Any], areas: np.ndarray) -> np.ndarray:
@@ -327,6 +349,10 @@ POSTPROCESSORS: dict[str, PostProcessor] = {
         ("class_threshold",), ("min_area",),
         lambda probs, p: class_map(probs, p["class_threshold"]),
         lambda classes, p, areas: remove_small_classes(classes, p["min_area"], areas)),
+    "multilabel": PostProcessor(
+        ("class_threshold",), ("min_area",),
+        lambda probs, p: class_bits(probs, p["class_threshold"]),
+        lambda bits, p, areas: remove_small_classes(bits, p["min_area"], areas, overlapping=True)),
 }
 # The parameters each task's post-processing takes.
 PARAM_KEYS: dict[str, tuple[str, ...]] = {name: POSTPROCESSORS[name].params for name in TASKS}
@@ -335,8 +361,8 @@ _ALL_KEYS = tuple(dict.fromkeys(key for params in PARAM_KEYS.values() for key in
 
 def instances_from_probs(probs: np.ndarray, params: Mapping[str, Any], task: str = "instance") -> np.ndarray:
     """int32 label image (labels 1..n, never overlapping) for instances, a 0/1 mask for the binary task, or a
-    class map (0 = no class, k = class id k) for multiclass: the task's :class:`PostProcessor`, built and
-    finished."""
+    class map (0 = no class, k = class id k; multilabel a bit per class) for the pixel-class tasks: the task's
+    :class:`PostProcessor`, built and finished."""
     checked = validate_params(params, task)
     processor = POSTPROCESSORS[task]
     candidates = processor.build(as_probabilities(probs, task), checked)

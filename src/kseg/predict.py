@@ -149,7 +149,7 @@ def command_predict(cfg: Config, out: Path | None = None) -> Path:
     read = image_reader(cfg)
     # Rows are streamed image by image: no label image outlives its loop turn (memory flat in the test set).
     n_classes = len(channels) - 1 if task_of(task).class_per_pixel else None  # a joined schema lists every class
-    with SubmissionWriter(out, schema, n_classes=n_classes) as writer:
+    with SubmissionWriter(out, schema, n_classes=n_classes, overlapping=task_of(task).classes_overlap) as writer:
         for i, (image_id, path) in enumerate(tqdm(tests, desc="predict", unit="img")):
             image = read(path)
             prepared, shape, tile = prepare(image), image.shape[:2], cfg.predict.tile

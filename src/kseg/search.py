@@ -10,8 +10,8 @@ threshold pair plus one cheap area filter and score per ``min_area``. Images are
 Parameters are chosen per ground-truth class, but the reported OOF score applies the parameters of the
 *predicted* class (``postprocess.predict_class``), exactly as ``kseg predict`` will on the test set.
 
-The multiclass task is scored on the whole OOF set (mean IoU over classes, per-class pixel counts summed over
-images), so each image returns its per-class counts at every grid point (``class_threshold`` × ``min_area``)
+The pixel-class tasks (multiclass, multilabel) are scored on the whole OOF set (mean IoU over classes, per-class
+pixel counts summed over images), so each image returns its per-class counts at every grid point (``class_threshold`` × ``min_area``)
 instead of a score (one class map and one area count per threshold, one filter per ``min_area``). A class's
 threshold and its ``min_area`` only turn some of its own pixels into "no class" (which its true class already
 counted as missed or not; "no class" is not scored), so with ``postprocess.per_class`` each class's pair is
@@ -187,15 +187,16 @@ def read_grid(cfg: Config, task: str) -> Grid:
         values = grid.get(key, [OPTIONAL_PARAMS[key]] if key in OPTIONAL_PARAMS else None)
         if not isinstance(values, (list, tuple)) or not values:
             raise ConfigError(f"postprocess.grid.{key} must be a non-empty list, got {values!r}")
+        checked = []
         for value in values:
             try:
-                validate_params({**default, key: value}, task)
+                checked.append(validate_params({**default, key: value}, task)[key])  # multilabel: None is 0.5
             except ConfigError as error:
                 raise ConfigError(f"postprocess.grid.{key}: {error}") from None
         # The default point is always searched too, so the search never picks worse than it on OOF (a per-class
         # default list of a multiclass run adds each of its values); None sorts first, so a tie keeps the argmax.
         defaults = default[key] if isinstance(default[key], list) else [default[key]]
-        axes[key] = tuple(sorted(set(values) | set(defaults), key=lambda v: (v is not None, v or 0)))
+        axes[key] = tuple(sorted(set(checked) | set(defaults), key=lambda v: (v is not None, v or 0)))
     return Grid(task=task, axes=axes, fixed={key: default[key] for key in processor.fixed},
                 metric=cfg.data.metric)
 
@@ -235,8 +236,9 @@ def score_grid(truth: np.ndarray, probs: np.ndarray, grid: Grid) -> np.ndarray:
 
 def count_grid(truth: np.ndarray, probs: np.ndarray, grid: Grid) -> np.ndarray:
     """Per-class counts (:func:`kseg.metric.class_map_counts`, int64 ``(n_grid, 3, n_channels)``) of one image of a
-    multiclass run at every grid point."""
-    return np.stack([class_map_counts(truth, labels, probs.shape[-1]) for labels in grid_labels(probs, grid)])
+    multiclass or multilabel run at every grid point."""
+    overlapping = task_of(grid.task).classes_overlap
+    return np.stack([class_map_counts(truth, labels, probs.shape[-1], overlapping) for labels in grid_labels(probs, grid)])
 
 
 def _score_params(truth: np.ndarray, probs: np.ndarray, params: Mapping[str, Any], task: str, metric: str) -> float:
@@ -435,19 +437,20 @@ def _count_one(image: OofImage, key: str, grid: Grid, n_channels: int) -> np.nda
     return count_grid(image.truth, load_oof(image.path, key, image.truth.shape, n_channels), grid)
 
 
-def _counts_at(image: OofImage, key: str, params: Mapping[str, Any], n_channels: int) -> np.ndarray:
+def _counts_at(image: OofImage, key: str, params: Mapping[str, Any], n_channels: int, task: str) -> np.ndarray:
     """Counts of one OOF image post-processed end to end with ``params`` (no reuse)."""
     probs = load_oof(image.path, key, image.truth.shape, n_channels)
-    return class_map_counts(image.truth, instances_from_probs(probs, params, "multiclass"), n_channels)
+    return class_map_counts(image.truth, instances_from_probs(probs, params, task), n_channels,
+                            task_of(task).classes_overlap)
 
 
 def _search_class_maps(cfg: Config, run_dir: Path, channels: Sequence[str], grid: Grid,
                        default: Mapping[str, Any], key: str, n_jobs: int) -> SearchResult:
-    """:func:`command_search` for multiclass: ``min_area`` chosen on the OOF set's ``data.metric`` (mean IoU, or
+    """:func:`command_search` for the pixel-class tasks: ``min_area`` chosen on the OOF set's ``data.metric`` (mean IoU, or
     Severstal's Dice), per class when ``postprocess.per_class`` (see the module docstring), and the same outputs as
     the other tasks. Every metric scores the per-image class counts, so each grid point is counted once."""
     n_channels = len(channels)
-    metric = task_metric("multiclass", cfg.data.metric)
+    metric = task_metric(grid.task, cfg.data.metric)
     score_of, per_class_of = metric.counts_score, metric.counts_per_class
     assert score_of is not None and per_class_of is not None  # every class metric scores counts
     names = [channel.removeprefix("class:") for channel in channels[1:]]
@@ -471,14 +474,14 @@ def _search_class_maps(cfg: Config, run_dir: Path, channels: Sequence[str], grid
         chosen = points[best]
     # Classes are independent (module docstring), so the chosen counts are each class's column at its own index.
     chosen_counts = counts[:, chosen_index, :, np.arange(n_channels)].transpose(1, 2, 0)  # (images, 3, channels)
-    finals = list(tqdm(parallel(delayed(_counts_at)(image, name, params, n_channels)
+    finals = list(tqdm(parallel(delayed(_counts_at)(image, name, params, n_channels, grid.task)
                                 for image in images for name, params in (("plain", chosen), (key, default))),
                        total=2 * len(images), desc="score", unit="img"))
     plain, at_default = np.stack(finals[0::2]), np.stack(finals[1::2])
     folds = np.array([image.fold for image in images])
     per_class = per_class_of(chosen_counts)
     result = SearchResult(
-        task="multiclass",
+        task=grid.task,
         default=chosen,
         searched_on=key,
         n_images=len(images),

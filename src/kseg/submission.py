@@ -22,6 +22,7 @@ import pandas as pd
 
 from kseg import config as config_module
 from kseg import data, rle
+from kseg.classmaps import class_mask, present_classes
 from kseg.data import Schema
 from kseg.errors import DataError, RLEError, SubmissionError
 from kseg.files import atomic_path
@@ -44,27 +45,31 @@ def file_columns(schema: Schema) -> tuple[str, ...]:
 
 
 def submission_frame(predictions: Mapping[str, np.ndarray], schema: Schema, order: str | None = None,
-                     n_classes: int | None = None) -> pd.DataFrame:
+                     n_classes: int | None = None, overlapping: bool = False) -> pd.DataFrame:
     """One row per instance in label order, ids sorted; an image without instances gets one empty row
     (:func:`kseg.rle.empty_rle`: ``""``, or ``-1`` in SIIM's relative order).
 
-    ``order`` is the RLE pixel order, ``schema.rle_order`` when not given.
+    ``order`` is the RLE pixel order, ``schema.rle_order`` when not given; ``overlapping``: the class maps hold a
+    bit per class (multilabel, :mod:`kseg.classmaps`).
     """
     order = order or schema.rle_order
     rows = [row for image_id in sorted(predictions)
-            for row in image_rows(image_id, predictions[image_id], schema, order, n_classes)]
+            for row in image_rows(image_id, predictions[image_id], schema, order, n_classes, overlapping)]
     return pd.DataFrame(rows, columns=list(file_columns(schema)))
 
 
 def image_rows(image_id: str, labels: np.ndarray, schema: Schema, order: str | None = None,
-               n_classes: int | None = None) -> list[list[str]]:
+               n_classes: int | None = None, overlapping: bool = False) -> list[list[str]]:
     """The submission rows of one image in :func:`file_columns` order: ``[id, rle]`` per instance, or for a
-    multiclass schema ``[id, rle, class id]`` per class present (the label image is a class map), or for a
-    joined schema ``[id_class, rle]`` for every class 1..``n_classes``, empty where the class is absent."""
+    multiclass schema ``[id, rle, class id]`` per class present (the label image is a class map, a bit per class
+    when ``overlapping``), or for a joined schema ``[id_class, rle]`` for every class 1..``n_classes``, empty
+    where the class is absent."""
     order = order or schema.rle_order
     if len(schema.submission_cols) == 2:
         return [[image_id, value] for value in image_rles(image_id, labels, order)]
-    encoded = rle.encode_labels(_checked_labels(image_id, labels), order)
+    labels = _checked_labels(image_id, labels)
+    encoded = ({k: rle.encode(class_mask(labels, k, True), order) for k in present_classes(labels, True)}
+               if overlapping else rle.encode_labels(labels, order))
     if schema.joined_id:
         if n_classes is None or any(k > n_classes for k in encoded):
             raise SubmissionError(f"prediction of id {image_id!r}: a joined {schema.joined_id} submission lists "
@@ -97,10 +102,11 @@ class SubmissionWriter:
     the block succeeds; :meth:`flush` makes the rows readable at :attr:`tmp_path` for validation first.
     """
 
-    def __init__(self, path: str | Path, schema: Schema, order: str | None = None, n_classes: int | None = None) -> None:
+    def __init__(self, path: str | Path, schema: Schema, order: str | None = None, n_classes: int | None = None,
+                 overlapping: bool = False) -> None:
         self.path = Path(path)
         self.schema = schema
-        self.n_classes = n_classes
+        self.n_classes, self.overlapping = n_classes, overlapping
         self.order = order or schema.rle_order
         self.n_images = self.n_rows = self.n_instances = 0
         self._stack = contextlib.ExitStack()
@@ -115,7 +121,7 @@ class SubmissionWriter:
 
     def add(self, image_id: str, labels: np.ndarray) -> int:
         """Append the rows of one image; returns its number of instances."""
-        rows = image_rows(image_id, labels, self.schema, self.order, self.n_classes)
+        rows = image_rows(image_id, labels, self.schema, self.order, self.n_classes, self.overlapping)
         self._csv.writerows(rows)
         n_instances = sum(1 for row in rows if not rle.is_empty(row[1], self.order))
         self.n_images += 1
@@ -199,7 +205,7 @@ def validate_submission(path: str | Path, schema: Schema, expected: Mapping[str,
     empty and non-empty rows, overlapping instances of one image, and for ``task="binary"`` one row
     per image. For ``task="multiclass"`` every non-empty row's class id must be an integer 1..``n_classes``
     (any positive integer when None), once per image, and an empty row must have an empty class; the rows of
-    an image must not overlap (exclusive classes). At most :data:`MAX_PROBLEMS` problems are listed, then a
+    an image must not overlap (exclusive classes; ``multilabel`` rows may). At most :data:`MAX_PROBLEMS` problems are listed, then a
     count of the rest.
     """
     path = Path(path)
@@ -211,7 +217,8 @@ def validate_submission(path: str | Path, schema: Schema, expected: Mapping[str,
         problems.append(f"{path}: no data rows")
     lines = data.csv_lines(frame)
     values = frame[rle_col].tolist()
-    classes = frame[schema.class_col].tolist() if schema.joined_id and schema.class_col else [""] * len(frame)
+    # One row per (image, class): two classes may have one mask (multilabel), an image two empty joined rows.
+    classes = frame[schema.submission_cols[2]].tolist() if len(schema.submission_cols) == 3 else [""] * len(frame)
     if task_of(task).class_per_pixel:
         problems.extend(_class_problems(frame, schema, lines, n_classes))
     positions_of: dict[str, list[int]] = {}
@@ -220,7 +227,7 @@ def validate_submission(path: str | Path, schema: Schema, expected: Mapping[str,
         if image_id not in expected:
             problems.append(f"line {line}: unknown id {image_id!r} (not a test image)")
             continue
-        key = (image_id, value.strip(), classes[position])  # joined: one row per (image, class), empty or not
+        key = (image_id, value.strip(), classes[position])
         if key in first_line_of:
             problems.append(f"line {line}: duplicate of line {first_line_of[key]} (id {image_id}, "
                             f"value '{_abbreviate(value)}')")
@@ -241,7 +248,7 @@ def _class_problems(frame: pd.DataFrame, schema: Schema, lines: np.ndarray, n_cl
     """Class-column problems of a multiclass submission: a bad class id, a class twice in one image, a class on an
     empty row."""
     if len(schema.submission_cols) != 3:
-        return [f"task multiclass needs a class column in the submission; data.schema.submission_cols is "
+        return [f"a pixel-class task needs a class column in the submission; data.schema.submission_cols is "
                 f"{list(schema.submission_cols)}"]
     id_col, rle_col, class_col = schema.submission_cols
     problems: list[str] = []
@@ -275,7 +282,8 @@ def _class_problems(frame: pd.DataFrame, schema: Schema, lines: np.ndarray, n_cl
 def _image_problems(rows: list[tuple[int, str]], image_id: str, shape: tuple[int, int],
                     order: str, task: str, mixed_ok: bool = False) -> list[str]:
     """Problems among the ``(line, value)`` rows of one image: empty-vs-instance mix (``mixed_ok``: a joined
-    submission lists every class, empty ones too), bad RLE, overlap, binary row count."""
+    submission lists every class, empty ones too), bad RLE, overlap (allowed between multilabel classes), binary
+    row count."""
     problems: list[str] = []
     empty_rows = [(line, value) for line, value in rows if rle.is_empty(value, order)]
     instance_rows = [(line, value) for line, value in rows if not rle.is_empty(value, order)]
@@ -292,7 +300,7 @@ def _image_problems(rows: list[tuple[int, str]], image_id: str, shape: tuple[int
             problems.append(f"line {line} (id {image_id!r}): {exc} (value '{_abbreviate(value)}')")
             continue
         overlap = int(np.count_nonzero(mask & claimed))
-        if overlap:
+        if overlap and not task_of(task).classes_overlap:
             what = task_of(task).row_noun
             problems.append(f"line {line}: id {image_id!r} {what} overlaps earlier {what}s of the image in "
                             f"{overlap} pixels (value '{_abbreviate(value)}')")

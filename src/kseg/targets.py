@@ -6,7 +6,8 @@ can split them later) and, when the competition has image classes, one channel p
 
 A multi-class exclusive task (``multiclass``) is learned as what it is: one channel per pixel class after a
 ``background`` channel, one-hot, so a softmax over the channels and a per-pixel argmax give the class map
-directly (channel k = class id k). Void pixels (``data.schema.unlabelled: ignore``) are all-zero in every
+directly (channel k = class id k); ``multilabel`` has the same channels with a 1 in every class a pixel has, for a
+sigmoid per channel. Void pixels (``data.schema.unlabelled: ignore``) are all-zero in every
 channel: the masked loss (``model.build_loss``) leaves them out, and the background channel is then simply
 never the target.
 """
@@ -21,6 +22,7 @@ from scipy import ndimage
 from skimage.morphology import disk
 from skimage.segmentation import find_boundaries
 
+from .classmaps import class_mask
 from .errors import ConfigError, DataError
 from .run import RunDir
 from .tasks import task_of
@@ -69,15 +71,16 @@ def make_targets(labels: np.ndarray, task: str, cls_index: int | None, n_classes
     meet; it is a subset of the foreground, so ``foreground − border`` leaves one seed per instance.
     Class channel ``k`` is the foreground when the image's class index is ``k`` and empty otherwise.
     multiclass: ``labels`` is a class map (0 background, 1..n_classes, VOID) and the targets its one-hot
-    over background + ``n_classes`` channels; VOID and any id above ``n_classes`` is all-zero (ignored).
+    over background + ``n_classes`` channels; VOID and any id above ``n_classes`` is all-zero (ignored). multilabel:
+    the same channels from a bit per class (:mod:`kseg.classmaps`), several of them 1 where classes share a pixel.
     """
     kind = task_of(task)
     if labels.ndim != 2:
         raise DataError(f"a label image must be 2-D (height, width), got shape {labels.shape}")
     check_border_width(border_width)
     if kind.class_per_pixel:
-        values = labels.astype(np.int64)
-        return (values[..., None] == np.arange(n_classes + 1)).astype(np.float32)
+        return np.stack([class_mask(labels, class_id, kind.classes_overlap) for class_id in range(n_classes + 1)],
+                        axis=-1).astype(np.float32)
     foreground = labels > 0
     if kind.one_mask_per_image:
         return foreground[..., None].astype(np.float32)

@@ -884,7 +884,7 @@ def oriented_config(cfg: Config, orientation: str) -> Config:
 def _fit_polarity(cfg: Config, records: Sequence[ImageRecord]) -> Polarity:
     """``model.invert: auto``'s rule, from the training images and their labels (normalize.fit_polarity)."""
     if task_of(cfg.data.task).class_per_pixel:  # every pixel is some class: there is no object and ground
-        return Polarity("none", "task multiclass: no objects on a ground to compare, nothing inverted")
+        return Polarity("none", f"task {cfg.data.task}: no objects on a ground to compare, nothing inverted")
     read = image_reader(cfg)
     norm, scope = cfg.model.input_norm, cfg.model.input_norm_scope
     samples = ((stretched(read(record.image_path), norm, scope), record.labels) for record in records)
