@@ -143,6 +143,40 @@ def test_tgs_config_reads_the_kaggle_layout_and_scores_by_tgs_hits(tmp_path, cap
     assert json.loads(capsys.readouterr().out)["per_image"]["s2"] == pytest.approx(2 * 24 / 64)
 
 
+@pytest.mark.slow
+def test_empty_fraction_rebalances_a_binary_set_of_mostly_empty_images(tmp_path):
+    """``train.sampler.empty_fraction`` on a TGS-shaped binary set where 15 of 20 images have no mask (the CT-liver
+    and SIIM case): the draws of an epoch (``history.csv``) follow the training fold's natural share of empty images
+    without it and the asked 25 % with it."""
+    root = tmp_path / "tgs"
+    rng = np.random.default_rng(0)
+    (root / "train" / "images").mkdir(parents=True)
+    masks = {}
+    for k in range(20):
+        mask = np.zeros((64, 64), np.uint8)
+        if k < 5:
+            mask[10:40, 20:50] = 1
+        masks[f"s{k}"] = mask
+        image = (mask * 120 + rng.integers(20, 60, (64, 64))).astype(np.uint8)
+        cv2.imwrite(str(root / "train" / "images" / f"s{k}.png"), image)
+    pd.DataFrame({"id": list(masks), "rle_mask": [rle.encode(m, "F") for m in masks.values()]}).to_csv(
+        root / "train.csv", index=False)
+    empty_share = {}
+    for fraction in ("null", "0.25"):
+        out = tmp_path / f"run_{fraction}"
+        sets = [f"data.root={root}", f"output.dir={out}", "folds.n_splits=5", "train.size=64", "train.epochs=1",
+                "train.steps_per_epoch=100", "train.batch_size=2", "train.verbose=0", "train.val_images=1",
+                "model.arch=unet_scratch", "model.encoder_weights=null", "model.scratch.filters=4",
+                "model.scratch.depth=2", f"train.sampler.empty_fraction={fraction}"]
+        assert main(["train", "--config", "configs/tgs.yaml", "--fold", "0", *[a for s in sets for a in ("--set", s)]]) == 0
+        history = pd.read_csv(out / "fold0" / "history.csv")
+        empty_share[fraction] = history["drawn_empty"].iloc[0] / history["drawn_all"].iloc[0]
+        folds = pd.read_csv(out / "folds.csv", dtype={"id": str})
+        training = folds.loc[folds["fold"] != 0, "id"]
+        natural = float(np.mean([not masks[i].any() for i in training]))
+    assert 0.5 <= natural < 1 and abs(empty_share["null"] - natural) < 0.12 and abs(empty_share["0.25"] - 0.25) < 0.12
+
+
 def test_severstal_config_trains_on_unlisted_images_and_scores_by_pair_dice(tmp_path, capsys):
     """configs/severstal.yaml on a Severstal-shaped competition: train.csv names only the image with a defect
     (ids with .jpg), the defect-free image trains as empty (data.unlisted: empty), and ``kseg score`` with the
