@@ -83,6 +83,7 @@ Loss = Literal["bce_dice", "bce_jaccard", "focal_dice", "focal_jaccard", "bce"]
 Scheduler = Optional[Literal["plateau", "cosine"]]
 Monitor = Literal["val_score", "val_loss"]
 Strategy = Literal["auto", "default", "mirrored", "tpu"]
+Pipeline = Literal["auto", "host", "graph"]
 MixedPolicy = Literal["mixed_float16", "mixed_bfloat16"]
 Orientation = Literal["auto", "free", "upright", "fixed"]
 Norm = Literal["none", "percentile", "standardize"]
@@ -294,6 +295,9 @@ class TrainSection(Section):
     strategy: Strategy = _help("auto", """auto: a TPU when one is attached, else every GPU (MirroredStrategy) when
         there are several, else the one device; default: one device; mirrored: every GPU, or every logical CPU
         device without one; tpu: TPUStrategy (an error without a TPU)""")
+    pipeline: Pipeline = _help("auto", """the training input pipeline: host (albumentations in tf.data threads, any
+        transform), graph (TensorFlow ops only, which a TPU can run: the crop and the train.augment transforms
+        kseg.graph_input translates, a config error naming any other), auto: graph under a TPU, host otherwise""")
     mixed_precision: Union[StrictBool, MixedPolicy] = _help(False, """true: mixed_float16 on a GPU, mixed_bfloat16
         on a TPU, float32 on a CPU (which gains nothing from it, and says so); mixed_float16 or mixed_bfloat16
         forces that policy on any device""")

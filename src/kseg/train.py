@@ -44,6 +44,7 @@ from .data import ImageRecord, class_names, image_reader, load_records, read_ima
 from .errors import ConfigError, DataError
 from .files import atomic_path, child_path, write_json, write_text
 from .folds import command_folds, read_folds
+from .graph_input import affine_preprocess, graph_augment, graph_train_dataset
 from .metric import TaskScores
 from .normalize import Polarity, fit_polarity, input_normaliser, stretched
 from .plan import (
@@ -162,6 +163,8 @@ def check_train_config(cfg: Config) -> None:
     check_extra_channels(cfg.model)
     check_plan_config(cfg.train)
     validate_params(cfg.postprocess.default, cfg.data.task)  # the validation score uses it
+    if cfg.train.pipeline == "graph":
+        graph_augment(cfg.train.augment, cfg.train.size)  # a transform without a graph version fails here
     unknown = [view for view in cfg.tta if view not in VIEWS]
     if unknown:
         raise ConfigError(f"tta: unknown view(s) {', '.join(map(repr, unknown))}; valid views: {', '.join(VIEWS)}")
@@ -257,6 +260,22 @@ def train_dataset(cache: SampleCache, sampler: Sampler, cfg: Config,
     return dataset.batch(cfg.train.batch_size * replicas, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
 
+def graph_dataset(cache: SampleCache, sampler: Sampler, cfg: Config, preprocess: Callable[[np.ndarray], np.ndarray],
+                  replicas: int = 1, first_epoch: int = 0) -> Any:
+    """The ``train.pipeline: graph`` input (:mod:`kseg.graph_input`): the draws of every epoch from
+    ``first_epoch`` on, made now, as one stream of batches that ``fit`` reads ``steps_per_epoch`` at a time.
+
+    The sampler draws exactly what it draws for the host pipeline, so the per-class draws in
+    ``history.csv`` and a resumed run's epochs are the same.
+    """
+    draws = [sampler.draw(epoch) for epoch in range(first_epoch, cfg.train.epochs)]
+    sampler.next_epoch = cfg.train.epochs
+    indices, seeds = (np.concatenate(parts) for parts in zip(*draws))
+    return graph_train_dataset(cache.images, cache.targets, indices, seeds, cfg.train.size,
+                               graph_augment(cfg.train.augment, cfg.train.size), affine_preprocess(preprocess),
+                               cfg.train.batch_size * replicas)
+
+
 # ------------------------------------------------------------------------------------------------ model
 
 def compile_model(model: Any, cfg: Config, n_channels: int, replicas: int = 1, weights: np.ndarray | None = None) -> None:
@@ -335,6 +354,7 @@ class Accelerator:
 
     strategy: Any
     policy: str
+    pipeline: str = "host"
 
     @property
     def replicas(self) -> int:
@@ -344,7 +364,7 @@ class Accelerator:
         """Strategy, replicas, batches and learning rate, as printed and written to state.json/done.json."""
         return {"strategy": type(self.strategy).__name__, "replicas": self.replicas,
                 "batch_per_replica": train_cfg.batch_size, "global_batch": train_cfg.batch_size * self.replicas,
-                "lr": scaled_lr(train_cfg.lr, self.replicas), "dtype_policy": self.policy}
+                "lr": scaled_lr(train_cfg.lr, self.replicas), "dtype_policy": self.policy, "pipeline": self.pipeline}
 
 
 def _accelerator(train_cfg: TrainSection) -> Accelerator:
@@ -361,10 +381,13 @@ def _accelerator(train_cfg: TrainSection) -> Accelerator:
     has_gpu = bool(tf.config.list_physical_devices("GPU"))
     policy = _dtype_policy(train_cfg.mixed_precision, strategy, has_gpu)
     keras.mixed_precision.set_global_policy(policy)
-    if not has_gpu and not isinstance(strategy, tf.distribute.TPUStrategy):
+    on_tpu = isinstance(strategy, tf.distribute.TPUStrategy)
+    if not has_gpu and not on_tpu:
         tf.config.experimental.enable_op_determinism()
-    accelerator = Accelerator(strategy, policy)
-    log.info(f"[train] {type(strategy).__name__} with {accelerator.replicas} replica(s), dtype policy {policy}")
+    pipeline = "graph" if train_cfg.pipeline == "graph" or (train_cfg.pipeline == "auto" and on_tpu) else "host"
+    accelerator = Accelerator(strategy, policy, pipeline)
+    log.info(f"[train] {type(strategy).__name__} with {accelerator.replicas} replica(s), dtype policy {policy}, "
+             f"{pipeline} input pipeline")
     return accelerator
 
 
@@ -816,8 +839,11 @@ def _train_fold(cfg: Config, fold: int, records: Sequence[ImageRecord], fold_of:
     finished = state is not None and (state["stopped_early"] or initial_epoch >= train_cfg.epochs)
     if not finished:
         fold_dir.mkdir(parents=True, exist_ok=True)
+        graph = accelerator.pipeline == "graph"
         model.fit(
-            train_dataset(cache, sampler, cfg, preprocess, replicas),
+            graph_dataset(cache, sampler, cfg, preprocess, replicas, initial_epoch) if graph
+            else train_dataset(cache, sampler, cfg, preprocess, replicas),
+            steps_per_epoch=steps if graph else None,  # graph: one stream for all epochs, read an epoch at a time
             epochs=train_cfg.epochs, initial_epoch=initial_epoch, verbose=train_cfg.verbose,
             callbacks=_callbacks(cfg, recorder, steps, setup["lr"]),
         )
