@@ -54,6 +54,13 @@ def test_bad_accelerator_config(override, words, tmp_path):
         check_train_config(run_config(tmp_path, tmp_path / "run", override))
 
 
+def test_xla_needs_kseg_s_own_unet(tmp_path):
+    with pytest.raises(ConfigError, match=r"train.jit_compile needs model.arch unet_scratch, got Unet: XLA cannot "
+                                          r"compile the gradient .*ResizeNearestNeighborGrad"):
+        check_train_config(run_config(tmp_path, tmp_path / "run", "train.jit_compile=true", "model.arch=Unet"))
+    check_train_config(run_config(tmp_path, tmp_path / "run", "train.jit_compile=true"))  # auto: unet_scratch
+
+
 def test_global_batch_shortens_the_pass_and_the_learning_rate_follows_the_square_root_rule():
     train_cfg = validate({"train": {"steps_per_epoch": None, "min_steps_per_epoch": 1, "batch_size": 8}}).train
     assert steps_per_epoch(train_cfg, 1000) == 125
@@ -105,6 +112,16 @@ def test_one_device_mirrored_strategy_trains_resumes_and_matches_the_default(dat
         "MirroredStrategy", 1, 2, 2)
     assert done["epochs"] == 2 and len(run["oof"]) == done["oof_images"] == 4
     assert run["loss"][0] == pytest.approx(default_loss[0], rel=1e-5)
+    assert run["loss"][1] == pytest.approx(default_loss[1], rel=0.05)  # Adam's moments restart on resume
+
+
+@pytest.mark.slow
+def test_xla_compiled_training_trains_resumes_and_matches_the_default(data_root, default_loss, tmp_path, capsys):
+    run = train_then_resume(data_root, tmp_path / "run", "train.jit_compile=true", "train.strategy=default",
+                            LR_OF_TWO_REPLICAS)
+    assert "the training step is compiled with XLA" in capsys.readouterr().out
+    assert run["done"]["epochs"] == 2 and len(run["oof"]) == run["done"]["oof_images"] == 4
+    assert run["loss"][0] == pytest.approx(default_loss[0], rel=1e-3)  # XLA fuses ops: float rounding differs
     assert run["loss"][1] == pytest.approx(default_loss[1], rel=0.05)  # Adam's moments restart on resume
 
 

@@ -295,6 +295,10 @@ class TrainSection(Section):
     strategy: Strategy = _help("auto", """auto: a TPU when one is attached, else every GPU (MirroredStrategy) when
         there are several, else the one device; default: one device; mirrored: every GPU, or every logical CPU
         device without one; tpu: TPUStrategy (an error without a TPU)""")
+    jit_compile: StrictBool = _help(False, """XLA-compile the training step (fixed-size crops; prediction is not compiled,
+        its image sizes vary): model.arch unet_scratch only, since XLA cannot compile the gradient of the
+        nearest-neighbour upsampling of segmentation_models' decoders; a TPU compiles everything anyway. On a CPU
+        such a run is reproducible only up to float rounding (XLA has no deterministic MaxPool gradient)""")
     pipeline: Pipeline = _help("auto", """the training input pipeline: host (albumentations in tf.data threads, any
         transform), graph (TensorFlow ops only, which a TPU can run: the crop and the train.augment transforms
         kseg.graph_input translates, a config error naming any other), auto: graph under a TPU, host otherwise""")

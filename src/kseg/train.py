@@ -165,6 +165,14 @@ def check_train_config(cfg: Config) -> None:
     validate_params(cfg.postprocess.default, cfg.data.task)  # the validation score uses it
     if cfg.train.pipeline == "graph":
         graph_augment(cfg.train.augment, cfg.train.size)  # a transform without a graph version fails here
+    if cfg.train.jit_compile:
+        from .model import model_arch
+        from .unet import SCRATCH_ARCH
+
+        if model_arch(cfg.model) != SCRATCH_ARCH:
+            raise ConfigError(f"train.jit_compile needs model.arch unet_scratch, got {model_arch(cfg.model)}: XLA cannot "
+                              "compile the gradient of the nearest-neighbour upsampling in segmentation_models' "
+                              "decoders (ResizeNearestNeighborGrad); set train.jit_compile false")
     unknown = [view for view in cfg.tta if view not in VIEWS]
     if unknown:
         raise ConfigError(f"tta: unknown view(s) {', '.join(map(repr, unknown))}; valid views: {', '.join(VIEWS)}")
@@ -282,15 +290,22 @@ def compile_model(model: Any, cfg: Config, n_channels: int, replicas: int = 1, w
     """Adam at ``train.lr`` scaled for ``replicas``, the configured loss (``weights`` per channel: see
     ``model.build_loss``), and soft Dice of the foreground channel as a metric.
 
-    Neither XLA nor ``steps_per_execution`` is offered: XLA has no kernel for the gradient of the nearest-
-    neighbour upsampling every segmentation_models decoder uses (``ResizeNearestNeighborGrad``, on CPU and
-    GPU), so ``jit_compile=True`` fails at the first step; and with ``steps_per_execution`` > 1, tf_keras'
+    ``train.jit_compile`` compiles the per-replica training step with XLA, as Keras' own ``jit_compile`` does,
+    but leaves prediction (validation, OOF) uncompiled: whole images of many sizes would each compile anew.
+    It is refused by :func:`check_train_config` for segmentation_models' architectures, whose decoders'
+    nearest-neighbour upsampling has no XLA gradient (``ResizeNearestNeighborGrad``, on CPU and GPU). A TPU
+    compiles everything itself. ``steps_per_execution`` is not offered: with it > 1, tf_keras'
     ``predict_on_batch`` (validation, OOF) reads that many batches from its one batch and fails.
     """
     import segmentation_models as sm
+    import tensorflow as tf
     import tf_keras as keras
 
     from .model import build_loss
+
+    if cfg.train.jit_compile and not isinstance(model.distribute_strategy, tf.distribute.TPUStrategy):
+        model.train_step = tf.function(model.train_step, jit_compile=True, reduce_retracing=True)
+        log.info("[train] the training step is compiled with XLA (train.jit_compile)")
 
     ema = cfg.train.ema
     model.compile(
@@ -371,8 +386,9 @@ def _accelerator(train_cfg: TrainSection) -> Accelerator:
     """Create ``train.strategy``, set the dtype policy, and make CPU runs deterministic.
 
     On CPU, ops are made deterministic so that a seed fully determines a run (GPU kernels such as resize
-    gradients have no deterministic version). Under mixed_float16, ``compile`` wraps the optimizer in a
-    LossScaleOptimizer; the sigmoid layer and so the loss stay float32 (model.build_model).
+    gradients have no deterministic version), except under ``train.jit_compile``, whose XLA MaxPool gradient
+    has none. Under mixed_float16, ``compile`` wraps the optimizer in a LossScaleOptimizer; the sigmoid layer
+    and so the loss stay float32 (model.build_model).
     """
     import tensorflow as tf
     import tf_keras as keras
@@ -383,7 +399,12 @@ def _accelerator(train_cfg: TrainSection) -> Accelerator:
     keras.mixed_precision.set_global_policy(policy)
     on_tpu = isinstance(strategy, tf.distribute.TPUStrategy)
     if not has_gpu and not on_tpu:
-        tf.config.experimental.enable_op_determinism()
+        if train_cfg.jit_compile:  # XLA has no deterministic MaxPool gradient: reproducible up to float rounding
+            from tensorflow.python.framework import config as tf_config
+
+            tf_config.disable_op_determinism()  # an earlier run of this process may have enabled it
+        else:
+            tf.config.experimental.enable_op_determinism()
     pipeline = "graph" if train_cfg.pipeline == "graph" or (train_cfg.pipeline == "auto" and on_tpu) else "host"
     accelerator = Accelerator(strategy, policy, pipeline)
     log.info(f"[train] {type(strategy).__name__} with {accelerator.replicas} replica(s), dtype policy {policy}, "
