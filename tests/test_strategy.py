@@ -125,6 +125,17 @@ def test_xla_compiled_training_trains_resumes_and_matches_the_default(data_root,
     assert run["loss"][1] == pytest.approx(default_loss[1], rel=0.05)  # Adam's moments restart on resume
 
 
+@pytest.mark.slow
+def test_several_steps_per_execution_train_validate_resume_and_match_the_default(data_root, default_loss, tmp_path):
+    run = train_then_resume(data_root, tmp_path / "run", "train.steps_per_execution=2", "train.strategy=default",
+                            LR_OF_TWO_REPLICAS)
+    history = pd.read_csv(tmp_path / "run" / "fold0" / "history.csv")
+    assert history["val_score"].notna().all()  # validation predicted whole images, one batch each
+    assert run["done"]["epochs"] == 2 and len(run["oof"]) == run["done"]["oof_images"] == 4
+    assert run["loss"][0] == pytest.approx(default_loss[0], rel=1e-5)
+    assert run["loss"][1] == pytest.approx(default_loss[1], rel=0.05)
+
+
 TWO_CPU_DEVICES = """
 import json, sys
 from pathlib import Path

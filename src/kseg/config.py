@@ -299,6 +299,9 @@ class TrainSection(Section):
         its image sizes vary): model.arch unet_scratch only, since XLA cannot compile the gradient of the
         nearest-neighbour upsampling of segmentation_models' decoders; a TPU compiles everything anyway. On a CPU
         such a run is reproducible only up to float rounding (XLA has no deterministic MaxPool gradient)""")
+    steps_per_execution: PositiveInt = _help(1, """training steps run per call into TensorFlow (Keras'
+        steps_per_execution): what keeps a TPU busy (e.g. 32); batch callbacks, and so the learning rate schedule,
+        then move every that many steps""")
     pipeline: Pipeline = _help("auto", """the training input pipeline: host (albumentations in tf.data threads, any
         transform), graph (TensorFlow ops only, which a TPU can run: the crop and the train.augment transforms
         kseg.graph_input translates, a config error naming any other), auto: graph under a TPU, host otherwise""")

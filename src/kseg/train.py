@@ -294,8 +294,8 @@ def compile_model(model: Any, cfg: Config, n_channels: int, replicas: int = 1, w
     but leaves prediction (validation, OOF) uncompiled: whole images of many sizes would each compile anew.
     It is refused by :func:`check_train_config` for segmentation_models' architectures, whose decoders'
     nearest-neighbour upsampling has no XLA gradient (``ResizeNearestNeighborGrad``, on CPU and GPU). A TPU
-    compiles everything itself. ``steps_per_execution`` is not offered: with it > 1, tf_keras'
-    ``predict_on_batch`` (validation, OOF) reads that many batches from its one batch and fails.
+    compiles everything itself. ``train.steps_per_execution`` goes to Keras; validation and OOF then predict
+    through :func:`_predict_fn`, since ``predict_on_batch`` would read that many batches from its one batch.
     """
     import segmentation_models as sm
     import tensorflow as tf
@@ -313,6 +313,7 @@ def compile_model(model: Any, cfg: Config, n_channels: int, replicas: int = 1, w
                                         ema_momentum=0.99 if ema is None else float(ema)),
         loss=build_loss(cfg, n_channels, weights),
         metrics=[sm.metrics.FScore(class_indexes=[0], name="fg_dice")],
+        steps_per_execution=cfg.train.steps_per_execution,
     )
 
 
@@ -465,7 +466,17 @@ def _predict_fn(model: Any) -> Callable[[np.ndarray], np.ndarray]:
     Keras splits a batch over the replicas, so a batch smaller than the replica count (one validation image)
     leaves a replica an empty batch, on which the compiled BatchNorm fails. The batch is padded with copies of
     its last image to a multiple of the replicas, which run in parallel (no extra time), and cut back.
+
+    Under ``train.steps_per_execution`` > 1, Keras would build a predict function that reads that many batches
+    from the one batch it is given; it is built once for a single step instead (Keras decides when it builds
+    the function, and keeps it until the next ``compile``).
     """
+    steps = model._steps_per_execution
+    if steps is not None and int(steps.numpy()) > 1 and model.predict_function is None:
+        several = int(steps.numpy())
+        steps.assign(1)
+        model.make_predict_function()
+        steps.assign(several)
     replicas = int(model.distribute_strategy.num_replicas_in_sync)
     if replicas == 1:
         return model.predict_on_batch
