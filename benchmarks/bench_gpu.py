@@ -10,8 +10,8 @@ global batch). Measured for each dtype policy and GPU count:
 - TTA inference: one whole image, 4 views as one batch (``predict_image``), split over the GPUs.
 
 The pipeline alone (no model) must deliver at least 1.5x the fastest consumption measured, or the GPUs wait
-on the CPU. XLA is not measured: it cannot compile the decoders' upsampling gradient (see
-``train.compile_model``).
+on the CPU. XLA (``train.jit_compile``) is measured on kseg's own U-Net (``unet_scratch``) on one GPU: it
+cannot compile segmentation_models' decoders' upsampling gradient (see ``train.compile_model``).
 """
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ import kseg  # noqa: F401  (selects tf-keras before TensorFlow loads)
 from kseg.data import load_records
 from kseg.demo import make_demo_data
 from kseg.targets import channel_names
+from kseg.config import with_values
 from kseg.train import SampleCache, Sampler, compile_model, run_classes, train_dataset
 from kseg.tta import predict_image
 
@@ -103,7 +104,15 @@ def measure(devices: list[str], device_name: str, quick: bool) -> str:
                     consumed.append(alone)
                     tta = 1 / best_seconds(lambda: predict_image(model.predict_on_batch, image, TTA_VIEWS), repeats,
                                            warmup=True)
-                    rows.append(f"| {policy} | {count} | {alone:.1f} | {fed:.1f} | {tta:.2f} |")
+                    rows.append(f"| Unet {backbone} | {policy} | {count} | {alone:.1f} | {fed:.1f} | {tta:.2f} |")
+                for jit in (False, True):
+                    scratch_cfg = with_values(cfg, {"model.arch": "unet_scratch", "train.jit_compile": jit})
+                    with tf.distribute.OneDeviceStrategy(devices[0]).scope():
+                        model = build_model(scratch_cfg, n_channels)
+                        compile_model(model, scratch_cfg, n_channels)
+                    alone, fed = _training_rates(model, lambda: dataset(1), steps * batch, steps, repeats)
+                    consumed.append(alone)
+                    rows.append(f"| unet_scratch{', XLA' if jit else ''} | {policy} | 1 | {alone:.1f} | {fed:.1f} | |")
         finally:
             keras.mixed_precision.set_global_policy(previous_policy)
     headroom = pipeline / max(consumed)
@@ -117,8 +126,8 @@ def measure(devices: list[str], device_name: str, quick: bool) -> str:
         f"with one global batch held in memory (what the GPUs consume) and fed by kseg's tf.data pipeline; "
         f"TTA: whole {width}x{height} images per second, {len(TTA_VIEWS)} views as one batch split over the GPUs.",
         "",
-        "| dtype policy | GPUs | training, model alone, img/s | training, fed by the pipeline, img/s | TTA img/s |",
-        "|---|---:|---:|---:|---:|",
+        "| model | dtype policy | GPUs | training, model alone, img/s | training, fed by the pipeline, img/s | TTA img/s |",
+        "|---|---|---:|---:|---:|---:|",
         *rows,
         "",
         f"The input pipeline alone delivers {pipeline:.1f} img/s, {headroom:.1f}× the fastest consumption above. "

@@ -25,11 +25,14 @@ def test_gpu_section_says_it_was_skipped_without_a_gpu():
 
 @pytest.mark.slow
 def test_gpu_measurement_runs_on_any_device():
-    """The measuring path, on this CPU as its one device: both dtype policies give a row."""
+    """The measuring path, on this CPU as its one device: both dtype policies give a row, and kseg's own U-Net
+    one without and one with XLA for each."""
     from benchmarks import bench_gpu
 
     text = bench_gpu.measure(["/cpu:0"], "CPU", quick=True)
-    assert "| float32 | 1 |" in text and "| mixed_float16 | 1 |" in text and "Target: ≥ 1.5×" in text
+    assert "| Unet resnet18 | float32 | 1 |" in text and "| Unet resnet18 | mixed_float16 | 1 |" in text
+    assert "| unet_scratch, XLA | float32 | 1 |" in text and "| unet_scratch, XLA | mixed_float16 | 1 |" in text
+    assert "Target: ≥ 1.5×" in text
 
 
 def test_ablation_runs_the_defaults_once_and_each_variant_on_the_same_seeds(monkeypatch, tmp_path):
