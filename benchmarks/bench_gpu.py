@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 import kseg  # noqa: F401  (selects tf-keras before TensorFlow loads)
+from kseg.config import with_values
 from kseg.data import load_records
 from kseg.demo import make_demo_data
 from kseg.targets import channel_names
-from kseg.config import with_values
 from kseg.train import SampleCache, Sampler, compile_model, run_classes, train_dataset
 from kseg.tta import predict_image
 
