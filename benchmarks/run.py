@@ -48,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.quick:
             print(section)
             continue
-        stamp = f"_({name}: {time.perf_counter() - start:.0f} s, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC)_"
+        stamp = (f"_({name}: {time.perf_counter() - start:.0f} s, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, "
+                 f"{machine_line()})_")
         write_text(RESULTS / f"{name}.md", f"{section}\n\n{stamp}\n")
         print(f"[bench] {name} done in {time.perf_counter() - start:.0f} s", flush=True)
     if args.quick:

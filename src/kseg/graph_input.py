@@ -142,9 +142,10 @@ def _affine(tf: Any, image: Any, target: Any, params: Mapping[str, Any], seed: A
     size = tf.cast(tf.shape(image)[0], tf.float32)
     centre = (size - 1.0) / 2.0
     cos, sin = tf.cos(angle), tf.sin(angle)
-    # Output pixel -> input pixel: the inverse of scaling, then rotating, about the centre.
-    a0, a1 = cos / scale_x, sin / scale_x
-    b0, b1 = -sin / scale_y, cos / scale_y
+    # Output pixel -> input pixel: the inverse of albumentations' forward map (scale, then rotate by
+    # [[cos, sin], [-sin, cos]], about the centre).
+    a0, a1 = cos / scale_x, -sin / scale_x
+    b0, b1 = sin / scale_y, cos / scale_y
     transform = tf.stack([a0, a1, centre - a0 * centre - a1 * centre,
                           b0, b1, centre - b0 * centre - b1 * centre, 0.0, 0.0])[None]
     shape = tf.shape(image)[:2]
@@ -159,11 +160,12 @@ def _affine(tf: Any, image: Any, target: Any, params: Mapping[str, Any], seed: A
 
 
 def _brightness_contrast(tf: Any, image: Any, params: Mapping[str, Any], seed: Any) -> Any:
-    """``clip(image * (1 + contrast) + brightness * (255, or the image's mean))``, as albumentations does."""
+    """``clip(image * (1 + contrast) + brightness * (255, or the image's mean))`` truncated to whole grey levels,
+    as albumentations does to a uint8 image."""
     alpha = 1.0 + _uniform(tf, seed, params["contrast"])
     beta = _uniform(tf, seed + [0, 1], params["brightness"])
     beta = beta * (255.0 if params["by_max"] else tf.reduce_mean(image))
-    return tf.clip_by_value(image * alpha + beta, 0.0, 255.0)
+    return tf.floor(tf.clip_by_value(image * alpha + beta, 0.0, 255.0))
 
 
 def _apply(tf: Any, transform: GraphAugment, image: Any, target: Any, seed: Any) -> tuple[Any, Any]:

@@ -987,16 +987,21 @@ def command_train(cfg: Config, fold: int | str | list[int] | None = None, resume
     for k in sorted(set(requested) - set(pending)):
         log.info(f"[train] fold {k}: done.json exists, skipping (--resume)")
     if pending:
-        cache = SampleCache.from_records(records, task, target_classes, cfg.train.border_width,
-                                         progress=bool(cfg.train.verbose),
-                                         normalise=input_normaliser(cfg, plan.invert),
-                                         scale=plan.scale, read=image_reader(cfg))
         import tf_keras as keras
+
+        from .model import preprocess_fn
 
         previous_policy = keras.mixed_precision.global_policy()
         accelerator = _accelerator(cfg.train)
         oriented = oriented_config(cfg, plan.orientation)
         try:
+            if accelerator.pipeline == "graph":  # auto on a TPU: fail before the images are cached
+                graph_augment(oriented.train.augment, cfg.train.size)
+                affine_preprocess(preprocess_fn(cfg))
+            cache = SampleCache.from_records(records, task, target_classes, cfg.train.border_width,
+                                             progress=bool(cfg.train.verbose),
+                                             normalise=input_normaliser(cfg, plan.invert),
+                                             scale=plan.scale, read=image_reader(cfg))
             for k in pending:
                 start = time.perf_counter()
                 _train_fold(oriented, k, records, fold_of, cache, len(channels), accelerator, resume,
