@@ -304,6 +304,11 @@ def compile_model(model: Any, cfg: Config, n_channels: int, replicas: int = 1, w
     from .model import build_loss
 
     if cfg.train.jit_compile and not isinstance(model.distribute_strategy, tf.distribute.TPUStrategy):
+        from tensorflow.python.framework import config as tf_config
+
+        # XLA has no deterministic MaxPool gradient, and determinism is process-wide: an earlier run in this
+        # process may have turned it on. Such a run is reproducible up to float rounding.
+        tf_config.disable_op_determinism()
         model.train_step = tf.function(model.train_step, jit_compile=True, reduce_retracing=True)
         log.info("[train] the training step is compiled with XLA (train.jit_compile)")
 
@@ -399,13 +404,8 @@ def _accelerator(train_cfg: TrainSection) -> Accelerator:
     policy = _dtype_policy(train_cfg.mixed_precision, strategy, has_gpu)
     keras.mixed_precision.set_global_policy(policy)
     on_tpu = isinstance(strategy, tf.distribute.TPUStrategy)
-    if not has_gpu and not on_tpu:
-        if train_cfg.jit_compile:  # XLA has no deterministic MaxPool gradient: reproducible up to float rounding
-            from tensorflow.python.framework import config as tf_config
-
-            tf_config.disable_op_determinism()  # an earlier run of this process may have enabled it
-        else:
-            tf.config.experimental.enable_op_determinism()
+    if not has_gpu and not on_tpu and not train_cfg.jit_compile:  # XLA: see compile_model
+        tf.config.experimental.enable_op_determinism()
     pipeline = "graph" if train_cfg.pipeline == "graph" or (train_cfg.pipeline == "auto" and on_tpu) else "host"
     accelerator = Accelerator(strategy, policy, pipeline)
     log.info(f"[train] {type(strategy).__name__} with {accelerator.replicas} replica(s), dtype policy {policy}, "
@@ -471,7 +471,7 @@ def _predict_fn(model: Any) -> Callable[[np.ndarray], np.ndarray]:
     from the one batch it is given; it is built once for a single step instead (Keras decides when it builds
     the function, and keeps it until the next ``compile``).
     """
-    steps = model._steps_per_execution
+    steps = getattr(model, "_steps_per_execution", None)  # None: not a compiled Keras model (tests' stand-ins)
     if steps is not None and int(steps.numpy()) > 1 and model.predict_function is None:
         several = int(steps.numpy())
         steps.assign(1)
