@@ -37,7 +37,7 @@ import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -51,7 +51,7 @@ from kseg.pipeline import command_run
 from kseg.plan import restore_probabilities
 from kseg.postprocess import instances_from_probs, predict_class
 from kseg.predict import load_fold_models, model_input, planned_views
-from kseg.search import read_search_result
+from kseg.search import SearchResult, command_search, read_search_result
 from kseg.submission import submission_labels
 from kseg.targets import channel_names, read_channels
 from kseg.train import run_classes
@@ -214,24 +214,29 @@ def _stage_seconds(cfg: Config) -> float:
 
 def _kseg_stage_rows(cfg: Config, test: TestSet) -> list[Row]:
     """Each stage added alone, from the run's fold models: one image at a time, so the K x views
-    probability maps of large images are never all in memory."""
+    probability maps of large images are never all in memory.
+
+    The rows without TTA are post-processed with parameters searched on the OOF without TTA (searched here,
+    the run's files untouched), the rows with TTA with the run's own: each is what kseg would ship for it.
+    """
     models = load_fold_models(cfg)
     prepare = model_input(cfg)
     task = cfg.data.task
     _, classes = read_channels(Path(cfg.output.dir), task)
     chosen = read_search_result(cfg)
+    searched_plain = command_search(cfg, use_tta=False, write=False)
     default = cfg.postprocess.default
 
-    def instances(probs: np.ndarray, params: dict | None) -> np.ndarray:
+    def instances(probs: np.ndarray, params: Mapping[str, Any] | SearchResult) -> np.ndarray:
         cls = predict_class(probs, classes) if classes else None
-        return instances_from_probs(probs, params or chosen.params_for(cls), task)
+        return instances_from_probs(probs, params.params_for(cls) if isinstance(params, SearchResult) else params, task)
 
     variants: list[tuple[str, Callable[[list, list], np.ndarray]]] = [
         ("kseg stage: fold 0 only, no TTA, default post-processing", lambda p, t: instances(p[0], default)),
-        ("kseg stage: + OOF-searched post-processing", lambda p, t: instances(p[0], None)),
-        ("kseg stage: + TTA", lambda p, t: instances(t[0], None)),
-        (f"kseg stage: + fold ensemble ({len(models)} folds)", lambda p, t: instances(np.mean(t, axis=0), None)),
-        ("kseg stage: fold ensemble without TTA", lambda p, t: instances(np.mean(p, axis=0), None)),
+        ("kseg stage: + OOF-searched post-processing (searched without TTA)", lambda p, t: instances(p[0], searched_plain)),
+        ("kseg stage: + TTA", lambda p, t: instances(t[0], chosen)),
+        (f"kseg stage: + fold ensemble ({len(models)} folds)", lambda p, t: instances(np.mean(t, axis=0), chosen)),
+        ("kseg stage: fold ensemble without TTA", lambda p, t: instances(np.mean(p, axis=0), searched_plain)),
     ]
     scores: dict[str, TaskScores] = {title: test.scores() for title, _ in variants}
     dices: dict[str, list[float]] = {title: [] for title, _ in variants}

@@ -17,7 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from conftest import TINY_RUN, tiny_args
+from conftest import TINY_RUN, tiny_args, tiny_sets
 from kseg import classmaps, rle
 from kseg.cli import main
 from kseg.config import load_config
@@ -26,6 +26,7 @@ from kseg.errors import DataError
 from kseg.metric import VOID, TaskScores, class_map_counts, score_frames
 from kseg.postprocess import class_bits, instances_from_probs, remove_small_classes
 from kseg.run import RunDir
+from kseg.search import command_search
 from kseg.submission import submission_frame, validate_submission
 from kseg.targets import make_targets
 
@@ -173,6 +174,9 @@ def test_multilabel_run_on_real_frames_writes_a_valid_submission(tmp_path, fixtu
     assert channels["task"] == "multilabel" and channels["channels"][-1] == "class:Traffic" and len(channels["channels"]) == 13
     chosen = json.loads(RunDir(run).postprocess.read_text())
     assert len(chosen["default"]["class_threshold"]) == 12 and len(chosen["default"]["min_area"]) == 12
+    written = {path: path.read_bytes() for path in (RunDir(run).postprocess, RunDir(run).search_table)}
+    plain = command_search(load_config(CAMVID, tiny_sets(tmp_path, (), tiny)), use_tta=False, write=False)
+    assert plain.searched_on == "plain" and {path: path.read_bytes() for path in written} == written
     submission = pd.read_csv(tmp_path / "submission.csv", dtype=str, keep_default_na=False)
     assert list(submission.columns) == ["ImageId", "EncodedPixels", "ClassId"]
     assert not submission.duplicated(["ImageId", "ClassId"]).any()

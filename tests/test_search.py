@@ -96,6 +96,17 @@ def test_search_writes_outputs_and_beats_the_default_params(demo_run: tuple) -> 
     assert (run_dir / "search_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_a_search_that_does_not_write_leaves_the_run_s_files_as_they_are(demo_run: tuple) -> None:
+    cfg, _, _ = demo_run
+    run_dir = Path(cfg.output.dir)
+    written = command_search(cfg)
+    files = {name: (run_dir / name).read_bytes() for name in ("postprocess.json", "search_table.csv", "search_curves.png")}
+    plain = command_search(cfg, use_tta=False, write=False)
+    assert plain.searched_on == "plain" and written.searched_on == "tta"
+    assert {name: (run_dir / name).read_bytes() for name in files} == files
+    assert command_search(cfg, use_tta=False, write=False) == plain
+
+
 def test_search_on_plain_predictions_and_parallel_workers(demo_run: tuple) -> None:
     cfg, records, _ = demo_run
     poor_default = {"fg_threshold": 0.7, "seed_threshold": 0.8, "min_area": 40, "fill_holes": True}

@@ -364,11 +364,13 @@ def _means_by(values: np.ndarray, keys: Sequence[Any]) -> dict[str, float]:
     return {str(k): float(v) for k, v in pd.Series(values).groupby(np.asarray(keys, dtype=object)).mean().items()}
 
 
-def command_search(cfg: Config, use_tta: bool | None = None) -> SearchResult:
+def command_search(cfg: Config, use_tta: bool | None = None, write: bool = True) -> SearchResult:
     """Grid-search post-processing on the run's OOF predictions; write postprocess.json, search_table.csv, search_curves.png.
 
     ``use_tta`` picks the OOF array searched and reported as ``oof_score``: ``None`` follows the config
     (the ``tta`` array unless ``tta`` is just ``[identity]``), i.e. what ``kseg predict`` will produce.
+    ``write=False`` only returns the result, leaving the run's files as they are (e.g. the parameters that
+    predictions without TTA would need, beside the run's own).
     """
     task = cfg.data.task
     run_dir = config_module.output_dir(cfg)
@@ -380,7 +382,7 @@ def command_search(cfg: Config, use_tta: bool | None = None) -> SearchResult:
     key = "tta" if use_tta else "plain"
     n_jobs = check_search_config(cfg, task)
     if task_of(task).class_per_pixel:
-        return _search_class_maps(cfg, run_dir, channels, grid, default, key, n_jobs)
+        return _search_class_maps(cfg, run_dir, channels, grid, default, key, n_jobs, write)
 
     images = oof_images(cfg, load_records(cfg), run_dir)
     points = grid.points()
@@ -426,9 +428,10 @@ def command_search(cfg: Config, use_tta: bool | None = None) -> SearchResult:
         per_fold=_means_by(final, [image.fold for image in images]),
         per_class_score=_means_by(final, true_classes) if classes else {},
     )
-    result.write(RunDir(run_dir).postprocess)
-    _write_table(RunDir(run_dir).search_table, grid, scores, images, classes)
-    _plot_curves(RunDir(run_dir).search_curves, grid, scores.mean(axis=0), best)
+    if write:
+        result.write(RunDir(run_dir).postprocess)
+        _write_table(RunDir(run_dir).search_table, grid, scores, images, classes)
+        _plot_curves(RunDir(run_dir).search_curves, grid, scores.mean(axis=0), best)
     _print_summary(result, scores, best, per_class_index, true_classes)
     return result
 
@@ -445,7 +448,7 @@ def _counts_at(image: OofImage, key: str, params: Mapping[str, Any], n_channels:
 
 
 def _search_class_maps(cfg: Config, run_dir: Path, channels: Sequence[str], grid: Grid,
-                       default: Mapping[str, Any], key: str, n_jobs: int) -> SearchResult:
+                       default: Mapping[str, Any], key: str, n_jobs: int, write: bool = True) -> SearchResult:
     """:func:`command_search` for the pixel-class tasks: ``min_area`` chosen on the OOF set's ``data.metric`` (mean IoU, or
     Severstal's Dice), per class when ``postprocess.per_class`` (see the module docstring), and the same outputs as
     the other tasks. Every metric scores the per-image class counts, so each grid point is counted once."""
@@ -491,15 +494,16 @@ def _search_class_maps(cfg: Config, run_dir: Path, channels: Sequence[str], grid
         per_fold={str(k): score_of(chosen_counts[folds == k]) for k in sorted(set(folds.tolist()))},
         per_class_score={names[k - 1]: value for k, value in per_class.items() if 0 < k <= len(names)},
     )
-    result.write(RunDir(run_dir).postprocess)
     table = pd.DataFrame(points)
     table["score"] = scores
     prefix = "iou" if metric.name == "mean_iou_classes" else metric.name
     for k, name in enumerate(names, start=1):
         table[f"{prefix}:{name}"] = [class_scores[g].get(k, np.nan) for g in range(len(points))]
-    with atomic_path(RunDir(run_dir).search_table) as tmp:
-        table.to_csv(tmp, index=False, float_format="%.6f")
-    _plot_curves(RunDir(run_dir).search_curves, grid, scores, best)
+    if write:
+        result.write(RunDir(run_dir).postprocess)
+        with atomic_path(RunDir(run_dir).search_table) as tmp:
+            table.to_csv(tmp, index=False, float_format="%.6f")
+        _plot_curves(RunDir(run_dir).search_curves, grid, scores, best)
     log.info(table.to_string(index=False, float_format="%.4f"))
     log.info(f"OOF {metric.name} {result.oof_score:.4f} ({key}, class_threshold {chosen['class_threshold']}, "
              f"min_area {chosen['min_area']})")
