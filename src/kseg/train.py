@@ -169,8 +169,9 @@ def check_train_config(cfg: Config) -> None:
         from .model import model_arch
         from .unet import SCRATCH_ARCH
 
-        if model_arch(cfg.model) != SCRATCH_ARCH:
-            raise ConfigError(f"train.jit_compile needs model.arch unet_scratch, got {model_arch(cfg.model)}: XLA cannot "
+        arch = model_arch(cfg.model)
+        if arch != SCRATCH_ARCH:
+            raise ConfigError(f"train.jit_compile needs model.arch unet_scratch, got {arch}: XLA cannot "
                               "compile the gradient of the nearest-neighbour upsampling in segmentation_models' "
                               "decoders (ResizeNearestNeighborGrad); set train.jit_compile false")
     unknown = [view for view in cfg.tta if view not in VIEWS]
@@ -472,8 +473,8 @@ def _predict_fn(model: Any) -> Callable[[np.ndarray], np.ndarray]:
     the function, and keeps it until the next ``compile``).
     """
     steps = getattr(model, "_steps_per_execution", None)  # None: not a compiled Keras model (tests' stand-ins)
-    if steps is not None and int(steps.numpy()) > 1 and model.predict_function is None:
-        several = int(steps.numpy())
+    several = 1 if steps is None else int(steps.numpy())
+    if several > 1 and model.predict_function is None:
         steps.assign(1)
         model.make_predict_function()
         steps.assign(several)
