@@ -16,9 +16,11 @@ bench_ablation`` reassembles without rerunning).
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 import time
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -26,10 +28,11 @@ from typing import Mapping, Sequence
 import numpy as np
 
 import kseg  # noqa: F401  (sets the Keras 2 environment before any TensorFlow import)
-from kseg.config import load_config
+from kseg.config import load_config, submission_path
 from kseg.data import load_records
 from kseg.files import write_text
 from kseg.pipeline import command_run
+from kseg.predict import fold_scores_path
 
 from .bench_real import (
     CONFIGS,
@@ -50,8 +53,22 @@ DEFAULT_STEPS = 250
 DEFAULT_SEEDS = (0, 1)
 
 
-def kseg_score(name: str, overrides: Sequence[str], steps: int, seed: int, work: Path) -> tuple[float, dict[str, float], float]:
-    """Mean held-out score, score per report class, and seconds of one ``kseg run`` on set ``name``."""
+@dataclass
+class RunScore:
+    """One ``kseg run`` of an ablation: the held-out score, the score per report class, its seconds, and,
+    when it trained several folds, each fold model's and the ensemble's held-out score (the run's own
+    ``fold_scores.json``: every fold post-processed as the ensemble is), so a variant that trains more
+    folds shows what the ensemble adds over its best fold."""
+
+    score: float
+    per_class: dict[str, float]
+    seconds: float
+    folds: dict[str, float] = field(default_factory=dict)
+    ensemble: float | None = None
+
+
+def kseg_score(name: str, overrides: Sequence[str], steps: int, seed: int, work: Path) -> RunScore:
+    """The :class:`RunScore` of one ``kseg run`` on set ``name``."""
     root = prepare(name)
     run_dir = work / f"seed{seed}"
     shutil.rmtree(run_dir, ignore_errors=True)  # a run of another variant or seed must not be reused
@@ -65,19 +82,36 @@ def kseg_score(name: str, overrides: Sequence[str], steps: int, seed: int, work:
     seconds = time.perf_counter() - start
     records = load_records(_side_config(cfg, "test_truth.csv", "test"), progress=False)
     row = test.row("", _submission_labels(cfg, [r.id for r in records], [r.shape for r in records]))
-    return row.score, row.per_class, seconds
+    result = RunScore(row.score, row.per_class, seconds)
+    scores_path = fold_scores_path(submission_path(cfg))
+    if scores_path.is_file():
+        fold_scores = json.loads(scores_path.read_text())
+        if len(fold_scores["per_fold"]) > 1:
+            result.folds, result.ensemble = fold_scores["per_fold"], fold_scores["ensemble"]
+    return result
 
 
-def _row(name: str, task: str, defaults: Sequence[tuple[float, dict[str, float], float]],
-         variant: Sequence[tuple[float, dict[str, float], float]], run: str) -> str:
+def _row(name: str, task: str, defaults: Sequence[RunScore], variant: Sequence[RunScore], run: str) -> str:
     """One table row: mean over seeds, the change, each seed's score, per-class means, and the ``run`` it
     comes from (steps, seeds, date, commit): rows of one table are measured in different runs."""
-    mean_d, mean_v = float(np.mean([r[0] for r in defaults])), float(np.mean([r[0] for r in variant]))
-    per_class = "; ".join(f"{c} {np.mean([r[1][c] for r in defaults]):.3f} → {np.mean([r[1][c] for r in variant]):.3f}"
-                          for c in sorted(defaults[0][1]))
+    mean_d, mean_v = float(np.mean([r.score for r in defaults])), float(np.mean([r.score for r in variant]))
+    per_class = "; ".join(f"{c} {np.mean([r.per_class[c] for r in defaults]):.3f} → "
+                          f"{np.mean([r.per_class[c] for r in variant]):.3f}" for c in sorted(defaults[0].per_class))
     return (f"| {name} | {METRIC_NAMES[task][0]} | {mean_d:.4f} | {mean_v:.4f} | {mean_v - mean_d:+.4f} | "
-            f"{', '.join(f'{r[0]:.4f}' for r in defaults)} | {', '.join(f'{r[0]:.4f}' for r in variant)} | {per_class} "
+            f"{', '.join(f'{r.score:.4f}' for r in defaults)} | {', '.join(f'{r.score:.4f}' for r in variant)} | {per_class} "
             f"| {run} |")
+
+
+def _ensemble_line(name: str, label: str, runs: Sequence[RunScore], seeds: Sequence[int]) -> str | None:
+    """What the fold ensemble of ``label``'s runs on set ``name`` adds over its best single fold, per seed and
+    on average; None when they trained one fold."""
+    if not all(r.folds for r in runs):
+        return None
+    gains = [(r.ensemble or 0.0) - max(r.folds.values()) for r in runs]
+    per_seed = "; ".join(f"seed {seed}: ensemble {r.ensemble:.4f}, folds {', '.join(f'{v:.4f}' for v in r.folds.values())}"
+                         for seed, r in zip(seeds, runs))
+    return (f"- {name}, {label}: the ensemble of {len(runs[0].folds)} folds scores {float(np.mean(gains)):+.4f} "
+            f"against its best single fold (mean over seeds; {per_seed})")
 
 
 def run_label(steps: int, seeds: Sequence[int]) -> str:
@@ -90,21 +124,32 @@ TABLE_HEAD = ["| set | metric | defaults (mean) | variant (mean) | change | defa
               "| per class (defaults → variant) | run |", "|---|---|---|---|---|---|---|---|---|"]
 
 
-def _merged_table(path: Path, variant: str, overrides: Sequence[str], rows: Mapping[str, str]) -> str:
+ENSEMBLE_HEAD = ("Fold ensembles, where a run trained several folds (each fold model and the ensemble scored on the "
+                 "held-out images, post-processed alike, from the run's own `fold_scores.json`):")
+
+
+def _merged_table(path: Path, variant: str, overrides: Sequence[str], rows: Mapping[str, str],
+                  ensembles: Mapping[str, Sequence[str]]) -> str:
     """The variant's table with ``rows`` (by set) replacing or joining the rows already kept in ``path``,
     so ablations of one variant run over different sets (one process per core) end in one table; each row
-    names its own run."""
+    names its own run. ``ensembles``: the sets' :func:`_ensemble_line` lines, kept and replaced the same way."""
     kept: dict[str, str] = {}
+    kept_ensembles: dict[str, list[str]] = {}
     if path.is_file():
         for line in path.read_text().splitlines():
             cells = line.split("|")
             if line.startswith("| ") and line not in TABLE_HEAD and len(cells) > 2 and cells[1].strip() != "set":
                 kept[cells[1].strip()] = line
+            elif line.startswith("- "):
+                kept_ensembles.setdefault(line[2:].split(",")[0], []).append(line)
     kept.update(rows)
+    kept_ensembles.update({name: list(lines) for name, lines in ensembles.items()})
+    ensemble_lines = [line for name in sorted(kept_ensembles) for line in kept_ensembles[name]]
     return "\n".join([
         f"### `{variant}`: {' '.join(overrides)}", "",
         "The defaults and the variant train on the same seeds and steps (train.budget_steps); each row's run "
-        "column gives them, with the date and commit.", "", *TABLE_HEAD, *(kept[name] for name in sorted(kept))])
+        "column gives them, with the date and commit.", "", *TABLE_HEAD, *(kept[name] for name in sorted(kept)),
+        *(["", ENSEMBLE_HEAD, "", *ensemble_lines] if ensemble_lines else [])])
 
 
 def ablate(variants: Mapping[str, Sequence[str]], sets: Sequence[str], steps: int, seeds: Sequence[int]) -> None:
@@ -116,12 +161,14 @@ def ablate(variants: Mapping[str, Sequence[str]], sets: Sequence[str], steps: in
         for label, extra in (("defaults", []), *variants.items()):
             runs = [kseg_score(name, extra, steps, seed, WORK / "ablation" / name / label) for seed in seeds]
             results[label] = runs
-            print(f"[ablation] {name} {label}: {[round(r[0], 4) for r in runs]} "
-                  f"({', '.join(f'{r[2]:.0f}s' for r in runs)})", flush=True)
+            print(f"[ablation] {name} {label}: {[round(r.score, 4) for r in runs]} "
+                  f"({', '.join(f'{r.seconds:.0f}s' for r in runs)})", flush=True)
         for variant, overrides in variants.items():
             path = ABLATIONS / f"{variant}.md"
             row = _row(name, task, results["defaults"], results[variant], run_label(steps, seeds))
-            write_text(path, _merged_table(path, variant, overrides, {name: row}) + "\n")
+            lines = [line for label in ("defaults", variant)
+                     if (line := _ensemble_line(name, label, results[label], seeds)) is not None]
+            write_text(path, _merged_table(path, variant, overrides, {name: row}, {name: lines}) + "\n")
 
 
 def run(quick: bool = False) -> str:

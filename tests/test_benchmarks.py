@@ -45,7 +45,7 @@ def test_ablation_runs_the_defaults_once_and_each_variant_on_the_same_seeds(monk
     def fake_score(name, overrides, steps, seed, work):
         calls.append((name, tuple(overrides), steps, seed))
         variant = 0.1 * len(overrides)
-        return 0.2 + variant + 0.01 * seed, {"a": 0.1 + variant * 2, "b": 0.5}, 1.0
+        return bench_ablation.RunScore(0.2 + variant + 0.01 * seed, {"a": 0.1 + variant * 2, "b": 0.5}, 1.0)
 
     monkeypatch.setattr(bench_ablation, "kseg_score", fake_score)
     monkeypatch.setattr(bench_ablation, "prepare", lambda name: "data/real/" + name)
@@ -64,6 +64,30 @@ def test_ablation_runs_the_defaults_once_and_each_variant_on_the_same_seeds(monk
     rows = [line.split("|")[1].strip() for line in (tmp_path / "invert_auto.md").read_text().splitlines()
             if line.startswith("| ") and "---" not in line]
     assert rows == ["set", "he_nuclei", "mixed_nuclei"]
+
+
+def test_ablation_reports_what_a_fold_ensemble_adds_over_its_best_fold(monkeypatch, tmp_path):
+    """A variant that trains several folds gets a line per set with the ensemble against its best single fold
+    (per seed and on average); a rerun of the set replaces its line, another set's line is kept."""
+    from benchmarks import bench_ablation
+
+    def fake_score(name, overrides, steps, seed, work):
+        if not overrides:
+            return bench_ablation.RunScore(0.3, {}, 1.0)
+        return bench_ablation.RunScore(0.35, {}, 1.0, {"fold0": 0.30 + 0.01 * seed, "fold1": 0.32, "fold2": 0.31},
+                                       0.35 + 0.01 * seed)
+
+    monkeypatch.setattr(bench_ablation, "kseg_score", fake_score)
+    monkeypatch.setattr(bench_ablation, "prepare", lambda name: "data/real/" + name)
+    monkeypatch.setattr(bench_ablation, "ABLATIONS", tmp_path)
+    variants = {"folds3": ["train.min_steps_per_fold=40"]}
+    bench_ablation.ablate(variants, ["he_nuclei", "mixed_nuclei"], 120, [0, 1])
+    bench_ablation.ablate(variants, ["mixed_nuclei"], 120, [0, 1])
+    lines = [line for line in (tmp_path / "folds3.md").read_text().splitlines() if line.startswith("- ")]
+    assert [line.split(",")[0] for line in lines] == ["- he_nuclei", "- mixed_nuclei"]
+    assert lines[0].startswith("- he_nuclei, folds3: the ensemble of 3 folds scores +0.0350 against its best single fold")
+    assert "seed 0: ensemble 0.3500, folds 0.3000, 0.3200, 0.3100; seed 1: ensemble 0.3600" in lines[0]
+    assert not any("defaults" in line for line in lines)  # the defaults trained one fold
 
 
 def test_ablation_variant_must_name_its_overrides(capsys):
