@@ -16,7 +16,6 @@ bench_ablation`` reassembles without rerunning).
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 import time
@@ -32,7 +31,7 @@ from kseg.config import load_config, submission_path
 from kseg.data import load_records
 from kseg.files import write_text
 from kseg.pipeline import command_run
-from kseg.predict import fold_scores_path
+from kseg.predict import read_fold_scores
 
 from .bench_real import (
     CONFIGS,
@@ -83,11 +82,9 @@ def kseg_score(name: str, overrides: Sequence[str], steps: int, seed: int, work:
     records = load_records(_side_config(cfg, "test_truth.csv", "test"), progress=False)
     row = test.row("", _submission_labels(cfg, [r.id for r in records], [r.shape for r in records]))
     result = RunScore(row.score, row.per_class, seconds)
-    scores_path = fold_scores_path(submission_path(cfg))
-    if scores_path.is_file():
-        fold_scores = json.loads(scores_path.read_text())
-        if len(fold_scores["per_fold"]) > 1:
-            result.folds, result.ensemble = fold_scores["per_fold"], fold_scores["ensemble"]
+    fold_scores = read_fold_scores(submission_path(cfg))
+    if fold_scores is not None and len(fold_scores["per_fold"]) > 1:
+        result.folds, result.ensemble = fold_scores["per_fold"], fold_scores["ensemble"]
     return result
 
 

@@ -11,7 +11,6 @@ overlays (``kseg.overlay``), so a picture and the numbers beside it always agree
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -28,7 +27,7 @@ from kseg.metric import THRESHOLDS, match_counts, object_overlaps, task_score
 from kseg.pipeline import stage_seconds
 from kseg.plan import read_plan
 from kseg.postprocess import PARAM_KEYS, instances_from_probs, label_objects, predict_class
-from kseg.predict import fold_scores_path
+from kseg.predict import read_fold_scores
 from kseg.run import RunDir
 from kseg.search import OofImage, SearchResult, check_search_config, load_oof, oof_images, read_search_result
 from kseg.targets import read_channels
@@ -317,11 +316,10 @@ def analyse_oof(cfg: Config, records: Sequence[ImageRecord] | None = None, *, pr
     by_threshold = pd.DataFrame({"tp": true_positives, "fp": n_pred - true_positives, "fn": n_true - true_positives},
                                 index=pd.Index(THRESHOLDS, name="iou_threshold"))
     table_path = RunDir(run.run_dir).search_table
-    scores_path = fold_scores_path(submission_path(cfg))
     return OofAnalysis(
         run=run, images=rows, by_threshold=by_threshold,
         search_table=pd.read_csv(table_path) if table_path.is_file() else None,
         histories=_histories(run.run_dir), stage_seconds=stage_seconds(cfg),
-        fold_scores=json.loads(scores_path.read_text()) if scores_path.is_file() else None,
+        fold_scores=read_fold_scores(submission_path(cfg)),
         plan=read_plan(run.run_dir).reason,
     )

@@ -287,11 +287,10 @@ def print_summary(cfg: Config, timings: dict[str, str], submission: Path) -> Non
         order = (lambda item: (len(item[0]), item[0])) if names else (lambda item: item[0])  # class ids by number
         for cls, value in sorted(report.per_class.items(), key=order):
             lines.append(f"  class {names.get(cls, cls)}: {value:.4f}")
-    from .predict import fold_scores_path
+    from .predict import read_fold_scores
 
-    scores_path = fold_scores_path(submission)
-    if scores_path.is_file():
-        scores = json.loads(scores_path.read_text())
+    scores = read_fold_scores(submission)
+    if scores is not None:
         lines.append("single fold models on the annotated test images: "
                      + ", ".join(f"{name} {value:.4f}" for name, value in scores["per_fold"].items())
                      + f" (ensemble {scores['ensemble']:.4f})")

@@ -1,6 +1,7 @@
 """Test-time inference: every test image → fold ensemble × TTA → post-processing → validated submission."""
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Callable
@@ -100,6 +101,13 @@ def fold_scores_path(submission: Path) -> Path:
     the benchmark sets): next to the submission they describe (``demo.csv`` → ``demo.fold_scores.json``), so
     a prediction into another file leaves the run's numbers alone."""
     return submission.with_name(f"{submission.stem}.fold_scores.json")
+
+
+def read_fold_scores(submission: Path) -> dict | None:
+    """The :class:`FoldScores` a prediction into ``submission`` wrote (``n_images``, ``ensemble``, ``per_fold``),
+    or None when it scored no annotated test image."""
+    path = fold_scores_path(submission)
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def model_input(cfg: Config) -> Callable[[np.ndarray], np.ndarray]:
